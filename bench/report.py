@@ -1,0 +1,370 @@
+"""The results of a benchmark run: the machine, the table, the goals, docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from wrk_runner import LoadSettings, WrkResult
+
+GATEWAY = "cloudlink-gateway"
+PEER = "scim2-server"
+PACKAGES = ("cloudlink-gateway", "uvicorn", "uvloop", "httptools", "starlette", "scim2-server")
+
+
+@dataclass
+class ServerRun:
+    """Everything measured on one server."""
+
+    name: str
+    command: str
+    auth: str
+    users: int
+    small_users: int | None = None
+    seed_seconds: float = 0.0  # seeding all users, summed over the steps
+    lookup_small: WrkResult | None = None  # lookups with small_users seeded
+    lookup: WrkResult | None = None  # lookups with all users seeded
+    create: WrkResult | None = None
+    warmups: list[WrkResult] = field(default_factory=list)
+    memory_kib: dict[str, int | None] = field(default_factory=dict)
+    children: list[int] = field(default_factory=list)
+    log_lines: int = 0
+    log_errors: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+    error: str | None = None
+
+    @property
+    def seed_rate(self) -> float:
+        return self.users / self.seed_seconds if self.seed_seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        for key in ("lookup_small", "lookup", "create"):
+            value = data[key]
+            data[key] = value.to_json() if value is not None else None
+        data["warmups"] = [w.to_json() for w in self.warmups]
+        return data
+
+
+# -- The machine --------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info(wrk_version: str) -> dict[str, str]:
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
+    info = {
+        "nproc": nproc or str(os.cpu_count()),
+        "CPU": _cpu_model(),
+        "memory": _memory(),
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": f"{platform.python_implementation()} {platform.python_version()}",
+        "wrk": wrk_version,
+    }
+    info.update({package: _version(package) for package in PACKAGES})
+    return info
+
+
+# -- Goals --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Goal:
+    text: str
+    measured: str
+    met: bool | None  # None: not measured, or not a pass/fail goal
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def goals(gateway: ServerRun | None, peer: ServerRun | None) -> list[Goal]:
+    """The benchmark's goals for the gateway, met or missed."""
+    lookup = gateway.lookup if gateway else None
+    create = gateway.create if gateway else None
+    small = gateway.lookup_small if gateway else None
+    peer_lookup = peer.lookup if peer else None
+    peer_create = peer.create if peer else None
+    sizes = (
+        f"{gateway.users:,} users within 1.2x of {gateway.small_users:,}"
+        if gateway and gateway.small_users
+        else "the full size within 1.2x of the small size"
+    )
+    specs: list[tuple[str, float | None, str, Callable[[float], bool]]] = [
+        (
+            "filter lookups >= 4,000 req/s",
+            lookup.rps if lookup else None,
+            "{:,.0f} req/s",
+            lambda v: v >= 4000,
+        ),
+        (
+            "filter lookups >= 5x the peer",
+            _ratio(lookup.rps, peer_lookup.rps) if lookup and peer_lookup else None,
+            "{:.2f}x",
+            lambda v: v >= 5,
+        ),
+        (
+            "filter lookups p99 < 25 ms",
+            lookup.p99_ms if lookup else None,
+            "{:.2f} ms",
+            lambda v: v < 25,
+        ),
+        (
+            "creates >= 1,500 req/s",
+            create.rps if create else None,
+            "{:,.0f} req/s",
+            lambda v: v >= 1500,
+        ),
+        (
+            "creates >= 2.5x the peer",
+            _ratio(create.rps, peer_create.rps) if create and peer_create else None,
+            "{:.2f}x",
+            lambda v: v >= 2.5,
+        ),
+        (
+            f"lookup cost at {sizes} (req/s ratio)",
+            _ratio(small.rps, lookup.rps) if small and lookup else None,
+            "{:.2f}x",
+            lambda v: v <= 1.2,
+        ),
+    ]
+    out = [
+        Goal(text, fmt.format(value), ok(value))
+        if value is not None
+        else Goal(text, "not measured", None)
+        for text, value, fmt, ok in specs
+    ]
+    measured = [r for r in (small, lookup, create) if r is not None]
+    bad = sum(r.bad for r in measured)
+    out.append(
+        Goal(
+            "every measured gateway response as expected (status, body, no socket error)",
+            f"{bad:,} unexpected" if measured else "not measured",
+            bad == 0 if measured else None,
+        )
+    )
+    hwm = gateway.memory_kib.get("vm_hwm_kib") if gateway else None
+    users = f"{gateway.users:,}" if gateway else "all"
+    out.append(
+        Goal(
+            f"peak memory (VmHWM) with {users} users, after the load",
+            f"{hwm / 1024:,.0f} MiB" if hwm else "not measured",
+            None,
+        )
+    )
+    return out
+
+
+def _verdict(goal: Goal) -> str:
+    if goal.met is None:
+        return "reported" if goal.measured != "not measured" else "not measured"
+    return "**met**" if goal.met else "**missed**"
+
+
+# -- Tables -------------------------------------------------------------------------------
+
+
+def _cell(result: WrkResult | None, what: str) -> str:
+    if result is None:
+        return "—"
+    if what == "rps":
+        return f"{result.rps:,.0f}"
+    if what == "bad":
+        sockets = sum(result.socket_errors.values())
+        return f"{result.unexpected_status:,} / {result.wrong_body:,} / {sockets:,}"
+    return f"{getattr(result, what):.2f}"
+
+
+def results_table(runs: list[ServerRun]) -> str:
+    """The side-by-side results, one column per server."""
+    header = "| | " + " | ".join(r.name for r in runs) + " |"
+    lines = [header, "|---" * (len(runs) + 1) + "|"]
+
+    def row(label: str, cells: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("authentication", [r.auth for r in runs])
+    row("users seeded", [f"{r.users:,}" for r in runs])
+    row("seeding (POST, req/s)", [f"{r.seed_rate:,.0f}" for r in runs])
+    for label, attr in (
+        ("filter lookup", "lookup"),
+        ("create (POST)", "create"),
+    ):
+        results = [getattr(r, attr) for r in runs]
+        row(f"**{label}** req/s", [_cell(x, "rps") for x in results])
+        row(f"{label} p50 ms", [_cell(x, "p50_ms") for x in results])
+        row(f"{label} p99 ms", [_cell(x, "p99_ms") for x in results])
+        row(f"{label} bad status / bad body / socket errors", [_cell(x, "bad") for x in results])
+    if any(r.lookup_small for r in runs):
+        small = [r.lookup_small for r in runs]
+        sizes = {r.small_users for r in runs if r.small_users}
+        size = f"{next(iter(sizes)):,}" if len(sizes) == 1 else "small"
+        row(f"filter lookup at {size} users req/s", [_cell(x, "rps") for x in small])
+        row(f"filter lookup at {size} users p99 ms", [_cell(x, "p99_ms") for x in small])
+        row(
+            f"lookup req/s ratio {size} / {runs[0].users:,} users",
+            [
+                f"{x.rps / r.lookup.rps:.2f}x" if x and r.lookup and r.lookup.rps else "—"
+                for x, r in zip(small, runs, strict=True)
+            ],
+        )
+    row(
+        "peak memory VmHWM (MiB)",
+        [f"{hwm / 1024:,.0f}" if (hwm := r.memory_kib.get("vm_hwm_kib")) else "—" for r in runs],
+    )
+    return "\n".join(lines)
+
+
+def goals_table(goal_list: list[Goal]) -> str:
+    lines = ["| goal (gateway) | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {g.text} | {g.measured} | {_verdict(g)} |" for g in goal_list]
+    return "\n".join(lines)
+
+
+# -- docs/benchmarks.md -------------------------------------------------------------------
+
+
+def _commands(runs: list[ServerRun], harness: str) -> str:
+    lines = ["```sh", "# the whole benchmark, as run for these results:", harness, ""]
+    for run in runs:
+        lines.append(f"# {run.name}")
+        lines.append(run.command)
+        for result in (run.lookup_small, run.lookup, run.create):
+            if result is not None:
+                lines.append(result.command)
+        lines.append("")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def _findings(runs: list[ServerRun]) -> str:
+    lines: list[str] = []
+    for run in runs:
+        notes: list[str] = []
+        if run.error:
+            notes.append(f"the run failed: `{run.error.splitlines()[0][:300]}`")
+        for label, result in (
+            ("lookups (small)", run.lookup_small),
+            ("lookups", run.lookup),
+            ("creates", run.create),
+        ):
+            if result is not None and result.bad:
+                notes.append(
+                    f"{label}: {result.unexpected_status:,} unexpected statuses, "
+                    f"{result.wrong_body:,} wrong bodies, socket errors "
+                    f"{result.socket_errors}; first: `{result.first_bad[:200]}`"
+                )
+        warm_bad = sum(w.bad for w in run.warmups)
+        if warm_bad:
+            notes.append(f"{warm_bad:,} unexpected responses during the warm-ups")
+        if run.log_errors:
+            notes.append(
+                f"{len(run.log_errors):,} error lines in its log, first: "
+                f"`{run.log_errors[0][:200]}`"
+            )
+        if run.children:
+            notes.append(f"it had {len(run.children)} child processes (memory is the parent's)")
+        if run.exit_code not in (0, None):
+            notes.append(f"it exited with {run.exit_code} when stopped")
+        lines += [f"- {run.name}: {note}" for note in notes]
+    return "\n".join(lines) if lines else "- none: every measured response was as expected."
+
+
+def markdown(
+    runs: list[ServerRun],
+    machine: dict[str, str],
+    settings: LoadSettings,
+    harness: str,
+    uvicorn_options: str,
+) -> str:
+    by_name = {r.name: r for r in runs}
+    goal_list = goals(by_name.get(GATEWAY), by_name.get(PEER))
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    machine_rows = "\n".join(f"| {k} | {v} |" for k, v in machine.items())
+    users = max((r.users for r in runs), default=0)
+    return f"""# Benchmarks
+
+SCIM performance of the gateway against [scim2-server](https://pypi.org/project/scim2-server/),
+the reference SCIM server of python-scim, on the same machine. This page is written by
+`python bench/run.py`; see [bench/README.md](../bench/README.md) for the harness.
+
+Last run: {today}, with {users:,} users.
+
+## Goals
+
+{goals_table(goal_list)}
+
+## Results
+
+Load: wrk, {settings.threads} threads, {settings.connections} connections,
+{settings.duration_s} s measured after a {settings.warmup_s} s warm-up, per test. Latencies in ms.
+
+{results_table(runs)}
+
+- **filter lookup**: `GET /Users?filter=userName eq "user<i>@bench.example"`, `i` drawn at
+  random over the seeded users for every request. A lookup counts as bad unless it
+  answers 200 with `totalResults` 1.
+- **create**: `POST /Users` with a new, unique user per request; bad unless it answers 201.
+- **seeding**: the users are POSTed one by one by an async HTTP client, 32 at a time;
+  both servers get the same bodies.
+- Peak memory is the server process's `VmHWM` from `/proc/<pid>/status`, read after
+  seeding and all the load.
+- scim2-server serves with **no authentication** (it has none); the gateway checks a
+  bearer token on every request.
+- Both servers run in one process under uvicorn ({uvicorn_options}), one after the other,
+  with wrk on the same {machine["nproc"]} CPUs.
+
+### Findings
+
+{_findings(runs)}
+
+## Machine
+
+| | |
+|---|---|
+{machine_rows}
+
+## Commands
+
+Ports are picked at random; tokens are redacted.
+
+{_commands(runs, harness)}
+"""
+
+
+def python_command() -> str:
+    return Path(sys.executable).name

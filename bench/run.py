@@ -1,0 +1,259 @@
+"""Benchmark the gateway's SCIM endpoints against scim2-server, and write docs/benchmarks.md.
+
+Usage: python bench/run.py [--users N] [--small-users N] [--servers gateway,peer] ...
+
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from report import (
+    GATEWAY,
+    PEER,
+    ServerRun,
+    goals,
+    goals_table,
+    machine_info,
+    markdown,
+    results_table,
+)
+from seeding import SeedError, seed
+from servers import Server, ServerError, start_gateway, start_peer
+from wrk_runner import LoadSettings, WrkError, WrkResult, measure, wrk_version
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs" / "benchmarks.md"
+ERROR_LINE = re.compile(
+    r'Traceback|\b(ERROR|CRITICAL)\b|"level":\s*"(error|critical)"|level=(error|critical)',
+    re.IGNORECASE,
+)
+# How the peer is served: as the gateway's `serve` does (uvicorn, in-process, one worker).
+UVICORN_LOOP = "auto"
+UVICORN_HTTP = "auto"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python bench/run.py",
+        description="Benchmark cloudlink-gateway against scim2-server with wrk.",
+    )
+    parser.add_argument("--users", type=int, default=100_000, help="users to seed (100,000)")
+    parser.add_argument(
+        "--small-users",
+        type=int,
+        default=1_000,
+        help="measure lookups at this size first, for the lookup cost ratio (1,000; 0: skip)",
+    )
+    parser.add_argument(
+        "--servers",
+        default="gateway,peer",
+        help="which servers to run, comma-separated: gateway, peer (both)",
+    )
+    parser.add_argument("--duration", type=int, default=15, help="seconds measured per test")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per test")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--seed-concurrency", type=int, default=32, help="concurrent seed POSTs")
+    parser.add_argument(
+        "--seed-timeout", type=float, default=3600.0, help="give up seeding after this many s"
+    )
+    parser.add_argument(
+        "--peer-loop", default=UVICORN_LOOP, help="uvicorn loop for the peer (as the gateway)"
+    )
+    parser.add_argument(
+        "--peer-http", default=UVICORN_HTTP, help="uvicorn http for the peer (as the gateway)"
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=DOCS,
+        help="Markdown file to write (docs/benchmarks.md); only after a run of both servers",
+    )
+    parser.add_argument("--no-docs", action="store_true", help="do not write the docs")
+    parser.add_argument("--json", type=Path, help="also write the raw results to this file")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary dir (data and server logs)"
+    )
+    args = parser.parse_args(argv)
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = set(args.servers) - {"gateway", "peer"}
+    if unknown or not args.servers:
+        parser.error(f"--servers takes gateway and/or peer, not {', '.join(unknown) or 'nothing'}")
+    if args.users < 1 or args.small_users < 0:
+        parser.error("--users must be positive and --small-users not negative")
+    return args
+
+
+def _lookups(
+    server: Server, users: int, settings: LoadSettings
+) -> tuple[WrkResult, WrkResult | None]:
+    result, warmup = measure(
+        server.users_url,
+        "lookup.lua",
+        lambda _phase: [str(users), server.auth],
+        settings,
+        secret_args=frozenset({1}),
+    )
+    log(
+        f"  lookups at {users:,} users: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+        f"p99 {result.p99_ms:.2f} ms, bad {result.bad:,}"
+    )
+    return result, warmup
+
+
+def _creates(server: Server, settings: LoadSettings) -> tuple[WrkResult, WrkResult | None]:
+    tag = uuid.uuid4().hex[:8]
+    result, warmup = measure(
+        server.users_url,
+        "create.lua",
+        lambda phase: [f"{tag}{phase[0]}", server.auth],
+        settings,
+        secret_args=frozenset({1}),
+    )
+    log(
+        f"  creates: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+        f"p99 {result.p99_ms:.2f} ms, bad {result.bad:,}"
+    )
+    return result, warmup
+
+
+def _seed(server: Server, first: int, last: int, args: argparse.Namespace) -> float:
+    log(f"  seeding users {first:,}..{last:,}")
+    result = seed(
+        server.users_url,
+        server.headers,
+        range(first, last + 1),
+        concurrency=args.seed_concurrency,
+        deadline_s=args.seed_timeout,
+    )
+    log(f"  seeded {result.created:,} users in {result.seconds:.1f} s ({result.rate:,.0f}/s)")
+    return result.seconds
+
+
+def bench_server(
+    name: str,
+    start: Callable[[], Server],
+    args: argparse.Namespace,
+    settings: LoadSettings,
+) -> ServerRun:
+    """Start a server, seed it, load it, read its memory, stop it."""
+    log(f"{name}: starting")
+    server = start()
+    small = args.small_users if 0 < args.small_users < args.users else None
+    run = ServerRun(
+        name=name,
+        command=server.command,
+        auth="bearer token" if server.headers else "none",
+        users=args.users,
+        small_users=small,
+    )
+    warmups: list[WrkResult | None] = []
+    try:
+        seeded = 0
+        if small is not None:
+            run.seed_seconds += _seed(server, 1, small, args)
+            run.lookup_small, warmup = _lookups(server, small, settings)
+            warmups.append(warmup)
+            seeded = small
+        run.seed_seconds += _seed(server, seeded + 1, args.users, args)
+        run.lookup, warmup = _lookups(server, args.users, settings)
+        warmups.append(warmup)
+        run.create, warmup = _creates(server, settings)
+        warmups.append(warmup)
+        run.memory_kib = server.memory_kib()
+        run.children = server.children()
+        hwm = run.memory_kib.get("vm_hwm_kib")
+        log(f"  peak memory (VmHWM): {hwm / 1024:,.0f} MiB" if hwm else "  no VmHWM")
+    except (SeedError, WrkError) as exc:
+        run.error = str(exc)
+        log(f"  FAILED: {exc}")
+    finally:
+        run.warmups = [w for w in warmups if w is not None]
+        run.exit_code = server.stop()
+        log(f"{name}: stopped (exit code {run.exit_code})")
+    text = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
+    run.log_lines = text.count("\n")
+    run.log_errors = [line for line in text.splitlines() if ERROR_LINE.search(line)]
+    if run.log_errors:
+        log(f"  {len(run.log_errors):,} error lines in the log, first: {run.log_errors[0][:200]}")
+    return run
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    settings = LoadSettings(
+        threads=args.threads,
+        connections=args.connections,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+    )
+    machine = machine_info(wrk_version())
+    harness = shlex.join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
+    runs: list[ServerRun] = []
+    workdir = Path(tempfile.mkdtemp(prefix="cloudlink-bench-"))
+    try:
+        starters: dict[str, tuple[str, Callable[[], Server]]] = {
+            "gateway": (GATEWAY, lambda: start_gateway(workdir)),
+            "peer": (
+                PEER,
+                lambda: start_peer(workdir, loop=args.peer_loop, http=args.peer_http),
+            ),
+        }
+        for key in ("gateway", "peer"):
+            if key in args.servers:
+                name, start = starters[key]
+                try:
+                    runs.append(bench_server(name, start, args, settings))
+                except ServerError as exc:
+                    log(f"{name}: could not start: {exc}")
+                    runs.append(
+                        ServerRun(name=name, command="", auth="", users=args.users, error=str(exc))
+                    )
+    finally:
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    by_name = {r.name: r for r in runs}
+    print()
+    print(results_table(runs))
+    print()
+    print(goals_table(goals(by_name.get(GATEWAY), by_name.get(PEER))))
+    if args.json:
+        args.json.write_text(
+            json.dumps({"machine": machine, "runs": [r.to_json() for r in runs]}, indent=2)
+        )
+    uvicorn_options = f"loop {args.peer_loop}, http {args.peer_http}"
+    if not args.no_docs and len(runs) == 2 and not any(r.error for r in runs):
+        args.docs.write_text(markdown(runs, machine, settings, harness, uvicorn_options))
+        log(f"wrote {args.docs.relative_to(REPO) if args.docs.is_relative_to(REPO) else args.docs}")
+    failed = any(r.error for r in runs)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Starting, watching and stopping the servers under test."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx2
+
+BENCH_DIR = Path(__file__).resolve().parent
+LOOPBACK = "127.0.0.1"
+
+
+class ServerError(RuntimeError):
+    """A server did not start, or a setup command failed."""
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback address right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def _kib(value: str | None) -> int | None:
+    return int(value.split()[0]) if value else None
+
+
+@dataclass
+class Server:
+    """A server process under test and how to reach its SCIM users endpoint."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    users_url: str
+    headers: dict[str, str]
+    log_path: Path
+    command: str  # how it was started, for the record
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def auth(self) -> str:
+        """The Authorization header value wrk must send, or ``-`` for none."""
+        return self.headers.get("Authorization", "-")
+
+    def memory_kib(self) -> dict[str, int | None]:
+        """Peak (VmHWM) and current (VmRSS) resident memory of the server process."""
+        status = _proc_status(self.process.pid)
+        return {"vm_hwm_kib": _kib(status.get("VmHWM")), "vm_rss_kib": _kib(status.get("VmRSS"))}
+
+    def children(self) -> list[int]:
+        """The process ids of the server's direct children, if it has any."""
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        with contextlib.suppress(OSError):
+            return [int(pid) for pid in path.read_text().split()]
+        return []
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM the server, then SIGKILL its process group if it outlives ``timeout_s``."""
+        process = self.process
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        # The server runs in a session of its own: reap anything it left behind.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return process.returncode
+
+
+def _spawn(
+    argv: list[str], env: dict[str, str], log_path: Path
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so nothing it starts outlives it
+    )
+    return process, log
+
+
+def wait_ready(server: Server, url: str, timeout_s: float = 60.0) -> None:
+    """Poll ``url`` until it answers 200; fail early if the server exits."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    with httpx2.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise ServerError(
+                    f"{server.name} exited with {server.process.returncode} before it was "
+                    f"ready:\n{server.log_tail()}"
+                )
+            try:
+                response = client.get(url, headers=server.headers)
+                if response.status_code == 200:
+                    return
+                last = f"{response.status_code} {response.text[:200]}"
+            except httpx2.TransportError as exc:
+                last = repr(exc)
+            time.sleep(0.2)
+    raise ServerError(f"{server.name} not ready at {url} after {timeout_s:.0f} s: {last}")
+
+
+# -- The peer ---------------------------------------------------------------------------
+
+
+def start_peer(workdir: Path, *, loop: str, http: str) -> Server:
+    """Serve bench/peer_app.py (scim2-server, async memory storage) on a free port."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        str(BENCH_DIR / "peer_app.py"),
+        "--host", LOOPBACK, "--port", str(port), "--loop", loop, "--http", http,
+    ]  # fmt: skip
+    log_path = workdir / "peer.log"
+    process, log = _spawn(argv, dict(os.environ), log_path)
+    shown = ["python", "bench/peer_app.py", *argv[2:]]
+    server = Server(
+        name="scim2-server",
+        process=process,
+        users_url=f"http://{LOOPBACK}:{port}/v2/Users",
+        headers={},
+        log_path=log_path,
+        command=" ".join(shown),
+        _log=log,
+    )
+    try:
+        wait_ready(server, f"http://{LOOPBACK}:{port}/v2/ServiceProviderConfig")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+# -- The gateway ------------------------------------------------------------------------
+
+
+def gateway_command() -> list[str]:
+    """How to run the gateway's CLI: the console script next to this Python, or on PATH."""
+    beside = Path(sys.executable).parent / "cloudlink-gateway"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("cloudlink-gateway")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "gateway"]
+
+
+def _gateway_json(argv: list[str], env: dict[str, str]) -> Any:
+    command = [*gateway_command(), *argv]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise ServerError(
+            f"`cloudlink-gateway {' '.join(argv)}` exited with {done.returncode}:\n"
+            f"{done.stdout}\n{done.stderr}"
+        )
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError as exc:
+        raise ServerError(
+            f"`cloudlink-gateway {' '.join(argv)}` printed no JSON:\n{done.stdout}\n{done.stderr}"
+        ) from exc
+
+
+def start_gateway(workdir: Path, *, account_name: str = "bench") -> Server:
+    """Create an account and SCIM keys in a fresh data dir, then serve the gateway."""
+    port = free_port()
+    data_dir = workdir / "gateway-data"
+    data_dir.mkdir()
+    # The embedded default (SQLite in the data dir): no GATEWAY_ setting from outside.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env |= {
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_ADMIN_TOKEN": secrets.token_urlsafe(32),
+        "GATEWAY_PUBLIC_URL": f"http://{LOOPBACK}:{port}",
+    }
+    account = _gateway_json(["account", "create", "--name", account_name, "--json"], env)
+    keys = _gateway_json(["scim-keys", str(account["id"]), "--json"], env)
+    tenant_url = str(keys["tenant_url"]).rstrip("/")
+    token = str(keys["secret_token"])
+
+    argv = [*gateway_command(), "serve", "--host", LOOPBACK, "--port", str(port)]
+    log_path = workdir / "gateway.log"
+    process, log = _spawn(argv, env, log_path)
+    server = Server(
+        name="cloudlink-gateway",
+        process=process,
+        users_url=f"{tenant_url}/Users",
+        headers={"Authorization": f"Bearer {token}"},
+        log_path=log_path,
+        command=f"cloudlink-gateway serve --host {LOOPBACK} --port {port}",
+        _log=log,
+    )
+    try:
+        wait_ready(server, f"http://{LOOPBACK}:{port}/readyz")
+    except BaseException:
+        server.stop()
+        raise
+    return server

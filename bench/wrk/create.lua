@@ -1,0 +1,30 @@
+-- Creates: POST <url> with a new user per request. The userName is unique per
+-- request: a tag for the run, the wrk thread id, and a per-thread counter.
+-- A response other than 201 is counted.
+--
+-- Arguments (after --): <run tag> <Authorization header value, or ->
+
+dofile(string.match(debug.getinfo(1, "S").source, "^@?(.*/)") .. "common.lua")
+
+expected_status = 201
+
+local template = '{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],'
+   .. '"userName":"%s","externalId":"new-%s","displayName":"New User %s",'
+   .. '"name":{"givenName":"New","familyName":"User %s"},'
+   .. '"emails":[{"type":"work","value":"%s","primary":true}],'
+   .. '"phoneNumbers":[{"type":"work","value":"+33612350000"}],'
+   .. '"active":true}'
+
+function init(args)
+   tag = args[1]
+   headers = auth_headers(args[2])
+   counter = 0
+end
+
+function request()
+   counter = counter + 1
+   local key = tag .. "-" .. tid .. "-" .. counter
+   local name = "new-" .. key .. "@bench.example"
+   local body = string.format(template, name, key, key, key, name)
+   return wrk.format("POST", nil, headers, body)
+end

@@ -1,0 +1,166 @@
+"""Running wrk with the benchmark's Lua scripts, and reading its output."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCRIPTS = Path(__file__).resolve().parent / "wrk"
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+class WrkError(RuntimeError):
+    """wrk is missing, failed, or printed no result."""
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """The shape of one wrk run."""
+
+    threads: int = 2
+    connections: int = 16
+    duration_s: int = 15
+    warmup_s: int = 3
+    timeout_s: int = 10  # wrk's per-request timeout
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """What one wrk run measured."""
+
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    unexpected_status: int  # responses whose status was not the expected one
+    wrong_body: int  # expected status, wrong content (e.g. a lookup that found nothing)
+    non_2xx_3xx: int  # as wrk itself counts them
+    socket_errors: dict[str, int]
+    first_bad: str
+    command: str  # the wrk command line, with the credentials left out
+
+    @property
+    def bad(self) -> int:
+        """Every response or socket error that makes the run less than clean."""
+        return self.unexpected_status + self.wrong_body + sum(self.socket_errors.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "bad": self.bad}
+
+
+def wrk_binary() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise WrkError("wrk is not installed (Debian: apt-get install -y wrk)")
+    return path
+
+
+def wrk_version() -> str:
+    done = subprocess.run(
+        [wrk_binary(), "-v"], capture_output=True, text=True, timeout=10, check=False
+    )
+    first = (done.stdout or done.stderr).splitlines()
+    return first[0].split(" Copyright")[0] if first else "unknown"
+
+
+def _parse(output: str, command: str) -> WrkResult:
+    line = next((ln for ln in output.splitlines() if ln.startswith(RESULT_PREFIX)), None)
+    if line is None:
+        raise WrkError(f"no result in wrk's output:\n{output}")
+    data = json.loads(line.removeprefix(RESULT_PREFIX))
+    latency = data["latency_us"]
+    duration_s = data["duration_us"] / 1e6
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output)
+    errors = data["errors"]
+    return WrkResult(
+        requests=data["requests"],
+        duration_s=duration_s,
+        rps=data["requests"] / duration_s if duration_s > 0 else 0.0,
+        p50_ms=latency["p50"] / 1000,
+        p90_ms=latency["p90"] / 1000,
+        p99_ms=latency["p99"] / 1000,
+        max_ms=latency["max"] / 1000,
+        unexpected_status=data["unexpected_status"],
+        wrong_body=data["wrong_body"],
+        non_2xx_3xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors={k: v for k, v in errors.items() if k != "status"},
+        first_bad=data["first_bad"],
+        command=command,
+    )
+
+
+def run_wrk(
+    url: str,
+    script: str,
+    script_args: list[str],
+    duration_s: int,
+    settings: LoadSettings,
+    *,
+    secret_args: frozenset[int] = frozenset(),
+) -> tuple[WrkResult, str]:
+    """Run ``wrk`` once against ``url`` with ``bench/wrk/<script>``; return the result and output.
+
+    ``secret_args`` are the indexes of ``script_args`` left out of the recorded command.
+    """
+    argv = [
+        wrk_binary(),
+        f"-t{settings.threads}",
+        f"-c{settings.connections}",
+        f"-d{duration_s}s",
+        f"--timeout={settings.timeout_s}s",
+        "--latency",
+        "-s",
+        str(SCRIPTS / script),
+        url,
+        "--",
+        *script_args,
+    ]
+    shown = [
+        *(["wrk", *argv[1:6], f"bench/wrk/{script}", url, "--"]),
+        *("<redacted>" if i in secret_args else a for i, a in enumerate(script_args)),
+    ]
+    command = shlex.join(shown)
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=duration_s + 60, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise WrkError(f"wrk did not finish in time: {command}") from exc
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise WrkError(f"wrk exited with {done.returncode}: {command}\n{output}")
+    return _parse(output, command), output
+
+
+def measure(
+    url: str,
+    script: str,
+    script_args: Callable[[str], list[str]],
+    settings: LoadSettings,
+    *,
+    secret_args: frozenset[int] = frozenset(),
+) -> tuple[WrkResult, WrkResult | None]:
+    """A warm-up run (unless its duration is 0), then the measured run.
+
+    ``script_args`` gives the script's arguments for the phase, ``"warmup"`` or ``"run"``.
+    """
+    warmup = None
+    if settings.warmup_s > 0:
+        phase_args = script_args("warmup")
+        warmup, _ = run_wrk(
+            url, script, phase_args, settings.warmup_s, settings, secret_args=secret_args
+        )
+    result, _ = run_wrk(
+        url, script, script_args("run"), settings.duration_s, settings, secret_args=secret_args
+    )
+    return result, warmup

@@ -1,0 +1,1 @@
+"""cloudlink-gateway: connects CloudLink to Entra ID, Twilio, CM.com and Microsoft Graph."""

@@ -1,0 +1,1 @@
+"""Customer accounts, the integrations added to them, and SCIM keys."""

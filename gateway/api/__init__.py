@@ -1,0 +1,1 @@
+"""The operator admin API under /api/v1."""

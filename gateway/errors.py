@@ -1,0 +1,157 @@
+"""The one exception hierarchy of the gateway.
+
+Each class carries its HTTP status and, where SCIM defines one, its ``scimType``.
+``gateway.responses`` turns any of them into a response in one place: a SCIM error
+document under the SCIM tenant URLs, a JSON problem elsewhere. Raising anything else
+from a handler is a bug and answers 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers on purpose."""
+
+    status: int = 500
+    scim_type: str | None = None
+    code: str = "internal_error"
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+class BadRequest(GatewayError):
+    """The request is malformed or breaks a rule; the detail says how to fix it."""
+
+    status = 400
+    code = "bad_request"
+
+
+class InvalidValue(BadRequest):
+    """A value is missing, of the wrong type, or not allowed by a CloudLink rule."""
+
+    scim_type = "invalidValue"
+    code = "invalid_value"
+
+
+class InvalidSyntax(BadRequest):
+    """The body or a parameter cannot be parsed."""
+
+    scim_type = "invalidSyntax"
+    code = "invalid_syntax"
+
+
+class InvalidFilter(BadRequest):
+    """A SCIM filter cannot be parsed or names an attribute the gateway cannot filter on."""
+
+    scim_type = "invalidFilter"
+    code = "invalid_filter"
+
+
+class InvalidPath(BadRequest):
+    """A PATCH path is malformed or names an unknown attribute."""
+
+    scim_type = "invalidPath"
+    code = "invalid_path"
+
+
+class NoTarget(BadRequest):
+    """A PATCH path matched nothing where something was required."""
+
+    scim_type = "noTarget"
+    code = "no_target"
+
+
+class Mutability(BadRequest):
+    """The request tries to change something that cannot change."""
+
+    scim_type = "mutability"
+    code = "mutability"
+
+
+class Unauthorized(GatewayError):
+    """Missing or wrong credentials."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="cloudlink-gateway"'})
+
+
+class Forbidden(GatewayError):
+    """Valid credentials that do not allow this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    """Nothing at this address (or nothing this caller may see)."""
+
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    """The resource exists but does not take this method."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class Conflict(GatewayError):
+    """The request clashes with the current state."""
+
+    status = 409
+    code = "conflict"
+
+
+class Uniqueness(Conflict):
+    """A value that must be unique within the account is held by another user."""
+
+    scim_type = "uniqueness"
+    code = "uniqueness"
+
+
+class PayloadTooLarge(GatewayError):
+    """The request body is larger than the configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    """The body is not JSON."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class RateLimited(GatewayError):
+    """Too many requests for this account; retry after the given seconds."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
+class NotImplementedFeature(GatewayError):
+    """A SCIM feature the gateway does not offer (bulk, sort, /Me)."""
+
+    status = 501
+    code = "not_implemented"
+
+
+class ServiceUnavailable(GatewayError):
+    """A dependency (the database) is not ready."""
+
+    status = 503
+    code = "unavailable"

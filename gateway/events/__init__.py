@@ -1,0 +1,1 @@
+"""The event history of each account, which is also its ordered feed."""

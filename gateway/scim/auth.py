@@ -1,0 +1,57 @@
+"""Authenticating a SCIM request: the account's bearer token, then its rate limit."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from gateway.errors import RateLimited, Unauthorized
+from gateway.scim import repository as repo
+from gateway.scim.service import Tenant
+from gateway.security import token_matches
+from gateway.services import Services
+
+SCIM_PREFIX = "/scim/v2"
+
+
+def tenant_url(public_url: str, account_id: str) -> str:
+    """The Tenant URL an admin pastes into Entra for ``account_id``."""
+    return f"{public_url}{SCIM_PREFIX}/{account_id}"
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "Missing bearer token: paste the Secret Token generated for this account's "
+            "Azure AD Sync integration into Entra's Admin Credentials."
+        )
+    return token.strip()
+
+
+async def authenticate(request: Request, services: Services) -> Tenant:
+    """The tenant the request may act on, or 401/429.
+
+    An unknown account and a wrong token get the same answer, so a caller cannot tell
+    which accounts exist; a token of one account never opens another.
+    """
+    token = _bearer(request)
+    account_id = request.path_params["account_id"]
+
+    def lookup() -> str | None:
+        with services.db.read() as conn:
+            return repo.credential_digest(conn, account_id)
+
+    digest = await services.db.run(lookup)
+    if digest is None or not token_matches(token, digest):
+        raise Unauthorized(
+            "The secret token is not valid for this tenant URL. Keys may have been "
+            "regenerated or the Azure AD Sync integration removed: generate keys again "
+            "and update both values in Entra."
+        )
+    wait = services.rate_limiter.acquire(account_id)
+    if wait is not None:
+        raise RateLimited(
+            f"Too many SCIM requests for this account; retry after {wait} s.", retry_after=wait
+        )
+    return Tenant(account_id, tenant_url(services.settings.public_url, account_id))

@@ -1,0 +1,273 @@
+"""SCIM filters (RFC 7644 §3.4.2.2) compiled to SQLAlchemy expressions.
+
+scim2-filter-parser turns the filter text into a parse tree; this module walks the tree
+and builds a WHERE clause over ``scim_users`` (and EXISTS sub-queries over
+``scim_user_values`` for emails and phone numbers). Values are always bound
+parameters. An attribute the gateway cannot filter on is an ``invalidFilter`` error,
+never a clause that matches everything: a filter that silently matched every user would
+make Entra link the wrong account or create duplicates.
+
+Every leaf is built to be TRUE or FALSE, never NULL (a comparison on an absent value
+is FALSE), so ``not`` and ``ne`` mean what SCIM says they mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from scim2_filter_parser import ast
+from scim2_filter_parser.lexer import SCIMLexer
+from scim2_filter_parser.parser import SCIMParser, SCIMParserError
+from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, true
+
+from gateway.errors import InvalidFilter
+from gateway.scim.records import fold
+from gateway.scim.schema import CLOUDLINK_USER, CORE_USER, ENTERPRISE_USER
+from gateway.timeparse import parse_iso8601
+from storage.tables import ScimUser, ScimUserValue
+
+Kind = Literal["ci", "exact", "bool", "datetime"]
+
+users = ScimUser.__table__  # type: ignore[attr-defined]
+values = ScimUserValue.__table__  # type: ignore[attr-defined]
+document = users.c.document
+
+
+@dataclass(frozen=True)
+class Target:
+    """A filterable single-valued attribute: its SQL expression and how it compares.
+
+    For ``ci`` targets the expression yields lower-cased text (a folded key column, or
+    ``lower()`` of the stored value) and the filter value is folded to match.
+    """
+
+    column: Any
+    kind: Kind
+
+
+def _json(*path: str, kind: Kind = "ci") -> Target:
+    column = document[path].as_string()
+    return Target(func.lower(column) if kind == "ci" else column, kind)
+
+
+# (schema URN, attribute, sub-attribute), lower-cased -> target.
+SIMPLE: dict[tuple[str, str, str | None], Target] = {
+    (CORE_USER, "id", None): Target(users.c.id, "exact"),
+    (CORE_USER, "externalid", None): Target(users.c.external_id, "exact"),
+    (CORE_USER, "username", None): Target(users.c.user_name_key, "ci"),
+    (CORE_USER, "displayname", None): Target(func.lower(users.c.display_name), "ci"),
+    (CORE_USER, "name", "givenname"): Target(func.lower(users.c.given_name), "ci"),
+    (CORE_USER, "name", "familyname"): Target(func.lower(users.c.family_name), "ci"),
+    (CORE_USER, "name", "formatted"): _json("name", "formatted"),
+    (CORE_USER, "active", None): Target(users.c.active, "bool"),
+    (CORE_USER, "meta", "created"): Target(users.c.created_at, "datetime"),
+    (CORE_USER, "meta", "lastmodified"): Target(users.c.updated_at, "datetime"),
+    (CLOUDLINK_USER, "extension", None): Target(users.c.extension, "exact"),
+    (CLOUDLINK_USER, "loginid", None): Target(func.lower(users.c.login_id), "ci"),
+    (ENTERPRISE_USER, "manager", "value"): _json(ENTERPRISE_USER, "manager", "value", kind="exact"),
+}
+for _name in ("employeeNumber", "costCenter", "organization", "division", "department"):
+    SIMPLE[(ENTERPRISE_USER, _name.lower(), None)] = _json(ENTERPRISE_USER, _name)
+
+# Multi-valued attributes kept in scim_user_values, and how each sub-attribute compares.
+MULTI: dict[str, str] = {"emails": "emails", "phonenumbers": "phoneNumbers"}
+MULTI_VALUE_KIND: dict[str, Kind] = {"emails": "ci", "phoneNumbers": "exact"}
+
+FILTERABLE = sorted(
+    [
+        "id",
+        "externalId",
+        "userName",
+        "displayName",
+        "name.givenName",
+        "name.familyName",
+        "name.formatted",
+        "active",
+        "meta.created",
+        "meta.lastModified",
+        "emails",
+        "emails.value",
+        "emails.type",
+        "emails.primary",
+        'emails[type eq "work"].value',
+        "phoneNumbers",
+        "phoneNumbers.value",
+        "phoneNumbers.type",
+        "phoneNumbers.primary",
+        f"{CLOUDLINK_USER}:extension",
+        f"{CLOUDLINK_USER}:loginId",
+        f"{ENTERPRISE_USER}:employeeNumber",
+        f"{ENTERPRISE_USER}:department",
+        f"{ENTERPRISE_USER}:manager.value",
+    ]
+)
+
+_ORDERING = {"gt", "ge", "lt", "le"}
+_OPERATORS = {"eq", "ne", "co", "sw", "ew", "pr", *_ORDERING}
+
+
+def _unknown_attribute(name: str) -> InvalidFilter:
+    return InvalidFilter(
+        f'Cannot filter on "{name}": the gateway filters on {", ".join(FILTERABLE)}. '
+        "In Entra, choose one of these as the matching attribute."
+    )
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"true", "false"}:
+        return lowered == "true"
+    raise InvalidFilter(f'"{raw}" is not a boolean; compare with true or false.')
+
+
+def _parse_datetime(raw: str) -> datetime:
+    try:
+        return parse_iso8601(raw)
+    except ValueError as exc:
+        raise InvalidFilter(
+            f'"{raw}" is not a date-time; use ISO 8601, e.g. 2026-01-31T12:00:00Z.'
+        ) from exc
+
+
+def _compare(column: Any, kind: Kind, op: str, raw: str | None) -> ColumnElement[bool]:
+    """A null-safe comparison of ``column`` with the filter value ``raw``."""
+    if op == "pr":
+        present = column.is_not(None)
+        return and_(present, column != "") if kind in {"ci", "exact"} else present
+    assert raw is not None
+    if op == "ne":
+        return not_(_compare(column, kind, "eq", raw))
+    value: Any
+    if kind == "bool":
+        if op != "eq":
+            raise InvalidFilter(f'Operator "{op}" does not apply to a boolean; use eq or ne.')
+        value = _parse_bool(raw)
+    elif kind == "datetime":
+        if op in {"co", "sw", "ew"}:
+            raise InvalidFilter(f'Operator "{op}" does not apply to a date-time.')
+        value = _parse_datetime(raw)
+    else:
+        value = fold(raw) if kind == "ci" else raw
+    builders: dict[str, Callable[[], ColumnElement[bool]]] = {
+        "eq": lambda: column == value,
+        "gt": lambda: column > value,
+        "ge": lambda: column >= value,
+        "lt": lambda: column < value,
+        "le": lambda: column <= value,
+        "co": lambda: column.like(f"%{_like_escape(value)}%", escape="\\"),
+        "sw": lambda: column.like(f"{_like_escape(value)}%", escape="\\"),
+        "ew": lambda: column.like(f"%{_like_escape(value)}", escape="\\"),
+    }
+    return and_(column.is_not(None), builders[op]())
+
+
+class _Compiler:
+    """Walks one parse tree; ``scope`` is set while inside ``emails[...]``."""
+
+    def __init__(self) -> None:
+        self.scope: tuple[Any, str] | None = None
+
+    def node(self, node: Any) -> ColumnElement[bool]:
+        if isinstance(node, ast.Filter):
+            if node.namespace is not None:
+                compiled = self._value_path(node.namespace, node.expr, None)
+            else:
+                compiled = self.node(node.expr)
+            return not_(compiled) if node.negated else compiled
+        if isinstance(node, ast.LogExpr):
+            left, right = self.node(node.expr1), self.node(node.expr2)
+            return and_(left, right) if node.op.lower() == "and" else or_(left, right)
+        if isinstance(node, ast.AttrExpr):
+            return self._attr_expr(node)
+        raise InvalidFilter("Unsupported filter expression.")
+
+    def _attr_expr(self, node: Any) -> ColumnElement[bool]:
+        op = str(node.value).lower()
+        if op not in _OPERATORS:
+            raise InvalidFilter(f'Unknown operator "{node.value}".')
+        raw = None if node.comp_value is None else str(node.comp_value.value)
+        path = node.attr_path
+        if isinstance(path.attr_name, ast.Filter):
+            value_path = path.attr_name
+            return self._value_path(value_path.namespace, value_path.expr, (op, raw))
+        if self.scope is not None:
+            return self._sub_attribute(path.attr_name, path.sub_attr, op, raw)
+        urn = (path.uri or CORE_USER).rstrip(":")
+        name = str(path.attr_name)
+        sub = path.sub_attr.value if path.sub_attr is not None else None
+        multi = MULTI.get(name.lower()) if urn == CORE_USER else None
+        if multi is not None:
+            return self._exists(multi, None, (op, raw), sub or "value")
+        target = SIMPLE.get((urn, name.lower(), sub.lower() if sub else None))
+        if target is None:
+            shown = f"{path.uri}:{name}" if path.uri else name
+            raise _unknown_attribute(f"{shown}.{sub}" if sub else shown)
+        return _compare(target.column, target.kind, op, raw)
+
+    def _value_path(
+        self, namespace: Any, inner: Any, comparison: tuple[str, str | None] | None
+    ) -> ColumnElement[bool]:
+        if self.scope is not None or namespace.uri not in (None, CORE_USER):
+            raise InvalidFilter("Nested value filters are not supported.")
+        multi = MULTI.get(str(namespace.attr_name).lower())
+        if multi is None:
+            raise _unknown_attribute(f"{namespace.attr_name}[...]")
+        sub = namespace.sub_attr.value if namespace.sub_attr is not None else "value"
+        return self._exists(multi, inner, comparison, sub)
+
+    def _exists(
+        self,
+        attribute: str,
+        inner: Any,
+        comparison: tuple[str, str | None] | None,
+        sub: str,
+    ) -> ColumnElement[bool]:
+        alias = values.alias()
+        clauses = [
+            alias.c.user_pk == users.c.pk,
+            alias.c.attribute == attribute,
+        ]
+        self.scope = (alias, attribute)
+        try:
+            if inner is not None:
+                clauses.append(self.node(inner))
+            if comparison is not None:
+                clauses.append(self._sub_attribute(sub, None, *comparison))
+        finally:
+            self.scope = None
+        return exists(select(alias.c.pk).where(*clauses).correlate(users))
+
+    def _sub_attribute(self, name: Any, sub: Any, op: str, raw: str | None) -> ColumnElement[bool]:
+        assert self.scope is not None
+        alias, attribute = self.scope
+        key = str(name).lower()
+        if sub is not None or key not in {"value", "type", "primary"}:
+            raise _unknown_attribute(f"{attribute}.{name}")
+        if key == "value":
+            return _compare(alias.c.value_key, MULTI_VALUE_KIND[attribute], op, raw)
+        if key == "type":
+            return _compare(alias.c.type, "ci", op, raw)
+        return _compare(alias.c.primary, "bool", op, raw)
+
+
+def compile_filter(text: str) -> ColumnElement[bool]:
+    """Compile a SCIM filter to a WHERE clause over ``scim_users``."""
+    if not text.strip():
+        return true()
+    try:
+        tree = SCIMParser().parse(SCIMLexer().tokenize(text))
+    except (SCIMParserError, ValueError, AttributeError, TypeError) as exc:
+        raise InvalidFilter(
+            f"The filter cannot be parsed ({exc}). Example of a valid filter: "
+            'userName eq "alice@example.com"'
+        ) from exc
+    if tree is None:
+        raise InvalidFilter('The filter cannot be parsed. Example: userName eq "a@example.com"')
+    return _Compiler().node(tree)

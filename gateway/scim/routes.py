@@ -1,0 +1,287 @@
+"""SCIM endpoints under the tenant URL: thin handlers over ``gateway.scim.service``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from scim2_models import Context
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    InvalidValue,
+    NotFound,
+    NotImplementedFeature,
+    UnsupportedMediaType,
+)
+from gateway.responses import scim_response
+from gateway.routing import TemplateRoute
+from gateway.scim import service
+from gateway.scim.auth import SCIM_PREFIX, authenticate
+from gateway.scim.schema import LIST_RESPONSE, ScimUser
+from gateway.scim.wire import decode_json
+from gateway.services import Services, services
+from observability.metrics import Metrics
+
+Handler = Callable[[Request], Awaitable[Response]]
+BASE = SCIM_PREFIX + "/{account_id}"
+
+_OUTCOMES = {401: "unauthorized", 404: "not_found", 409: "conflict", 429: "rate_limited"}
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return "success"
+    return _OUTCOMES.get(status, "client_error" if status < 500 else "server_error")
+
+
+def operation(name: str) -> Callable[[Handler], Handler]:
+    """Count the handler's calls by operation and outcome."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(request: Request) -> Response:
+            metrics: Metrics = services(request).metrics
+            try:
+                response = await handler(request)
+            except GatewayError as exc:
+                metrics.scim_operations.labels(name, _outcome(exc.status)).inc()
+                raise
+            except Exception:
+                metrics.scim_operations.labels(name, "server_error").inc()
+                raise
+            metrics.scim_operations.labels(name, _outcome(response.status_code)).inc()
+            return response
+
+        return wrapper
+
+    return decorate
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidValue(f"{name} must be an integer, got {raw!r}.") from None
+
+
+def _list_param(request: Request, name: str) -> list[str] | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _project(request: Request, resource: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``attributes`` / ``excludedAttributes`` (RFC 7644 §3.4.2.5)."""
+    attributes = _list_param(request, "attributes")
+    excluded = _list_param(request, "excludedAttributes")
+    if attributes is None and excluded is None:
+        return resource
+    try:
+        model = ScimUser.model_validate(resource, scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
+        projected: dict[str, Any] = model.model_dump(
+            scim_ctx=Context.RESOURCE_QUERY_RESPONSE,
+            attributes=attributes,
+            excluded_attributes=excluded,
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidValue(f"attributes / excludedAttributes cannot be applied: {exc}") from exc
+    return projected
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if content_type and "json" not in content_type.lower():
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not supported; send application/scim+json."
+        )
+    return decode_json(await request.body())
+
+
+async def _tenant(request: Request) -> tuple[Services, service.Tenant]:
+    found = services(request)
+    return found, await authenticate(request, found)
+
+
+@operation("discovery")
+async def service_provider_config(request: Request) -> Response:
+    found, tenant = await _tenant(request)
+    return _scim(found.discovery.service_provider_config(tenant.base_url))
+
+
+def _scim(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return scim_response(content, status_code, headers=headers)
+
+
+def _list(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "schemas": [LIST_RESPONSE],
+        "totalResults": len(resources),
+        "startIndex": 1,
+        "itemsPerPage": len(resources),
+        "Resources": resources,
+    }
+
+
+def _one(resources: list[dict[str, Any]], key: str, what: str) -> dict[str, Any]:
+    for resource in resources:
+        if resource["id"] == key:
+            return resource
+    raise NotFound(f"No {what} {key!r}.")
+
+
+@operation("discovery")
+async def resource_types(request: Request) -> Response:
+    found, tenant = await _tenant(request)
+    documents = found.discovery.resource_types(tenant.base_url)
+    if "id" in request.path_params:
+        return _scim(_one(documents, request.path_params["id"], "resource type"))
+    return _scim(_list(documents))
+
+
+@operation("discovery")
+async def schemas(request: Request) -> Response:
+    found, tenant = await _tenant(request)
+    documents = found.discovery.schemas(tenant.base_url)
+    if "id" in request.path_params:
+        return _scim(_one(documents, request.path_params["id"], "schema"))
+    return _scim(_list(documents))
+
+
+@operation("list")
+async def list_users(request: Request) -> Response:
+    found, tenant = await _tenant(request)
+    start_index = max(1, _int_param(request, "startIndex", 1))
+    count = min(
+        max(0, _int_param(request, "count", found.settings.scim_max_page_size)),
+        found.settings.scim_max_page_size,
+    )
+    filter_text = request.query_params.get("filter")
+    result = await found.db.run(
+        functools.partial(
+            service.list_users,
+            found.db,
+            tenant,
+            filter_text=filter_text,
+            start_index=start_index,
+            count=count,
+        )
+    )
+    if request.query_params.get("attributes") or request.query_params.get("excludedAttributes"):
+        result["Resources"] = [_project(request, r) for r in result["Resources"]]
+    return _scim(result)
+
+
+@operation("create")
+async def create_user(request: Request) -> Response:
+    found, tenant = await _tenant(request)
+    body = await _body(request)
+    resource = await found.db.run(service.create_user, found.db, tenant, body)
+    return _scim(
+        _project(request, resource), 201, headers={"Location": resource["meta"]["location"]}
+    )
+
+
+@operation("get")
+async def get_user(request: Request) -> Response:
+    found, tenant = await _tenant(request)
+    resource = await found.db.run(
+        service.get_user, found.db, tenant, request.path_params["user_id"]
+    )
+    return _scim(_project(request, resource))
+
+
+@operation("replace")
+async def replace_user(request: Request) -> Response:
+    found, tenant = await _tenant(request)
+    body = await _body(request)
+    resource = await found.db.run(
+        service.replace_user, found.db, tenant, request.path_params["user_id"], body
+    )
+    return _scim(_project(request, resource))
+
+
+@operation("patch")
+async def patch_user(request: Request) -> Response:
+    found, tenant = await _tenant(request)
+    body = await _body(request)
+    resource = await found.db.run(
+        service.patch_user, found.db, tenant, request.path_params["user_id"], body
+    )
+    return _scim(_project(request, resource))
+
+
+@operation("delete")
+async def delete_user(request: Request) -> Response:
+    found, tenant = await _tenant(request)
+    await found.db.run(service.delete_user, found.db, tenant, request.path_params["user_id"])
+    return Response(status_code=204)
+
+
+GROUPS_UNSUPPORTED = (
+    "CloudLink does not provision groups. In the Entra enterprise app, open Provisioning > "
+    "Mappings and set 'Provision Azure Active Directory Groups' to Enabled: No."
+)
+
+
+@operation("groups")
+async def list_groups(request: Request) -> Response:
+    """Entra's test connection may query /Groups: answer an empty list, never 404."""
+    await _tenant(request)
+    return _scim(_list([]))
+
+
+@operation("groups")
+async def get_group(request: Request) -> Response:
+    await _tenant(request)
+    raise NotFound(f"No group {request.path_params['group_id']!r}. {GROUPS_UNSUPPORTED}")
+
+
+@operation("groups")
+async def write_group(request: Request) -> Response:
+    await _tenant(request)
+    raise BadRequest(GROUPS_UNSUPPORTED)
+
+
+@operation("unsupported")
+async def unsupported(request: Request) -> Response:
+    await _tenant(request)
+    raise NotImplementedFeature(
+        "Not supported by this SCIM service (see /ServiceProviderConfig): bulk, /Me and "
+        "POST .search are not offered."
+    )
+
+
+def _route(path: str, endpoint: Handler, methods: list[str]) -> TemplateRoute:
+    return TemplateRoute(BASE + path, endpoint, methods=methods)
+
+
+routes = [
+    _route("/ServiceProviderConfig", service_provider_config, ["GET"]),
+    _route("/ResourceTypes", resource_types, ["GET"]),
+    _route("/ResourceTypes/{id}", resource_types, ["GET"]),
+    _route("/Schemas", schemas, ["GET"]),
+    _route("/Schemas/{id}", schemas, ["GET"]),
+    _route("/Users", list_users, ["GET"]),
+    _route("/Users", create_user, ["POST"]),
+    _route("/Users/{user_id}", get_user, ["GET"]),
+    _route("/Users/{user_id}", replace_user, ["PUT"]),
+    _route("/Users/{user_id}", patch_user, ["PATCH"]),
+    _route("/Users/{user_id}", delete_user, ["DELETE"]),
+    _route("/Groups", list_groups, ["GET"]),
+    _route("/Groups", write_group, ["POST"]),
+    _route("/Groups/{group_id}", get_group, ["GET"]),
+    _route("/Groups/{group_id}", write_group, ["PUT", "PATCH", "DELETE"]),
+    _route("/Bulk", unsupported, ["POST"]),
+    _route("/Me", unsupported, ["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    _route("/Users/.search", unsupported, ["POST"]),
+    _route("/.search", unsupported, ["POST"]),
+]

@@ -1,0 +1,256 @@
+"""SCIM user operations: each one validation, one transaction, one event.
+
+Parsing and CloudLink's rules run before the write transaction opens, so the write
+lock is held only for the statements. A change and its event commit together.
+Uniqueness is enforced by ``scim_claims``' primary key; when the database refuses a
+claim, the holder is looked up only to name the clashing attribute.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from scim2_models import Context
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from gateway.errors import Conflict, InvalidValue, NotFound, Uniqueness
+from gateway.events.service import SCIM_ACTOR, record_event
+from gateway.scim import repository as repo
+from gateway.scim.filters import compile_filter
+from gateway.scim.records import (
+    CLAIM_ATTRIBUTES,
+    UserRecord,
+    changed_properties,
+    normalized_user,
+    to_record,
+)
+from gateway.scim.schema import LIST_RESPONSE
+from gateway.scim.wire import apply_patch, parse_patch, parse_user, stored_user
+from storage.engine import Database
+from storage.tables import utcnow
+
+T = TypeVar("T")
+
+CLAIM_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """The account a SCIM request acts on, and its tenant URL (for meta.location)."""
+
+    account_id: str
+    base_url: str
+
+
+def render(
+    tenant: Tenant, user_id: str, document: dict[str, Any], created: datetime, updated: datetime
+) -> dict[str, Any]:
+    """A stored user as a SCIM resource."""
+    resource = dict(document)
+    resource["id"] = user_id
+    resource["meta"] = {
+        "resourceType": "User",
+        "created": created,
+        "lastModified": updated,
+        "location": f"{tenant.base_url}/Users/{user_id}",
+    }
+    return resource
+
+
+def _render_row(tenant: Tenant, row: Any) -> dict[str, Any]:
+    return render(tenant, row.id, row.document, row.created_at, row.updated_at)
+
+
+@dataclass
+class _Attempt:
+    """What one write attempt tried to claim, to name the clash if the database refuses."""
+
+    claims: set[tuple[str, str]] = field(default_factory=set)
+    user_pk: int | None = None
+
+
+def _write_claiming(db: Database, tenant: Tenant, work: Callable[[Connection, _Attempt], T]) -> T:
+    """Run ``work`` in a write transaction; turn a refused claim into a 409 naming it."""
+    for _ in range(CLAIM_RETRIES):
+        attempt = _Attempt()
+        try:
+            with db.write() as conn:
+                return work(conn, attempt)
+        except IntegrityError:
+            with db.read() as conn:
+                kind = repo.claim_holder(conn, tenant.account_id, attempt.claims, attempt.user_pk)
+            if kind is not None:
+                attribute = CLAIM_ATTRIBUTES[kind]
+                raise Uniqueness(
+                    f"{attribute}: the value is already used by another user of this "
+                    f"account; {attribute} must be unique within the account."
+                ) from None
+            # The clashing transaction rolled back in between: try again.
+    raise Conflict("The user changed concurrently; retry the request.")
+
+
+def _event_type(before: dict[str, Any], after: dict[str, Any]) -> str:
+    if before.get("active") and not after.get("active"):
+        return "user.deactivated"
+    if not before.get("active") and after.get("active"):
+        return "user.reactivated"
+    return "user.updated"
+
+
+def _record(
+    conn: Connection,
+    tenant: Tenant,
+    *,
+    action: str,
+    type_: str,
+    user_id: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    record_event(
+        conn,
+        account_id=tenant.account_id,
+        actor=SCIM_ACTOR,
+        action=action,
+        asset="User",
+        asset_id=user_id,
+        event_type="Provisioning",
+        type=type_,
+        properties_changed=changed_properties(before, after),
+        details=after if after is not None else (before or {}),
+    )
+
+
+def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /Users."""
+    record = to_record(parse_user(body, Context.RESOURCE_CREATION_REQUEST))
+    user_id = str(uuid.uuid4())
+    now = utcnow()
+
+    def work(conn: Connection, attempt: _Attempt) -> None:
+        attempt.claims = record.claims
+        repo.insert_user(conn, tenant.account_id, user_id, record, now)
+        _record(
+            conn,
+            tenant,
+            action="Create",
+            type_="user.created",
+            user_id=user_id,
+            before=None,
+            after=normalized_user(user_id, record.document),
+        )
+
+    _write_claiming(db, tenant, work)
+    return render(tenant, user_id, record.document, now, now)
+
+
+def get_user(db: Database, tenant: Tenant, user_id: str) -> dict[str, Any]:
+    """GET /Users/{id}."""
+    with db.read() as conn:
+        row = repo.load(conn, tenant.account_id, user_id)
+    if row is None:
+        raise _not_found(user_id)
+    return _render_row(tenant, row)
+
+
+def _not_found(user_id: str) -> NotFound:
+    return NotFound(f"No user with id {user_id} in this account.")
+
+
+def list_users(
+    db: Database, tenant: Tenant, *, filter_text: str | None, start_index: int, count: int
+) -> dict[str, Any]:
+    """GET /Users with filter and pagination (1-based ``startIndex``)."""
+    where = compile_filter(filter_text or "")
+    with db.read() as conn:
+        total, rows = repo.search(
+            conn, tenant.account_id, where, offset=start_index - 1, limit=count
+        )
+    resources = [_render_row(tenant, row) for row in rows]
+    return {
+        "schemas": [LIST_RESPONSE],
+        "totalResults": total,
+        "startIndex": start_index,
+        "itemsPerPage": len(resources),
+        "Resources": resources,
+    }
+
+
+def _update(
+    db: Database,
+    tenant: Tenant,
+    user_id: str,
+    change: Callable[[dict[str, Any]], UserRecord | None],
+) -> dict[str, Any]:
+    """Load a user for update, let ``change`` compute its new record, store it, log it."""
+    now = utcnow()
+
+    def work(conn: Connection, attempt: _Attempt) -> dict[str, Any]:
+        row = repo.load(conn, tenant.account_id, user_id, for_update=True)
+        if row is None:
+            raise _not_found(user_id)
+        record = change(row.document)
+        if record is None or record.document == row.document:
+            return _render_row(tenant, row)
+        attempt.claims, attempt.user_pk = record.claims, row.pk
+        repo.update_user(conn, tenant.account_id, row.pk, record, now)
+        before = normalized_user(user_id, row.document)
+        after = normalized_user(user_id, record.document)
+        _record(
+            conn,
+            tenant,
+            action="Edit",
+            type_=_event_type(before, after),
+            user_id=user_id,
+            before=before,
+            after=after,
+        )
+        return render(tenant, user_id, record.document, row.created_at, now)
+
+    return _write_claiming(db, tenant, work)
+
+
+def replace_user(
+    db: Database, tenant: Tenant, user_id: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """PUT /Users/{id}: the body becomes the user's whole state."""
+    if "id" in body and body["id"] != user_id:
+        raise InvalidValue("The id in the body does not match the id in the URL.")
+    record = to_record(parse_user(body, Context.RESOURCE_REPLACEMENT_REQUEST))
+    return _update(db, tenant, user_id, lambda _document: record)
+
+
+def patch_user(db: Database, tenant: Tenant, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """PATCH /Users/{id}: apply the operations to the stored user, then CloudLink's rules."""
+    patch = parse_patch(body)
+
+    def change(document: dict[str, Any]) -> UserRecord | None:
+        user = stored_user(document)
+        if not apply_patch(patch, user):
+            return None
+        return to_record(user)
+
+    return _update(db, tenant, user_id, change)
+
+
+def delete_user(db: Database, tenant: Tenant, user_id: str) -> None:
+    """DELETE /Users/{id}: the user is gone (404) from now on."""
+    with db.write() as conn:
+        row = repo.load(conn, tenant.account_id, user_id, for_update=True)
+        if row is None:
+            raise _not_found(user_id)
+        repo.delete_user(conn, row.pk)
+        _record(
+            conn,
+            tenant,
+            action="Delete",
+            type_="user.deleted",
+            user_id=user_id,
+            before=normalized_user(user_id, row.document),
+            after=None,
+        )

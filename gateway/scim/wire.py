@@ -1,0 +1,112 @@
+"""Reading SCIM request bodies into scim2-models objects, the Entra-tolerant way.
+
+Bodies are cleaned of what Entra sends but nobody should act on (``null`` values,
+read-only ``meta`` and ``id``) and then validated under ``ENTRA_POLICY``. Validation
+errors become 400s that name the attribute.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from scim2_models import Context, PatchOp, SCIMException
+
+from gateway.errors import GatewayError, InvalidSyntax, InvalidValue
+from gateway.scim.schema import CORE_USER, ENTRA_POLICY, ScimUser
+
+ScimPatch = PatchOp[ScimUser]
+
+
+def decode_json(body: bytes) -> dict[str, Any]:
+    """Parse a JSON object body, or refuse with ``invalidSyntax``."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidSyntax(f"The body is not valid JSON: {exc}.") from exc
+    if not isinstance(value, dict):
+        raise InvalidSyntax("The body must be a JSON object.")
+    return value
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        location = ".".join(str(p) for p in error["loc"] if not isinstance(p, int)) or "body"
+        parts.append(f"{location}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def from_scim_exception(exc: SCIMException) -> GatewayError:
+    """The gateway error for an error scim2-models raised."""
+    error = GatewayError(exc.detail)
+    error.status = exc.status
+    error.scim_type = exc.scim_type or None
+    error.code = exc.scim_type or "bad_request"
+    return error
+
+
+def _scim_error_of(exc: ValidationError) -> SCIMException | None:
+    for error in exc.errors():
+        ctx = error.get("ctx") or {}
+        if "scim_type" in ctx:
+            found = SCIMException(detail=str(error["msg"]))
+            found.status = int(ctx.get("status", 400))
+            found.scim_type = str(ctx["scim_type"])
+            return found
+    return None
+
+
+def parse_user(body: dict[str, Any], context: Context) -> ScimUser:
+    """Validate a User body for creation or replacement."""
+    cleaned = _without_nulls(body)
+    cleaned.pop("meta", None)
+    cleaned.pop("id", None)
+    cleaned.setdefault("schemas", [CORE_USER])
+    try:
+        return ScimUser.model_validate(cleaned, scim_ctx=context, scim_policy=ENTRA_POLICY)
+    except ValidationError as exc:
+        scim_error = _scim_error_of(exc)
+        if scim_error is not None and scim_error.scim_type != "invalidValue":
+            raise from_scim_exception(scim_error) from exc
+        raise InvalidValue(_describe(exc)) from exc
+
+
+def parse_patch(body: dict[str, Any]) -> ScimPatch:
+    """Validate a PatchOp body (both of Entra's shapes)."""
+    cleaned = _without_nulls(body)
+    try:
+        return ScimPatch.model_validate(
+            cleaned, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=ENTRA_POLICY
+        )
+    except ValidationError as exc:
+        scim_error = _scim_error_of(exc)
+        if scim_error is not None:
+            raise from_scim_exception(scim_error) from exc
+        raise InvalidValue(_describe(exc)) from exc
+    except SCIMException as exc:
+        raise from_scim_exception(exc) from exc
+
+
+def apply_patch(patch: ScimPatch, user: ScimUser) -> bool:
+    """Apply ``patch`` to ``user`` in place; True when anything changed."""
+    try:
+        return patch.patch(user, scim_policy=ENTRA_POLICY)
+    except SCIMException as exc:
+        raise from_scim_exception(exc) from exc
+    except ValidationError as exc:
+        raise InvalidValue(_describe(exc)) from exc
+
+
+def stored_user(document: dict[str, Any]) -> ScimUser:
+    """Rebuild the model of a stored document (to patch it)."""
+    return ScimUser.model_validate(document, scim_policy=ENTRA_POLICY)

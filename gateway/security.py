@@ -1,0 +1,96 @@
+"""Secrets: bearer tokens (kept only as hashes) and encryption of secrets the gateway reuses.
+
+Bearer tokens are 256-bit random strings, so a single SHA-256 is a sound verifier: a
+slow password hash buys nothing against a guess space that large and would cost every
+request milliseconds. Comparison is constant-time. Secrets the gateway must send on
+(later: provider tokens, client secrets) are encrypted with Fernet under a ring of keys,
+newest first, so keys rotate without re-encrypting everything at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic import SecretStr
+
+TOKEN_BYTES = 32
+
+
+def new_token() -> str:
+    """A fresh, URL-safe, 256-bit bearer token."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def token_digest(token: str) -> str:
+    """The hex SHA-256 of ``token``: what is stored in place of the token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def token_matches(token: str, digest: str) -> bool:
+    """Constant-time check of a presented token against a stored digest."""
+    return hmac.compare_digest(token_digest(token), digest)
+
+
+def constant_time_equals(presented: str, expected: str) -> bool:
+    """Constant-time comparison of two secrets held in clear (e.g. the operator token)."""
+    return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+
+
+def mask(secret: str, visible: int = 4) -> str:
+    """What an API shows instead of a secret: its last few characters at most."""
+    if len(secret) <= visible * 2:
+        return "*" * len(secret)
+    return "*" * 8 + secret[-visible:]
+
+
+class SecretBoxError(Exception):
+    """A stored secret cannot be decrypted with any configured key."""
+
+
+class SecretBox:
+    """Encrypts secrets at rest with the configured key ring (newest key first)."""
+
+    def __init__(self, keys: Sequence[SecretStr]) -> None:
+        self._fernet = (
+            MultiFernet([Fernet(key.get_secret_value().encode()) for key in keys]) if keys else None
+        )
+
+    @property
+    def configured(self) -> bool:
+        """Whether any key is configured; secrets cannot be stored without one."""
+        return self._fernet is not None
+
+    def encrypt(self, plaintext: str) -> str:
+        """Encrypt with the newest key."""
+        if self._fernet is None:
+            raise SecretBoxError(
+                "no encryption key configured: set GATEWAY_SECRET_KEYS "
+                "(generate one with `cloudlink-gateway generate-key`)"
+            )
+        return self._fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, ciphertext: str) -> str:
+        """Decrypt with whichever configured key encrypted it."""
+        if self._fernet is None:
+            raise SecretBoxError("no encryption key configured: set GATEWAY_SECRET_KEYS")
+        try:
+            return self._fernet.decrypt(ciphertext.encode("ascii")).decode("utf-8")
+        except InvalidToken as exc:
+            raise SecretBoxError(
+                "stored secret does not decrypt with any key in GATEWAY_SECRET_KEYS"
+            ) from exc
+
+    def rotate(self, ciphertext: str) -> str:
+        """Re-encrypt under the newest key (for a key-rotation sweep)."""
+        if self._fernet is None:
+            raise SecretBoxError("no encryption key configured: set GATEWAY_SECRET_KEYS")
+        return self._fernet.rotate(ciphertext.encode("ascii")).decode("ascii")
+
+
+def generate_key() -> str:
+    """A new Fernet key for GATEWAY_SECRET_KEYS."""
+    return Fernet.generate_key().decode("ascii")

@@ -1,0 +1,104 @@
+"""Runtime configuration, read once from the environment (prefix ``GATEWAY_``).
+
+Everything the gateway needs to know about its surroundings lives here so that a
+bad value stops the process at start with a message naming the variable, rather
+than surfacing later as a 500 on some request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("./data")
+
+
+class Settings(BaseSettings):
+    """Validated settings; build with ``Settings()`` (environment) or keyword arguments (tests)."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
+
+    public_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Base URL callers use to reach the gateway; tenant URLs are built from it.",
+    )
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR,
+        description="Directory for the embedded SQLite database; created on first start.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; unset means a SQLite file in the data directory.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Operator bearer token for /api/v1; unset disables the admin API.",
+    )
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated Fernet keys encrypting stored secrets, newest first.",
+    )
+    scim_rate_limit_per_second: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Sustained SCIM requests per second per account; 0 disables the limit.",
+    )
+    scim_rate_limit_burst: int = Field(
+        default=200, ge=1, description="Requests an account may send at once above the rate."
+    )
+    scim_max_page_size: int = Field(
+        default=200, ge=1, le=10_000, description="Largest SCIM page a list request returns."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    log_level: str = Field(default="INFO", description="Python log level name.")
+    database_pool_size: int = Field(
+        default=5, ge=1, description="PostgreSQL connections per process."
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(
+                "must start with http:// or https://, e.g. https://gateway.example.com"
+            )
+        return value.rstrip("/")
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _known_database(self) -> Settings:
+        url = self.database_url
+        if url is not None and not url.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                "GATEWAY_DATABASE_URL must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+            )
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The URL the engine connects to: the configured one, or the embedded SQLite file."""
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+            return url
+        return f"sqlite:///{(self.data_dir / 'gateway.db').resolve()}"

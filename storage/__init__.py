@@ -1,0 +1,1 @@
+"""Persistence: the engine, the tables, migrations and the repositories built on them."""
