@@ -39,7 +39,17 @@ from gateway.scim.schema import (
 
 _CANONICAL_TYPES = {"emails": EMAIL_TYPES, "phoneNumbers": PHONE_TYPES, "addresses": ADDRESS_TYPES}
 
+# CloudLink's required attributes, as far as a schema can say it: a name is required,
+# and displayName is the one Entra maps by default (name.givenName or name.familyName
+# alone are accepted too, as the description says).
+REQUIRED_CORE = ("userName", "displayName", "emails")
+
+# An email or phone number entry is meaningless without its value, and CloudLink tells
+# work from other addresses by type.
+_REQUIRED_SUBS = {"emails": {"value", "type"}, "phoneNumbers": {"value", "type"}}
+
 _DESCRIPTIONS = {
+    "displayName": "Required unless name.givenName or name.familyName is given.",
     "userName": "Unique within the account (case-insensitive). Entra: userPrincipalName.",
     "emails": "A work email is required; types work and other; each address unique in the account.",
     "phoneNumbers": "E.164 (+ then up to 15 digits); types mobile, work and other; each number "
@@ -65,6 +75,8 @@ def _prune_attributes(
             for sub in attribute["subAttributes"]:
                 if sub["name"] == "type" and name in _CANONICAL_TYPES:
                     sub["canonicalValues"] = list(_CANONICAL_TYPES[name])
+                if name in _REQUIRED_SUBS and sub["name"] in _REQUIRED_SUBS[name]:
+                    sub["required"] = True
         if name in _DESCRIPTIONS:
             attribute["description"] = _DESCRIPTIONS[name]
         kept.append(attribute)
@@ -80,6 +92,8 @@ def _schema_document(model: Any, urn: str, name: str, description: str) -> dict[
     document["description"] = description
     if urn == CORE_USER:
         for attribute in document["attributes"]:
+            if attribute["name"] in REQUIRED_CORE:
+                attribute["required"] = True
             if attribute["name"] == "userName":
                 attribute["uniqueness"] = "server"
     document.setdefault("meta", {})

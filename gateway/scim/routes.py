@@ -86,7 +86,8 @@ def _project(request: Request, resource: dict[str, Any]) -> dict[str, Any]:
     if attributes is None and excluded is None:
         return resource
     try:
-        model = ScimUser.model_validate(resource, scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
+        # The stored resource is trusted: read it without request-side checks.
+        model = ScimUser.model_validate(resource)
         projected: dict[str, Any] = model.model_dump(
             scim_ctx=Context.RESOURCE_QUERY_RESPONSE,
             attributes=attributes,

@@ -69,7 +69,7 @@ SUPPORTED: dict[str, dict[str, set[str] | None]] = {
         "organization": None,
         "division": None,
         "department": None,
-        "manager": {"value", "displayName"},
+        "manager": {"value", "$ref", "displayName"},
     },
     CLOUDLINK_USER: {"extension": None, "loginId": None},
 }
