@@ -80,6 +80,15 @@ ADDRESS_TYPES = ("work",)
 COMMON_ATTRIBUTES = ("id", "externalId", "meta")
 
 
+def _has_data(entry: dict[str, Any]) -> bool:
+    """An entry of a multi-valued attribute holds data beyond its type and primary flag.
+
+    Entra removes a value with ``Remove phoneNumbers[type eq "work"].value``, which
+    leaves ``{"type": "work"}`` behind: such an empty shell is dropped.
+    """
+    return any(v not in (None, "") for k, v in entry.items() if k not in {"type", "primary"})
+
+
 def _prune_object(value: dict[str, Any], spec: dict[str, set[str] | None]) -> dict[str, Any]:
     pruned: dict[str, Any] = {}
     for name, subs in spec.items():
@@ -90,7 +99,7 @@ def _prune_object(value: dict[str, Any], spec: dict[str, set[str] | None]) -> di
             pruned[name] = item
         elif isinstance(item, list):
             entries = [{k: v for k, v in entry.items() if k in subs} for entry in item]
-            entries = [entry for entry in entries if entry]
+            entries = [entry for entry in entries if _has_data(entry)]
             if entries:
                 pruned[name] = entries
         elif isinstance(item, dict):

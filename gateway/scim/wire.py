@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from scim2_models import Context, PatchOp, SCIMException
 
 from gateway.errors import GatewayError, InvalidSyntax, InvalidValue
-from gateway.scim.schema import CORE_USER, ENTRA_POLICY, ScimUser
+from gateway.scim.schema import CORE_USER, ENTERPRISE_USER, ENTRA_POLICY, ScimUser
 
 ScimPatch = PatchOp[ScimUser]
 
@@ -36,6 +36,62 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nulls(v) for v in value if v is not None]
     return value
+
+
+def _is_manager(key: str) -> bool:
+    return key.lower() in {"manager", f"{ENTERPRISE_USER.lower()}:manager"}
+
+
+def _manager_object(value: Any) -> Any:
+    """Entra sends the manager as the manager's id alone; the schema wants {"value": id}."""
+    return {"value": value} if isinstance(value, str) else value
+
+
+def _split_filtered_keys(operation: dict[str, Any]) -> list[dict[str, Any]]:
+    """A path-less op whose value has keys like ``emails[type eq "work"].value``.
+
+    Entra folds such paths into one path-less op under ``aadOptscim062020``; each of
+    them becomes an op of its own with that path, which means the same thing.
+    """
+    value = operation["value"]
+    filtered = [key for key in value if "[" in key]
+    if not filtered:
+        return [operation]
+    rest = {k: v for k, v in value.items() if k not in filtered}
+    split = [{**operation, "value": rest}] if rest else []
+    split += [{"op": operation.get("op"), "path": key, "value": value[key]} for key in filtered]
+    return split
+
+
+def _entra_patch_shapes(body: dict[str, Any]) -> dict[str, Any]:
+    operations = body.get("Operations")
+    if not isinstance(operations, list):
+        return body
+    normalized: list[Any] = []
+    for operation in operations:
+        if not isinstance(operation, dict):
+            normalized.append(operation)
+            continue
+        path = operation.get("path")
+        if isinstance(path, str) and _is_manager(path):
+            operation["value"] = _manager_object(operation.get("value"))
+        value = operation.get("value")
+        if path is None and isinstance(value, dict):
+            for key in list(value):
+                if _is_manager(key):
+                    value[key] = _manager_object(value[key])
+            normalized.extend(_split_filtered_keys(operation))
+        else:
+            normalized.append(operation)
+    body["Operations"] = normalized
+    return body
+
+
+def _entra_user_shapes(body: dict[str, Any]) -> dict[str, Any]:
+    extension = body.get(ENTERPRISE_USER)
+    if isinstance(extension, dict) and "manager" in extension:
+        extension["manager"] = _manager_object(extension["manager"])
+    return body
 
 
 def _describe(exc: ValidationError) -> str:
@@ -68,7 +124,7 @@ def _scim_error_of(exc: ValidationError) -> SCIMException | None:
 
 def parse_user(body: dict[str, Any], context: Context) -> ScimUser:
     """Validate a User body for creation or replacement."""
-    cleaned = _without_nulls(body)
+    cleaned = _entra_user_shapes(_without_nulls(body))
     cleaned.pop("meta", None)
     cleaned.pop("id", None)
     cleaned.setdefault("schemas", [CORE_USER])
@@ -83,7 +139,7 @@ def parse_user(body: dict[str, Any], context: Context) -> ScimUser:
 
 def parse_patch(body: dict[str, Any]) -> ScimPatch:
     """Validate a PatchOp body (both of Entra's shapes)."""
-    cleaned = _without_nulls(body)
+    cleaned = _entra_patch_shapes(_without_nulls(body))
     try:
         return ScimPatch.model_validate(
             cleaned, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=ENTRA_POLICY

@@ -1,0 +1,171 @@
+"""Fixtures shared by every test: settings, real databases, apps and clients."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.accounts import service as accounts
+from gateway.app import create_app
+from gateway.events.service import OPERATOR_CLI
+from gateway.settings import Settings
+from storage.engine import Database, make_engine
+from storage.migrate import upgrade
+from tests.support.databases import PostgresFactory, postgres_admin_url, sqlite_url
+
+ADMIN_TOKEN = "test-operator-token-0123456789"
+PUBLIC_URL = "http://gateway.test"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresFactory | None]:
+    """The PostgreSQL test server, or None when there is none."""
+    url = postgres_admin_url()
+    if url is None:
+        if os.environ.get("GATEWAY_TEST_REQUIRE_POSTGRES"):
+            pytest.fail("GATEWAY_TEST_REQUIRE_POSTGRES is set but no PostgreSQL is configured")
+        yield None
+        return
+    factory = PostgresFactory(url)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres: PostgresFactory | None
+) -> Iterator[str]:
+    """A fresh database of each backend: the test runs once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    if postgres is None:
+        pytest.skip("no PostgreSQL configured (the README's test command starts one)")
+    with postgres.database() as url:
+        yield url
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+    """Build settings for the test's database, with overrides."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "public_url": PUBLIC_URL,
+            "data_dir": tmp_path / "data",
+            "database_url": database_url,
+            "admin_token": ADMIN_TOKEN,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """Default settings on the test's database."""
+    return make_settings()
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    """A migrated database handle, for arranging state directly."""
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    database = Database(engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """A client of a running app (lifespan entered)."""
+    with TestClient(create_app(settings), base_url=PUBLIC_URL) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    """Operator credentials for the admin API."""
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+class Tenant:
+    """An account with SCIM keys, and a helper to call its SCIM endpoints."""
+
+    def __init__(self, client: TestClient, account_id: str, tenant_url: str, token: str) -> None:
+        self.client = client
+        self.account_id = account_id
+        self.tenant_url = tenant_url
+        self.token = token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/scim+json"}
+
+    def url(self, path: str) -> str:
+        return self.tenant_url + path
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return self.client.request(method, self.url(path), headers=headers, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, body: Any, **kwargs: Any) -> Any:
+        return self.request("POST", path, json=body, **kwargs)
+
+    def patch(self, path: str, body: Any, **kwargs: Any) -> Any:
+        return self.request("PATCH", path, json=body, **kwargs)
+
+    def put(self, path: str, body: Any, **kwargs: Any) -> Any:
+        return self.request("PUT", path, json=body, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs)
+
+    def filter(self, expression: str, **params: Any) -> Any:
+        response = self.get("/Users", params={"filter": expression, **params})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def new_tenant(client: TestClient, db: Database, name: str = "Acme") -> Tenant:
+    """Create an account and generate its SCIM keys, as an operator would."""
+    account = accounts.create_account(db, name=name, actor=OPERATOR_CLI)
+    keys = accounts.generate_scim_keys(db, account_id=account["id"], actor=OPERATOR_CLI,
+                                       public_url=PUBLIC_URL)
+    return Tenant(client, account["id"], keys.tenant_url, keys.secret_token)
+
+
+@pytest.fixture
+def tenant(client: TestClient, db: Database) -> Tenant:
+    """A provisioned account ready for SCIM calls."""
+    return new_tenant(client, db)
+
+
+def user_body(n: int | str = 1, **extra: Any) -> dict[str, Any]:
+    """A valid Entra-style POST /Users body."""
+    body: dict[str, Any] = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+        "externalId": f"ext-{n}",
+        "userName": f"user{n}@contoso.example",
+        "active": True,
+        "displayName": f"User {n}",
+        "emails": [{"primary": True, "type": "work", "value": f"user{n}@contoso.example"}],
+        "meta": {"resourceType": "User"},
+        "name": {"formatted": f"Given{n} Family{n}", "familyName": f"Family{n}",
+                 "givenName": f"Given{n}"},
+    }
+    body.update(extra)
+    return body

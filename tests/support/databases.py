@@ -1,0 +1,75 @@
+"""Real databases for tests: a SQLite file per test, and a fresh PostgreSQL database per test.
+
+PostgreSQL is found through the libpq variables (PGHOST, PGPORT, PGUSER, PGPASSWORD)
+that ``pg_virtualenv`` exports, or GATEWAY_TEST_POSTGRES_URL. Each test gets its own
+database cloned from a migrated template, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import create_engine, text
+
+from storage.engine import make_engine
+from storage.migrate import upgrade
+
+TEMPLATE = "gateway_test_template"
+
+
+def postgres_admin_url() -> str | None:
+    """URL of a PostgreSQL server to create test databases on, if one is configured."""
+    explicit = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
+    if explicit:
+        return explicit
+    if not os.environ.get("PGHOST") or not os.environ.get("PGPORT"):
+        return None
+    user = quote(os.environ.get("PGUSER", "postgres"))
+    password = os.environ.get("PGPASSWORD")
+    auth = f"{user}:{quote(password)}" if password else user
+    host = os.environ["PGHOST"]
+    return f"postgresql+psycopg://{auth}@{host}:{os.environ['PGPORT']}/postgres"
+
+
+def _with_database(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+class PostgresFactory:
+    """Creates one migrated database per test from a template made once per session."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self._admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with self._admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{TEMPLATE}"'))
+        engine = make_engine(_with_database(admin_url, TEMPLATE), pool_size=1)
+        upgrade(engine)
+        engine.dispose()
+
+    @contextmanager
+    def database(self) -> Iterator[str]:
+        name = "gw_" + uuid.uuid4().hex[:12]
+        with self._admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+        try:
+            yield _with_database(self.admin_url, name)
+        finally:
+            with self._admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def close(self) -> None:
+        with self._admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
+        self._admin.dispose()
+
+
+def sqlite_url(directory: Path) -> str:
+    """A SQLite file URL inside ``directory``."""
+    return f"sqlite:///{directory / 'gateway.db'}"
