@@ -108,8 +108,7 @@ class Tenant:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}",
-                "Content-Type": "application/scim+json"}
+        return {"Authorization": f"Bearer {self.token}", "Content-Type": "application/scim+json"}
 
     def url(self, path: str) -> str:
         return self.tenant_url + path
@@ -142,8 +141,9 @@ class Tenant:
 def new_tenant(client: TestClient, db: Database, name: str = "Acme") -> Tenant:
     """Create an account and generate its SCIM keys, as an operator would."""
     account = accounts.create_account(db, name=name, actor=OPERATOR_CLI)
-    keys = accounts.generate_scim_keys(db, account_id=account["id"], actor=OPERATOR_CLI,
-                                       public_url=PUBLIC_URL)
+    keys = accounts.generate_scim_keys(
+        db, account_id=account["id"], actor=OPERATOR_CLI, public_url=PUBLIC_URL
+    )
     return Tenant(client, account["id"], keys.tenant_url, keys.secret_token)
 
 
@@ -156,16 +156,21 @@ def tenant(client: TestClient, db: Database) -> Tenant:
 def user_body(n: int | str = 1, **extra: Any) -> dict[str, Any]:
     """A valid Entra-style POST /Users body."""
     body: dict[str, Any] = {
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
-                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+        "schemas": [
+            "urn:ietf:params:scim:schemas:core:2.0:User",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+        ],
         "externalId": f"ext-{n}",
         "userName": f"user{n}@contoso.example",
         "active": True,
         "displayName": f"User {n}",
         "emails": [{"primary": True, "type": "work", "value": f"user{n}@contoso.example"}],
         "meta": {"resourceType": "User"},
-        "name": {"formatted": f"Given{n} Family{n}", "familyName": f"Family{n}",
-                 "givenName": f"Given{n}"},
+        "name": {
+            "formatted": f"Given{n} Family{n}",
+            "familyName": f"Family{n}",
+            "givenName": f"Given{n}",
+        },
     }
     body.update(extra)
     return body

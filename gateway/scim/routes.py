@@ -6,7 +6,8 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from scim2_models import Context
+from pydantic import ValidationError
+from scim2_models import Context, ResponseParameters
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -72,29 +73,34 @@ def _int_param(request: Request, name: str, default: int) -> int:
         raise InvalidValue(f"{name} must be an integer, got {raw!r}.") from None
 
 
-def _list_param(request: Request, name: str) -> list[str] | None:
-    raw = request.query_params.get(name)
-    if not raw:
+def _response_parameters(request: Request) -> ResponseParameters[ScimUser] | None:
+    """``attributes`` / ``excludedAttributes`` (RFC 7644 §3.9), or None when absent."""
+    attributes = request.query_params.get("attributes")
+    excluded = request.query_params.get("excludedAttributes")
+    if not attributes and not excluded:
         return None
-    return [part.strip() for part in raw.split(",") if part.strip()]
-
-
-def _project(request: Request, resource: dict[str, Any]) -> dict[str, Any]:
-    """Apply ``attributes`` / ``excludedAttributes`` (RFC 7644 §3.4.2.5)."""
-    attributes = _list_param(request, "attributes")
-    excluded = _list_param(request, "excludedAttributes")
-    if attributes is None and excluded is None:
-        return resource
     try:
-        # The stored resource is trusted: read it without request-side checks.
-        model = ScimUser.model_validate(resource)
-        projected: dict[str, Any] = model.model_dump(
-            scim_ctx=Context.RESOURCE_QUERY_RESPONSE,
-            attributes=attributes,
-            excluded_attributes=excluded,
+        return ResponseParameters[ScimUser].model_validate(
+            {"attributes": attributes or None, "excludedAttributes": excluded or None}
         )
-    except (ValueError, TypeError) as exc:
-        raise InvalidValue(f"attributes / excludedAttributes cannot be applied: {exc}") from exc
+    except ValidationError as exc:
+        raise InvalidValue(
+            "attributes / excludedAttributes must be comma-separated attribute names, "
+            f"e.g. attributes=userName,emails ({exc.errors()[0]['msg']})."
+        ) from exc
+
+
+def _project(
+    parameters: ResponseParameters[ScimUser] | None, resource: dict[str, Any]
+) -> dict[str, Any]:
+    """Keep what ``parameters`` select of a resource (all of it without parameters)."""
+    if parameters is None:
+        return resource
+    # The stored resource is trusted: read it without request-side checks.
+    model = ScimUser.model_validate(resource)
+    projected: dict[str, Any] = model.model_dump(
+        scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=parameters
+    )
     return projected
 
 
@@ -166,6 +172,7 @@ async def list_users(request: Request) -> Response:
         found.settings.scim_max_page_size,
     )
     filter_text = request.query_params.get("filter")
+    parameters = _response_parameters(request)
     result = await found.db.run(
         functools.partial(
             service.list_users,
@@ -176,48 +183,49 @@ async def list_users(request: Request) -> Response:
             count=count,
         )
     )
-    if request.query_params.get("attributes") or request.query_params.get("excludedAttributes"):
-        result["Resources"] = [_project(request, r) for r in result["Resources"]]
+    if parameters is not None:
+        result["Resources"] = [_project(parameters, r) for r in result["Resources"]]
     return _scim(result)
+
+
+async def _user_operation(
+    request: Request,
+    operation_fn: Callable[..., dict[str, Any]],
+    *,
+    has_body: bool,
+    status: int = 200,
+) -> Response:
+    """Authenticate, read every parameter (so bad input fails before any change), act."""
+    found, tenant = await _tenant(request)
+    parameters = _response_parameters(request)
+    args: list[Any] = []
+    if "user_id" in request.path_params:
+        args.append(request.path_params["user_id"])
+    if has_body:
+        args.append(await _body(request))
+    resource = await found.db.run(operation_fn, found.db, tenant, *args)
+    headers = {"Location": resource["meta"]["location"]} if status == 201 else None
+    return _scim(_project(parameters, resource), status, headers)
 
 
 @operation("create")
 async def create_user(request: Request) -> Response:
-    found, tenant = await _tenant(request)
-    body = await _body(request)
-    resource = await found.db.run(service.create_user, found.db, tenant, body)
-    return _scim(
-        _project(request, resource), 201, headers={"Location": resource["meta"]["location"]}
-    )
+    return await _user_operation(request, service.create_user, has_body=True, status=201)
 
 
 @operation("get")
 async def get_user(request: Request) -> Response:
-    found, tenant = await _tenant(request)
-    resource = await found.db.run(
-        service.get_user, found.db, tenant, request.path_params["user_id"]
-    )
-    return _scim(_project(request, resource))
+    return await _user_operation(request, service.get_user, has_body=False)
 
 
 @operation("replace")
 async def replace_user(request: Request) -> Response:
-    found, tenant = await _tenant(request)
-    body = await _body(request)
-    resource = await found.db.run(
-        service.replace_user, found.db, tenant, request.path_params["user_id"], body
-    )
-    return _scim(_project(request, resource))
+    return await _user_operation(request, service.replace_user, has_body=True)
 
 
 @operation("patch")
 async def patch_user(request: Request) -> Response:
-    found, tenant = await _tenant(request)
-    body = await _body(request)
-    resource = await found.db.run(
-        service.patch_user, found.db, tenant, request.path_params["user_id"], body
-    )
-    return _scim(_project(request, resource))
+    return await _user_operation(request, service.patch_user, has_body=True)
 
 
 @operation("delete")

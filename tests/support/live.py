@@ -25,8 +25,14 @@ def free_port() -> int:
 @contextmanager
 def live_server(settings: Settings, port: int) -> Iterator[str]:
     """Serve ``create_app(settings)`` with uvicorn in a thread; yields the base URL."""
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                            log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -33,14 +33,16 @@ COLLISIONS = (
 
 # Checks that fill every attribute, phone numbers included, with random digits: they
 # can never pass against a store that keeps E.164 numbers only.
-ALWAYS_COLLIDING = sorted([
-    "check_remove_attribute",
-    "check_replace_attribute",
-    "object_list_with_attributes",
-    "object_query_with_attributes",
-    "object_replacement",
-    "search_with_attributes",
-])
+ALWAYS_COLLIDING = sorted(
+    [
+        "check_remove_attribute",
+        "check_replace_attribute",
+        "object_list_with_attributes",
+        "object_query_with_attributes",
+        "object_replacement",
+        "search_with_attributes",
+    ]
+)
 
 
 def test_scim2_tester_finds_no_failure_beyond_cloudlink_rules(
@@ -50,14 +52,18 @@ def test_scim2_tester_finds_no_failure_beyond_cloudlink_rules(
     port = free_port()
     settings = make_settings(public_url=f"http://127.0.0.1:{port}")
     account = accounts.create_account(db, name="Conformance", actor=OPERATOR_CLI)
-    keys = accounts.generate_scim_keys(db, account_id=account["id"], actor=OPERATOR_CLI,
-                                       public_url=settings.public_url)
+    keys = accounts.generate_scim_keys(
+        db, account_id=account["id"], actor=OPERATOR_CLI, public_url=settings.public_url
+    )
     by_title: dict[str, list[CheckResult]] = defaultdict(list)
-    with live_server(settings, port), httpx2.Client(
-        base_url=keys.tenant_url + "/",
-        headers={"Authorization": f"Bearer {keys.secret_token}"},
-        timeout=30,
-    ) as http:
+    with (
+        live_server(settings, port),
+        httpx2.Client(
+            base_url=keys.tenant_url + "/",
+            headers={"Authorization": f"Bearer {keys.secret_token}"},
+            timeout=30,
+        ) as http,
+    ):
         client = SyncSCIMClient(http)
         for seed in SEEDS:
             random.seed(seed)
@@ -73,7 +79,8 @@ def test_scim2_tester_finds_no_failure_beyond_cloudlink_rules(
     ]
     assert unexpected == []
     never_passed = sorted(
-        title for title, results in by_title.items()
+        title
+        for title, results in by_title.items()
         if not any(r.status == Status.SUCCESS for r in results)
     )
     assert never_passed == ALWAYS_COLLIDING

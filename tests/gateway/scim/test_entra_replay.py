@@ -133,10 +133,12 @@ SHAPES = {
         [
             {"op": "Replace", "path": "displayName", "value": "Renamed"},
             {"op": "Replace", "path": "name.givenName", "value": "NewGiven"},
-            {"op": "Replace", "path": 'emails[type eq "work"].value',
-             "value": "renamed@contoso.example"},
-            {"op": "Add", "path": 'phoneNumbers[type eq "mobile"].value',
-             "value": "+33612345678"},
+            {
+                "op": "Replace",
+                "path": 'emails[type eq "work"].value',
+                "value": "renamed@contoso.example",
+            },
+            {"op": "Add", "path": 'phoneNumbers[type eq "mobile"].value', "value": "+33612345678"},
             {"op": "Add", "path": f"{ENTERPRISE}:employeeNumber", "value": "E-42"},
             {"op": "Add", "path": f"{CLOUDLINK}:extension", "value": "4201"},
             {"op": "Replace", "path": "active", "value": "True"},
@@ -157,8 +159,7 @@ SHAPES = {
                     "active": True,
                 },
             },
-            {"op": "add", "path": 'phoneNumbers[type eq "mobile"].value',
-             "value": "+33612345678"},
+            {"op": "add", "path": 'phoneNumbers[type eq "mobile"].value', "value": "+33612345678"},
         ],
     ),
 }
@@ -175,13 +176,12 @@ def test_patch_of_changed_attributes_in_both_shapes(tenant: Tenant, shape: str) 
     assert user["displayName"] == "Renamed"
     assert user["name"]["givenName"] == "NewGiven"
     assert user["name"]["familyName"] == "Family8"
-    assert {"type": "work", "value": "renamed@contoso.example"}.items() <= \
-        user["emails"][0].items()
+    assert {"type": "work", "value": "renamed@contoso.example"}.items() <= user["emails"][0].items()
     assert user["phoneNumbers"] == [{"type": "mobile", "value": "+33612345678"}]
     assert user[ENTERPRISE]["employeeNumber"] == "E-42"
     assert user[CLOUDLINK]["extension"] == "4201"
     assert response.json() == user
-    found = tenant.filter('emails[type eq "work"].value eq "renamed@contoso.example"' )
+    found = tenant.filter('emails[type eq "work"].value eq "renamed@contoso.example"')
     assert [u["id"] for u in found["Resources"]] == [created["id"]]
     assert "name.givenName" not in user
 
@@ -189,11 +189,18 @@ def test_patch_of_changed_attributes_in_both_shapes(tenant: Tenant, shape: str) 
 def test_add_on_unmatched_filtered_path_creates_the_entry(tenant: Tenant) -> None:
     """Add on phoneNumbers[type eq "work"].value with no work number creates it."""
     created = create(tenant, 9)
-    response = tenant.patch(f"/Users/{created['id']}", patch_body(
-        {"op": "Add", "path": 'phoneNumbers[type eq "work"].value', "value": "+14255550100"},
-        {"op": "Add", "path": 'addresses[type eq "work"].locality', "value": "Redmond"},
-        {"op": "Replace", "path": 'emails[type eq "other"].value', "value": "o9@contoso.example"},
-    ))
+    response = tenant.patch(
+        f"/Users/{created['id']}",
+        patch_body(
+            {"op": "Add", "path": 'phoneNumbers[type eq "work"].value', "value": "+14255550100"},
+            {"op": "Add", "path": 'addresses[type eq "work"].locality', "value": "Redmond"},
+            {
+                "op": "Replace",
+                "path": 'emails[type eq "other"].value',
+                "value": "o9@contoso.example",
+            },
+        ),
+    )
     assert response.status_code == 200, response.text
     user = response.json()
     assert user["phoneNumbers"] == [{"type": "work", "value": "+14255550100"}]
@@ -204,8 +211,10 @@ def test_add_on_unmatched_filtered_path_creates_the_entry(tenant: Tenant) -> Non
 def test_add_on_single_valued_attribute_replaces_it(tenant: Tenant) -> None:
     """Add on an attribute that already has a value replaces it."""
     created = create(tenant, 10)
-    response = tenant.patch(f"/Users/{created['id']}",
-                            patch_body({"op": "Add", "path": "displayName", "value": "Other"}))
+    response = tenant.patch(
+        f"/Users/{created['id']}",
+        patch_body({"op": "Add", "path": "displayName", "value": "Other"}),
+    )
     assert response.json()["displayName"] == "Other"
 
 
@@ -213,11 +222,13 @@ def test_primary_role_path_compares_boolean_with_string(tenant: Tenant) -> None:
     """roles[primary eq "True"].value sets the primary role."""
     created = create(tenant, 11)
     path = 'roles[primary eq "True"].value'
-    first = tenant.patch(f"/Users/{created['id']}",
-                         patch_body({"op": "Add", "path": path, "value": "Admin"}))
+    first = tenant.patch(
+        f"/Users/{created['id']}", patch_body({"op": "Add", "path": path, "value": "Admin"})
+    )
     assert first.status_code == 200, first.text
-    second = tenant.patch(f"/Users/{created['id']}",
-                          patch_body({"op": "Replace", "path": path, "value": "Agent"}))
+    second = tenant.patch(
+        f"/Users/{created['id']}", patch_body({"op": "Replace", "path": path, "value": "Agent"})
+    )
     assert second.json()["roles"] == [{"value": "Agent", "primary": True}]
 
 
@@ -225,8 +236,10 @@ def test_manager_sent_as_plain_id_is_stored_as_reference(tenant: Tenant) -> None
     """Entra sends the manager's id alone as the value of ...:manager."""
     manager = create(tenant, 12)
     report = create(tenant, 13)
-    response = tenant.patch(f"/Users/{report['id']}", patch_body(
-        {"op": "Add", "path": f"{ENTERPRISE}:manager", "value": manager["id"]}))
+    response = tenant.patch(
+        f"/Users/{report['id']}",
+        patch_body({"op": "Add", "path": f"{ENTERPRISE}:manager", "value": manager["id"]}),
+    )
     assert response.status_code == 200, response.text
     assert response.json()[ENTERPRISE]["manager"]["value"] == manager["id"]
 
@@ -234,8 +247,10 @@ def test_manager_sent_as_plain_id_is_stored_as_reference(tenant: Tenant) -> None
 def test_removing_a_phone_value_removes_the_number(tenant: Tenant) -> None:
     """Remove phoneNumbers[type eq "mobile"].value leaves no empty entry behind."""
     created = create(tenant, 14, phoneNumbers=[{"type": "mobile", "value": "+33611111114"}])
-    response = tenant.patch(f"/Users/{created['id']}", patch_body(
-        {"op": "Remove", "path": 'phoneNumbers[type eq "mobile"].value'}))
+    response = tenant.patch(
+        f"/Users/{created['id']}",
+        patch_body({"op": "Remove", "path": 'phoneNumbers[type eq "mobile"].value'}),
+    )
     assert response.status_code == 200, response.text
     assert "phoneNumbers" not in response.json()
     assert tenant.filter('phoneNumbers.value eq "+33611111114"')["totalResults"] == 0
@@ -247,8 +262,9 @@ def test_deprovision_keeps_user_readable_and_filterable(tenant: Tenant, flag: st
     created = create(tenant, 15)
     value: Any = "False" if not flag else False
     op = "Replace" if not flag else "replace"
-    response = tenant.patch(f"/Users/{created['id']}{flag}",
-                            patch_body({"op": op, "path": "active", "value": value}))
+    response = tenant.patch(
+        f"/Users/{created['id']}{flag}", patch_body({"op": op, "path": "active", "value": value})
+    )
     assert response.status_code == 200, response.text
     assert tenant.get(f"/Users/{created['id']}").json()["active"] is False
     found = by_user_name(tenant, "user15@contoso.example")
@@ -259,11 +275,13 @@ def test_deprovision_keeps_user_readable_and_filterable(tenant: Tenant, flag: st
 def test_reprovision_after_deprovision_reactivates_the_same_user(tenant: Tenant) -> None:
     """Re-assigning a soft-deleted user patches active=true on the same id; no duplicate."""
     created = create(tenant, 16)
-    tenant.patch(f"/Users/{created['id']}",
-                 patch_body({"op": "Replace", "path": "active", "value": "False"}))
+    tenant.patch(
+        f"/Users/{created['id']}", patch_body({"op": "Replace", "path": "active", "value": "False"})
+    )
     match = by_user_name(tenant, "user16@contoso.example")
-    response = tenant.patch(f"/Users/{match[0]['id']}",
-                            patch_body({"op": "Replace", "path": "active", "value": "True"}))
+    response = tenant.patch(
+        f"/Users/{match[0]['id']}", patch_body({"op": "Replace", "path": "active", "value": "True"})
+    )
     assert response.json()["active"] is True
     assert tenant.filter("")["totalResults"] == 1
 
@@ -271,8 +289,9 @@ def test_reprovision_after_deprovision_reactivates_the_same_user(tenant: Tenant)
 def test_post_of_a_soft_deleted_users_name_is_a_uniqueness_conflict(tenant: Tenant) -> None:
     """A deactivated user still holds its userName: a second POST gets 409 uniqueness."""
     created = create(tenant, 17)
-    tenant.patch(f"/Users/{created['id']}",
-                 patch_body({"op": "Replace", "path": "active", "value": "False"}))
+    tenant.patch(
+        f"/Users/{created['id']}", patch_body({"op": "Replace", "path": "active", "value": "False"})
+    )
     response = tenant.post("/Users", user_body(17))
     assert response.status_code == 409
     assert response.json()["scimType"] == "uniqueness"
@@ -298,16 +317,19 @@ def test_hard_delete_frees_the_unique_values(tenant: Tenant) -> None:
 
 def test_group_writes_explain_that_group_provisioning_must_be_disabled(tenant: Tenant) -> None:
     """POST /Groups answers a SCIM error telling the admin to disable group provisioning."""
-    response = tenant.post("/Groups", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-                                       "displayName": "Sales"})
+    response = tenant.post(
+        "/Groups",
+        {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Sales"},
+    )
     assert response.status_code == 400
     assert "Provision Azure Active Directory Groups" in response.json()["detail"]
 
 
 def test_errors_are_scim_json_with_actionable_detail(tenant: Tenant) -> None:
     """A bad value gets 400, application/scim+json, and a detail saying how to fix it."""
-    response = tenant.post("/Users", user_body(20, phoneNumbers=[
-        {"type": "mobile", "value": "06 12 34 56 78"}]))
+    response = tenant.post(
+        "/Users", user_body(20, phoneNumbers=[{"type": "mobile", "value": "06 12 34 56 78"}])
+    )
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/scim+json")
     error = response.json()
