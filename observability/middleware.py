@@ -55,6 +55,10 @@ class ObservabilityMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        # Each request runs in its own task, so this binding cannot leak into another
+        # request; it is left in place after the app returns so that the 500 handler,
+        # which Starlette runs outside every user middleware, still logs the request id.
+        structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_wrapper)
@@ -71,4 +75,3 @@ class ObservabilityMiddleware:
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
-            structlog.contextvars.unbind_contextvars("request_id")

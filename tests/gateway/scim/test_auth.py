@@ -37,10 +37,18 @@ def test_token_of_account_a_never_reads_or_changes_account_b(
     tenant_b = new_tenant(client, db, "B")
     created_b = tenant_b.post("/Users", user_body(1)).json()
     a_on_b = {"Authorization": f"Bearer {tenant_a.token}"}
-    for method, path in (("GET", "/Users"), ("GET", f"/Users/{created_b['id']}"),
-                         ("DELETE", f"/Users/{created_b['id']}"), ("POST", "/Users")):
-        response = client.request(method, tenant_b.url(path), headers=a_on_b,
-                                  json=user_body(2) if method == "POST" else None)
+    for method, path in (
+        ("GET", "/Users"),
+        ("GET", f"/Users/{created_b['id']}"),
+        ("DELETE", f"/Users/{created_b['id']}"),
+        ("POST", "/Users"),
+    ):
+        response = client.request(
+            method,
+            tenant_b.url(path),
+            headers=a_on_b,
+            json=user_body(2) if method == "POST" else None,
+        )
         assert response.status_code == 401, (method, path)
     assert tenant_b.get(f"/Users/{created_b['id']}").json() == created_b
 
@@ -64,8 +72,9 @@ def test_unique_values_are_per_account(client: TestClient, db: Database) -> None
 
 def test_generating_keys_stops_the_previous_token_at_once(tenant: Tenant, db: Database) -> None:
     """After 'generate keys' the old token is 401 and the new one works."""
-    keys = accounts.generate_scim_keys(db, account_id=tenant.account_id, actor=OPERATOR_CLI,
-                                       public_url=PUBLIC_URL)
+    keys = accounts.generate_scim_keys(
+        db, account_id=tenant.account_id, actor=OPERATOR_CLI, public_url=PUBLIC_URL
+    )
     assert tenant.get("/Users").status_code == 401
     assert keys.tenant_url == tenant.tenant_url
     tenant.token = keys.secret_token
@@ -74,8 +83,9 @@ def test_generating_keys_stops_the_previous_token_at_once(tenant: Tenant, db: Da
 
 def test_removing_azure_ad_sync_revokes_the_token(tenant: Tenant, db: Database) -> None:
     """Removing the integration makes the token useless."""
-    accounts.remove_integration(db, account_id=tenant.account_id, kind="azure_ad_sync",
-                                actor=OPERATOR_CLI)
+    accounts.remove_integration(
+        db, account_id=tenant.account_id, kind="azure_ad_sync", actor=OPERATOR_CLI
+    )
     assert tenant.get("/Users").status_code == 401
 
 

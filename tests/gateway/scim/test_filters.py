@@ -16,13 +16,25 @@ CLOUDLINK = "urn:ietf:params:scim:schemas:extension:cloudlink:2.0:User"
 def people(tenant: Tenant) -> dict[str, str]:
     """Three users with distinct attributes; returns name -> id."""
     bodies = {
-        "alice": user_body("alice", displayName="Alice Martin", active=True,
-                           phoneNumbers=[{"type": "mobile", "value": "+33611111111"}],
-                           **{ENTERPRISE: {"employeeNumber": "E1", "department": "Sales"},
-                              CLOUDLINK: {"extension": "101", "loginId": "alice"}}),
-        "bob": user_body("bob", displayName="Bob_Stone", active=False,
-                         emails=[{"type": "work", "value": "bob@contoso.example"},
-                                 {"type": "other", "value": "bob@home.example"}]),
+        "alice": user_body(
+            "alice",
+            displayName="Alice Martin",
+            active=True,
+            phoneNumbers=[{"type": "mobile", "value": "+33611111111"}],
+            **{
+                ENTERPRISE: {"employeeNumber": "E1", "department": "Sales"},
+                CLOUDLINK: {"extension": "101", "loginId": "alice"},
+            },
+        ),
+        "bob": user_body(
+            "bob",
+            displayName="Bob_Stone",
+            active=False,
+            emails=[
+                {"type": "work", "value": "bob@contoso.example"},
+                {"type": "other", "value": "bob@home.example"},
+            ],
+        ),
         "carol": user_body("carol", displayName="Carol 100%", active=True),
     }
     ids = {}
@@ -58,7 +70,7 @@ def names(tenant: Tenant, people: dict[str, str], expression: str) -> list[str]:
         ('emails co "home"', ["bob"]),
         ('emails.type eq "other"', ["bob"]),
         ('phoneNumbers.value eq "+33611111111"', ["alice"]),
-        ('phoneNumbers pr', ["alice"]),
+        ("phoneNumbers pr", ["alice"]),
         (f'{ENTERPRISE}:employeeNumber eq "E1"', ["alice"]),
         (f'{ENTERPRISE}:department eq "sales"', ["alice"]),
         (f'{CLOUDLINK}:extension eq "101"', ["alice"]),
@@ -69,8 +81,10 @@ def names(tenant: Tenant, people: dict[str, str], expression: str) -> list[str]:
         ('active eq true and not (emails co "carol")', ["alice"]),
         ('meta.created gt "2000-01-01T00:00:00Z"', ["alice", "bob", "carol"]),
         ('meta.lastModified lt "2000-01-01T00:00:00"', []),
-        ('urn:ietf:params:scim:schemas:core:2.0:User:userName eq "userbob@contoso.example"',
-         ["bob"]),
+        (
+            'urn:ietf:params:scim:schemas:core:2.0:User:userName eq "userbob@contoso.example"',
+            ["bob"],
+        ),
         ("userName pr", ["alice", "bob", "carol"]),
     ],
 )
@@ -90,7 +104,7 @@ def test_filter_selects_exactly_the_matching_users(
         "userName eq",
         'userName zz "a"',
         '"unterminated',
-        'active gt true',
+        "active gt true",
         'meta.created eq "yesterday"',
         'emails[type eq "work"].value[type eq "x"]',
     ],

@@ -10,15 +10,29 @@ from hypothesis import strategies as st
 from tests.conftest import Tenant, user_body
 
 ATTRIBUTES = [
-    "userName", "displayName", "externalId", "id", "active", "name.givenName", "name.formatted",
-    "emails", "emails.value", "emails.type", "phoneNumbers.value", "meta.created", "title",
-    "roles.value", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
-    "urn:ietf:params:scim:schemas:extension:cloudlink:2.0:User:extension", "x", "",
+    "userName",
+    "displayName",
+    "externalId",
+    "id",
+    "active",
+    "name.givenName",
+    "name.formatted",
+    "emails",
+    "emails.value",
+    "emails.type",
+    "phoneNumbers.value",
+    "meta.created",
+    "title",
+    "roles.value",
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+    "urn:ietf:params:scim:schemas:extension:cloudlink:2.0:User:extension",
+    "x",
+    "",
 ]
 OPERATORS = ["eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le", "pr", "EQ", "zz"]
 VALUES = st.one_of(
     st.text(max_size=12).map(lambda t: '"' + t.replace('"', "") + '"'),
-    st.sampled_from(["true", "false", "null", "42", '"2026-01-01T00:00:00Z"', "\"'\"", "1.5"]),
+    st.sampled_from(["true", "false", "null", "42", '"2026-01-01T00:00:00Z"', '"\'"', "1.5"]),
     st.text(max_size=6),
 )
 
@@ -45,21 +59,48 @@ FILTERS = st.recursive(
     max_leaves=4,
 ) | st.text(max_size=40)
 
-PATHS = st.sampled_from([
-    "active", "displayName", "userName", "name.givenName", "name", "emails", "emails.value",
-    'emails[type eq "work"].value', 'emails[type eq "other"].value', "phoneNumbers",
-    'phoneNumbers[type eq "mobile"].value', 'roles[primary eq "True"].value',
-    'addresses[type eq "work"].locality', "externalId", "id", "meta", "title", "x[",
-    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
-    "urn:ietf:params:scim:schemas:extension:cloudlink:2.0:User:loginId", "",
-])
+PATHS = st.sampled_from(
+    [
+        "active",
+        "displayName",
+        "userName",
+        "name.givenName",
+        "name",
+        "emails",
+        "emails.value",
+        'emails[type eq "work"].value',
+        'emails[type eq "other"].value',
+        "phoneNumbers",
+        'phoneNumbers[type eq "mobile"].value',
+        'roles[primary eq "True"].value',
+        'addresses[type eq "work"].locality',
+        "externalId",
+        "id",
+        "meta",
+        "title",
+        "x[",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+        "urn:ietf:params:scim:schemas:extension:cloudlink:2.0:User:loginId",
+        "",
+    ]
+)
 JSON_VALUES = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10),
-              st.sampled_from(["True", "False", "+33612345678", "a@contoso.example"])),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.text(max_size=10),
+        st.sampled_from(["True", "False", "+33612345678", "a@contoso.example"]),
+    ),
     lambda inner: st.one_of(
         st.lists(inner, max_size=3),
-        st.dictionaries(st.sampled_from(["value", "type", "primary", "name.givenName",
-                                         "displayName", "active", "emails"]), inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(
+                ["value", "type", "primary", "name.givenName", "displayName", "active", "emails"]
+            ),
+            inner,
+            max_size=3,
+        ),
     ),
     max_leaves=6,
 )
@@ -79,15 +120,18 @@ def operations(draw: st.DrawFn) -> dict[str, Any]:
 
 PATCHES = st.one_of(
     st.builds(
-        lambda ops: {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                     "Operations": ops},
+        lambda ops: {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": ops,
+        },
         st.lists(operations(), min_size=0, max_size=4),
     ),
     JSON_VALUES.map(lambda v: {"Operations": v}),
 )
 
-RELAXED = settings(max_examples=120, deadline=None,
-                   suppress_health_check=[HealthCheck.function_scoped_fixture])
+RELAXED = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @RELAXED

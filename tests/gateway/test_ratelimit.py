@@ -1,0 +1,30 @@
+"""The per-account token bucket, on a fake clock."""
+
+from __future__ import annotations
+
+from gateway.ratelimit import RateLimiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_burst_then_refill_at_the_rate() -> None:
+    """A burst is allowed, then one request per 1/rate seconds, with the wait announced."""
+    clock = Clock()
+    limiter = RateLimiter(rate=2.0, burst=3, clock=clock)
+    assert [limiter.acquire("a") for _ in range(3)] == [None, None, None]
+    assert limiter.acquire("a") == 1
+    clock.now = 0.5
+    assert limiter.acquire("a") is None
+    assert limiter.acquire("b") is None
+
+
+def test_zero_rate_disables_the_limit() -> None:
+    """Rate 0 means no limit at all."""
+    limiter = RateLimiter(rate=0, burst=1)
+    assert all(limiter.acquire("a") is None for _ in range(1000))

@@ -1,0 +1,78 @@
+"""/metrics: request counts by route template and status class, durations, SCIM outcomes."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from tests.conftest import Tenant, user_body
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the exposition text (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
+                return float(found.value)
+    return 0.0
+
+
+def test_requests_are_counted_by_route_template_never_by_id(tenant: Tenant) -> None:
+    """Labels carry the route template and status class; no account or user id leaks."""
+    created = tenant.post("/Users", user_body(1)).json()
+    tenant.get(f"/Users/{created['id']}")
+    tenant.get("/Users/missing")
+    text = tenant.client.get("/metrics").text
+    route = "/scim/v2/{account_id}/Users/{user_id}"
+    assert (
+        sample(
+            text,
+            "cloudlink_gateway_http_requests_total",
+            route=route,
+            method="GET",
+            status_class="2xx",
+        )
+        == 1
+    )
+    assert (
+        sample(
+            text,
+            "cloudlink_gateway_http_requests_total",
+            route=route,
+            method="GET",
+            status_class="4xx",
+        )
+        == 1
+    )
+    assert (
+        sample(
+            text, "cloudlink_gateway_http_request_duration_seconds_count", route=route, method="GET"
+        )
+        == 2
+    )
+    assert tenant.account_id not in text
+    assert created["id"] not in text
+    assert "contoso" not in text
+
+
+def test_scim_operations_are_counted_by_operation_and_outcome(tenant: Tenant) -> None:
+    """Creates that succeed and that conflict land in different outcomes."""
+    tenant.post("/Users", user_body(1))
+    tenant.post("/Users", user_body(1))
+    tenant.client.get(tenant.url("/Users"))
+    text = tenant.client.get("/metrics").text
+    name = "cloudlink_gateway_scim_operations_total"
+    assert sample(text, name, operation="create", outcome="success") == 1
+    assert sample(text, name, operation="create", outcome="conflict") == 1
+    assert sample(text, name, operation="list", outcome="unauthorized") == 1
+
+
+def test_unmatched_paths_share_one_label(client: TestClient) -> None:
+    """Random paths do not create new label values."""
+    client.get("/no/such/path/123")
+    text = client.get("/metrics").text
+    assert (
+        sample(text, "cloudlink_gateway_http_requests_total", route="unmatched", status_class="4xx")
+        == 1
+    )
+    assert "/no/such/path" not in text

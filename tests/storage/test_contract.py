@@ -1,0 +1,134 @@
+"""Storage contract, run on each backend: constraints hold in the database itself."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from gateway.accounts import service as accounts
+from gateway.events.service import OPERATOR_CLI
+from gateway.security import SecretBox, generate_key
+from storage.engine import Database
+from storage.tables import Account, Integration, ScimClaim, ScimUser, utcnow
+
+claims = ScimClaim.__table__  # type: ignore[attr-defined]
+users = ScimUser.__table__  # type: ignore[attr-defined]
+integrations = Integration.__table__  # type: ignore[attr-defined]
+account_table = Account.__table__  # type: ignore[attr-defined]
+
+
+def make_user(db: Database, account_id: str, name: str) -> int:
+    with db.write() as conn:
+        pk = conn.execute(
+            insert(users)
+            .values(
+                id=str(uuid.uuid4()),
+                account_id=account_id,
+                user_name=name,
+                user_name_key=name,
+                active=True,
+                document={"userName": name},
+                version=1,
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+            .returning(users.c.pk)
+        ).scalar_one()
+    return int(pk)
+
+
+def test_a_claimed_value_cannot_be_claimed_twice_in_one_account(db: Database) -> None:
+    """The primary key of scim_claims refuses a second holder, whatever the code does."""
+    account = accounts.create_account(db, name="A", actor=OPERATOR_CLI)["id"]
+    first, second = make_user(db, account, "a"), make_user(db, account, "b")
+    with db.write() as conn:
+        conn.execute(
+            insert(claims).values(account_id=account, kind="email", value_key="x@y", user_pk=first)
+        )
+    with pytest.raises(IntegrityError), db.write() as conn:
+        conn.execute(
+            insert(claims).values(account_id=account, kind="email", value_key="x@y", user_pk=second)
+        )
+    other = accounts.create_account(db, name="B", actor=OPERATOR_CLI)["id"]
+    third = make_user(db, other, "c")
+    with db.write() as conn:
+        conn.execute(
+            insert(claims).values(account_id=other, kind="email", value_key="x@y", user_pk=third)
+        )
+
+
+def test_a_failed_write_leaves_nothing_behind(db: Database) -> None:
+    """A transaction that fails half-way commits none of its statements."""
+    account = accounts.create_account(db, name="A", actor=OPERATOR_CLI)["id"]
+    before = make_user(db, account, "a")
+    with pytest.raises(IntegrityError), db.write() as conn:
+        conn.execute(
+            insert(account_table).values(
+                id="new-account", name="N", created_at=utcnow(), updated_at=utcnow()
+            )
+        )
+        conn.execute(
+            insert(claims).values(
+                account_id=account, kind="userName", value_key="a", user_pk=before
+            )
+        )
+        conn.execute(
+            insert(claims).values(
+                account_id=account, kind="userName", value_key="a", user_pk=before
+            )
+        )
+    with db.read() as conn:
+        assert (
+            conn.execute(
+                select(account_table.c.id).where(account_table.c.id == "new-account")
+            ).first()
+            is None
+        )
+
+
+def test_integrations_hold_every_kind_with_encrypted_secrets(db: Database) -> None:
+    """Twilio, CM.com, Teams and Office 365 configurations fit the model, secrets encrypted."""
+    account = accounts.create_account(db, name="A", actor=OPERATOR_CLI)["id"]
+    box = SecretBox([SecretStr(generate_key())])
+    configs = {
+        "twilio": ({"account_sid": "AC123"}, "auth-token"),
+        "cmcom": ({"channels": ["WhatsApp"]}, "product-token"),
+        "microsoft_teams": ({"tenant_id": "t", "client_id": "c"}, "client-secret"),
+        "office365": ({"tenant_id": "t", "consent": "granted"}, "refresh-token"),
+    }
+    with db.write() as conn:
+        for kind, (config, secret) in configs.items():
+            conn.execute(
+                insert(integrations).values(
+                    id=str(uuid.uuid4()),
+                    account_id=account,
+                    kind=kind,
+                    status="configured",
+                    config=config,
+                    secret=box.encrypt(secret),
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
+    with db.read() as conn:
+        rows = {r.kind: r for r in conn.execute(select(integrations)).all()}
+    for kind, (config, secret) in configs.items():
+        assert rows[kind].config == config
+        assert secret not in rows[kind].secret
+        assert box.decrypt(rows[kind].secret) == secret
+    with pytest.raises(IntegrityError), db.write() as conn:
+        conn.execute(
+            insert(integrations).values(
+                id=str(uuid.uuid4()),
+                account_id=account,
+                kind="twilio",
+                status="x",
+                config={},
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
