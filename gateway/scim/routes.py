@@ -237,7 +237,8 @@ async def delete_user(request: Request) -> Response:
 
 GROUPS_UNSUPPORTED = (
     "CloudLink does not provision groups. In the Entra enterprise app, open Provisioning > "
-    "Mappings and set 'Provision Azure Active Directory Groups' to Enabled: No."
+    "Mappings, select 'Provision Microsoft Entra ID Groups' (formerly 'Provision Azure Active "
+    "Directory Groups') and set Enabled: No."
 )
 
 

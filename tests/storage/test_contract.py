@@ -65,22 +65,23 @@ def test_a_failed_write_leaves_nothing_behind(db: Database) -> None:
     """A transaction that fails half-way commits none of its statements."""
     account = accounts.create_account(db, name="A", actor=OPERATOR_CLI)["id"]
     before = make_user(db, account, "a")
-    with pytest.raises(IntegrityError), db.write() as conn:
-        conn.execute(
-            insert(account_table).values(
-                id="new-account", name="N", created_at=utcnow(), updated_at=utcnow()
+
+    def fail_half_way() -> None:
+        with db.write() as conn:
+            conn.execute(
+                insert(account_table).values(
+                    id="new-account", name="N", created_at=utcnow(), updated_at=utcnow()
+                )
             )
-        )
-        conn.execute(
-            insert(claims).values(
-                account_id=account, kind="userName", value_key="a", user_pk=before
-            )
-        )
-        conn.execute(
-            insert(claims).values(
-                account_id=account, kind="userName", value_key="a", user_pk=before
-            )
-        )
+            for _ in range(2):
+                conn.execute(
+                    insert(claims).values(
+                        account_id=account, kind="userName", value_key="a", user_pk=before
+                    )
+                )
+
+    with pytest.raises(IntegrityError):
+        fail_half_way()
     with db.read() as conn:
         assert (
             conn.execute(

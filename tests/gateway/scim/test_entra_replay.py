@@ -322,7 +322,8 @@ def test_group_writes_explain_that_group_provisioning_must_be_disabled(tenant: T
         {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Sales"},
     )
     assert response.status_code == 400
-    assert "Provision Azure Active Directory Groups" in response.json()["detail"]
+    assert "Provision Microsoft Entra ID Groups" in response.json()["detail"]
+    assert "Enabled: No" in response.json()["detail"]
 
 
 def test_errors_are_scim_json_with_actionable_detail(tenant: Tenant) -> None:

@@ -1,0 +1,38 @@
+# The two commands a new machine needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8080
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-sqlite lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## Run the gateway on the embedded SQLite default (data in ./data).
+run: $(STAMP)
+	$(BIN)/cloudlink-gateway serve --host $(HOST) --port $(PORT)
+
+## Lint, type-check, then every test on SQLite and on a throwaway PostgreSQL.
+test: lint
+	@command -v pg_virtualenv >/dev/null || { \
+	  echo "pg_virtualenv not found: install PostgreSQL (Debian: apt-get install postgresql)"; \
+	  exit 1; }
+	GATEWAY_TEST_REQUIRE_POSTGRES=1 pg_virtualenv $(BIN)/pytest
+
+## Every test on SQLite only (PostgreSQL variants are skipped).
+test-sqlite: lint
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway storage observability tests bench
+	$(BIN)/ruff format --check gateway storage observability tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
