@@ -13,6 +13,8 @@ is FALSE), so ``not`` and ``ne`` mean what SCIM says they mean.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +23,7 @@ from typing import Any, Literal
 from scim2_filter_parser import ast
 from scim2_filter_parser.lexer import SCIMLexer
 from scim2_filter_parser.parser import SCIMParser, SCIMParserError
-from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, bindparam, exists, func, not_, or_, select, true
 
 from gateway.errors import InvalidFilter
 from gateway.scim.records import fold
@@ -136,34 +138,47 @@ def _parse_datetime(raw: str) -> datetime:
         ) from exc
 
 
-def _compare(column: Any, kind: Kind, op: str, raw: str | None) -> ColumnElement[bool]:
+Binder = Callable[[str, Callable[[str], Any]], Any]
+
+
+def _converter(kind: Kind, op: str) -> Callable[[str], Any]:
+    """How a filter value becomes the SQL value compared with a column of ``kind``."""
+    if kind == "bool":
+        if op != "eq":
+            raise InvalidFilter(f'Operator "{op}" does not apply to a boolean; use eq or ne.')
+        return _parse_bool
+    if kind == "datetime":
+        if op in {"co", "sw", "ew"}:
+            raise InvalidFilter(f'Operator "{op}" does not apply to a date-time.')
+        return _parse_datetime
+    base: Callable[[str], str] = fold if kind == "ci" else str
+    patterns = {"co": "%{}%", "sw": "{}%", "ew": "%{}"}
+    if op in patterns:
+        pattern = patterns[op]
+        return lambda raw: pattern.format(_like_escape(base(raw)))
+    return base
+
+
+def _compare(
+    column: Any, kind: Kind, op: str, raw: str | None, bind: Binder
+) -> ColumnElement[bool]:
     """A null-safe comparison of ``column`` with the filter value ``raw``."""
     if op == "pr":
         present = column.is_not(None)
         return and_(present, column != "") if kind in {"ci", "exact"} else present
     assert raw is not None
     if op == "ne":
-        return not_(_compare(column, kind, "eq", raw))
-    value: Any
-    if kind == "bool":
-        if op != "eq":
-            raise InvalidFilter(f'Operator "{op}" does not apply to a boolean; use eq or ne.')
-        value = _parse_bool(raw)
-    elif kind == "datetime":
-        if op in {"co", "sw", "ew"}:
-            raise InvalidFilter(f'Operator "{op}" does not apply to a date-time.')
-        value = _parse_datetime(raw)
-    else:
-        value = fold(raw) if kind == "ci" else raw
+        return not_(_compare(column, kind, "eq", raw, bind))
+    value = bind(raw, _converter(kind, op))
     builders: dict[str, Callable[[], ColumnElement[bool]]] = {
         "eq": lambda: column == value,
         "gt": lambda: column > value,
         "ge": lambda: column >= value,
         "lt": lambda: column < value,
         "le": lambda: column <= value,
-        "co": lambda: column.like(f"%{_like_escape(value)}%", escape="\\"),
-        "sw": lambda: column.like(f"{_like_escape(value)}%", escape="\\"),
-        "ew": lambda: column.like(f"%{_like_escape(value)}", escape="\\"),
+        "co": lambda: column.like(value, escape="\\"),
+        "sw": lambda: column.like(value, escape="\\"),
+        "ew": lambda: column.like(value, escape="\\"),
     }
     return and_(column.is_not(None), builders[op]())
 
@@ -173,6 +188,16 @@ class _Compiler:
 
     def __init__(self) -> None:
         self.scope: tuple[Any, str] | None = None
+        self.converters: dict[int, Callable[[str], Any]] = {}
+
+    def bind(self, raw: str, convert: Callable[[str], Any]) -> Any:
+        """A bound parameter for a value taken out of the filter, else the converted literal."""
+        match = _PLACEHOLDER.fullmatch(raw)
+        if match is None:
+            return convert(raw)
+        index = int(match.group(1))
+        self.converters[index] = convert
+        return bindparam(f"fv{index}")
 
     def node(self, node: Any) -> ColumnElement[bool]:
         if isinstance(node, ast.Filter):
@@ -209,7 +234,7 @@ class _Compiler:
         if target is None:
             shown = f"{path.uri}:{name}" if path.uri else name
             raise _unknown_attribute(f"{shown}.{sub}" if sub else shown)
-        return _compare(target.column, target.kind, op, raw)
+        return _compare(target.column, target.kind, op, raw, self.bind)
 
     def _value_path(
         self, namespace: Any, inner: Any, comparison: tuple[str, str | None] | None
@@ -251,23 +276,74 @@ class _Compiler:
         if sub is not None or key not in {"value", "type", "primary"}:
             raise _unknown_attribute(f"{attribute}.{name}")
         if key == "value":
-            return _compare(alias.c.value_key, MULTI_VALUE_KIND[attribute], op, raw)
+            return _compare(alias.c.value_key, MULTI_VALUE_KIND[attribute], op, raw, self.bind)
         if key == "type":
-            return _compare(alias.c.type, "ci", op, raw)
-        return _compare(alias.c.primary, "bool", op, raw)
+            return _compare(alias.c.type, "ci", op, raw, self.bind)
+        return _compare(alias.c.primary, "bool", op, raw, self.bind)
 
 
-def compile_filter(text: str) -> ColumnElement[bool]:
-    """Compile a SCIM filter to a WHERE clause over ``scim_users``."""
-    if not text.strip():
-        return true()
+MAX_FILTER_LENGTH = 4096
+_LITERAL = re.compile(r'"([^"]*)"')
+_PLACEHOLDER = re.compile(r"\x00(\d+)")
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledFilter:
+    """A filter shape compiled once: its WHERE clause and how to bind each value."""
+
+    where: ColumnElement[bool]
+    converters: tuple[Callable[[str], Any], ...]
+
+    def parameters(self, values: list[str]) -> dict[str, Any]:
+        """The bound values for one request (raises ``InvalidFilter`` on a bad value)."""
+        return {f"fv{i}": convert(values[i]) for i, convert in enumerate(self.converters)}
+
+
+def split_literals(text: str) -> tuple[str, list[str]]:
+    """Take the quoted values out of a filter: its shape, and the values in order.
+
+    Filters that differ only in their values (every ``userName eq "…"`` Entra sends)
+    share one shape, so they are parsed and compiled once.
+    """
+    values: list[str] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        values.append(match.group(1))
+        return f'"\x00{len(values) - 1}"'
+
+    return _LITERAL.sub(placeholder, text), values
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_shape(shape: str) -> CompiledFilter:
+    """Parse and compile a filter shape (see ``split_literals``); cached."""
+    if not shape.strip():
+        return CompiledFilter(true(), ())
     try:
-        tree = SCIMParser().parse(SCIMLexer().tokenize(text))
+        tree = SCIMParser().parse(SCIMLexer().tokenize(shape))
     except (SCIMParserError, ValueError, AttributeError, TypeError) as exc:
         raise InvalidFilter(
-            f"The filter cannot be parsed ({exc}). Example of a valid filter: "
-            'userName eq "alice@example.com"'
+            f"The filter cannot be parsed ({str(exc).replace(chr(0), '')}). Example of a "
+            'valid filter: userName eq "alice@example.com"'
         ) from exc
     if tree is None:
         raise InvalidFilter('The filter cannot be parsed. Example: userName eq "a@example.com"')
-    return _Compiler().node(tree)
+    compiler = _Compiler()
+    where = compiler.node(tree)
+    converters = tuple(compiler.converters[i] for i in sorted(compiler.converters))
+    if len(converters) != len(compiler.converters) or (
+        converters and max(compiler.converters) != len(converters) - 1
+    ):
+        raise InvalidFilter("Every quoted value of the filter must be compared with something.")
+    return CompiledFilter(where, converters)
+
+
+def compile_filter(text: str) -> tuple[CompiledFilter, dict[str, Any]]:
+    """Compile a SCIM filter to a WHERE clause over ``scim_users`` and its bound values."""
+    if len(text) > MAX_FILTER_LENGTH:
+        raise InvalidFilter(f"The filter is longer than {MAX_FILTER_LENGTH} characters.")
+    shape, values = split_literals(text)
+    compiled = compile_shape(shape)
+    if len(compiled.converters) != len(values):
+        raise InvalidFilter("Every quoted value of the filter must be compared with something.")
+    return compiled, compiled.parameters(values)

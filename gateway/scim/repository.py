@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 
+from gateway.scim.filters import CompiledFilter
 from gateway.scim.records import UserRecord
 from storage.tables import ScimClaim, ScimCredential, ScimUser, ScimUserValue
 
@@ -42,28 +54,41 @@ def load(conn: Connection, account_id: str, user_id: str, *, for_update: bool = 
     return conn.execute(query).one_or_none()
 
 
+@functools.lru_cache(maxsize=1024)
+def _search_statements(compiled: CompiledFilter) -> tuple[Select[Any], Select[Any]]:
+    """The page and count queries of a compiled filter, built once per filter shape."""
+    scope = (users.c.account_id == bindparam("account_id"), compiled.where)
+    page = (
+        select(*_RESOURCE_COLUMNS)
+        .where(*scope)
+        .order_by(users.c.pk)
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )
+    count = select(func.count()).select_from(users).where(*scope)
+    return page, count
+
+
 def search(
-    conn: Connection, account_id: str, where: ColumnElement[bool], *, offset: int, limit: int
+    conn: Connection,
+    account_id: str,
+    compiled: CompiledFilter,
+    parameters: dict[str, Any],
+    *,
+    offset: int,
+    limit: int,
 ) -> tuple[int, list[Any]]:
     """A page of matching users in creation order, and the total number that match."""
-    scope = (users.c.account_id == account_id, where)
+    page, count = _search_statements(compiled)
+    bound = {**parameters, "account_id": account_id}
     rows = (
-        list(
-            conn.execute(
-                select(*_RESOURCE_COLUMNS)
-                .where(*scope)
-                .order_by(users.c.pk)
-                .offset(offset)
-                .limit(limit)
-            ).all()
-        )
+        list(conn.execute(page, {**bound, "offset": offset, "limit": limit}).all())
         if limit > 0
         else []
     )
     if offset == 0 and len(rows) < limit:
         return len(rows), rows
-    total = conn.execute(select(func.count()).select_from(users).where(*scope)).scalar_one()
-    return int(total), rows
+    return int(conn.execute(count, bound).scalar_one()), rows
 
 
 def _write_children(conn: Connection, account_id: str, pk: int, record: UserRecord) -> None:

@@ -166,10 +166,10 @@ def list_users(
     db: Database, tenant: Tenant, *, filter_text: str | None, start_index: int, count: int
 ) -> dict[str, Any]:
     """GET /Users with filter and pagination (1-based ``startIndex``)."""
-    where = compile_filter(filter_text or "")
+    compiled, parameters = compile_filter(filter_text or "")
     with db.read() as conn:
         total, rows = repo.search(
-            conn, tenant.account_id, where, offset=start_index - 1, limit=count
+            conn, tenant.account_id, compiled, parameters, offset=start_index - 1, limit=count
         )
     resources = [_render_row(tenant, row) for row in rows]
     return {
