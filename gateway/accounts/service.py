@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from gateway.errors import BadRequest, Conflict, InvalidValue, NotFound
-from gateway.events.service import Actor, record_event
+from gateway.events.service import Actor, lock_account, record_event
 from gateway.scim.auth import tenant_url
 from gateway.security import new_token, token_digest
 from storage.engine import Database
@@ -113,6 +113,7 @@ def rename_account(db: Database, *, account_id: str, name: str, actor: Actor) ->
     """Change an account's display name."""
     cleaned = _clean_name(name)
     with db.write() as conn:
+        lock_account(conn, account_id)
         before = require_account(conn, account_id)
         if before.name != cleaned:
             conn.execute(
@@ -212,6 +213,7 @@ def add_integration(
     """Add an integration to an account (409 if it is there already)."""
     _check_kind(kind)
     with db.write() as conn:
+        lock_account(conn, account_id)
         require_account(conn, account_id)
         if _find_integration(conn, account_id, kind) is not None:
             raise Conflict(f"The {KINDS[kind]} integration is already added to this account.")
@@ -225,6 +227,7 @@ def remove_integration(db: Database, *, account_id: str, kind: str, actor: Actor
     if kind not in KINDS:
         raise InvalidValue(f"Unknown integration {kind!r}; known: {', '.join(sorted(KINDS))}.")
     with db.write() as conn:
+        lock_account(conn, account_id)
         require_account(conn, account_id)
         if _find_integration(conn, account_id, kind) is None:
             raise NotFound(f"The {KINDS[kind]} integration is not added to this account.")
@@ -257,6 +260,7 @@ def generate_scim_keys(db: Database, *, account_id: str, actor: Actor, public_ur
     token = new_token()
     now = utcnow()
     with db.write() as conn:
+        lock_account(conn, account_id)
         require_account(conn, account_id)
         if _find_integration(conn, account_id, AZURE_AD_SYNC) is None:
             _insert_integration(conn, account_id, AZURE_AD_SYNC, actor)

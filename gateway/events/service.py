@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, insert, select
+from sqlalchemy import Connection, Select, bindparam, insert, select
 
 from storage.tables import Account, Event, utcnow
 
@@ -20,6 +20,14 @@ events = Event.__table__  # type: ignore[attr-defined]
 accounts = Account.__table__  # type: ignore[attr-defined]
 
 ACTIONS = ("Create", "Edit", "Delete")
+_INSERT_EVENT = insert(events)
+# FOR NO KEY UPDATE: exclusive among writers of the account, yet compatible with the
+# KEY SHARE lock foreign key checks take on the account row.
+_LOCK_ACCOUNT = (
+    select(accounts.c.id)
+    .where(accounts.c.id == bindparam("account_id"))
+    .with_for_update(key_share=True)
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,19 @@ class Actor:
 SCIM_ACTOR = Actor("SCIM", "azure_ad_sync")
 OPERATOR_API = Actor("Operator", "admin-api")
 OPERATOR_CLI = Actor("Operator", "cli")
+
+
+def lock_account(conn: Connection, account_id: str) -> None:
+    """Serialise the writers of one account, on PostgreSQL; call it first in a write.
+
+    The feed is read by ``seq``, so events of one account must commit in ``seq`` order:
+    holding the account row until commit guarantees it. Taking the lock before any
+    other statement keeps one lock order for every writer, so writers racing for the
+    same unique value queue up instead of deadlocking. SQLite has one writer at a
+    time and needs nothing.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_ACCOUNT, {"account_id": account_id})
 
 
 def record_event(
@@ -51,30 +72,28 @@ def record_event(
 ) -> str:
     """Insert one event in the caller's transaction; returns its id.
 
-    The feed is read by ``seq``, so events of one account must commit in ``seq`` order.
-    SQLite has one writer at a time; on PostgreSQL the account row is locked until
-    commit, so a later ``seq`` of the same account can never commit first and be read
-    past an earlier one still in flight.
+    Call ``lock_account`` first thing in the transaction (see there); this call takes
+    the lock too, for transactions that touched nothing before.
     """
     assert action in ACTIONS
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+    lock_account(conn, account_id)
     event_id = str(uuid.uuid4())
     conn.execute(
-        insert(events).values(
-            id=event_id,
-            account_id=account_id,
-            occurred_at=occurred_at or utcnow(),
-            actor_name=actor.name,
-            actor_id=actor.id,
-            action=action,
-            event_type=event_type,
-            asset=asset,
-            asset_id=asset_id,
-            type=type,
-            properties_changed=properties_changed,
-            details=details,
-        )
+        _INSERT_EVENT,
+        {
+            "id": event_id,
+            "account_id": account_id,
+            "occurred_at": occurred_at or utcnow(),
+            "actor_name": actor.name,
+            "actor_id": actor.id,
+            "action": action,
+            "event_type": event_type,
+            "asset": asset,
+            "asset_id": asset_id,
+            "type": type,
+            "properties_changed": properties_changed,
+            "details": details,
+        },
     )
     return event_id
 

@@ -37,21 +37,25 @@ _RESOURCE_COLUMNS = (
 )
 
 
+_CREDENTIAL = select(credentials.c.token_sha256).where(
+    credentials.c.account_id == bindparam("account_id")
+)
+_LOAD = select(*_RESOURCE_COLUMNS).where(
+    users.c.account_id == bindparam("account_id"), users.c.id == bindparam("user_id")
+)
+_LOAD_FOR_UPDATE = _LOAD.with_for_update()
+
+
 def credential_digest(conn: Connection, account_id: str) -> str | None:
     """The stored token hash of an account's SCIM credential, if any."""
-    return conn.execute(
-        select(credentials.c.token_sha256).where(credentials.c.account_id == account_id)
-    ).scalar_one_or_none()
+    digest: str | None = conn.execute(_CREDENTIAL, {"account_id": account_id}).scalar_one_or_none()
+    return digest
 
 
 def load(conn: Connection, account_id: str, user_id: str, *, for_update: bool = False) -> Any:
     """One user of the account by SCIM id, or None (another account's id is None too)."""
-    query = select(*_RESOURCE_COLUMNS).where(
-        users.c.account_id == account_id, users.c.id == user_id
-    )
-    if for_update:
-        query = query.with_for_update()
-    return conn.execute(query).one_or_none()
+    query = _LOAD_FOR_UPDATE if for_update else _LOAD
+    return conn.execute(query, {"account_id": account_id, "user_id": user_id}).one_or_none()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -91,10 +95,23 @@ def search(
     return int(conn.execute(count, bound).scalar_one()), rows
 
 
+# Statements are built once: building one per call (``.values(...)``) costs more than
+# running it on SQLite. Values are passed as parameters at execution.
+_INSERT_USER = insert(users).returning(users.c.pk)
+_INSERT_VALUES = insert(values)
+_INSERT_CLAIMS = insert(claims)
+_UPDATE_USER = (
+    update(users).where(users.c.pk == bindparam("b_pk")).values(version=users.c.version + 1)
+)
+_DELETE_VALUES = delete(values).where(values.c.user_pk == bindparam("b_pk"))
+_DELETE_CLAIMS = delete(claims).where(claims.c.user_pk == bindparam("b_pk"))
+_DELETE_USER = delete(users).where(users.c.pk == bindparam("b_pk"))
+
+
 def _write_children(conn: Connection, account_id: str, pk: int, record: UserRecord) -> None:
     if record.values:
         conn.execute(
-            insert(values),
+            _INSERT_VALUES,
             [
                 {
                     "user_pk": pk,
@@ -109,7 +126,7 @@ def _write_children(conn: Connection, account_id: str, pk: int, record: UserReco
             ],
         )
     conn.execute(
-        insert(claims),
+        _INSERT_CLAIMS,
         [
             {"account_id": account_id, "kind": kind, "value_key": key, "user_pk": pk}
             for kind, key in sorted(record.claims)
@@ -121,41 +138,34 @@ def insert_user(
     conn: Connection, account_id: str, user_id: str, record: UserRecord, now: datetime
 ) -> int:
     """Insert a user with its filter values and claims; returns its primary key."""
-    pk = conn.execute(
-        insert(users)
-        .values(
-            id=user_id,
-            account_id=account_id,
-            version=1,
-            created_at=now,
-            updated_at=now,
-            **record.columns(),
-        )
-        .returning(users.c.pk)
-    ).scalar_one()
+    row = {
+        "id": user_id,
+        "account_id": account_id,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+        **record.columns(),
+    }
+    pk = int(conn.execute(_INSERT_USER, row).scalar_one())
     _write_children(conn, account_id, pk, record)
-    return int(pk)
+    return pk
 
 
 def update_user(
     conn: Connection, account_id: str, pk: int, record: UserRecord, now: datetime
 ) -> None:
     """Replace a user's stored state, filter values and claims."""
-    conn.execute(
-        update(users)
-        .where(users.c.pk == pk)
-        .values(version=users.c.version + 1, updated_at=now, **record.columns())
-    )
-    conn.execute(delete(values).where(values.c.user_pk == pk))
-    conn.execute(delete(claims).where(claims.c.user_pk == pk))
+    conn.execute(_UPDATE_USER, {"b_pk": pk, "updated_at": now, **record.columns()})
+    conn.execute(_DELETE_VALUES, {"b_pk": pk})
+    conn.execute(_DELETE_CLAIMS, {"b_pk": pk})
     _write_children(conn, account_id, pk, record)
 
 
 def delete_user(conn: Connection, pk: int) -> None:
     """Delete a user; its values and claims go with it."""
-    conn.execute(delete(values).where(values.c.user_pk == pk))
-    conn.execute(delete(claims).where(claims.c.user_pk == pk))
-    conn.execute(delete(users).where(users.c.pk == pk))
+    conn.execute(_DELETE_VALUES, {"b_pk": pk})
+    conn.execute(_DELETE_CLAIMS, {"b_pk": pk})
+    conn.execute(_DELETE_USER, {"b_pk": pk})
 
 
 def claim_holder(

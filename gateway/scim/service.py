@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from gateway.errors import Conflict, InvalidValue, NotFound, Uniqueness
-from gateway.events.service import SCIM_ACTOR, record_event
+from gateway.events.service import SCIM_ACTOR, lock_account, record_event
 from gateway.scim import repository as repo
 from gateway.scim.filters import compile_filter
 from gateway.scim.records import (
@@ -80,6 +80,7 @@ def _write_claiming(db: Database, tenant: Tenant, work: Callable[[Connection, _A
         attempt = _Attempt()
         try:
             with db.write() as conn:
+                lock_account(conn, tenant.account_id)
                 return work(conn, attempt)
         except IntegrityError:
             with db.read() as conn:
@@ -241,6 +242,7 @@ def patch_user(db: Database, tenant: Tenant, user_id: str, body: dict[str, Any])
 def delete_user(db: Database, tenant: Tenant, user_id: str) -> None:
     """DELETE /Users/{id}: the user is gone (404) from now on."""
     with db.write() as conn:
+        lock_account(conn, tenant.account_id)
         row = repo.load(conn, tenant.account_id, user_id, for_update=True)
         if row is None:
             raise _not_found(user_id)

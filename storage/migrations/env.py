@@ -11,7 +11,9 @@ import storage.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 config = context.config
 engine: Engine = config.attributes["engine"]
 
-with engine.connect() as connection:
+with engine.connect() as plain:
+    # On SQLite the engine opens transactions only when asked (see storage.engine).
+    connection = plain.execution_options(sqlite_begin="IMMEDIATE")
     context.configure(
         connection=connection,
         target_metadata=SQLModel.metadata,
