@@ -13,6 +13,7 @@ runs in worker threads, at most one per pooled connection.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,12 +72,29 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 class Database:
-    """The engine plus the policy for running blocking database work from async code."""
+    """The engine plus the policy for running blocking database work from async code.
+
+    On SQLite, where all of a process's work runs on its event loop thread, each thread
+    keeps one connection for reads and one for writes: checking a connection out of the
+    pool and back costs more than the lookup it serves.
+    """
 
     def __init__(self, engine: Engine, *, threads: int = 5) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._limiter = anyio.CapacityLimiter(threads)
+        self._local = threading.local()
+        self._kept: list[Connection] = []
+
+    def _kept_connection(self, role: str) -> Connection:
+        connection: Connection | None = getattr(self._local, role, None)
+        if connection is None or connection.closed:
+            connection = self.engine.connect()
+            if role == "writer":
+                connection = connection.execution_options(sqlite_begin="IMMEDIATE")
+            setattr(self._local, role, connection)
+            self._kept.append(connection)
+        return connection
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -85,18 +103,27 @@ class Database:
         On SQLite no transaction is opened: each statement reads a consistent snapshot
         on its own, and skipping BEGIN/ROLLBACK halves the cost of a lookup.
         """
-        with self.engine.connect() as connection:
+        if not self.is_sqlite:
+            with self.engine.connect() as connection:
+                yield connection
+            return
+        connection = self._kept_connection("reader")
+        try:
             yield connection
+        finally:
+            # Ends SQLAlchemy's notion of a transaction; no SQL was begun on SQLite.
+            connection.rollback()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A connection in a write transaction, committed when the block ends without error."""
-        with self.engine.connect() as plain:
-            connection = (
-                plain.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else plain
-            )
-            with connection.begin():
+        if not self.is_sqlite:
+            with self.engine.connect() as connection, connection.begin():
                 yield connection
+            return
+        connection = self._kept_connection("writer")
+        with connection.begin():
+            yield connection
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking database work ``fn(*args)`` without stalling other requests."""
@@ -105,5 +132,8 @@ class Database:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close the kept connections and every pooled one."""
+        for connection in self._kept:
+            connection.close()
+        self._kept.clear()
         self.engine.dispose()
