@@ -41,7 +41,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        engine = make_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
+        engine = make_engine(
+            settings.effective_database_url,
+            pool_size=settings.database_pool_size,
+            sqlite_synchronous=settings.sqlite_synchronous,
+        )
         upgrade(engine)
         db = Database(engine, threads=settings.database_pool_size)
         found = Services(

@@ -40,12 +40,15 @@ def load_settings() -> Settings:
 @contextmanager
 def database(settings: Settings) -> Iterator[Database]:
     """A migrated database for one CLI command."""
-    engine = make_engine(settings.effective_database_url, pool_size=1)
+    engine = make_engine(
+        settings.effective_database_url, pool_size=1, sqlite_synchronous=settings.sqlite_synchronous
+    )
+    upgrade(engine)
+    db = Database(engine, threads=1)
     try:
-        upgrade(engine)
-        yield Database(engine, threads=1)
+        yield db
     finally:
-        engine.dispose()
+        db.dispose()
 
 
 def _emit(value: Any, as_json: bool, text: str) -> None:
@@ -78,7 +81,9 @@ def serve(host: str, port: int) -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    engine = make_engine(settings.effective_database_url, pool_size=1)
+    engine = make_engine(
+        settings.effective_database_url, pool_size=1, sqlite_synchronous=settings.sqlite_synchronous
+    )
     upgrade(engine)
     engine.dispose()
     uvicorn.run(

@@ -8,7 +8,7 @@ than surfacing later as a 500 on some request.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         default=1_048_576, ge=1024, description="Largest request body accepted, in bytes."
     )
     log_level: str = Field(default="INFO", description="Python log level name.")
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="SQLite commit durability: FULL survives power loss before a request is "
+        "acknowledged; NORMAL only a crash of the process, and is faster.",
+    )
     database_pool_size: int = Field(
         default=5, ge=1, description="PostgreSQL connections per process."
     )

@@ -173,15 +173,8 @@ async def list_users(request: Request) -> Response:
     )
     filter_text = request.query_params.get("filter")
     parameters = _response_parameters(request)
-    result = await found.db.run(
-        functools.partial(
-            service.list_users,
-            found.db,
-            tenant,
-            filter_text=filter_text,
-            start_index=start_index,
-            count=count,
-        )
+    result = await service.list_users(
+        found.db, tenant, filter_text=filter_text, start_index=start_index, count=count
     )
     if parameters is not None:
         result["Resources"] = [_project(parameters, r) for r in result["Resources"]]
@@ -190,7 +183,7 @@ async def list_users(request: Request) -> Response:
 
 async def _user_operation(
     request: Request,
-    operation_fn: Callable[..., dict[str, Any]],
+    operation_fn: Callable[..., Awaitable[dict[str, Any]]],
     *,
     has_body: bool,
     status: int = 200,
@@ -203,7 +196,7 @@ async def _user_operation(
         args.append(request.path_params["user_id"])
     if has_body:
         args.append(await _body(request))
-    resource = await found.db.run(operation_fn, found.db, tenant, *args)
+    resource = await operation_fn(found.db, tenant, *args)
     headers = {"Location": resource["meta"]["location"]} if status == 201 else None
     return _scim(_project(parameters, resource), status, headers)
 
@@ -231,7 +224,7 @@ async def patch_user(request: Request) -> Response:
 @operation("delete")
 async def delete_user(request: Request) -> Response:
     found, tenant = await _tenant(request)
-    await found.db.run(service.delete_user, found.db, tenant, request.path_params["user_id"])
+    await service.delete_user(found.db, tenant, request.path_params["user_id"])
     return Response(status_code=204)
 
 

@@ -74,17 +74,21 @@ class _Attempt:
     user_pk: int | None = None
 
 
-def _write_claiming(db: Database, tenant: Tenant, work: Callable[[Connection, _Attempt], T]) -> T:
+async def _write_claiming(
+    db: Database, tenant: Tenant, work: Callable[[Connection, _Attempt], T]
+) -> T:
     """Run ``work`` in a write transaction; turn a refused claim into a 409 naming it."""
     for _ in range(CLAIM_RETRIES):
         attempt = _Attempt()
+
+        def unit(conn: Connection, attempt: _Attempt = attempt) -> T:
+            lock_account(conn, tenant.account_id)
+            return work(conn, attempt)
+
         try:
-            with db.write() as conn:
-                lock_account(conn, tenant.account_id)
-                return work(conn, attempt)
+            return await db.transact(unit)
         except IntegrityError:
-            with db.read() as conn:
-                kind = repo.claim_holder(conn, tenant.account_id, attempt.claims, attempt.user_pk)
+            kind = await db.run(_claim_holder, db, tenant.account_id, attempt)
             if kind is not None:
                 attribute = CLAIM_ATTRIBUTES[kind]
                 raise Uniqueness(
@@ -93,6 +97,11 @@ def _write_claiming(db: Database, tenant: Tenant, work: Callable[[Connection, _A
                 ) from None
             # The clashing transaction rolled back in between: try again.
     raise Conflict("The user changed concurrently; retry the request.")
+
+
+def _claim_holder(db: Database, account_id: str, attempt: _Attempt) -> str | None:
+    with db.read() as conn:
+        return repo.claim_holder(conn, account_id, attempt.claims, attempt.user_pk)
 
 
 def _event_type(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -127,7 +136,7 @@ def _record(
     )
 
 
-def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dict[str, Any]:
+async def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dict[str, Any]:
     """POST /Users."""
     record = to_record(parse_user(body, Context.RESOURCE_CREATION_REQUEST))
     user_id = str(uuid.uuid4())
@@ -146,32 +155,40 @@ def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dict[str,
             after=normalized_user(user_id, record.document),
         )
 
-    _write_claiming(db, tenant, work)
+    await _write_claiming(db, tenant, work)
     return render(tenant, user_id, record.document, now, now)
 
 
-def get_user(db: Database, tenant: Tenant, user_id: str) -> dict[str, Any]:
+async def get_user(db: Database, tenant: Tenant, user_id: str) -> dict[str, Any]:
     """GET /Users/{id}."""
-    with db.read() as conn:
-        row = repo.load(conn, tenant.account_id, user_id)
+    row = await db.run(_load, db, tenant.account_id, user_id)
     if row is None:
         raise _not_found(user_id)
     return _render_row(tenant, row)
+
+
+def _load(db: Database, account_id: str, user_id: str) -> Any:
+    with db.read() as conn:
+        return repo.load(conn, account_id, user_id)
 
 
 def _not_found(user_id: str) -> NotFound:
     return NotFound(f"No user with id {user_id} in this account.")
 
 
-def list_users(
+async def list_users(
     db: Database, tenant: Tenant, *, filter_text: str | None, start_index: int, count: int
 ) -> dict[str, Any]:
     """GET /Users with filter and pagination (1-based ``startIndex``)."""
     compiled, parameters = compile_filter(filter_text or "")
-    with db.read() as conn:
-        total, rows = repo.search(
-            conn, tenant.account_id, compiled, parameters, offset=start_index - 1, limit=count
-        )
+
+    def search() -> tuple[int, list[Any]]:
+        with db.read() as conn:
+            return repo.search(
+                conn, tenant.account_id, compiled, parameters, offset=start_index - 1, limit=count
+            )
+
+    total, rows = await db.run(search)
     resources = [_render_row(tenant, row) for row in rows]
     return {
         "schemas": [LIST_RESPONSE],
@@ -182,7 +199,7 @@ def list_users(
     }
 
 
-def _update(
+async def _update(
     db: Database,
     tenant: Tenant,
     user_id: str,
@@ -213,20 +230,22 @@ def _update(
         )
         return render(tenant, user_id, record.document, row.created_at, now)
 
-    return _write_claiming(db, tenant, work)
+    return await _write_claiming(db, tenant, work)
 
 
-def replace_user(
+async def replace_user(
     db: Database, tenant: Tenant, user_id: str, body: dict[str, Any]
 ) -> dict[str, Any]:
     """PUT /Users/{id}: the body becomes the user's whole state."""
     if "id" in body and body["id"] != user_id:
         raise InvalidValue("The id in the body does not match the id in the URL.")
     record = to_record(parse_user(body, Context.RESOURCE_REPLACEMENT_REQUEST))
-    return _update(db, tenant, user_id, lambda _document: record)
+    return await _update(db, tenant, user_id, lambda _document: record)
 
 
-def patch_user(db: Database, tenant: Tenant, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+async def patch_user(
+    db: Database, tenant: Tenant, user_id: str, body: dict[str, Any]
+) -> dict[str, Any]:
     """PATCH /Users/{id}: apply the operations to the stored user, then CloudLink's rules."""
     patch = parse_patch(body)
 
@@ -236,12 +255,13 @@ def patch_user(db: Database, tenant: Tenant, user_id: str, body: dict[str, Any])
             return None
         return to_record(user)
 
-    return _update(db, tenant, user_id, change)
+    return await _update(db, tenant, user_id, change)
 
 
-def delete_user(db: Database, tenant: Tenant, user_id: str) -> None:
+async def delete_user(db: Database, tenant: Tenant, user_id: str) -> None:
     """DELETE /Users/{id}: the user is gone (404) from now on."""
-    with db.write() as conn:
+
+    def work(conn: Connection) -> None:
         lock_account(conn, tenant.account_id)
         row = repo.load(conn, tenant.account_id, user_id, for_update=True)
         if row is None:
@@ -256,3 +276,5 @@ def delete_user(db: Database, tenant: Tenant, user_id: str) -> None:
             before=normalized_user(user_id, row.document),
             after=None,
         )
+
+    await db.transact(work)
