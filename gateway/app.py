@@ -23,6 +23,7 @@ from gateway.responses import (
     http_exception_handler,
     unhandled_error_handler,
 )
+from gateway.scim.credentials import CredentialCache
 from gateway.scim.discovery import Discovery
 from gateway.scim.routes import routes as scim_routes
 from gateway.security import SecretBox
@@ -57,6 +58,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
                 settings.scim_rate_limit_per_second, settings.scim_rate_limit_burst
             ),
             secrets=SecretBox(settings.secret_keys),
+            credentials=CredentialCache(),
         )
         try:
             yield {"services": found}

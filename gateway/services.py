@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from gateway.ratelimit import RateLimiter
+from gateway.scim.credentials import CredentialCache
 from gateway.scim.discovery import Discovery
 from gateway.security import SecretBox
 from gateway.settings import Settings
@@ -24,6 +25,7 @@ class Services:
     discovery: Discovery
     rate_limiter: RateLimiter
     secrets: SecretBox
+    credentials: CredentialCache
 
 
 def services(request: Request) -> Services:

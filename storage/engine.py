@@ -120,6 +120,19 @@ class Database:
             # Ends SQLAlchemy's notion of a transaction; no SQL was begun on SQLite.
             connection.rollback()
 
+    def data_version(self) -> int | None:
+        """SQLite's ``data_version``: it changes whenever another connection commits.
+
+        Lets a cache of rarely changing rows (credentials) be trusted until anything
+        is committed, by this process or another. None on PostgreSQL (no such cache).
+        """
+        if not self.is_sqlite:
+            return None
+        raw = self._kept_connection("reader").connection.driver_connection
+        assert raw is not None
+        version: int = raw.execute("PRAGMA data_version").fetchone()[0]
+        return version
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A connection in a write transaction, committed when the block ends without error."""
@@ -183,6 +196,9 @@ class _GroupCommit:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        if len(batch) == 1:
+            self._flush_alone(*batch[0])
+            return
         outcomes: list[tuple[asyncio.Future[Any], BaseException | None, Any]] = []
         try:
             with self._db.write() as connection:
@@ -202,9 +218,23 @@ class _GroupCommit:
                     future.set_exception(exc)
             return
         for future, error, result in outcomes:
-            if future.done():  # the caller went away (request cancelled)
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+            _settle(future, error, result)
+
+    def _flush_alone(self, work: Callable[[Connection], Any], future: asyncio.Future[Any]) -> None:
+        """A unit alone needs no savepoint: its failure rolls back the whole transaction."""
+        try:
+            with self._db.write() as connection:
+                result = work(connection)
+        except Exception as exc:  # reported to the caller
+            _settle(future, exc, None)
+            return
+        _settle(future, None, result)
+
+
+def _settle(future: asyncio.Future[Any], error: BaseException | None, result: Any) -> None:
+    if future.done():  # the caller went away (request cancelled)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

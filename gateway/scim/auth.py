@@ -5,7 +5,6 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from gateway.errors import RateLimited, Unauthorized
-from gateway.scim import repository as repo
 from gateway.scim.service import Tenant
 from gateway.security import token_matches
 from gateway.services import Services
@@ -38,11 +37,7 @@ async def authenticate(request: Request, services: Services) -> Tenant:
     token = _bearer(request)
     account_id = request.path_params["account_id"]
 
-    def lookup() -> str | None:
-        with services.db.read() as conn:
-            return repo.credential_digest(conn, account_id)
-
-    digest = await services.db.run(lookup)
+    digest = await services.db.run(services.credentials.digest, services.db, account_id)
     if digest is None or not token_matches(token, digest):
         raise Unauthorized(
             "The secret token is not valid for this tenant URL. Keys may have been "

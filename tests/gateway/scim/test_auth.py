@@ -71,7 +71,9 @@ def test_unique_values_are_per_account(client: TestClient, db: Database) -> None
 
 
 def test_generating_keys_stops_the_previous_token_at_once(tenant: Tenant, db: Database) -> None:
-    """After 'generate keys' the old token is 401 and the new one works."""
+    """After 'generate keys' (here by another connection, as the CLI does) the old token is
+    401 at once, even though it was just used, and the new one works."""
+    assert tenant.get("/Users").status_code == 200
     keys = accounts.generate_scim_keys(
         db, account_id=tenant.account_id, actor=OPERATOR_CLI, public_url=PUBLIC_URL
     )
@@ -82,7 +84,8 @@ def test_generating_keys_stops_the_previous_token_at_once(tenant: Tenant, db: Da
 
 
 def test_removing_azure_ad_sync_revokes_the_token(tenant: Tenant, db: Database) -> None:
-    """Removing the integration makes the token useless."""
+    """Removing the integration makes the token useless from the next request on."""
+    assert tenant.get("/Users").status_code == 200
     accounts.remove_integration(
         db, account_id=tenant.account_id, kind="azure_ad_sync", actor=OPERATOR_CLI
     )
