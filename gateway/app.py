@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
             db.dispose()
 
     return Starlette(
-        routes=[*health_routes, *scim_routes, *api_routes],
+        routes=[*scim_routes, *health_routes, *api_routes],
         middleware=[Middleware(ObservabilityMiddleware, metrics=metrics)],
         exception_handlers={
             GatewayError: gateway_error_handler,

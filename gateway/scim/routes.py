@@ -267,24 +267,25 @@ def _route(path: str, endpoint: Handler, methods: list[str]) -> TemplateRoute:
     return TemplateRoute(BASE + path, endpoint, methods=methods)
 
 
+# Matched in order: the endpoints Entra calls on every cycle come first.
 routes = [
-    _route("/ServiceProviderConfig", service_provider_config, ["GET"]),
-    _route("/ResourceTypes", resource_types, ["GET"]),
-    _route("/ResourceTypes/{id}", resource_types, ["GET"]),
-    _route("/Schemas", schemas, ["GET"]),
-    _route("/Schemas/{id}", schemas, ["GET"]),
     _route("/Users", list_users, ["GET"]),
     _route("/Users", create_user, ["POST"]),
     _route("/Users/{user_id}", get_user, ["GET"]),
     _route("/Users/{user_id}", replace_user, ["PUT"]),
     _route("/Users/{user_id}", patch_user, ["PATCH"]),
     _route("/Users/{user_id}", delete_user, ["DELETE"]),
+    _route("/Users/.search", unsupported, ["POST"]),
+    _route("/ServiceProviderConfig", service_provider_config, ["GET"]),
+    _route("/ResourceTypes", resource_types, ["GET"]),
+    _route("/ResourceTypes/{id}", resource_types, ["GET"]),
+    _route("/Schemas", schemas, ["GET"]),
+    _route("/Schemas/{id}", schemas, ["GET"]),
     _route("/Groups", list_groups, ["GET"]),
     _route("/Groups", write_group, ["POST"]),
     _route("/Groups/{group_id}", get_group, ["GET"]),
     _route("/Groups/{group_id}", write_group, ["PUT", "PATCH", "DELETE"]),
     _route("/Bulk", unsupported, ["POST"]),
     _route("/Me", unsupported, ["GET", "POST", "PUT", "PATCH", "DELETE"]),
-    _route("/Users/.search", unsupported, ["POST"]),
     _route("/.search", unsupported, ["POST"]),
 ]
