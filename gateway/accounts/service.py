@@ -68,6 +68,33 @@ def _integration_view(row: Any, public_url: str) -> dict[str, Any]:
     return view
 
 
+def _admin_event(
+    conn: Connection,
+    account_id: str,
+    actor: Actor,
+    *,
+    action: str,
+    asset: str,
+    asset_id: str | None,
+    type_: str,
+    properties_changed: list[str],
+    details: dict[str, Any],
+) -> None:
+    """Record an operator's change in the account's history (event type Admin)."""
+    record_event(
+        conn,
+        account_id=account_id,
+        actor=actor,
+        action=action,
+        asset=asset,
+        asset_id=asset_id,
+        event_type="Admin",
+        type=type_,
+        properties_changed=properties_changed,
+        details=details,
+    )
+
+
 def _clean_name(name: str) -> str:
     cleaned = name.strip()
     if not cleaned:
@@ -93,15 +120,14 @@ def create_account(db: Database, *, name: str, actor: Actor) -> dict[str, Any]:
         conn.execute(
             insert(accounts).values(id=account_id, name=cleaned, created_at=now, updated_at=now)
         )
-        record_event(
+        _admin_event(
             conn,
-            account_id=account_id,
-            actor=actor,
+            account_id,
+            actor,
             action="Create",
             asset="Account",
             asset_id=account_id,
-            event_type="Admin",
-            type="account.created",
+            type_="account.created",
             properties_changed=["name"],
             details={"id": account_id, "name": cleaned},
         )
@@ -121,15 +147,14 @@ def rename_account(db: Database, *, account_id: str, name: str, actor: Actor) ->
                 .where(accounts.c.id == account_id)
                 .values(name=cleaned, updated_at=utcnow())
             )
-            record_event(
+            _admin_event(
                 conn,
-                account_id=account_id,
-                actor=actor,
+                account_id,
+                actor,
                 action="Edit",
                 asset="Account",
                 asset_id=account_id,
-                event_type="Admin",
-                type="account.updated",
+                type_="account.updated",
                 properties_changed=["name"],
                 details={"id": account_id, "name": cleaned},
             )
@@ -185,15 +210,14 @@ def _insert_integration(conn: Connection, account_id: str, kind: str, actor: Act
             updated_at=now,
         )
     )
-    record_event(
+    _admin_event(
         conn,
-        account_id=account_id,
-        actor=actor,
+        account_id,
+        actor,
         action="Create",
         asset="Integration",
         asset_id=kind,
-        event_type="Admin",
-        type="integration.added",
+        type_="integration.added",
         properties_changed=["kind"],
         details={"kind": kind, "name": KINDS[kind]},
     )
@@ -238,15 +262,14 @@ def remove_integration(db: Database, *, account_id: str, kind: str, actor: Actor
         )
         if kind == AZURE_AD_SYNC:
             conn.execute(delete(credentials).where(credentials.c.account_id == account_id))
-        record_event(
+        _admin_event(
             conn,
-            account_id=account_id,
-            actor=actor,
+            account_id,
+            actor,
             action="Delete",
             asset="Integration",
             asset_id=kind,
-            event_type="Admin",
-            type="integration.removed",
+            type_="integration.removed",
             properties_changed=["kind"],
             details={"kind": kind, "name": KINDS[kind]},
         )
@@ -279,15 +302,14 @@ def generate_scim_keys(db: Database, *, account_id: str, actor: Actor, public_ur
                 config={"keys_generated_at": now.isoformat()},
             )
         )
-        record_event(
+        _admin_event(
             conn,
-            account_id=account_id,
-            actor=actor,
+            account_id,
+            actor,
             action="Edit",
             asset="Integration",
             asset_id=AZURE_AD_SYNC,
-            event_type="Admin",
-            type="integration.keys_generated",
+            type_="integration.keys_generated",
             properties_changed=["secret_token"],
             details={"kind": AZURE_AD_SYNC, "tenant_url": tenant_url(public_url, account_id)},
         )

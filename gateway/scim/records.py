@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,55 +100,68 @@ def _entries(document: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [entry for entry in value if isinstance(entry, dict)]
 
 
-def _check_emails(document: dict[str, Any]) -> list[MultiValue]:
-    values = []
-    for entry in _entries(document, "emails"):
-        value = entry.get("value")
-        kind = entry.get("type")
-        if not value:
-            raise InvalidValue("emails: every entry needs a value.")
-        if kind not in EMAIL_TYPES:
-            raise InvalidValue(
-                f'emails: type "{kind}" is not supported; CloudLink keeps emails of type '
-                '"work" and "other". Map only emails[type eq "work"].value and '
-                'emails[type eq "other"].value in the Entra attribute mapping.'
-            )
-        if not EMAIL.match(value):
-            raise InvalidValue(
-                f'emails[type eq "{kind}"].value is not an email address (expected name@domain).'
-            )
-        _check_length(f'emails[type eq "{kind}"].value', value)
-        values.append(MultiValue("emails", kind, value, fold(value), bool(entry.get("primary"))))
-    if not any(v.type == "work" for v in values):
+def _email_value(kind: str, value: str) -> None:
+    if not EMAIL.match(value):
         raise InvalidValue(
-            'CloudLink requires a work email: map emails[type eq "work"].value in the Entra '
-            "attribute mapping to the attribute that holds the user's email address "
-            "(for example mail or userPrincipalName)."
+            f'emails[type eq "{kind}"].value is not an email address (expected name@domain).'
         )
-    return values
+    _check_length(f'emails[type eq "{kind}"].value', value)
 
 
-def _check_phones(document: dict[str, Any]) -> list[MultiValue]:
+def _phone_value(kind: str, value: str) -> None:
+    if not E164.match(value):
+        raise InvalidValue(
+            f'phoneNumbers[type eq "{kind}"].value must be in E.164 format: "+", the '
+            "country code and the number, digits only, at most 15 (e.g. +14255550100). "
+            "CloudLink does not reformat numbers: store them as E.164 in Entra, or map "
+            'an expression such as Replace([mobile], , "[^+0-9]", , "", , ).'
+        )
+
+
+@dataclass(frozen=True)
+class _MultiValued:
+    """How one multi-valued attribute is checked and indexed."""
+
+    attribute: str
+    types: tuple[str, ...]
+    check_value: Callable[[str, str], None]
+    key: Callable[[str], str]
+    unsupported_type: str
+
+
+_EMAILS = _MultiValued(
+    "emails",
+    EMAIL_TYPES,
+    _email_value,
+    fold,
+    'CloudLink keeps emails of type "work" and "other". Map only emails[type eq "work"].value '
+    'and emails[type eq "other"].value in the Entra attribute mapping.',
+)
+_PHONES = _MultiValued(
+    "phoneNumbers",
+    PHONE_TYPES,
+    _phone_value,
+    str,
+    'CloudLink keeps phone numbers of type "mobile", "work" and "other". Remove the mapping '
+    "of that type in Entra.",
+)
+
+
+def _check_multi(document: dict[str, Any], spec: _MultiValued) -> list[MultiValue]:
     values = []
-    for entry in _entries(document, "phoneNumbers"):
+    for entry in _entries(document, spec.attribute):
         value = entry.get("value")
         kind = entry.get("type")
         if not value:
-            raise InvalidValue("phoneNumbers: every entry needs a value.")
-        if kind not in PHONE_TYPES:
+            raise InvalidValue(f"{spec.attribute}: every entry needs a value.")
+        if kind not in spec.types:
             raise InvalidValue(
-                f'phoneNumbers: type "{kind}" is not supported; CloudLink keeps phone numbers '
-                'of type "mobile", "work" and "other". Remove the mapping of '
-                f'phoneNumbers[type eq "{kind}"].value in Entra.'
+                f'{spec.attribute}: type "{kind}" is not supported; {spec.unsupported_type}'
             )
-        if not E164.match(value):
-            raise InvalidValue(
-                f'phoneNumbers[type eq "{kind}"].value must be in E.164 format: "+", the '
-                "country code and the number, digits only, at most 15 (e.g. +14255550100). "
-                "CloudLink does not reformat numbers: store them as E.164 in Entra, or map "
-                'an expression such as Replace([mobile], , "[^+0-9]", , "", , ).'
-            )
-        values.append(MultiValue("phoneNumbers", kind, value, value, bool(entry.get("primary"))))
+        spec.check_value(kind, value)
+        values.append(
+            MultiValue(spec.attribute, kind, value, spec.key(value), bool(entry.get("primary")))
+        )
     return values
 
 
@@ -191,8 +205,14 @@ def to_record(user: ScimUser) -> UserRecord:
     ):
         if text:
             _check_length(label, text)
-    emails = _check_emails(document)
-    phones = _check_phones(document)
+    emails = _check_multi(document, _EMAILS)
+    if not any(v.type == "work" for v in emails):
+        raise InvalidValue(
+            'CloudLink requires a work email: map emails[type eq "work"].value in the Entra '
+            "attribute mapping to the attribute that holds the user's email address "
+            "(for example mail or userPrincipalName)."
+        )
+    phones = _check_multi(document, _PHONES)
     _check_addresses(document)
     cloudlink = document.get(CLOUDLINK_USER) or {}
     extension = cloudlink.get("extension")

@@ -145,22 +145,23 @@ def _one(resources: list[dict[str, Any]], key: str, what: str) -> dict[str, Any]
     raise NotFound(f"No {what} {key!r}.")
 
 
+async def _discovery(request: Request, kind: str) -> Response:
+    """A discovery collection, or one of its documents when the path names an id."""
+    found, tenant = await _tenant(request)
+    documents = getattr(found.discovery, kind)(tenant.base_url)
+    if "id" in request.path_params:
+        return _scim(_one(documents, request.path_params["id"], kind.replace("_", " ")))
+    return _scim(_list(documents))
+
+
 @operation("discovery")
 async def resource_types(request: Request) -> Response:
-    found, tenant = await _tenant(request)
-    documents = found.discovery.resource_types(tenant.base_url)
-    if "id" in request.path_params:
-        return _scim(_one(documents, request.path_params["id"], "resource type"))
-    return _scim(_list(documents))
+    return await _discovery(request, "resource_types")
 
 
 @operation("discovery")
 async def schemas(request: Request) -> Response:
-    found, tenant = await _tenant(request)
-    documents = found.discovery.schemas(tenant.base_url)
-    if "id" in request.path_params:
-        return _scim(_one(documents, request.path_params["id"], "schema"))
-    return _scim(_list(documents))
+    return await _discovery(request, "schemas")
 
 
 @operation("list")
