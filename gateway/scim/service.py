@@ -46,6 +46,11 @@ class Tenant:
     account_id: str
     base_url: str
 
+    @property
+    def users_url(self) -> str:
+        """The URL of the account's /Users collection."""
+        return f"{self.base_url}/Users"
+
 
 def render(
     tenant: Tenant, user_id: str, document: dict[str, Any], created: datetime, updated: datetime
@@ -57,7 +62,7 @@ def render(
         "resourceType": "User",
         "created": created,
         "lastModified": updated,
-        "location": f"{tenant.base_url}/Users/{user_id}",
+        "location": f"{tenant.users_url}/{user_id}",
     }
     return resource
 
@@ -138,7 +143,7 @@ def _record(
 
 async def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dict[str, Any]:
     """POST /Users."""
-    record = to_record(parse_user(body, Context.RESOURCE_CREATION_REQUEST))
+    record = to_record(parse_user(body, Context.RESOURCE_CREATION_REQUEST, tenant.users_url))
     user_id = str(uuid.uuid4())
     now = utcnow()
 
@@ -239,7 +244,7 @@ async def replace_user(
     """PUT /Users/{id}: the body becomes the user's whole state."""
     if "id" in body and body["id"] != user_id:
         raise InvalidValue("The id in the body does not match the id in the URL.")
-    record = to_record(parse_user(body, Context.RESOURCE_REPLACEMENT_REQUEST))
+    record = to_record(parse_user(body, Context.RESOURCE_REPLACEMENT_REQUEST, tenant.users_url))
     return await _update(db, tenant, user_id, lambda _document: record)
 
 
@@ -247,7 +252,7 @@ async def patch_user(
     db: Database, tenant: Tenant, user_id: str, body: dict[str, Any]
 ) -> dict[str, Any]:
     """PATCH /Users/{id}: apply the operations to the stored user, then CloudLink's rules."""
-    patch = parse_patch(body)
+    patch = parse_patch(body, tenant.users_url)
 
     def change(document: dict[str, Any]) -> UserRecord | None:
         user = stored_user(document)

@@ -42,9 +42,17 @@ def _is_manager(key: str) -> bool:
     return key.lower() in {"manager", f"{ENTERPRISE_USER.lower()}:manager"}
 
 
-def _manager_object(value: Any) -> Any:
-    """Entra sends the manager as the manager's id alone; the schema wants {"value": id}."""
-    return {"value": value} if isinstance(value, str) else value
+def _manager_object(value: Any, users_url: str) -> Any:
+    """The manager as the schema wants it: {"value": id, "$ref": URI of that user}.
+
+    Entra sends the manager's id alone, or {"value": id} without the ``$ref`` that
+    RFC 7643 requires; both are completed here.
+    """
+    if isinstance(value, str):
+        value = {"value": value}
+    if isinstance(value, dict) and isinstance(value.get("value"), str) and "$ref" not in value:
+        value = {**value, "$ref": f"{users_url}/{value['value']}"}
+    return value
 
 
 def _split_filtered_keys(operation: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,7 +71,7 @@ def _split_filtered_keys(operation: dict[str, Any]) -> list[dict[str, Any]]:
     return split
 
 
-def _entra_patch_shapes(body: dict[str, Any]) -> dict[str, Any]:
+def _entra_patch_shapes(body: dict[str, Any], users_url: str) -> dict[str, Any]:
     operations = body.get("Operations")
     if not isinstance(operations, list):
         return body
@@ -74,12 +82,12 @@ def _entra_patch_shapes(body: dict[str, Any]) -> dict[str, Any]:
             continue
         path = operation.get("path")
         if isinstance(path, str) and _is_manager(path):
-            operation["value"] = _manager_object(operation.get("value"))
+            operation["value"] = _manager_object(operation.get("value"), users_url)
         value = operation.get("value")
         if path is None and isinstance(value, dict):
             for key in list(value):
                 if _is_manager(key):
-                    value[key] = _manager_object(value[key])
+                    value[key] = _manager_object(value[key], users_url)
             normalized.extend(_split_filtered_keys(operation))
         else:
             normalized.append(operation)
@@ -87,10 +95,10 @@ def _entra_patch_shapes(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _entra_user_shapes(body: dict[str, Any]) -> dict[str, Any]:
+def _entra_user_shapes(body: dict[str, Any], users_url: str) -> dict[str, Any]:
     extension = body.get(ENTERPRISE_USER)
     if isinstance(extension, dict) and "manager" in extension:
-        extension["manager"] = _manager_object(extension["manager"])
+        extension["manager"] = _manager_object(extension["manager"], users_url)
     return body
 
 
@@ -122,9 +130,9 @@ def _scim_error_of(exc: ValidationError) -> SCIMException | None:
     return None
 
 
-def parse_user(body: dict[str, Any], context: Context) -> ScimUser:
+def parse_user(body: dict[str, Any], context: Context, users_url: str) -> ScimUser:
     """Validate a User body for creation or replacement."""
-    cleaned = _entra_user_shapes(_without_nulls(body))
+    cleaned = _entra_user_shapes(_without_nulls(body), users_url)
     cleaned.pop("meta", None)
     cleaned.pop("id", None)
     cleaned.setdefault("schemas", [CORE_USER])
@@ -137,9 +145,9 @@ def parse_user(body: dict[str, Any], context: Context) -> ScimUser:
         raise InvalidValue(_describe(exc)) from exc
 
 
-def parse_patch(body: dict[str, Any]) -> ScimPatch:
+def parse_patch(body: dict[str, Any], users_url: str) -> ScimPatch:
     """Validate a PatchOp body (both of Entra's shapes)."""
-    cleaned = _entra_patch_shapes(_without_nulls(body))
+    cleaned = _entra_patch_shapes(_without_nulls(body), users_url)
     try:
         return ScimPatch.model_validate(
             cleaned, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=ENTRA_POLICY

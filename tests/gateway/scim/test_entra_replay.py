@@ -241,7 +241,17 @@ def test_manager_sent_as_plain_id_is_stored_as_reference(tenant: Tenant) -> None
         patch_body({"op": "Add", "path": f"{ENTERPRISE}:manager", "value": manager["id"]}),
     )
     assert response.status_code == 200, response.text
-    assert response.json()[ENTERPRISE]["manager"]["value"] == manager["id"]
+    assert response.json()[ENTERPRISE]["manager"] == {
+        "value": manager["id"],
+        "$ref": manager["meta"]["location"],
+    }
+
+
+def test_manager_in_a_post_body_without_ref_is_accepted(tenant: Tenant) -> None:
+    """A POST carrying manager {"value": id} (no $ref) is completed, not refused."""
+    manager = create(tenant, 21)
+    report = create(tenant, 22, **{ENTERPRISE: {"manager": {"value": manager["id"]}}})
+    assert report[ENTERPRISE]["manager"]["$ref"] == manager["meta"]["location"]
 
 
 def test_removing_a_phone_value_removes_the_number(tenant: Tenant) -> None:
