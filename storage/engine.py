@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
@@ -42,13 +43,27 @@ def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
             connect_args={"isolation_level": None, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=pool_size * 2,
         )
         _configure_sqlite(engine, sqlite_synchronous)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(
+        url,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def _json_dumps(value: Any) -> str:
+    """JSON columns are written with orjson (several times faster than the json module)."""
+    return orjson.dumps(value).decode()
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:
