@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +19,8 @@ from observability.logging import get_logger
 from observability.metrics import Metrics, status_class
 
 REQUEST_ID_HEADER = b"x-request-id"
+# Any other method a client invents is labelled "other", keeping the label set fixed.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 log = get_logger("gateway.access")
@@ -37,6 +40,20 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Label children resolved once per (route, method, status class): a small, fixed set.
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    def _record(self, route: str, method: str, status: int, elapsed: float) -> None:
+        key = (route, method, status_class(status))
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.http_requests.labels(*key)
+        counter.inc()
+        histogram = self._histograms.get(key[:2])
+        if histogram is None:
+            histogram = self._histograms[key[:2]] = self.metrics.http_duration.labels(*key[:2])
+        histogram.observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,9 +82,8 @@ class ObservabilityMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route_template", "unmatched")
-            method = scope["method"]
-            self.metrics.http_requests.labels(route, method, status_class(status)).inc()
-            self.metrics.http_duration.labels(route, method).observe(elapsed)
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self._record(route, method, status, elapsed)
             log.info(
                 "request",
                 method=method,

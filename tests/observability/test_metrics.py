@@ -67,10 +67,15 @@ def test_scim_operations_are_counted_by_operation_and_outcome(tenant: Tenant) ->
     assert sample(text, name, operation="list", outcome="unauthorized") == 1
 
 
-def test_unmatched_paths_share_one_label(client: TestClient) -> None:
-    """Random paths do not create new label values."""
+def test_unmatched_paths_and_invented_methods_share_one_label(client: TestClient) -> None:
+    """Random paths and methods do not create new label values."""
     client.get("/no/such/path/123")
+    client.request("FROBNICATE", "/livez")
     text = client.get("/metrics").text
+    assert (
+        sample(text, "cloudlink_gateway_http_requests_total", route="/livez", method="other") == 1
+    )
+    assert "FROBNICATE" not in text
     assert (
         sample(text, "cloudlink_gateway_http_requests_total", route="unmatched", status_class="4xx")
         == 1
