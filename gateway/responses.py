@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -90,7 +92,19 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
     """A bug: log it (with the request id) and answer 500 without leaking internals."""
-    log.error("unhandled_error", exc_info=exc, route=request.scope.get("route_template"))
+    route = request.scope.get("route_template")
+    if isinstance(exc, DBAPIError):
+        # The database's own message can quote row values (PostgreSQL's "Key (...)=(...)"):
+        # log where it happened and what kind of error, not the message.
+        log.error(
+            "unhandled_error",
+            route=route,
+            error=type(exc.orig).__name__,
+            sqlstate=getattr(exc.orig, "sqlstate", None),
+            traceback="".join(traceback.format_tb(exc.__traceback__)),
+        )
+    else:
+        log.error("unhandled_error", exc_info=exc, route=route)
     body = error_body(
         request,
         500,

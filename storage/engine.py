@@ -45,6 +45,7 @@ def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL
             url,
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
+            hide_parameters=True,
             connect_args={"isolation_level": None, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=pool_size * 2,
@@ -55,6 +56,8 @@ def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL
         url,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
+        # Statement errors would otherwise quote bound values (emails, token hashes) in logs.
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,

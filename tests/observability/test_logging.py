@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.testclient import TestClient
@@ -90,3 +91,22 @@ def test_a_bug_is_logged_with_its_request_id_and_answers_500_without_details(
     assert error["request_id"] == "bug-1"
     assert error["level"] == "error"
     assert "RuntimeError" in error["exception"]
+
+
+def test_a_database_error_is_logged_without_the_values_it_quotes(
+    log_stream: io.StringIO, settings: Settings
+) -> None:
+    """A database error's message (which can quote row values) stays out of the log."""
+
+    async def failing(request: Request) -> Response:
+        raise IntegrityError(
+            "INSERT ...", {}, Exception("Key (value_key)=(leaked@contoso.example) already exists")
+        )
+
+    app = create_app(settings)
+    app.router.routes.append(TemplateRoute("/failing", failing))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/failing").status_code == 500
+    text = log_stream.getvalue()
+    assert "unhandled_error" in text
+    assert "leaked@contoso.example" not in text

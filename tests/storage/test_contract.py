@@ -133,3 +133,26 @@ def test_integrations_hold_every_kind_with_encrypted_secrets(db: Database) -> No
                 updated_at=utcnow(),
             )
         )
+
+
+def test_database_errors_do_not_quote_bound_parameters(db: Database) -> None:
+    """SQLAlchemy does not append the statement's bound values to an error's text."""
+    account = accounts.create_account(db, name="A", actor=OPERATOR_CLI)["id"]
+    pk = make_user(db, account, "a")
+    row = {
+        "account_id": account,
+        "kind": "email",
+        "value_key": "secret@contoso.example",
+        "user_pk": pk,
+    }
+    with db.write() as conn:
+        conn.execute(insert(claims).values(**row))
+
+    def clash() -> None:
+        with db.write() as conn:
+            conn.execute(insert(claims).values(**row))
+
+    with pytest.raises(IntegrityError) as caught:
+        clash()
+    assert "[parameters:" not in str(caught.value)
+    assert "parameters hidden" in str(caught.value)
