@@ -5,19 +5,28 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from wrk_runner import LoadSettings, WrkResult
 
 GATEWAY = "cloudlink-gateway"
 PEER = "scim2-server"
+GATEWAY_SOURCES = ("gateway", "storage", "observability", "pyproject.toml")
 PACKAGES = ("cloudlink-gateway", "uvicorn", "uvloop", "httptools", "starlette", "scim2-server")
+
+
+class Others(NamedTuple):
+    """The runs of a test that are not its result."""
+
+    warmups: list[WrkResult]
+    discarded: list[WrkResult]
 
 
 @dataclass
@@ -34,12 +43,18 @@ class ServerRun:
     lookup: WrkResult | None = None  # lookups with all users seeded
     create: WrkResult | None = None
     warmups: list[WrkResult] = field(default_factory=list)
+    discarded: list[WrkResult] = field(default_factory=list)  # runs disturbed, then repeated
     memory_kib: dict[str, int | None] = field(default_factory=dict)
+    data_bytes: int | None = None  # data on disk after the run; None: kept in memory
     children: list[int] = field(default_factory=list)
     log_lines: int = 0
     log_errors: list[str] = field(default_factory=list)
     exit_code: int | None = None
     error: str | None = None
+
+    def add_others(self, others: Others) -> None:
+        self.warmups += others.warmups
+        self.discarded += others.discarded
 
     @property
     def seed_rate(self) -> float:
@@ -51,6 +66,7 @@ class ServerRun:
             value = data[key]
             data[key] = value.to_json() if value is not None else None
         data["warmups"] = [w.to_json() for w in self.warmups]
+        data["discarded"] = [w.to_json() for w in self.discarded]
         return data
 
 
@@ -95,7 +111,25 @@ def machine_info(wrk_version: str) -> dict[str, str]:
         "wrk": wrk_version,
     }
     info.update({package: _version(package) for package in PACKAGES})
+    info["cloudlink-gateway commit"] = _commit()
     return info
+
+
+def _commit() -> str:
+    """The repository's commit, and whether the gateway's sources differ from it."""
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown"
+    changed = git("status", "--porcelain", "--", *GATEWAY_SOURCES)
+    return f"{commit} (with uncommitted changes)" if changed else commit
 
 
 # -- Goals --------------------------------------------------------------------------------
@@ -203,6 +237,10 @@ def _cell(result: WrkResult | None, what: str) -> str:
         return "—"
     if what == "rps":
         return f"{result.rps:,.0f}"
+    if what == "cpu":
+        return (
+            f"{result.server_cpu_pct:.0f} / {result.wrk_cpu_pct:.0f} / {result.other_cpu_pct:.0f}"
+        )
     if what == "bad":
         sockets = sum(result.socket_errors.values())
         return f"{result.unexpected_status:,} / {result.wrong_body:,} / {sockets:,}"
@@ -229,6 +267,7 @@ def results_table(runs: list[ServerRun]) -> str:
         row(f"{label} p50 ms", [_cell(x, "p50_ms") for x in results])
         row(f"{label} p99 ms", [_cell(x, "p99_ms") for x in results])
         row(f"{label} bad status / bad body / socket errors", [_cell(x, "bad") for x in results])
+        row(f"{label} CPU % server / wrk / other", [_cell(x, "cpu") for x in results])
     if any(r.lookup_small for r in runs):
         small = [r.lookup_small for r in runs]
         sizes = {r.small_users for r in runs if r.small_users}
@@ -242,6 +281,11 @@ def results_table(runs: list[ServerRun]) -> str:
                 for x, r in zip(small, runs, strict=True)
             ],
         )
+    row("log lines written", [f"{r.log_lines:,}" for r in runs])
+    row(
+        "data on disk (MiB)",
+        [f"{r.data_bytes / 2**20:,.0f}" if r.data_bytes is not None else "none" for r in runs],
+    )
     row(
         "peak memory VmHWM (MiB)",
         [f"{hwm / 1024:,.0f}" if (hwm := r.memory_kib.get("vm_hwm_kib")) else "—" for r in runs],
@@ -267,7 +311,7 @@ def _commands(runs: list[ServerRun], harness: str) -> str:
             if result is not None:
                 lines.append(result.command)
         lines.append("")
-    lines.append("```")
+    lines[-1] = "```"
     return "\n".join(lines)
 
 
@@ -282,15 +326,27 @@ def _findings(runs: list[ServerRun]) -> str:
             ("lookups", run.lookup),
             ("creates", run.create),
         ):
+            if result is not None and result.disturbed:
+                notes.append(
+                    f"{label}: other processes used {result.other_cpu_pct:.0f}% of a CPU "
+                    "during the measured run, which may have slowed it"
+                )
             if result is not None and result.bad:
                 notes.append(
                     f"{label}: {result.unexpected_status:,} unexpected statuses, "
                     f"{result.wrong_body:,} wrong bodies, socket errors "
                     f"{result.socket_errors}; first: `{result.first_bad[:200]}`"
                 )
-        warm_bad = sum(w.bad for w in run.warmups)
-        if warm_bad:
-            notes.append(f"{warm_bad:,} unexpected responses during the warm-ups")
+        other_bad = sum(w.bad for w in [*run.warmups, *run.discarded])
+        if other_bad:
+            notes.append(
+                f"{other_bad:,} unexpected responses during the warm-ups or the repeated runs"
+            )
+        if run.discarded:
+            notes.append(
+                f"{len(run.discarded)} measured run(s) disturbed by other processes were "
+                "repeated (the least disturbed is kept)"
+            )
         if run.log_errors:
             notes.append(
                 f"{len(run.log_errors):,} error lines in its log, first: "
@@ -298,8 +354,8 @@ def _findings(runs: list[ServerRun]) -> str:
             )
         if run.children:
             notes.append(f"it had {len(run.children)} child processes (memory is the parent's)")
-        if run.exit_code not in (0, None):
-            notes.append(f"it exited with {run.exit_code} when stopped")
+        if run.exit_code not in (0, -signal.SIGTERM, None):
+            notes.append(f"it exited with {run.exit_code} when stopped with SIGTERM")
         lines += [f"- {run.name}: {note}" for note in notes]
     return "\n".join(lines) if lines else "- none: every measured response was as expected."
 
@@ -310,6 +366,7 @@ def markdown(
     settings: LoadSettings,
     harness: str,
     uvicorn_options: str,
+    seed_concurrency: int,
 ) -> str:
     by_name = {r.name: r for r in runs}
     goal_list = goals(by_name.get(GATEWAY), by_name.get(PEER))
@@ -320,7 +377,9 @@ def markdown(
 
 SCIM performance of the gateway against [scim2-server](https://pypi.org/project/scim2-server/),
 the reference SCIM server of python-scim, on the same machine. This page is written by
-`python bench/run.py`; see [bench/README.md](../bench/README.md) for the harness.
+`python bench/run.py`; see [bench/README.md](../bench/README.md) for the harness. What the
+profiles showed, what was changed for it and what limits the results:
+[performance.md](performance.md).
 
 Last run: {today}, with {users:,} users.
 
@@ -338,15 +397,19 @@ Load: wrk, {settings.threads} threads, {settings.connections} connections,
 - **filter lookup**: `GET /Users?filter=userName eq "user<i>@bench.example"`, `i` drawn at
   random over the seeded users for every request. A lookup counts as bad unless it
   answers 200 with `totalResults` 1.
-- **create**: `POST /Users` with a new, unique user per request; bad unless it answers 201.
-- **seeding**: the users are POSTed one by one by an async HTTP client, 32 at a time;
-  both servers get the same bodies.
+- **create**: `POST /Users` with a new user per request, whose userName, externalId and
+  phone number are unique (the gateway refuses a phone number already used in the
+  account); bad unless it answers 201.
+- **seeding**: the users are POSTed one by one over keep-alive connections,
+  {seed_concurrency} at a time; both servers get the same bodies.
 - Peak memory is the server process's `VmHWM` from `/proc/<pid>/status`, read after
-  seeding and all the load.
+  seeding and all the load. The gateway keeps its data in SQLite on disk (its size is
+  shown; the OS page cache is not counted), scim2-server keeps it in the process.
 - scim2-server serves with **no authentication** (it has none); the gateway checks a
   bearer token on every request.
 - Both servers run in one process under uvicorn ({uvicorn_options}), one after the other,
-  with wrk on the same {machine["nproc"]} CPUs.
+  with wrk on the same {machine["nproc"]} CPUs. *CPU %* is the share of one CPU used during
+  the measured run by the server, by wrk, and by everything else on the machine.
 
 ### Findings
 

@@ -55,6 +55,7 @@ class Server:
     headers: dict[str, str]
     log_path: Path
     command: str  # how it was started, for the record
+    data_dir: Path | None = None  # where it keeps its data on disk, if it does
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -73,6 +74,12 @@ class Server:
         with contextlib.suppress(OSError):
             return [int(pid) for pid in path.read_text().split()]
         return []
+
+    def data_bytes(self) -> int | None:
+        """The size of the server's data on disk, or None if it keeps none."""
+        if self.data_dir is None:
+            return None
+        return sum(p.stat().st_size for p in self.data_dir.rglob("*") if p.is_file())
 
     def log_tail(self, lines: int = 40) -> str:
         with contextlib.suppress(OSError):
@@ -192,12 +199,14 @@ def _gateway_json(argv: list[str], env: dict[str, str]) -> Any:
             f"`cloudlink-gateway {' '.join(argv)}` exited with {done.returncode}:\n"
             f"{done.stdout}\n{done.stderr}"
         )
-    try:
-        return json.loads(done.stdout)
-    except json.JSONDecodeError as exc:
-        raise ServerError(
-            f"`cloudlink-gateway {' '.join(argv)}` printed no JSON:\n{done.stdout}\n{done.stderr}"
-        ) from exc
+    # The JSON document is the last line that parses as an object (logs may precede it).
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                return json.loads(line)
+    raise ServerError(
+        f"`cloudlink-gateway {' '.join(argv)}` printed no JSON:\n{done.stdout}\n{done.stderr}"
+    )
 
 
 def start_gateway(workdir: Path, *, account_name: str = "bench") -> Server:
@@ -227,6 +236,7 @@ def start_gateway(workdir: Path, *, account_name: str = "bench") -> Server:
         headers={"Authorization": f"Bearer {token}"},
         log_path=log_path,
         command=f"cloudlink-gateway serve --host {LOOPBACK} --port {port}",
+        data_dir=data_dir,
         _log=log,
     )
     try:

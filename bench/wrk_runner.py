@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
 import re
+import resource
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +19,8 @@ from typing import Any
 
 SCRIPTS = Path(__file__).resolve().parent / "wrk"
 RESULT_PREFIX = "BENCH_RESULT "
+# A run during which other processes used more than this share of one CPU is disturbed.
+DISTURBED_CPU_PCT = 15.0
 
 
 class WrkError(RuntimeError):
@@ -48,6 +55,16 @@ class WrkResult:
     socket_errors: dict[str, int]
     first_bad: str
     command: str  # the wrk command line, with the credentials left out
+    # CPU use during the run, in % of one CPU: the server's, wrk's, and everything else's
+    # (other processes on the machine; a high value means the run was disturbed).
+    server_cpu_pct: float = 0.0
+    wrk_cpu_pct: float = 0.0
+    other_cpu_pct: float = 0.0
+
+    @property
+    def disturbed(self) -> bool:
+        """Whether other processes used enough CPU during the run to have slowed it."""
+        return self.other_cpu_pct > DISTURBED_CPU_PCT
 
     @property
     def bad(self) -> int:
@@ -55,7 +72,46 @@ class WrkResult:
         return self.unexpected_status + self.wrong_body + sum(self.socket_errors.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "bad": self.bad}
+        return {**self.__dict__, "bad": self.bad, "disturbed": self.disturbed}
+
+
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(server_pid: int | None) -> tuple[float, float, float]:
+    """CPU seconds so far: the machine's (user, nice, system), the server's, and ours.
+
+    "Ours" is this process and its reaped children (wrk, once it has exited).
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    machine = sum(int(x) for x in fields[1:4]) * _TICK_S
+    server = 0.0
+    if server_pid is not None:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{server_pid}/stat").read_text().rsplit(")", 1)[1].split()
+            server = (int(stat[11]) + int(stat[12])) * _TICK_S
+    ours = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        ours += usage.ru_utime + usage.ru_stime
+    return machine, server, ours
+
+
+def wait_until_idle(
+    max_wait_s: float, server_pid: int, busy_pct: float = DISTURBED_CPU_PCT
+) -> float:
+    """Wait until other processes than the server used under ``busy_pct`` of a CPU for 1 s.
+
+    Gives up after ``max_wait_s``; returns the last second's use, in % of one CPU.
+    """
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        machine, server, ours = _cpu_seconds(server_pid)
+        time.sleep(1.0)
+        machine2, server2, ours2 = _cpu_seconds(server_pid)
+        used = 100 * ((machine2 - machine) - (server2 - server) - (ours2 - ours))
+        if used < busy_pct or time.monotonic() >= deadline:
+            return used
 
 
 def wrk_binary() -> str:
@@ -107,10 +163,12 @@ def run_wrk(
     settings: LoadSettings,
     *,
     secret_args: frozenset[int] = frozenset(),
+    server_pid: int | None = None,
 ) -> tuple[WrkResult, str]:
     """Run ``wrk`` once against ``url`` with ``bench/wrk/<script>``; return the result and output.
 
     ``secret_args`` are the indexes of ``script_args`` left out of the recorded command.
+    ``server_pid`` is the server's process, whose CPU use is measured apart.
     """
     argv = [
         wrk_binary(),
@@ -126,20 +184,30 @@ def run_wrk(
         *script_args,
     ]
     shown = [
-        *(["wrk", *argv[1:6], f"bench/wrk/{script}", url, "--"]),
-        *("<redacted>" if i in secret_args else a for i, a in enumerate(script_args)),
+        *(["wrk", *argv[1:7], f"bench/wrk/{script}", url, "--"]),
+        *("<redacted>" if i in secret_args and a != "-" else a for i, a in enumerate(script_args)),
     ]
     command = shlex.join(shown)
+    before, started = _cpu_seconds(server_pid), time.monotonic()
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=duration_s + 60, check=False
         )
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish in time: {command}") from exc
+    after, wall = _cpu_seconds(server_pid), time.monotonic() - started
     output = done.stdout + done.stderr
     if done.returncode != 0:
         raise WrkError(f"wrk exited with {done.returncode}: {command}\n{output}")
-    return _parse(output, command), output
+    machine, server, ours = (b - a for a, b in zip(before, after, strict=True))
+    result = _parse(output, command)
+    result = dataclasses.replace(
+        result,
+        server_cpu_pct=100 * server / wall,
+        wrk_cpu_pct=100 * ours / wall,
+        other_cpu_pct=max(0.0, 100 * (machine - server - ours) / wall),
+    )
+    return result, output
 
 
 def measure(
@@ -149,6 +217,7 @@ def measure(
     settings: LoadSettings,
     *,
     secret_args: frozenset[int] = frozenset(),
+    server_pid: int | None = None,
 ) -> tuple[WrkResult, WrkResult | None]:
     """A warm-up run (unless its duration is 0), then the measured run.
 
@@ -158,9 +227,21 @@ def measure(
     if settings.warmup_s > 0:
         phase_args = script_args("warmup")
         warmup, _ = run_wrk(
-            url, script, phase_args, settings.warmup_s, settings, secret_args=secret_args
+            url,
+            script,
+            phase_args,
+            settings.warmup_s,
+            settings,
+            secret_args=secret_args,
+            server_pid=server_pid,
         )
     result, _ = run_wrk(
-        url, script, script_args("run"), settings.duration_s, settings, secret_args=secret_args
+        url,
+        script,
+        script_args("run"),
+        settings.duration_s,
+        settings,
+        secret_args=secret_args,
+        server_pid=server_pid,
     )
     return result, warmup

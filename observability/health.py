@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from gateway.routing import TemplateRoute
 from gateway.services import services
 from storage.engine import Database
-from storage.migrate import is_at_head
+from storage.migrate import schema_is_current
 
 
 async def livez(request: Request) -> Response:
@@ -26,7 +26,7 @@ def _database_state(db: Database) -> str:
     try:
         with db.read() as conn:
             conn.execute(text("SELECT 1"))
-        return "ok" if is_at_head(db.engine) else "schema_outdated"
+            return "ok" if schema_is_current(conn) else "schema_outdated"
     except SQLAlchemyError:
         return "unreachable"
 

@@ -6,13 +6,15 @@ The chain lives inside the package so that an installed gateway can migrate itse
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -30,9 +32,17 @@ def upgrade(engine: Engine) -> None:
     command.upgrade(alembic_config(engine), "head")
 
 
+@functools.cache
+def packaged_head() -> str | None:
+    """The newest revision of the packaged chain (read from disk once per process)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
 def head_revision(engine: Engine) -> str | None:
     """The newest revision of the packaged chain."""
-    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    return packaged_head()
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -43,4 +53,13 @@ def current_revision(engine: Engine) -> str | None:
 
 def is_at_head(engine: Engine) -> bool:
     """True when the database schema is the one this code expects."""
-    return current_revision(engine) == head_revision(engine)
+    return current_revision(engine) == packaged_head()
+
+
+def schema_is_current(connection: Connection) -> bool:
+    """The same check on an open connection, with one small query (for /readyz)."""
+    try:
+        found = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+        return list(found) == [packaged_head()]
+    except SQLAlchemyError:
+        return False
