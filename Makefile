@@ -25,7 +25,7 @@ test: lint
 	  exit 1; }
 	GATEWAY_TEST_REQUIRE_POSTGRES=1 pg_virtualenv $(BIN)/pytest
 
-## Every test on SQLite only (PostgreSQL variants are skipped).
+## Every test on SQLite only (the PostgreSQL variants are not collected).
 test-sqlite: lint
 	$(BIN)/pytest
 
