@@ -74,5 +74,4 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
             Exception: unhandled_error_handler,
         },
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )

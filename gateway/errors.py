@@ -52,27 +52,6 @@ class InvalidFilter(BadRequest):
     code = "invalid_filter"
 
 
-class InvalidPath(BadRequest):
-    """A PATCH path is malformed or names an unknown attribute."""
-
-    scim_type = "invalidPath"
-    code = "invalid_path"
-
-
-class NoTarget(BadRequest):
-    """A PATCH path matched nothing where something was required."""
-
-    scim_type = "noTarget"
-    code = "no_target"
-
-
-class Mutability(BadRequest):
-    """The request tries to change something that cannot change."""
-
-    scim_type = "mutability"
-    code = "mutability"
-
-
 class Unauthorized(GatewayError):
     """Missing or wrong credentials."""
 
@@ -83,25 +62,11 @@ class Unauthorized(GatewayError):
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="cloudlink-gateway"'})
 
 
-class Forbidden(GatewayError):
-    """Valid credentials that do not allow this."""
-
-    status = 403
-    code = "forbidden"
-
-
 class NotFound(GatewayError):
     """Nothing at this address (or nothing this caller may see)."""
 
     status = 404
     code = "not_found"
-
-
-class MethodNotAllowed(GatewayError):
-    """The resource exists but does not take this method."""
-
-    status = 405
-    code = "method_not_allowed"
 
 
 class Conflict(GatewayError):
@@ -116,13 +81,6 @@ class Uniqueness(Conflict):
 
     scim_type = "uniqueness"
     code = "uniqueness"
-
-
-class PayloadTooLarge(GatewayError):
-    """The request body is larger than the configured limit."""
-
-    status = 413
-    code = "payload_too_large"
 
 
 class UnsupportedMediaType(GatewayError):
@@ -150,8 +108,8 @@ class NotImplementedFeature(GatewayError):
     code = "not_implemented"
 
 
-class ServiceUnavailable(GatewayError):
-    """A dependency (the database) is not ready."""
+class PayloadTooLarge(GatewayError):
+    """The request body is larger than the configured limit."""
 
-    status = 503
-    code = "unavailable"
+    status = 413
+    code = "payload_too_large"

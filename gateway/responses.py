@@ -76,12 +76,11 @@ _HTTP_DETAILS = {
     404: "No such endpoint. SCIM endpoints live under the tenant URL (…/scim/v2/ACCOUNT_ID); "
     "the admin API under /api/v1.",
     405: "This endpoint does not accept that HTTP method.",
-    413: "Request body too large.",
 }
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
-    """Answer Starlette's own routing errors (404, 405, 413) in the same shapes."""
+    """Answer Starlette's own routing errors (404, 405) in the same shapes."""
     assert isinstance(exc, HTTPException)
     detail = _HTTP_DETAILS.get(exc.status_code, str(exc.detail))
     body = error_body(request, exc.status_code, detail, None, f"http_{exc.status_code}")

@@ -19,6 +19,7 @@ from gateway.accounts import service as accounts
 from gateway.api import models
 from gateway.api.auth import require_operator
 from gateway.api.openapi import Operation, Param, build_openapi
+from gateway.bodies import read_body
 from gateway.errors import InvalidSyntax, InvalidValue
 from gateway.events import service as events
 from gateway.events.service import OPERATOR_API, EventFilter
@@ -36,7 +37,7 @@ MAX_PAGE = 500
 
 async def _parse(request: Request, model: type[M]) -> M:
     try:
-        raw = orjson.loads(await request.body())
+        raw = orjson.loads(await read_body(request))
     except orjson.JSONDecodeError as exc:
         raise InvalidSyntax(f"The body is not valid JSON: {exc}.") from exc
     try:

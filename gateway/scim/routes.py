@@ -11,6 +11,7 @@ from scim2_models import Context, ResponseParameters
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.bodies import read_body
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -110,7 +111,7 @@ async def _body(request: Request) -> dict[str, Any]:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not supported; send application/scim+json."
         )
-    return decode_json(await request.body())
+    return decode_json(await read_body(request))
 
 
 async def _tenant(request: Request) -> tuple[Services, service.Tenant]:

@@ -77,7 +77,6 @@ SUPPORTED: dict[str, dict[str, set[str] | None]] = {
 EMAIL_TYPES = ("work", "other")
 PHONE_TYPES = ("mobile", "work", "other")
 ADDRESS_TYPES = ("work",)
-COMMON_ATTRIBUTES = ("id", "externalId", "meta")
 
 
 def _has_data(entry: dict[str, Any]) -> bool:

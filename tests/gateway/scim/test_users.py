@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
-from tests.conftest import Tenant, user_body
+from gateway.app import create_app
+from gateway.settings import Settings
+from storage.engine import Database
+from tests.conftest import PUBLIC_URL, Tenant, new_tenant, user_body
 
 CLOUDLINK = "urn:ietf:params:scim:schemas:extension:cloudlink:2.0:User"
 
@@ -238,3 +243,15 @@ def test_bulk_and_me_answer_501(tenant: Tenant) -> None:
     """Features not offered answer 501 as SCIM errors."""
     assert tenant.post("/Bulk", {}).status_code == 501
     assert tenant.get("/Me").status_code == 501
+
+
+def test_body_over_the_limit_is_413_and_creates_nothing(
+    make_settings: Callable[..., Settings], db: Database
+) -> None:
+    """A body larger than GATEWAY_MAX_BODY_BYTES is refused with 413, as a SCIM error."""
+    with TestClient(create_app(make_settings(max_body_bytes=2048)), base_url=PUBLIC_URL) as small:
+        tenant = new_tenant(small, db)
+        response = tenant.post("/Users", user_body(1, displayName="x" * 4096))
+        assert response.status_code == 413
+        assert response.headers["content-type"].startswith("application/scim+json")
+        assert tenant.filter("")["totalResults"] == 0
