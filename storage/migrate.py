@@ -19,10 +19,15 @@ from sqlalchemy.exc import SQLAlchemyError
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def alembic_config(engine: Engine) -> Config:
-    """An Alembic config pointing at the packaged chain, bound to ``engine``."""
+def _packaged_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def alembic_config(engine: Engine) -> Config:
+    """An Alembic config pointing at the packaged chain, bound to ``engine``."""
+    config = _packaged_config()
     config.attributes["engine"] = engine
     return config
 
@@ -35,14 +40,7 @@ def upgrade(engine: Engine) -> None:
 @functools.cache
 def packaged_head() -> str | None:
     """The newest revision of the packaged chain (read from disk once per process)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return ScriptDirectory.from_config(config).get_current_head()
-
-
-def head_revision(engine: Engine) -> str | None:
-    """The newest revision of the packaged chain."""
-    return packaged_head()
+    return ScriptDirectory.from_config(_packaged_config()).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
