@@ -5,6 +5,7 @@ Each function is one transaction that writes its change and its event together.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -68,31 +69,8 @@ def _integration_view(row: Any, public_url: str) -> dict[str, Any]:
     return view
 
 
-def _admin_event(
-    conn: Connection,
-    account_id: str,
-    actor: Actor,
-    *,
-    action: str,
-    asset: str,
-    asset_id: str | None,
-    type_: str,
-    properties_changed: list[str],
-    details: dict[str, Any],
-) -> None:
-    """Record an operator's change in the account's history (event type Admin)."""
-    record_event(
-        conn,
-        account_id=account_id,
-        actor=actor,
-        action=action,
-        asset=asset,
-        asset_id=asset_id,
-        event_type="Admin",
-        type=type_,
-        properties_changed=properties_changed,
-        details=details,
-    )
+# An operator's change in the account's history.
+_admin_event = functools.partial(record_event, event_type="Admin")
 
 
 def _clean_name(name: str) -> str:
@@ -122,12 +100,12 @@ def create_account(db: Database, *, name: str, actor: Actor) -> dict[str, Any]:
         )
         _admin_event(
             conn,
-            account_id,
-            actor,
+            account_id=account_id,
+            actor=actor,
             action="Create",
             asset="Account",
             asset_id=account_id,
-            type_="account.created",
+            type="account.created",
             properties_changed=["name"],
             details={"id": account_id, "name": cleaned},
         )
@@ -149,12 +127,12 @@ def rename_account(db: Database, *, account_id: str, name: str, actor: Actor) ->
             )
             _admin_event(
                 conn,
-                account_id,
-                actor,
+                account_id=account_id,
+                actor=actor,
                 action="Edit",
                 asset="Account",
                 asset_id=account_id,
-                type_="account.updated",
+                type="account.updated",
                 properties_changed=["name"],
                 details={"id": account_id, "name": cleaned},
             )
@@ -212,12 +190,12 @@ def _insert_integration(conn: Connection, account_id: str, kind: str, actor: Act
     )
     _admin_event(
         conn,
-        account_id,
-        actor,
+        account_id=account_id,
+        actor=actor,
         action="Create",
         asset="Integration",
         asset_id=kind,
-        type_="integration.added",
+        type="integration.added",
         properties_changed=["kind"],
         details={"kind": kind, "name": KINDS[kind]},
     )
@@ -264,12 +242,12 @@ def remove_integration(db: Database, *, account_id: str, kind: str, actor: Actor
             conn.execute(delete(credentials).where(credentials.c.account_id == account_id))
         _admin_event(
             conn,
-            account_id,
-            actor,
+            account_id=account_id,
+            actor=actor,
             action="Delete",
             asset="Integration",
             asset_id=kind,
-            type_="integration.removed",
+            type="integration.removed",
             properties_changed=["kind"],
             details={"kind": kind, "name": KINDS[kind]},
         )
@@ -304,12 +282,12 @@ def generate_scim_keys(db: Database, *, account_id: str, actor: Actor, public_ur
         )
         _admin_event(
             conn,
-            account_id,
-            actor,
+            account_id=account_id,
+            actor=actor,
             action="Edit",
             asset="Integration",
             asset_id=AZURE_AD_SYNC,
-            type_="integration.keys_generated",
+            type="integration.keys_generated",
             properties_changed=["secret_token"],
             details={"kind": AZURE_AD_SYNC, "tenant_url": tenant_url(public_url, account_id)},
         )
