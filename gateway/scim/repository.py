@@ -43,7 +43,6 @@ _CREDENTIAL = select(credentials.c.token_sha256).where(
 _LOAD = select(*_RESOURCE_COLUMNS).where(
     users.c.account_id == bindparam("account_id"), users.c.id == bindparam("user_id")
 )
-_LOAD_FOR_UPDATE = _LOAD.with_for_update()
 
 
 def credential_digest(conn: Connection, account_id: str) -> str | None:
@@ -52,10 +51,9 @@ def credential_digest(conn: Connection, account_id: str) -> str | None:
     return digest
 
 
-def load(conn: Connection, account_id: str, user_id: str, *, for_update: bool = False) -> Any:
+def load(conn: Connection, account_id: str, user_id: str) -> Any:
     """One user of the account by SCIM id, or None (another account's id is None too)."""
-    query = _LOAD_FOR_UPDATE if for_update else _LOAD
-    return conn.execute(query, {"account_id": account_id, "user_id": user_id}).one_or_none()
+    return conn.execute(_LOAD, {"account_id": account_id, "user_id": user_id}).one_or_none()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -101,7 +99,9 @@ _INSERT_USER = insert(users).returning(users.c.pk)
 _INSERT_VALUES = insert(values)
 _INSERT_CLAIMS = insert(claims)
 _UPDATE_USER = (
-    update(users).where(users.c.pk == bindparam("b_pk")).values(version=users.c.version + 1)
+    update(users)
+    .where(users.c.pk == bindparam("b_pk"), users.c.version == bindparam("b_version"))
+    .values(version=users.c.version + 1)
 )
 _DELETE_VALUES = delete(values).where(values.c.user_pk == bindparam("b_pk"))
 _DELETE_CLAIMS = delete(claims).where(claims.c.user_pk == bindparam("b_pk"))
@@ -152,19 +152,31 @@ def insert_user(
 
 
 def update_user(
-    conn: Connection, account_id: str, pk: int, record: UserRecord, now: datetime
-) -> None:
-    """Replace a user's stored state, filter values and claims."""
-    conn.execute(_UPDATE_USER, {"b_pk": pk, "updated_at": now, **record.columns()})
+    conn: Connection,
+    account_id: str,
+    pk: int,
+    *,
+    version: int,
+    record: UserRecord,
+    now: datetime,
+) -> bool:
+    """Replace a user's stored state, filter values and claims, if it is still at ``version``.
+
+    False (and nothing written) when another write got there first.
+    """
+    updated = conn.execute(
+        _UPDATE_USER, {"b_pk": pk, "b_version": version, "updated_at": now, **record.columns()}
+    )
+    if updated.rowcount != 1:
+        return False
     conn.execute(_DELETE_VALUES, {"b_pk": pk})
     conn.execute(_DELETE_CLAIMS, {"b_pk": pk})
     _write_children(conn, account_id, pk, record)
+    return True
 
 
 def delete_user(conn: Connection, pk: int) -> None:
-    """Delete a user; its values and claims go with it."""
-    conn.execute(_DELETE_VALUES, {"b_pk": pk})
-    conn.execute(_DELETE_CLAIMS, {"b_pk": pk})
+    """Delete a user; its values and claims go with it (ON DELETE CASCADE)."""
     conn.execute(_DELETE_USER, {"b_pk": pk})
 
 

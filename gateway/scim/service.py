@@ -204,38 +204,62 @@ async def list_users(
     }
 
 
+class _Stale(Exception):
+    """The user changed between the read and the write of an update."""
+
+
 async def _update(
     db: Database,
     tenant: Tenant,
     user_id: str,
     change: Callable[[dict[str, Any]], UserRecord | None],
 ) -> dict[str, Any]:
-    """Load a user for update, let ``change`` compute its new record, store it, log it."""
-    now = utcnow()
+    """Read a user, let ``change`` compute its new record, store it if unchanged meanwhile.
 
-    def work(conn: Connection, attempt: _Attempt) -> dict[str, Any]:
-        row = repo.load(conn, tenant.account_id, user_id, for_update=True)
+    ``change`` (a PATCH applied by scim2-models, CloudLink's rules) runs outside the write
+    transaction; the write only lands on the version it was computed from, else the
+    update starts over from a fresh read.
+    """
+    for _ in range(CLAIM_RETRIES):
+        row = await db.run(_load, db, tenant.account_id, user_id)
         if row is None:
             raise _not_found(user_id)
         record = change(row.document)
         if record is None or record.document == row.document:
             return _render_row(tenant, row)
+        try:
+            return await _store_update(db, tenant, row, record)
+        except _Stale:
+            continue
+    raise Conflict("The user changed concurrently; retry the request.")
+
+
+async def _store_update(
+    db: Database, tenant: Tenant, row: Any, record: UserRecord
+) -> dict[str, Any]:
+    """Write ``record`` over ``row`` with its event; ``_Stale`` if ``row`` changed meanwhile."""
+    before = normalized_user(row.id, row.document)
+    after = normalized_user(row.id, record.document)
+    now = utcnow()
+
+    def work(conn: Connection, attempt: _Attempt) -> None:
         attempt.claims, attempt.user_pk = record.claims, row.pk
-        repo.update_user(conn, tenant.account_id, row.pk, record, now)
-        before = normalized_user(user_id, row.document)
-        after = normalized_user(user_id, record.document)
+        if not repo.update_user(
+            conn, tenant.account_id, row.pk, version=row.version, record=record, now=now
+        ):
+            raise _Stale
         _record(
             conn,
             tenant,
             action="Edit",
             type_=_event_type(before, after),
-            user_id=user_id,
+            user_id=row.id,
             before=before,
             after=after,
         )
-        return render(tenant, user_id, record.document, row.created_at, now)
 
-    return await _write_claiming(db, tenant, work)
+    await _write_claiming(db, tenant, work)
+    return render(tenant, row.id, record.document, row.created_at, now)
 
 
 async def replace_user(
@@ -268,7 +292,7 @@ async def delete_user(db: Database, tenant: Tenant, user_id: str) -> None:
 
     def work(conn: Connection) -> None:
         lock_account(conn, tenant.account_id)
-        row = repo.load(conn, tenant.account_id, user_id, for_update=True)
+        row = repo.load(conn, tenant.account_id, user_id)
         if row is None:
             raise _not_found(user_id)
         repo.delete_user(conn, row.pk)

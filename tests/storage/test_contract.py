@@ -156,3 +156,33 @@ def test_database_errors_do_not_quote_bound_parameters(db: Database) -> None:
         clash()
     assert "[parameters:" not in str(caught.value)
     assert "parameters hidden" in str(caught.value)
+
+
+def test_an_update_computed_from_an_old_version_writes_nothing(db: Database) -> None:
+    """update_user only lands on the version it was computed from."""
+    from gateway.scim import repository
+    from gateway.scim.records import UserRecord
+
+    account = accounts.create_account(db, name="A", actor=OPERATOR_CLI)["id"]
+    pk = make_user(db, account, "a")
+    record = UserRecord(
+        {"userName": "b"},
+        "b",
+        "b",
+        None,
+        "B",
+        None,
+        None,
+        True,
+        None,
+        None,
+        claims={("userName", "b")},
+    )
+    with db.write() as conn:
+        stale = repository.update_user(conn, account, pk, version=7, record=record, now=utcnow())
+    with db.write() as conn:
+        fresh = repository.update_user(conn, account, pk, version=1, record=record, now=utcnow())
+    with db.read() as conn:
+        stored = conn.execute(select(users.c.user_name, users.c.version)).one()
+    assert (stale, fresh) == (False, True)
+    assert tuple(stored) == ("b", 2)
