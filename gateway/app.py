@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 
 from gateway.api.routes import routes as api_routes
 from gateway.errors import GatewayError
+from gateway.hygiene import RejectNulMiddleware
 from gateway.ratelimit import RateLimiter
 from gateway.responses import (
     gateway_error_handler,
@@ -67,7 +68,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
 
     return Starlette(
         routes=[*scim_routes, *health_routes, *api_routes],
-        middleware=[Middleware(ObservabilityMiddleware, metrics=metrics)],
+        middleware=[
+            Middleware(ObservabilityMiddleware, metrics=metrics),
+            Middleware(RejectNulMiddleware),
+        ],
         exception_handlers={
             GatewayError: gateway_error_handler,
             HTTPException: http_exception_handler,

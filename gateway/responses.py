@@ -59,7 +59,8 @@ def error_body(request: Request, status: int, detail: str, scim_type: str | None
     return {"error": code, "detail": detail, "status": status}
 
 
-def _media_type(request: Request) -> str:
+def media_type_for(request: Request) -> str:
+    """The error media type of ``request``'s endpoint."""
     return SCIM_MEDIA_TYPE if request.url.path.startswith(SCIM_PATH_PREFIX) else "application/json"
 
 
@@ -69,7 +70,7 @@ async def gateway_error_handler(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RateLimited):
         log.warning("rate_limited", route=request.scope.get("route_template"))
     body = error_body(request, exc.status, exc.detail, exc.scim_type, exc.code)
-    return json_response(body, exc.status, media_type=_media_type(request), headers=exc.headers)
+    return json_response(body, exc.status, media_type=media_type_for(request), headers=exc.headers)
 
 
 _HTTP_DETAILS = {
@@ -85,7 +86,7 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     detail = _HTTP_DETAILS.get(exc.status_code, str(exc.detail))
     body = error_body(request, exc.status_code, detail, None, f"http_{exc.status_code}")
     return json_response(
-        body, exc.status_code, media_type=_media_type(request), headers=exc.headers
+        body, exc.status_code, media_type=media_type_for(request), headers=exc.headers
     )
 
 
@@ -111,4 +112,4 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
         None,
         "internal_error",
     )
-    return json_response(body, 500, media_type=_media_type(request))
+    return json_response(body, 500, media_type=media_type_for(request))

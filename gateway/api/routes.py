@@ -23,6 +23,7 @@ from gateway.bodies import read_body
 from gateway.errors import InvalidSyntax, InvalidValue
 from gateway.events import service as events
 from gateway.events.service import OPERATOR_API, EventFilter
+from gateway.hygiene import reject_nul
 from gateway.responses import json_response
 from gateway.routing import TemplateRoute
 from gateway.services import Services, services
@@ -40,6 +41,7 @@ async def _parse(request: Request, model: type[M]) -> M:
         raw = orjson.loads(await read_body(request))
     except orjson.JSONDecodeError as exc:
         raise InvalidSyntax(f"The body is not valid JSON: {exc}.") from exc
+    reject_nul(raw)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

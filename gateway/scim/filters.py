@@ -342,6 +342,8 @@ def compile_filter(text: str) -> tuple[CompiledFilter, dict[str, Any]]:
     """Compile a SCIM filter to a WHERE clause over ``scim_users`` and its bound values."""
     if len(text) > MAX_FILTER_LENGTH:
         raise InvalidFilter(f"The filter is longer than {MAX_FILTER_LENGTH} characters.")
+    if "\x00" in text:  # also keeps the placeholders of split_literals unambiguous
+        raise InvalidFilter("The filter may not contain NUL characters.")
     shape, values = split_literals(text)
     compiled = compile_shape(shape)
     if len(compiled.converters) != len(values):

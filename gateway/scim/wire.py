@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from scim2_models import Context, PatchOp, SCIMException
 
 from gateway.errors import GatewayError, InvalidSyntax, InvalidValue
+from gateway.hygiene import reject_nul
 from gateway.scim.schema import CORE_USER, ENTERPRISE_USER, ENTRA_POLICY, ScimUser
 
 ScimPatch = PatchOp[ScimUser]
@@ -27,6 +28,7 @@ def decode_json(body: bytes) -> dict[str, Any]:
         raise InvalidSyntax(f"The body is not valid JSON: {exc}.") from exc
     if not isinstance(value, dict):
         raise InvalidSyntax("The body must be a JSON object.")
+    reject_nul(value)
     return value
 
 

@@ -255,3 +255,17 @@ def test_body_over_the_limit_is_413_and_creates_nothing(
         assert response.status_code == 413
         assert response.headers["content-type"].startswith("application/scim+json")
         assert tenant.filter("")["totalResults"] == 0
+
+
+def test_nul_characters_are_refused_wherever_they_come_from(
+    tenant: Tenant, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    """A NUL in a body, a filter, a path or an admin body is a 400, not a database error."""
+    assert tenant.post("/Users", user_body("nul\x00")).status_code == 400
+    assert tenant.get("/Users", params={"filter": 'userName eq "a\x00"'}).status_code == 400
+    missing = tenant.get("/Users/abc%00")
+    assert missing.status_code == 400
+    assert missing.headers["content-type"].startswith("application/scim+json")
+    admin = client.post("/api/v1/accounts", json={"name": "a\x00"}, headers=admin_headers)
+    assert admin.status_code == 400
+    assert tenant.filter("")["totalResults"] == 0
