@@ -33,6 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway storage observability tests bench
 	$(BIN)/ruff format --check gateway storage observability tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

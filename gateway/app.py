@@ -1,40 +1,76 @@
 """The application factory: ``create_app(settings)`` builds one independent gateway.
 
-The lifespan owns the engine; handlers reach it (and the other long-lived objects)
-through lifespan state, so tests can build as many apps as they like, on SQLite or
-PostgreSQL, in one process.
+The one module that knows every feature: it mounts each feature's surface, builds the
+admin API's OpenAPI document from the features' operations, and owns the lifespan
+(engine, long-lived helpers). Handlers reach those through lifespan state, so tests
+can build as many apps as they like, on SQLite or PostgreSQL, in one process.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
 
-from gateway.api.routes import routes as api_routes
-from gateway.errors import GatewayError
-from gateway.hygiene import RejectNulMiddleware
-from gateway.ratelimit import RateLimiter
-from gateway.responses import (
-    gateway_error_handler,
-    http_exception_handler,
-    unhandled_error_handler,
-)
-from gateway.scim.credentials import CredentialCache
+from gateway.accounts.routes import OPERATIONS as ACCOUNT_OPERATIONS
+from gateway.events.routes import OPERATIONS as EVENT_OPERATIONS
 from gateway.scim.discovery import Discovery
-from gateway.scim.routes import routes as scim_routes
+from gateway.scim.routes import surface as scim_surface
 from gateway.security import SecretBox
-from gateway.services import Services
 from gateway.settings import Settings
-from observability.health import routes as health_routes
+from gateway.web.error_handling import ErrorHandlingMiddleware, exception_handler
+from gateway.web.errors import GatewayError
+from gateway.web.health import routes as health_routes
+from gateway.web.openapi import API, build_openapi
+from gateway.web.ratelimit import RateLimiter
+from gateway.web.responses import PROBLEM_JSON, json_response
+from gateway.web.routing import Surface, TemplateRoute
+from gateway.web.state import AppState
+from observability.logging import configure_logging
 from observability.metrics import Metrics
 from observability.middleware import ObservabilityMiddleware
 from storage.engine import Database, make_engine
+from storage.errors import DatabaseUnavailable
 from storage.migrate import upgrade
+
+ADMIN_OPERATIONS = [*ACCOUNT_OPERATIONS, *EVENT_OPERATIONS]
+
+
+def _admin_surface() -> Surface:
+    document = build_openapi(
+        [op for op, _ in ADMIN_OPERATIONS], version=version("cloudlink-gateway")
+    )
+
+    async def openapi(_request: Request) -> Response:
+        return json_response(document)
+
+    routes = [
+        TemplateRoute(op.path, handler, methods=[op.method]) for op, handler in ADMIN_OPERATIONS
+    ]
+    routes.append(TemplateRoute(API + "/openapi.json", openapi, methods=["GET"]))
+    return Surface(API, routes, PROBLEM_JSON)
+
+
+def open_database(settings: Settings) -> Database:
+    """The migrated database of ``settings``, with its threads (CLI and server alike)."""
+    engine = make_engine(
+        settings.effective_database_url,
+        pool_size=settings.database_pool_size,
+        sqlite_synchronous=settings.sqlite_synchronous,
+    )
+    upgrade(engine)
+    return Database(
+        engine,
+        threads=settings.database_pool_size,
+        lock_timeout=settings.database_lock_timeout,
+    )
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlette:
@@ -43,39 +79,39 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        engine = make_engine(
-            settings.effective_database_url,
-            pool_size=settings.database_pool_size,
-            sqlite_synchronous=settings.sqlite_synchronous,
-        )
-        upgrade(engine)
-        db = Database(engine, threads=settings.database_pool_size)
-        found = Services(
+        db = open_database(settings)
+        state = AppState(
             settings=settings,
             db=db,
             metrics=metrics,
-            discovery=Discovery(settings.scim_max_page_size),
             rate_limiter=RateLimiter(
-                settings.scim_rate_limit_per_second, settings.scim_rate_limit_burst
+                settings.scim_rate_limit_per_second / settings.workers,
+                max(1, settings.scim_rate_limit_burst // settings.workers),
             ),
             secrets=SecretBox(settings.secret_keys),
-            credentials=CredentialCache(),
         )
         try:
-            yield {"services": found}
+            yield {"app": state, "scim_discovery": Discovery(settings.scim_max_page_size)}
         finally:
             db.dispose()
 
     return Starlette(
-        routes=[*scim_routes, *health_routes, *api_routes],
+        routes=[scim_surface, *health_routes, _admin_surface()],
         middleware=[
             Middleware(ObservabilityMiddleware, metrics=metrics),
-            Middleware(RejectNulMiddleware),
+            Middleware(ErrorHandlingMiddleware),
         ],
         exception_handlers={
-            GatewayError: gateway_error_handler,
-            HTTPException: http_exception_handler,
-            Exception: unhandled_error_handler,
+            GatewayError: exception_handler,
+            HTTPException: exception_handler,
+            DatabaseUnavailable: exception_handler,
         },
         lifespan=lifespan,
     )
+
+
+def app_from_environment() -> Starlette:
+    """The app of a server process (``serve``), with settings from the environment."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

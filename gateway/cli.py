@@ -1,35 +1,42 @@
 """The ``cloudlink-gateway`` command.
 
 The CLI works on the same data directory / database URL as the server (from the same
-``GATEWAY_`` variables), directly through the service functions, so it works whether
-or not the server is running.
+``GATEWAY_`` variables), through the same service functions and the same write path
+(``Database.transact``), so it works whether or not the server is running.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import click
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.accounts import service as accounts
-from gateway.errors import GatewayError
+from gateway.app import open_database
 from gateway.events.service import OPERATOR_CLI
 from gateway.security import generate_key
 from gateway.settings import Settings
+from gateway.web.errors import GatewayError
 from observability.logging import configure_logging
-from storage.engine import Database, make_engine
-from storage.migrate import upgrade
+from observability.metrics import MULTIPROCESS_ENV
+from storage.engine import Database
+from storage.errors import DatabaseUnavailable
+
+T = TypeVar("T")
 
 
-def load_settings() -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, or exit 2 naming each bad variable."""
     try:
-        return Settings()
+        return Settings(**overrides)
     except ValidationError as exc:
         for error in exc.errors():
             name = "GATEWAY_" + "_".join(str(p) for p in error["loc"]).upper()
@@ -37,32 +44,33 @@ def load_settings() -> Settings:
         sys.exit(2)
 
 
-@contextmanager
-def database(settings: Settings) -> Iterator[Database]:
-    """A migrated database for one CLI command."""
-    engine = make_engine(
-        settings.effective_database_url, pool_size=1, sqlite_synchronous=settings.sqlite_synchronous
-    )
-    upgrade(engine)
-    db = Database(engine, threads=1)
-    try:
-        yield db
-    finally:
-        db.dispose()
-
-
 def _emit(value: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(value, default=str) if as_json else text)
 
 
-def _run_service(fn: Any, **kwargs: Any) -> Any:
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _run_service(fn: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
+    """Run one service call on the configured database; errors exit 1 with their detail."""
     settings = load_settings()
-    with database(settings) as db:
-        try:
-            return fn(db, **kwargs)
-        except GatewayError as exc:
-            click.echo(f"error: {exc.detail}", err=True)
-            sys.exit(1)
+    db = open_database(settings)
+
+    async def call(db: Database) -> T:
+        return await fn(db, **kwargs)
+
+    try:
+        return asyncio.run(call(db))
+    except (GatewayError, DatabaseUnavailable) as exc:
+        click.echo(f"error: {exc.detail}", err=True)
+        sys.exit(1)
+    finally:
+        db.dispose()
 
 
 @click.group()
@@ -70,31 +78,77 @@ def main() -> None:
     """cloudlink-gateway: connects CloudLink to Entra ID, Twilio, CM.com and Graph."""
 
 
+def _shown_host(host: str) -> str:
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104
+
+
+def _welcome(settings: Settings, host: str, port: int) -> None:
+    """What a new operator needs: where the admin API is, its token, the next command."""
+    base = f"http://{_shown_host(host)}:{port}"
+    click.echo(f"cloudlink-gateway serving on {base} with {settings.workers} worker(s)", err=True)
+    click.echo(f"  public URL (tenant URLs are built on it): {settings.public_url}", err=True)
+    click.echo(f"  admin API: {base}/api/v1 (OpenAPI: {base}/api/v1/openapi.json)", err=True)
+    if settings.admin_token is None:
+        click.echo(
+            "  admin API disabled: set GATEWAY_ADMIN_TOKEN (e.g. `openssl rand -hex 32`) "
+            "and restart to use it",
+            err=True,
+        )
+    else:
+        click.echo("  admin token: the value of GATEWAY_ADMIN_TOKEN", err=True)
+    prefix = "" if "GATEWAY_PUBLIC_URL" in os.environ else f"GATEWAY_PUBLIC_URL={base} "
+    click.echo(
+        "  next: create an account and its Entra keys with\n"
+        f'    {prefix}cloudlink-gateway account create --name "Contoso" --json\n'
+        f"    {prefix}cloudlink-gateway scim-keys ACCOUNT_ID --json",
+        err=True,
+    )
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Server processes accepting on the port [default: GATEWAY_WORKERS or 1].",
+)
+def serve(host: str, port: int, workers: int | None) -> None:
     """Migrate the database, then serve HTTP."""
     import uvicorn
 
-    from gateway.app import create_app
-
+    # Every worker process reads its settings from the environment: put the choices
+    # made here (public URL following the bound port, worker count) there first.
+    if "GATEWAY_PUBLIC_URL" not in os.environ:
+        os.environ["GATEWAY_PUBLIC_URL"] = f"http://{_shown_host(host)}:{port}"
+    if workers is not None:
+        os.environ["GATEWAY_WORKERS"] = str(workers)
     settings = load_settings()
     configure_logging(settings.log_level)
-    engine = make_engine(
-        settings.effective_database_url, pool_size=1, sqlite_synchronous=settings.sqlite_synchronous
-    )
-    upgrade(engine)
-    engine.dispose()
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        server_header=False,
-    )
+    open_database(settings).dispose()
+    metrics_dir = None
+    if settings.workers > 1:
+        # Metrics of every worker are summed from files in one directory the gateway
+        # owns: made fresh at start, removed at exit.
+        metrics_dir = tempfile.mkdtemp(prefix="cloudlink-gateway-metrics-")
+        os.environ[MULTIPROCESS_ENV] = metrics_dir
+    _welcome(settings, host, port)
+    try:
+        uvicorn.run(
+            "gateway.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=settings.workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=True,
+            server_header=False,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @main.command()
@@ -102,8 +156,8 @@ def migrate() -> None:
     """Bring the database schema to the newest revision."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    with database(settings):
-        click.echo("database is at the newest schema revision")
+    open_database(settings).dispose()
+    click.echo("database is at the newest schema revision")
 
 
 @main.group()
@@ -117,7 +171,7 @@ def account() -> None:
 def account_create(name: str, as_json: bool) -> None:
     """Create an account; prints its id."""
     created = _run_service(accounts.create_account, name=name, actor=OPERATOR_CLI)
-    _emit({"id": created["id"], "name": created["name"]}, as_json, created["id"])
+    _emit({"id": created.id, "name": created.name}, as_json, created.id)
 
 
 @account.command("list")
@@ -125,7 +179,7 @@ def account_create(name: str, as_json: bool) -> None:
 def account_list(as_json: bool) -> None:
     """List accounts."""
     items = _run_service(accounts.list_accounts)
-    _emit(items, as_json, "\n".join(f"{a['id']}  {a['name']}" for a in items))
+    _emit(_plain(items), as_json, "\n".join(f"{a.id}  {a.name}" for a in items))
 
 
 @main.command("scim-keys")
@@ -161,7 +215,7 @@ def integration_list(account_id: str, as_json: bool) -> None:
     items = _run_service(
         accounts.list_integrations, account_id=account_id, public_url=settings.public_url
     )
-    _emit(items, as_json, "\n".join(f"{i['kind']}  {i['status']}" for i in items))
+    _emit(_plain(items), as_json, "\n".join(f"{i.kind}  {i.status}" for i in items))
 
 
 @integration.command("add")

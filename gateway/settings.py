@@ -62,7 +62,17 @@ class Settings(BaseSettings):
         "acknowledged; NORMAL only a crash of the process, and is faster.",
     )
     database_pool_size: int = Field(
-        default=5, ge=1, description="PostgreSQL connections per process."
+        default=5, ge=1, description="Database connections (and their threads) per process."
+    )
+    database_lock_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Seconds a write waits for the database's write lock (SQLite) or a row "
+        "lock (PostgreSQL) before it is answered 503 with Retry-After.",
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Server processes accepting on the one port."
     )
 
     @field_validator("public_url")

@@ -3,18 +3,29 @@
 Each app owns its own registry, so tests can build many apps in one process. Labels
 come from small fixed sets (route template, method, status class, operation, outcome);
 never an id, an email, a token or a URL.
+
+With several worker processes (``serve --workers N``), ``serve`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a directory it owns; every process writes its values
+there and a scrape, whichever worker answers it, sums the files of all of them.
+Counters keep the counts of a worker that died; its live gauges (requests in
+progress) are dropped at the next scrape.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 PREFIX = "cloudlink_gateway"
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
 
 
 @dataclass
@@ -37,6 +48,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.http_in_progress = Gauge(
+            f"{PREFIX}_http_requests_in_progress",
+            "HTTP requests being served now (summed over live worker processes).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.scim_operations = Counter(
             f"{PREFIX}_scim_operations_total",
             "SCIM operations by operation (create, get, list, replace, patch, delete, ...) "
@@ -46,8 +63,32 @@ class Metrics:
         )
 
     def exposition(self) -> tuple[bytes, str]:
-        """The text exposition format and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The text exposition format and its content type (summed over workers)."""
+        directory = os.environ.get(MULTIPROCESS_ENV)
+        if not directory:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        drop_dead_workers(Path(directory))
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def drop_dead_workers(directory: Path) -> None:
+    """Forget the live gauges of worker processes that are gone (their counters stay)."""
+    for path in directory.glob("gauge_live*.db"):
+        match = _LIVE_GAUGE_FILE.match(path.name)
+        if match and not _alive(int(match.group(1))):
+            multiprocess.mark_process_dead(int(match.group(1)), str(directory))  # type: ignore[no-untyped-call]
 
 
 def status_class(status: int) -> str:

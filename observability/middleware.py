@@ -1,7 +1,7 @@
 """Pure-ASGI middleware recording every HTTP request: request id, metrics, access log.
 
 The route label is the matched route's template (set on the scope by
-``gateway.routing.Route``), or ``unmatched`` — never the raw path, which carries
+``gateway.web.routing.TemplateRoute``), or ``unmatched`` — never the raw path, which carries
 account and user ids.
 """
 
@@ -77,9 +77,11 @@ class ObservabilityMiddleware:
         # which Starlette runs outside every user middleware, still logs the request id.
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        self.metrics.http_in_progress.inc()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            self.metrics.http_in_progress.dec()
             elapsed = time.perf_counter() - started
             route = scope.get("route_template", "unmatched")
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"

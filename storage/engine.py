@@ -1,34 +1,44 @@
-"""Engines and the one way the rest of the gateway touches the database.
+"""Engines, and the one way the rest of the gateway reaches the database.
+
+``Database.query(fn, ...)`` reads and ``Database.transact(work)`` writes; both run the
+blocking work on threads, never on the event loop, so a database that waits (another
+process holding SQLite's write lock, a slow PostgreSQL) delays the requests that need
+it and nothing else: health checks and metrics keep answering (decision 0007).
 
 SQLite is the embedded default: one file in WAL mode, so readers never wait for the
-writer and the CLI can work on the file while the server runs. PostgreSQL is used when
-the database URL says so.
-
-``Database.run`` is how request handlers reach the database. On SQLite a statement on
-an indexed key takes tens of microseconds, less than a hop to a worker thread, so the
-work runs on the event loop itself; that also serialises this process's writers, so
-they never spin in SQLite's busy handler. PostgreSQL work waits on the network, so it
-runs in worker threads, at most one per pooled connection.
+writer and the CLI can work on the file while the server runs. Reads run on a small
+pool of threads, each with its own connection; writes go to one writer thread per
+process, which commits the units that queue up while it works in one transaction and
+one fsync (group commit). A write that cannot get the lock in time fails with
+``DatabaseBusy`` before anything of it is written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from storage.errors import DatabaseBusy, DatabaseUnavailable
+from storage.sqlite_writer import SqliteWriter, is_lock_error
+from storage.transaction import Transaction
 
 T = TypeVar("T")
 
-SQLITE_BUSY_TIMEOUT_MS = 5000
+SQLITE_READ_BUSY_TIMEOUT_MS = 5000
+# PostgreSQL SQLSTATEs that mean "try again": lock_not_available (lock_timeout),
+# deadlock_detected, serialization_failure.
+_PG_RETRYABLE = {"55P03", "40P01", "40001"}
 
 
 def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL") -> Engine:
@@ -73,7 +83,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     """Apply pragmas per connection and take over transaction start from the driver.
 
     The driver's own transaction handling starts transactions lazily and late; taking
-    it over lets writers start with ``BEGIN IMMEDIATE`` so that two processes never
+    it over lets the writer start with ``BEGIN IMMEDIATE`` so that two processes never
     both hold a read lock they want to upgrade (which SQLite answers with an
     immediate "database is locked" instead of waiting). Readers open no transaction.
     """
@@ -84,7 +94,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_READ_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -95,164 +105,140 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
 
 class Database:
-    """The engine plus the policy for running blocking database work from async code.
+    """The engine plus the threads that run its blocking work for async code.
 
-    On SQLite, where all of a process's work runs on its event loop thread, each thread
-    keeps one connection for reads and one for writes: checking a connection out of the
-    pool and back costs more than the lookup it serves.
+    ``lock_timeout`` bounds how long a write waits for the write lock (SQLite) or a row
+    lock or pooled connection (PostgreSQL) before it fails with ``DatabaseBusy``.
     """
 
-    def __init__(self, engine: Engine, *, threads: int = 5) -> None:
+    def __init__(
+        self, engine: Engine, *, threads: int = 5, lock_timeout: float = 5.0, max_batch: int = 256
+    ) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        self._limiter = anyio.CapacityLimiter(threads)
+        self.lock_timeout = lock_timeout
+        self._threads = threads
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="db"
+        )
         self._local = threading.local()
         self._kept: list[Connection] = []
-        self._group_commit = _GroupCommit(self)
+        self._kept_lock = threading.Lock()
+        self._writer: SqliteWriter | None = None
+        self._writer_lock = threading.Lock()
+        self._max_batch = max_batch
 
-    def _kept_connection(self, role: str) -> Connection:
-        connection: Connection | None = getattr(self._local, role, None)
-        if connection is None or connection.closed:
-            connection = self.engine.connect()
-            if role == "writer":
-                connection = connection.execution_options(sqlite_begin="IMMEDIATE")
-            setattr(self._local, role, connection)
-            self._kept.append(connection)
-        return connection
+    @property
+    def retry_after(self) -> int:
+        """Seconds a refused caller is told to wait before retrying."""
+        return max(1, round(self.lock_timeout))
+
+    # -- reads ---------------------------------------------------------------------------
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A connection for reading.
+    def _read_connection(self) -> Iterator[Connection]:
+        """A connection for reading, on the calling (pool) thread.
 
-        On SQLite no transaction is opened: each statement reads a consistent snapshot
-        on its own, and skipping BEGIN/ROLLBACK halves the cost of a lookup.
+        On SQLite each thread keeps one connection and opens no transaction: each
+        statement reads a consistent snapshot on its own, and skipping BEGIN/ROLLBACK
+        halves the cost of a lookup.
         """
         if not self.is_sqlite:
             with self.engine.connect() as connection:
                 yield connection
             return
-        connection = self._kept_connection("reader")
+        kept: Connection | None = getattr(self._local, "reader", None)
+        if kept is None or kept.closed:
+            kept = self.engine.connect()
+            self._local.reader = kept
+            with self._kept_lock:
+                self._kept.append(kept)
         try:
-            yield connection
+            yield kept
         finally:
             # Ends SQLAlchemy's notion of a transaction; no SQL was begun on SQLite.
-            connection.rollback()
+            kept.rollback()
 
-    def data_version(self) -> int | None:
-        """SQLite's ``data_version``: it changes whenever another connection commits.
+    def _read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            with self._read_connection() as conn:
+                return fn(conn, *args)
+        except PoolTimeout as exc:
+            raise self._busy("No database connection was free") from exc
+        except OperationalError as exc:
+            raise self._translate(exc) from exc
 
-        Lets a cache of rarely changing rows (credentials) be trusted until anything
-        is committed, by this process or another. None on PostgreSQL (no such cache).
-        """
-        if not self.is_sqlite:
-            return None
-        raw = self._kept_connection("reader").connection.driver_connection
-        assert raw is not None
-        version: int = raw.execute("PRAGMA data_version").fetchone()[0]
-        return version
+    async def query(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(connection, *args)`` on a reading connection, off the event loop."""
+        return await asyncio.wrap_future(self._executor.submit(self._read, fn, args))
 
-    @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A connection in a write transaction, committed when the block ends without error."""
-        if not self.is_sqlite:
-            with self.engine.connect() as connection, connection.begin():
-                yield connection
-            return
-        connection = self._kept_connection("writer")
-        with connection.begin():
-            yield connection
+    # -- writes --------------------------------------------------------------------------
 
-    async def transact(self, work: Callable[[Connection], T]) -> T:
+    async def transact(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in a write transaction; return its result once it is committed.
 
-        On PostgreSQL each call is its own transaction, in a worker thread. On SQLite,
-        calls that arrive together share one transaction and one commit (group commit):
-        each runs inside its own savepoint, so one that fails is rolled back alone and
-        gets its own exception, and every caller hears back only after the commit.
+        The only way anything is written. On SQLite the unit goes to the writer thread
+        and shares a commit with the units that arrive meanwhile, each in its own
+        savepoint, so one that fails is rolled back alone and gets its own exception.
+        On PostgreSQL each unit is its own transaction on a pool thread. Either way the
+        caller hears back only after the commit.
         """
-        if not self.is_sqlite:
-            return await anyio.to_thread.run_sync(self._transact_alone, work, limiter=self._limiter)
-        return await self._group_commit.submit(work)
-
-    def _transact_alone(self, work: Callable[[Connection], T]) -> T:
-        with self.write() as connection:
-            return work(connection)
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking database work ``fn(*args)`` without stalling other requests."""
         if self.is_sqlite:
-            return fn(*args)
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+            future = self._sqlite_writer().submit(work)
+        else:
+            future = self._executor.submit(self._transact_postgres, work)
+        return await asyncio.wrap_future(future)
+
+    def _sqlite_writer(self) -> SqliteWriter:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = SqliteWriter(
+                    self.engine,
+                    lock_timeout=self.lock_timeout,
+                    retry_after=self.retry_after,
+                    max_batch=self._max_batch,
+                )
+            return self._writer
+
+    def _transact_postgres(self, work: Callable[[Transaction], T]) -> T:
+        timeout_ms = max(1, int(self.lock_timeout * 1000))
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
+                return work(Transaction(conn))
+        except PoolTimeout as exc:
+            raise self._busy("No database connection was free") from exc
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE:
+                raise self._busy("The change waited too long for a lock") from exc
+            if isinstance(exc, OperationalError):
+                raise self._translate(exc) from exc
+            raise
+
+    def _busy(self, what: str) -> DatabaseBusy:
+        return DatabaseBusy(
+            f"{what}; retry after {self.retry_after} s. Nothing was written.",
+            retry_after=self.retry_after,
+        )
+
+    def _translate(self, exc: OperationalError) -> DatabaseUnavailable:
+        if is_lock_error(exc):
+            return self._busy("The database is locked by another process")
+        return DatabaseUnavailable(
+            f"The database cannot be reached; retry after {self.retry_after} s.",
+            retry_after=self.retry_after,
+        )
+
+    # -- life cycle ----------------------------------------------------------------------
 
     def dispose(self) -> None:
-        """Close the kept connections and every pooled one."""
-        for connection in self._kept:
-            connection.close()
-        self._kept.clear()
+        """Stop the writer (after the units it holds), the threads, and every connection."""
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        self._executor.shutdown(wait=True)
+        with self._kept_lock:
+            for connection in self._kept:
+                connection.close()
+            self._kept.clear()
         self.engine.dispose()
-
-
-class _GroupCommit:
-    """Collects the write units that arrive while the event loop is busy; commits them once.
-
-    A unit submitted while none is pending schedules a flush with ``call_soon``: requests
-    already runnable get to submit theirs first, so under load a flush carries many
-    units and one commit (one fsync); alone, a unit is flushed at once.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._pending: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
-
-    async def submit(self, work: Callable[[Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append((work, future))
-        return await future
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if len(batch) == 1:
-            self._flush_alone(*batch[0])
-            return
-        outcomes: list[tuple[asyncio.Future[Any], BaseException | None, Any]] = []
-        try:
-            with self._db.write() as connection:
-                for work, future in batch:
-                    savepoint = connection.begin_nested()
-                    try:
-                        result = work(connection)
-                    except Exception as exc:  # the unit's own failure, reported to its caller
-                        savepoint.rollback()
-                        outcomes.append((future, exc, None))
-                    else:
-                        savepoint.commit()
-                        outcomes.append((future, None, result))
-        except Exception as exc:  # the commit itself failed: nothing of the batch is stored
-            for _work, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for future, error, result in outcomes:
-            _settle(future, error, result)
-
-    def _flush_alone(self, work: Callable[[Connection], Any], future: asyncio.Future[Any]) -> None:
-        """A unit alone needs no savepoint: its failure rolls back the whole transaction."""
-        try:
-            with self._db.write() as connection:
-                result = work(connection)
-        except Exception as exc:  # reported to the caller
-            _settle(future, exc, None)
-            return
-        _settle(future, None, result)
-
-
-def _settle(future: asyncio.Future[Any], error: BaseException | None, result: Any) -> None:
-    if future.done():  # the caller went away (request cancelled)
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)

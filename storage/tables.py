@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, Table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -172,3 +172,18 @@ class Event(SQLModel, table=True):
     details: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSONType, nullable=False)
     )
+
+
+def _table(model: type[SQLModel]) -> Table:
+    """The Core table of a model, for statements (SQLModel does not type ``__table__``)."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+ACCOUNTS = _table(Account)
+INTEGRATIONS = _table(Integration)
+SCIM_CREDENTIALS = _table(ScimCredential)
+SCIM_USERS = _table(ScimUser)
+SCIM_USER_VALUES = _table(ScimUserValue)
+SCIM_CLAIMS = _table(ScimClaim)
+EVENTS = _table(Event)

@@ -17,6 +17,7 @@ from gateway.settings import Settings
 from storage.engine import Database, make_engine
 from storage.migrate import upgrade
 from tests.support.databases import PostgresFactory, postgres_admin_url, sqlite_url
+from tests.support.sync import run
 
 ADMIN_TOKEN = "test-operator-token-0123456789"
 PUBLIC_URL = "http://gateway.test"
@@ -143,11 +144,13 @@ class Tenant:
 
 def new_tenant(client: TestClient, db: Database, name: str = "Acme") -> Tenant:
     """Create an account and generate its SCIM keys, as an operator would."""
-    account = accounts.create_account(db, name=name, actor=OPERATOR_CLI)
-    keys = accounts.generate_scim_keys(
-        db, account_id=account["id"], actor=OPERATOR_CLI, public_url=PUBLIC_URL
+    account = run(accounts.create_account(db, name=name, actor=OPERATOR_CLI))
+    keys = run(
+        accounts.generate_scim_keys(
+            db, account_id=account.id, actor=OPERATOR_CLI, public_url=PUBLIC_URL
+        )
     )
-    return Tenant(client, account["id"], keys.tenant_url, keys.secret_token)
+    return Tenant(client, account.id, keys.tenant_url, keys.secret_token)
 
 
 @pytest.fixture

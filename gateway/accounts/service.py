@@ -1,6 +1,7 @@
 """Accounts and integrations: keyword-only functions shared by the admin API and the CLI.
 
-Each function is one transaction that writes its change and its event together.
+Each change is one ``Database.transact`` unit that writes the change and its event
+together; reads go through ``Database.query``.
 """
 
 from __future__ import annotations
@@ -12,18 +13,16 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from gateway.errors import BadRequest, Conflict, InvalidValue, NotFound
-from gateway.events.service import Actor, lock_account, record_event
-from gateway.scim.auth import tenant_url
+from gateway.accounts.models import AccountOut, IntegrationOut
+from gateway.events.service import Actor, record_event
 from gateway.security import new_token, token_digest
+from gateway.web.errors import BadRequest, Conflict, InvalidValue, NotFound
 from storage.engine import Database
-from storage.tables import Account, Integration, ScimCredential, utcnow
-
-accounts = Account.__table__  # type: ignore[attr-defined]
-integrations = Integration.__table__  # type: ignore[attr-defined]
-credentials = ScimCredential.__table__  # type: ignore[attr-defined]
+from storage.tables import ACCOUNTS, INTEGRATIONS, SCIM_CREDENTIALS, utcnow
+from storage.transaction import Transaction
 
 AZURE_AD_SYNC = "azure_ad_sync"
+SCIM_PREFIX = "/scim/v2"
 
 # Every integration the data model holds; the ones a later version will configure can be
 # stored already, but only these can be added by an admin now.
@@ -38,6 +37,11 @@ AVAILABLE_KINDS = (AZURE_AD_SYNC,)
 MAX_NAME = 200
 
 
+def tenant_url(public_url: str, account_id: str) -> str:
+    """The Tenant URL an admin pastes into Entra for ``account_id``."""
+    return f"{public_url}{SCIM_PREFIX}/{account_id}"
+
+
 @dataclass(frozen=True)
 class ScimKeys:
     """What an admin copies into Entra. The token is shown this once and never again."""
@@ -46,27 +50,22 @@ class ScimKeys:
     secret_token: str
 
 
-def _account_view(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
+def _account_out(row: Any) -> AccountOut:
+    return AccountOut(
+        id=row.id, name=row.name, created_at=row.created_at, updated_at=row.updated_at
+    )
 
 
-def _integration_view(row: Any, public_url: str) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "kind": row.kind,
-        "name": KINDS.get(row.kind, row.kind),
-        "status": row.status,
-        "config": row.config,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
-    if row.kind == AZURE_AD_SYNC:
-        view["tenant_url"] = tenant_url(public_url, row.account_id)
-    return view
+def _integration_out(row: Any, public_url: str) -> IntegrationOut:
+    return IntegrationOut(
+        kind=row.kind,
+        name=KINDS.get(row.kind, row.kind),
+        status=row.status,
+        config=row.config,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        tenant_url=tenant_url(public_url, row.account_id) if row.kind == AZURE_AD_SYNC else None,
+    )
 
 
 # An operator's change in the account's history.
@@ -79,27 +78,31 @@ def _clean_name(name: str) -> str:
         raise InvalidValue("name must not be empty.")
     if len(cleaned) > MAX_NAME:
         raise InvalidValue(f"name must be at most {MAX_NAME} characters.")
+    if "\x00" in cleaned:
+        raise InvalidValue("name may not contain NUL characters.")
     return cleaned
 
 
 def require_account(conn: Connection, account_id: str) -> Any:
-    row = conn.execute(select(accounts).where(accounts.c.id == account_id)).one_or_none()
+    """The account's row, or 404."""
+    row = conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.id == account_id)).one_or_none()
     if row is None:
         raise NotFound(f"No account {account_id!r}.")
     return row
 
 
-def create_account(db: Database, *, name: str, actor: Actor) -> dict[str, Any]:
+async def create_account(db: Database, *, name: str, actor: Actor) -> AccountOut:
     """Create a customer account."""
     cleaned = _clean_name(name)
     account_id = str(uuid.uuid4())
     now = utcnow()
-    with db.write() as conn:
-        conn.execute(
-            insert(accounts).values(id=account_id, name=cleaned, created_at=now, updated_at=now)
+
+    def work(tx: Transaction) -> AccountOut:
+        tx.conn.execute(
+            insert(ACCOUNTS).values(id=account_id, name=cleaned, created_at=now, updated_at=now)
         )
         _admin_event(
-            conn,
+            tx,
             account_id=account_id,
             actor=actor,
             action="Create",
@@ -109,24 +112,26 @@ def create_account(db: Database, *, name: str, actor: Actor) -> dict[str, Any]:
             properties_changed=["name"],
             details={"id": account_id, "name": cleaned},
         )
-        row = require_account(conn, account_id)
-    return _account_view(row)
+        return _account_out(require_account(tx.conn, account_id))
+
+    return await db.transact(work)
 
 
-def rename_account(db: Database, *, account_id: str, name: str, actor: Actor) -> dict[str, Any]:
+async def rename_account(db: Database, *, account_id: str, name: str, actor: Actor) -> AccountOut:
     """Change an account's display name."""
     cleaned = _clean_name(name)
-    with db.write() as conn:
-        lock_account(conn, account_id)
-        before = require_account(conn, account_id)
+
+    def work(tx: Transaction) -> AccountOut:
+        tx.lock_account(account_id)
+        before = require_account(tx.conn, account_id)
         if before.name != cleaned:
-            conn.execute(
-                update(accounts)
-                .where(accounts.c.id == account_id)
+            tx.conn.execute(
+                update(ACCOUNTS)
+                .where(ACCOUNTS.c.id == account_id)
                 .values(name=cleaned, updated_at=utcnow())
             )
             _admin_event(
-                conn,
+                tx,
                 account_id=account_id,
                 actor=actor,
                 action="Edit",
@@ -136,33 +141,41 @@ def rename_account(db: Database, *, account_id: str, name: str, actor: Actor) ->
                 properties_changed=["name"],
                 details={"id": account_id, "name": cleaned},
             )
-        row = require_account(conn, account_id)
-    return _account_view(row)
+        return _account_out(require_account(tx.conn, account_id))
+
+    return await db.transact(work)
 
 
-def list_accounts(db: Database) -> list[dict[str, Any]]:
+def _list_accounts(conn: Connection) -> list[AccountOut]:
+    rows = conn.execute(select(ACCOUNTS).order_by(ACCOUNTS.c.created_at, ACCOUNTS.c.id)).all()
+    return [_account_out(row) for row in rows]
+
+
+async def list_accounts(db: Database) -> list[AccountOut]:
     """Every account, oldest first."""
-    with db.read() as conn:
-        rows = conn.execute(select(accounts).order_by(accounts.c.created_at, accounts.c.id)).all()
-    return [_account_view(row) for row in rows]
+    return await db.query(_list_accounts)
 
 
-def get_account(db: Database, *, account_id: str) -> dict[str, Any]:
+async def get_account(db: Database, *, account_id: str) -> AccountOut:
     """One account."""
-    with db.read() as conn:
-        return _account_view(require_account(conn, account_id))
+    return await db.query(lambda conn: _account_out(require_account(conn, account_id)))
 
 
-def list_integrations(db: Database, *, account_id: str, public_url: str) -> list[dict[str, Any]]:
+async def list_integrations(
+    db: Database, *, account_id: str, public_url: str
+) -> list[IntegrationOut]:
     """The integrations added to an account (secrets never included)."""
-    with db.read() as conn:
+
+    def read(conn: Connection) -> list[IntegrationOut]:
         require_account(conn, account_id)
         rows = conn.execute(
-            select(integrations)
-            .where(integrations.c.account_id == account_id)
-            .order_by(integrations.c.created_at)
+            select(INTEGRATIONS)
+            .where(INTEGRATIONS.c.account_id == account_id)
+            .order_by(INTEGRATIONS.c.created_at)
         ).all()
-    return [_integration_view(row, public_url) for row in rows]
+        return [_integration_out(row, public_url) for row in rows]
+
+    return await db.query(read)
 
 
 def _check_kind(kind: str) -> None:
@@ -175,10 +188,10 @@ def _check_kind(kind: str) -> None:
         )
 
 
-def _insert_integration(conn: Connection, account_id: str, kind: str, actor: Actor) -> None:
+def _insert_integration(tx: Transaction, account_id: str, kind: str, actor: Actor) -> None:
     now = utcnow()
-    conn.execute(
-        insert(integrations).values(
+    tx.conn.execute(
+        insert(INTEGRATIONS).values(
             id=str(uuid.uuid4()),
             account_id=account_id,
             kind=kind,
@@ -189,7 +202,7 @@ def _insert_integration(conn: Connection, account_id: str, kind: str, actor: Act
         )
     )
     _admin_event(
-        conn,
+        tx,
         account_id=account_id,
         actor=actor,
         action="Create",
@@ -203,45 +216,50 @@ def _insert_integration(conn: Connection, account_id: str, kind: str, actor: Act
 
 def _find_integration(conn: Connection, account_id: str, kind: str) -> Any:
     return conn.execute(
-        select(integrations).where(
-            integrations.c.account_id == account_id, integrations.c.kind == kind
+        select(INTEGRATIONS).where(
+            INTEGRATIONS.c.account_id == account_id, INTEGRATIONS.c.kind == kind
         )
     ).one_or_none()
 
 
-def add_integration(
+async def add_integration(
     db: Database, *, account_id: str, kind: str, actor: Actor, public_url: str
-) -> dict[str, Any]:
+) -> IntegrationOut:
     """Add an integration to an account (409 if it is there already)."""
     _check_kind(kind)
-    with db.write() as conn:
-        lock_account(conn, account_id)
-        require_account(conn, account_id)
-        if _find_integration(conn, account_id, kind) is not None:
+
+    def work(tx: Transaction) -> IntegrationOut:
+        tx.lock_account(account_id)
+        require_account(tx.conn, account_id)
+        if _find_integration(tx.conn, account_id, kind) is not None:
             raise Conflict(f"The {KINDS[kind]} integration is already added to this account.")
-        _insert_integration(conn, account_id, kind, actor)
-        row = _find_integration(conn, account_id, kind)
-    return _integration_view(row, public_url)
+        _insert_integration(tx, account_id, kind, actor)
+        return _integration_out(_find_integration(tx.conn, account_id, kind), public_url)
+
+    return await db.transact(work)
 
 
-def remove_integration(db: Database, *, account_id: str, kind: str, actor: Actor) -> None:
+async def remove_integration(db: Database, *, account_id: str, kind: str, actor: Actor) -> None:
     """Remove an integration; removing Azure AD Sync revokes the SCIM token at once."""
     if kind not in KINDS:
         raise InvalidValue(f"Unknown integration {kind!r}; known: {', '.join(sorted(KINDS))}.")
-    with db.write() as conn:
-        lock_account(conn, account_id)
-        require_account(conn, account_id)
-        if _find_integration(conn, account_id, kind) is None:
+
+    def work(tx: Transaction) -> None:
+        tx.lock_account(account_id)
+        require_account(tx.conn, account_id)
+        if _find_integration(tx.conn, account_id, kind) is None:
             raise NotFound(f"The {KINDS[kind]} integration is not added to this account.")
-        conn.execute(
-            delete(integrations).where(
-                integrations.c.account_id == account_id, integrations.c.kind == kind
+        tx.conn.execute(
+            delete(INTEGRATIONS).where(
+                INTEGRATIONS.c.account_id == account_id, INTEGRATIONS.c.kind == kind
             )
         )
         if kind == AZURE_AD_SYNC:
-            conn.execute(delete(credentials).where(credentials.c.account_id == account_id))
+            tx.conn.execute(
+                delete(SCIM_CREDENTIALS).where(SCIM_CREDENTIALS.c.account_id == account_id)
+            )
         _admin_event(
-            conn,
+            tx,
             account_id=account_id,
             actor=actor,
             action="Delete",
@@ -252,28 +270,33 @@ def remove_integration(db: Database, *, account_id: str, kind: str, actor: Actor
             details={"kind": kind, "name": KINDS[kind]},
         )
 
+    await db.transact(work)
 
-def generate_scim_keys(db: Database, *, account_id: str, actor: Actor, public_url: str) -> ScimKeys:
+
+async def generate_scim_keys(
+    db: Database, *, account_id: str, actor: Actor, public_url: str
+) -> ScimKeys:
     """ "Generate keys": a new secret token; the previous one stops working at once.
 
     Adds the Azure AD Sync integration first when the account does not have it yet.
     """
     token = new_token()
     now = utcnow()
-    with db.write() as conn:
-        lock_account(conn, account_id)
-        require_account(conn, account_id)
-        if _find_integration(conn, account_id, AZURE_AD_SYNC) is None:
-            _insert_integration(conn, account_id, AZURE_AD_SYNC, actor)
-        conn.execute(delete(credentials).where(credentials.c.account_id == account_id))
-        conn.execute(
-            insert(credentials).values(
+
+    def work(tx: Transaction) -> None:
+        tx.lock_account(account_id)
+        require_account(tx.conn, account_id)
+        if _find_integration(tx.conn, account_id, AZURE_AD_SYNC) is None:
+            _insert_integration(tx, account_id, AZURE_AD_SYNC, actor)
+        tx.conn.execute(delete(SCIM_CREDENTIALS).where(SCIM_CREDENTIALS.c.account_id == account_id))
+        tx.conn.execute(
+            insert(SCIM_CREDENTIALS).values(
                 account_id=account_id, token_sha256=token_digest(token), created_at=now
             )
         )
-        conn.execute(
-            update(integrations)
-            .where(integrations.c.account_id == account_id, integrations.c.kind == AZURE_AD_SYNC)
+        tx.conn.execute(
+            update(INTEGRATIONS)
+            .where(INTEGRATIONS.c.account_id == account_id, INTEGRATIONS.c.kind == AZURE_AD_SYNC)
             .values(
                 status="keys_generated",
                 updated_at=now,
@@ -281,7 +304,7 @@ def generate_scim_keys(db: Database, *, account_id: str, actor: Actor, public_ur
             )
         )
         _admin_event(
-            conn,
+            tx,
             account_id=account_id,
             actor=actor,
             action="Edit",
@@ -291,4 +314,6 @@ def generate_scim_keys(db: Database, *, account_id: str, actor: Actor, public_ur
             properties_changed=["secret_token"],
             details={"kind": AZURE_AD_SYNC, "tenant_url": tenant_url(public_url, account_id)},
         )
+
+    await db.transact(work)
     return ScimKeys(tenant_url(public_url, account_id), token)

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from gateway.errors import RateLimited, Unauthorized
+from gateway.accounts import tenant_url
+from gateway.scim import repository as repo
 from gateway.scim.service import Tenant
 from gateway.security import token_matches
-from gateway.services import Services
-
-SCIM_PREFIX = "/scim/v2"
-
-
-def tenant_url(public_url: str, account_id: str) -> str:
-    """The Tenant URL an admin pastes into Entra for ``account_id``."""
-    return f"{public_url}{SCIM_PREFIX}/{account_id}"
+from gateway.web.errors import RateLimited, Unauthorized
+from gateway.web.state import AppState
 
 
 def _bearer(request: Request) -> str:
@@ -28,25 +23,26 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-async def authenticate(request: Request, services: Services) -> Tenant:
+async def authenticate(request: Request, state: AppState) -> Tenant:
     """The tenant the request may act on, or 401/429.
 
     An unknown account and a wrong token get the same answer, so a caller cannot tell
-    which accounts exist; a token of one account never opens another.
+    which accounts exist; a token of one account never opens another. The digest is
+    read on every request, so a regenerated or revoked token is refused at once, by
+    every worker process.
     """
     token = _bearer(request)
     account_id = request.path_params["account_id"]
-
-    digest = await services.db.run(services.credentials.digest, services.db, account_id)
+    digest = await state.db.query(repo.credential_digest, account_id)
     if digest is None or not token_matches(token, digest):
         raise Unauthorized(
             "The secret token is not valid for this tenant URL. Keys may have been "
             "regenerated or the Azure AD Sync integration removed: generate keys again "
             "and update both values in Entra."
         )
-    wait = services.rate_limiter.acquire(account_id)
+    wait = state.rate_limiter.acquire(account_id)
     if wait is not None:
         raise RateLimited(
             f"Too many SCIM requests for this account; retry after {wait} s.", retry_after=wait
         )
-    return Tenant(account_id, tenant_url(services.settings.public_url, account_id))
+    return Tenant(account_id, tenant_url(state.settings.public_url, account_id))

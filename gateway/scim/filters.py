@@ -25,16 +25,17 @@ from scim2_filter_parser.lexer import SCIMLexer
 from scim2_filter_parser.parser import SCIMParser, SCIMParserError
 from sqlalchemy import ColumnElement, and_, bindparam, exists, func, not_, or_, select, true
 
-from gateway.errors import InvalidFilter
-from gateway.scim.records import fold
+from gateway.scim.rules import fold
 from gateway.scim.schema import CLOUDLINK_USER, CORE_USER, ENTERPRISE_USER
-from gateway.timeparse import parse_iso8601
-from storage.tables import ScimUser, ScimUserValue
+from gateway.web.errors import InvalidFilter
+from gateway.web.params import parse_iso8601
+from storage.tables import SCIM_USER_VALUES, SCIM_USERS
+
+values = SCIM_USER_VALUES
+users = SCIM_USERS
 
 Kind = Literal["ci", "exact", "bool", "datetime"]
 
-users = ScimUser.__table__  # type: ignore[attr-defined]
-values = ScimUserValue.__table__  # type: ignore[attr-defined]
 document = users.c.document
 
 

@@ -19,13 +19,13 @@ from sqlalchemy import (
 )
 
 from gateway.scim.filters import CompiledFilter
-from gateway.scim.records import UserRecord
-from storage.tables import ScimClaim, ScimCredential, ScimUser, ScimUserValue
+from gateway.scim.rules import UserRecord
+from storage.tables import SCIM_CLAIMS, SCIM_CREDENTIALS, SCIM_USER_VALUES, SCIM_USERS
 
-users = ScimUser.__table__  # type: ignore[attr-defined]
-values = ScimUserValue.__table__  # type: ignore[attr-defined]
-claims = ScimClaim.__table__  # type: ignore[attr-defined]
-credentials = ScimCredential.__table__  # type: ignore[attr-defined]
+claims = SCIM_CLAIMS
+credentials = SCIM_CREDENTIALS
+values = SCIM_USER_VALUES
+users = SCIM_USERS
 
 _RESOURCE_COLUMNS = (
     users.c.pk,

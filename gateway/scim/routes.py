@@ -1,4 +1,7 @@
-"""SCIM endpoints under the tenant URL: thin handlers over ``gateway.scim.service``."""
+"""SCIM endpoints under the tenant URL: thin handlers over ``gateway.scim.service``.
+
+They form one ``Surface`` (``/scim/v2``) whose errors are SCIM error documents.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,14 @@ from scim2_models import Context, ResponseParameters
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.bodies import read_body
-from gateway.errors import (
+from gateway.accounts import SCIM_PREFIX
+from gateway.scim import service
+from gateway.scim.auth import authenticate
+from gateway.scim.discovery import Discovery
+from gateway.scim.errors import SCIM_ERRORS, SCIM_MEDIA_TYPE
+from gateway.scim.schema import ScimUser, list_response
+from gateway.web.bodies import read_json
+from gateway.web.errors import (
     BadRequest,
     GatewayError,
     InvalidValue,
@@ -20,17 +29,17 @@ from gateway.errors import (
     NotImplementedFeature,
     UnsupportedMediaType,
 )
-from gateway.responses import scim_response
-from gateway.routing import TemplateRoute
-from gateway.scim import service
-from gateway.scim.auth import SCIM_PREFIX, authenticate
-from gateway.scim.schema import LIST_RESPONSE, ScimUser
-from gateway.scim.wire import decode_json
-from gateway.services import Services, services
+from gateway.web.params import parse_int
+from gateway.web.responses import json_response
+from gateway.web.routing import Surface, TemplateRoute
+from gateway.web.state import AppState, app_state
 from observability.metrics import Metrics
+from storage.errors import DatabaseUnavailable
 
 Handler = Callable[[Request], Awaitable[Response]]
 BASE = SCIM_PREFIX + "/{account_id}"
+# The largest startIndex every backend can use as an offset (a 32-bit signed integer).
+MAX_START_INDEX = 2**31 - 1
 
 _OUTCOMES = {401: "unauthorized", 404: "not_found", 409: "conflict", 429: "rate_limited"}
 
@@ -47,11 +56,14 @@ def operation(name: str) -> Callable[[Handler], Handler]:
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(request: Request) -> Response:
-            metrics: Metrics = services(request).metrics
+            metrics: Metrics = app_state(request).metrics
             try:
                 response = await handler(request)
             except GatewayError as exc:
                 metrics.scim_operations.labels(name, _outcome(exc.status)).inc()
+                raise
+            except DatabaseUnavailable:
+                metrics.scim_operations.labels(name, "unavailable").inc()
                 raise
             except Exception:
                 metrics.scim_operations.labels(name, "server_error").inc()
@@ -68,10 +80,7 @@ def _int_param(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidValue(f"{name} must be an integer, got {raw!r}.") from None
+    return parse_int(raw, name)
 
 
 def _response_parameters(request: Request) -> ResponseParameters[ScimUser] | None:
@@ -111,32 +120,27 @@ async def _body(request: Request) -> dict[str, Any]:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not supported; send application/scim+json."
         )
-    return decode_json(await read_body(request))
+    return await read_json(request)
 
 
-async def _tenant(request: Request) -> tuple[Services, service.Tenant]:
-    found = services(request)
-    return found, await authenticate(request, found)
+async def _tenant(request: Request) -> tuple[AppState, service.Tenant]:
+    state = app_state(request)
+    return state, await authenticate(request, state)
+
+
+def _discovery(request: Request) -> Discovery:
+    found: Discovery = request.state.scim_discovery
+    return found
 
 
 @operation("discovery")
 async def service_provider_config(request: Request) -> Response:
-    found, tenant = await _tenant(request)
-    return _scim(found.discovery.service_provider_config(tenant.base_url))
+    _state, tenant = await _tenant(request)
+    return _scim(_discovery(request).service_provider_config(tenant.base_url))
 
 
 def _scim(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return scim_response(content, status_code, headers=headers)
-
-
-def _list(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "schemas": [LIST_RESPONSE],
-        "totalResults": len(resources),
-        "startIndex": 1,
-        "itemsPerPage": len(resources),
-        "Resources": resources,
-    }
+    return json_response(content, status_code, media_type=SCIM_MEDIA_TYPE, headers=headers)
 
 
 def _one(resources: list[dict[str, Any]], key: str, what: str) -> dict[str, Any]:
@@ -146,37 +150,37 @@ def _one(resources: list[dict[str, Any]], key: str, what: str) -> dict[str, Any]
     raise NotFound(f"No {what} {key!r}.")
 
 
-async def _discovery(request: Request, kind: str) -> Response:
+async def _discovery_documents(request: Request, kind: str) -> Response:
     """A discovery collection, or one of its documents when the path names an id."""
-    found, tenant = await _tenant(request)
-    documents = getattr(found.discovery, kind)(tenant.base_url)
+    _state, tenant = await _tenant(request)
+    documents = getattr(_discovery(request), kind)(tenant.base_url)
     if "id" in request.path_params:
         return _scim(_one(documents, request.path_params["id"], kind.replace("_", " ")))
-    return _scim(_list(documents))
+    return _scim(list_response(documents))
 
 
 @operation("discovery")
 async def resource_types(request: Request) -> Response:
-    return await _discovery(request, "resource_types")
+    return await _discovery_documents(request, "resource_types")
 
 
 @operation("discovery")
 async def schemas(request: Request) -> Response:
-    return await _discovery(request, "schemas")
+    return await _discovery_documents(request, "schemas")
 
 
 @operation("list")
 async def list_users(request: Request) -> Response:
-    found, tenant = await _tenant(request)
+    state, tenant = await _tenant(request)
     start_index = max(1, _int_param(request, "startIndex", 1))
-    count = min(
-        max(0, _int_param(request, "count", found.settings.scim_max_page_size)),
-        found.settings.scim_max_page_size,
-    )
+    if start_index > MAX_START_INDEX:
+        raise InvalidValue(f"startIndex must be at most {MAX_START_INDEX}.")
+    page_size = state.settings.scim_max_page_size
+    count = min(max(0, _int_param(request, "count", page_size)), page_size)
     filter_text = request.query_params.get("filter")
     parameters = _response_parameters(request)
     result = await service.list_users(
-        found.db, tenant, filter_text=filter_text, start_index=start_index, count=count
+        state.db, tenant, filter_text=filter_text, start_index=start_index, count=count
     )
     if parameters is not None:
         result["Resources"] = [_project(parameters, r) for r in result["Resources"]]
@@ -191,14 +195,14 @@ async def _user_operation(
     status: int = 200,
 ) -> Response:
     """Authenticate, read every parameter (so bad input fails before any change), act."""
-    found, tenant = await _tenant(request)
+    state, tenant = await _tenant(request)
     parameters = _response_parameters(request)
     args: list[Any] = []
     if "user_id" in request.path_params:
         args.append(request.path_params["user_id"])
     if has_body:
         args.append(await _body(request))
-    resource = await operation_fn(found.db, tenant, *args)
+    resource = await operation_fn(state.db, tenant, *args)
     headers = {"Location": resource["meta"]["location"]} if status == 201 else None
     return _scim(_project(parameters, resource), status, headers)
 
@@ -225,8 +229,8 @@ async def patch_user(request: Request) -> Response:
 
 @operation("delete")
 async def delete_user(request: Request) -> Response:
-    found, tenant = await _tenant(request)
-    await service.delete_user(found.db, tenant, request.path_params["user_id"])
+    state, tenant = await _tenant(request)
+    await service.delete_user(state.db, tenant, request.path_params["user_id"])
     return Response(status_code=204)
 
 
@@ -241,7 +245,7 @@ GROUPS_UNSUPPORTED = (
 async def list_groups(request: Request) -> Response:
     """Entra's test connection may query /Groups: answer an empty list, never 404."""
     await _tenant(request)
-    return _scim(_list([]))
+    return _scim(list_response([]))
 
 
 @operation("groups")
@@ -270,7 +274,7 @@ def _route(path: str, endpoint: Handler, methods: list[str]) -> TemplateRoute:
 
 
 # Matched in order: the endpoints Entra calls on every cycle come first.
-routes = [
+_routes = [
     _route("/Users", list_users, ["GET"]),
     _route("/Users", create_user, ["POST"]),
     _route("/Users/{user_id}", get_user, ["GET"]),
@@ -291,3 +295,5 @@ routes = [
     _route("/Me", unsupported, ["GET", "POST", "PUT", "PATCH", "DELETE"]),
     _route("/.search", unsupported, ["POST"]),
 ]
+
+surface = Surface(SCIM_PREFIX, _routes, SCIM_ERRORS)

@@ -123,3 +123,16 @@ def prune_document(dumped: dict[str, Any]) -> dict[str, Any]:
                 schemas.append(urn)
     document["schemas"] = schemas
     return document
+
+
+def list_response(
+    resources: list[dict[str, Any]], *, total: int | None = None, start_index: int = 1
+) -> dict[str, Any]:
+    """A ListResponse of ``resources`` (the whole result unless ``total`` says more)."""
+    return {
+        "schemas": [LIST_RESPONSE],
+        "totalResults": len(resources) if total is None else total,
+        "startIndex": start_index,
+        "itemsPerPage": len(resources),
+        "Resources": resources,
+    }

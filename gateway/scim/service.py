@@ -18,21 +18,22 @@ from scim2_models import Context
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from gateway.errors import Conflict, InvalidValue, NotFound, Uniqueness
-from gateway.events.service import SCIM_ACTOR, lock_account, record_event
+from gateway.events.service import SCIM_ACTOR, record_event
 from gateway.scim import repository as repo
 from gateway.scim.filters import compile_filter
-from gateway.scim.records import (
+from gateway.scim.parsing import apply_patch, parse_patch, parse_user, stored_user
+from gateway.scim.rules import (
     CLAIM_ATTRIBUTES,
     UserRecord,
     changed_properties,
     normalized_user,
     to_record,
 )
-from gateway.scim.schema import LIST_RESPONSE
-from gateway.scim.wire import apply_patch, parse_patch, parse_user, stored_user
+from gateway.scim.schema import list_response
+from gateway.web.errors import Conflict, InvalidValue, NotFound, Uniqueness
 from storage.engine import Database
 from storage.tables import utcnow
+from storage.transaction import Transaction
 
 T = TypeVar("T")
 
@@ -80,20 +81,22 @@ class _Attempt:
 
 
 async def _write_claiming(
-    db: Database, tenant: Tenant, work: Callable[[Connection, _Attempt], T]
+    db: Database, tenant: Tenant, work: Callable[[Transaction, _Attempt], T]
 ) -> T:
     """Run ``work`` in a write transaction; turn a refused claim into a 409 naming it."""
     for _ in range(CLAIM_RETRIES):
         attempt = _Attempt()
 
-        def unit(conn: Connection, attempt: _Attempt = attempt) -> T:
-            lock_account(conn, tenant.account_id)
-            return work(conn, attempt)
+        def unit(tx: Transaction, attempt: _Attempt = attempt) -> T:
+            tx.lock_account(tenant.account_id)
+            return work(tx, attempt)
 
         try:
             return await db.transact(unit)
         except IntegrityError:
-            kind = await db.run(_claim_holder, db, tenant.account_id, attempt)
+            kind = await db.query(
+                repo.claim_holder, tenant.account_id, attempt.claims, attempt.user_pk
+            )
             if kind is not None:
                 attribute = CLAIM_ATTRIBUTES[kind]
                 raise Uniqueness(
@@ -102,11 +105,6 @@ async def _write_claiming(
                 ) from None
             # The clashing transaction rolled back in between: try again.
     raise Conflict("The user changed concurrently; retry the request.")
-
-
-def _claim_holder(db: Database, account_id: str, attempt: _Attempt) -> str | None:
-    with db.read() as conn:
-        return repo.claim_holder(conn, account_id, attempt.claims, attempt.user_pk)
 
 
 def _event_type(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -118,7 +116,7 @@ def _event_type(before: dict[str, Any], after: dict[str, Any]) -> str:
 
 
 def _record(
-    conn: Connection,
+    tx: Transaction,
     tenant: Tenant,
     *,
     action: str,
@@ -128,7 +126,7 @@ def _record(
     after: dict[str, Any] | None,
 ) -> None:
     record_event(
-        conn,
+        tx,
         account_id=tenant.account_id,
         actor=SCIM_ACTOR,
         action=action,
@@ -147,11 +145,11 @@ async def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dic
     user_id = str(uuid.uuid4())
     now = utcnow()
 
-    def work(conn: Connection, attempt: _Attempt) -> None:
+    def work(tx: Transaction, attempt: _Attempt) -> None:
         attempt.claims = record.claims
-        repo.insert_user(conn, tenant.account_id, user_id, record, now)
+        repo.insert_user(tx.conn, tenant.account_id, user_id, record, now)
         _record(
-            conn,
+            tx,
             tenant,
             action="Create",
             type_="user.created",
@@ -166,15 +164,10 @@ async def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dic
 
 async def get_user(db: Database, tenant: Tenant, user_id: str) -> dict[str, Any]:
     """GET /Users/{id}."""
-    row = await db.run(_load, db, tenant.account_id, user_id)
+    row = await db.query(repo.load, tenant.account_id, user_id)
     if row is None:
         raise _not_found(user_id)
     return _render_row(tenant, row)
-
-
-def _load(db: Database, account_id: str, user_id: str) -> Any:
-    with db.read() as conn:
-        return repo.load(conn, account_id, user_id)
 
 
 def _not_found(user_id: str) -> NotFound:
@@ -187,21 +180,14 @@ async def list_users(
     """GET /Users with filter and pagination (1-based ``startIndex``)."""
     compiled, parameters = compile_filter(filter_text or "")
 
-    def search() -> tuple[int, list[Any]]:
-        with db.read() as conn:
-            return repo.search(
-                conn, tenant.account_id, compiled, parameters, offset=start_index - 1, limit=count
-            )
+    def search(conn: Connection) -> tuple[int, list[Any]]:
+        return repo.search(
+            conn, tenant.account_id, compiled, parameters, offset=start_index - 1, limit=count
+        )
 
-    total, rows = await db.run(search)
+    total, rows = await db.query(search)
     resources = [_render_row(tenant, row) for row in rows]
-    return {
-        "schemas": [LIST_RESPONSE],
-        "totalResults": total,
-        "startIndex": start_index,
-        "itemsPerPage": len(resources),
-        "Resources": resources,
-    }
+    return list_response(resources, total=total, start_index=start_index)
 
 
 class _Stale(Exception):
@@ -221,7 +207,7 @@ async def _update(
     update starts over from a fresh read.
     """
     for _ in range(CLAIM_RETRIES):
-        row = await db.run(_load, db, tenant.account_id, user_id)
+        row = await db.query(repo.load, tenant.account_id, user_id)
         if row is None:
             raise _not_found(user_id)
         record = change(row.document)
@@ -242,14 +228,14 @@ async def _store_update(
     after = normalized_user(row.id, record.document)
     now = utcnow()
 
-    def work(conn: Connection, attempt: _Attempt) -> None:
+    def work(tx: Transaction, attempt: _Attempt) -> None:
         attempt.claims, attempt.user_pk = record.claims, row.pk
         if not repo.update_user(
-            conn, tenant.account_id, row.pk, version=row.version, record=record, now=now
+            tx.conn, tenant.account_id, row.pk, version=row.version, record=record, now=now
         ):
             raise _Stale
         _record(
-            conn,
+            tx,
             tenant,
             action="Edit",
             type_=_event_type(before, after),
@@ -290,14 +276,14 @@ async def patch_user(
 async def delete_user(db: Database, tenant: Tenant, user_id: str) -> None:
     """DELETE /Users/{id}: the user is gone (404) from now on."""
 
-    def work(conn: Connection) -> None:
-        lock_account(conn, tenant.account_id)
-        row = repo.load(conn, tenant.account_id, user_id)
+    def work(tx: Transaction) -> None:
+        tx.lock_account(tenant.account_id)
+        row = repo.load(tx.conn, tenant.account_id, user_id)
         if row is None:
             raise _not_found(user_id)
-        repo.delete_user(conn, row.pk)
+        repo.delete_user(tx.conn, row.pk)
         _record(
-            conn,
+            tx,
             tenant,
             action="Delete",
             type_="user.deleted",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.ratelimit import RateLimiter
+from gateway.web.ratelimit import RateLimiter
 
 
 class Clock:

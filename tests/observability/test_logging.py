@@ -15,8 +15,8 @@ from starlette.responses import Response
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.routing import TemplateRoute
 from gateway.settings import Settings
+from gateway.web.routing import TemplateRoute
 from observability.logging import configure_logging
 from tests.conftest import Tenant, user_body
 

@@ -13,16 +13,18 @@ from gateway.accounts import service as accounts
 from gateway.events.service import OPERATOR_CLI
 from gateway.security import SecretBox, generate_key
 from storage.engine import Database
-from storage.tables import Account, Integration, ScimClaim, ScimUser, utcnow
+from storage.tables import ACCOUNTS, INTEGRATIONS, SCIM_CLAIMS, SCIM_USERS, utcnow
+from storage.transaction import Transaction
+from tests.support.sync import run
 
-claims = ScimClaim.__table__  # type: ignore[attr-defined]
-users = ScimUser.__table__  # type: ignore[attr-defined]
-integrations = Integration.__table__  # type: ignore[attr-defined]
-account_table = Account.__table__  # type: ignore[attr-defined]
+claims = SCIM_CLAIMS
+users = SCIM_USERS
+integrations = INTEGRATIONS
+account_table = ACCOUNTS
 
 
 def make_user(db: Database, account_id: str, name: str) -> int:
-    with db.write() as conn:
+    with db.engine.begin() as conn:
         pk = conn.execute(
             insert(users)
             .values(
@@ -43,19 +45,19 @@ def make_user(db: Database, account_id: str, name: str) -> int:
 
 def test_a_claimed_value_cannot_be_claimed_twice_in_one_account(db: Database) -> None:
     """The primary key of scim_claims refuses a second holder, whatever the code does."""
-    account = accounts.create_account(db, name="A", actor=OPERATOR_CLI)["id"]
+    account = run(accounts.create_account(db, name="A", actor=OPERATOR_CLI)).id
     first, second = make_user(db, account, "a"), make_user(db, account, "b")
-    with db.write() as conn:
+    with db.engine.begin() as conn:
         conn.execute(
             insert(claims).values(account_id=account, kind="email", value_key="x@y", user_pk=first)
         )
-    with pytest.raises(IntegrityError), db.write() as conn:
+    with pytest.raises(IntegrityError), db.engine.begin() as conn:
         conn.execute(
             insert(claims).values(account_id=account, kind="email", value_key="x@y", user_pk=second)
         )
-    other = accounts.create_account(db, name="B", actor=OPERATOR_CLI)["id"]
+    other = run(accounts.create_account(db, name="B", actor=OPERATOR_CLI)).id
     third = make_user(db, other, "c")
-    with db.write() as conn:
+    with db.engine.begin() as conn:
         conn.execute(
             insert(claims).values(account_id=other, kind="email", value_key="x@y", user_pk=third)
         )
@@ -63,26 +65,25 @@ def test_a_claimed_value_cannot_be_claimed_twice_in_one_account(db: Database) ->
 
 def test_a_failed_write_leaves_nothing_behind(db: Database) -> None:
     """A transaction that fails half-way commits none of its statements."""
-    account = accounts.create_account(db, name="A", actor=OPERATOR_CLI)["id"]
+    account = run(accounts.create_account(db, name="A", actor=OPERATOR_CLI)).id
     before = make_user(db, account, "a")
 
-    def fail_half_way() -> None:
-        with db.write() as conn:
-            conn.execute(
-                insert(account_table).values(
-                    id="new-account", name="N", created_at=utcnow(), updated_at=utcnow()
+    def fail_half_way(tx: Transaction) -> None:
+        tx.conn.execute(
+            insert(account_table).values(
+                id="new-account", name="N", created_at=utcnow(), updated_at=utcnow()
+            )
+        )
+        for _ in range(2):
+            tx.conn.execute(
+                insert(claims).values(
+                    account_id=account, kind="userName", value_key="a", user_pk=before
                 )
             )
-            for _ in range(2):
-                conn.execute(
-                    insert(claims).values(
-                        account_id=account, kind="userName", value_key="a", user_pk=before
-                    )
-                )
 
     with pytest.raises(IntegrityError):
-        fail_half_way()
-    with db.read() as conn:
+        run(db.transact(fail_half_way))
+    with db.engine.connect() as conn:
         assert (
             conn.execute(
                 select(account_table.c.id).where(account_table.c.id == "new-account")
@@ -93,7 +94,7 @@ def test_a_failed_write_leaves_nothing_behind(db: Database) -> None:
 
 def test_integrations_hold_every_kind_with_encrypted_secrets(db: Database) -> None:
     """Twilio, CM.com, Teams and Office 365 configurations fit the model, secrets encrypted."""
-    account = accounts.create_account(db, name="A", actor=OPERATOR_CLI)["id"]
+    account = run(accounts.create_account(db, name="A", actor=OPERATOR_CLI)).id
     box = SecretBox([SecretStr(generate_key())])
     configs = {
         "twilio": ({"account_sid": "AC123"}, "auth-token"),
@@ -101,7 +102,7 @@ def test_integrations_hold_every_kind_with_encrypted_secrets(db: Database) -> No
         "microsoft_teams": ({"tenant_id": "t", "client_id": "c"}, "client-secret"),
         "office365": ({"tenant_id": "t", "consent": "granted"}, "refresh-token"),
     }
-    with db.write() as conn:
+    with db.engine.begin() as conn:
         for kind, (config, secret) in configs.items():
             conn.execute(
                 insert(integrations).values(
@@ -115,13 +116,13 @@ def test_integrations_hold_every_kind_with_encrypted_secrets(db: Database) -> No
                     updated_at=utcnow(),
                 )
             )
-    with db.read() as conn:
+    with db.engine.connect() as conn:
         rows = {r.kind: r for r in conn.execute(select(integrations)).all()}
     for kind, (config, secret) in configs.items():
         assert rows[kind].config == config
         assert secret not in rows[kind].secret
         assert box.decrypt(rows[kind].secret) == secret
-    with pytest.raises(IntegrityError), db.write() as conn:
+    with pytest.raises(IntegrityError), db.engine.begin() as conn:
         conn.execute(
             insert(integrations).values(
                 id=str(uuid.uuid4()),
@@ -137,7 +138,7 @@ def test_integrations_hold_every_kind_with_encrypted_secrets(db: Database) -> No
 
 def test_database_errors_do_not_quote_bound_parameters(db: Database) -> None:
     """SQLAlchemy does not append the statement's bound values to an error's text."""
-    account = accounts.create_account(db, name="A", actor=OPERATOR_CLI)["id"]
+    account = run(accounts.create_account(db, name="A", actor=OPERATOR_CLI)).id
     pk = make_user(db, account, "a")
     row = {
         "account_id": account,
@@ -145,11 +146,11 @@ def test_database_errors_do_not_quote_bound_parameters(db: Database) -> None:
         "value_key": "secret@contoso.example",
         "user_pk": pk,
     }
-    with db.write() as conn:
+    with db.engine.begin() as conn:
         conn.execute(insert(claims).values(**row))
 
     def clash() -> None:
-        with db.write() as conn:
+        with db.engine.begin() as conn:
             conn.execute(insert(claims).values(**row))
 
     with pytest.raises(IntegrityError) as caught:
@@ -161,9 +162,9 @@ def test_database_errors_do_not_quote_bound_parameters(db: Database) -> None:
 def test_an_update_computed_from_an_old_version_writes_nothing(db: Database) -> None:
     """update_user only lands on the version it was computed from."""
     from gateway.scim import repository
-    from gateway.scim.records import UserRecord
+    from gateway.scim.rules import UserRecord
 
-    account = accounts.create_account(db, name="A", actor=OPERATOR_CLI)["id"]
+    account = run(accounts.create_account(db, name="A", actor=OPERATOR_CLI)).id
     pk = make_user(db, account, "a")
     record = UserRecord(
         {"userName": "b"},
@@ -178,11 +179,11 @@ def test_an_update_computed_from_an_old_version_writes_nothing(db: Database) -> 
         None,
         claims={("userName", "b")},
     )
-    with db.write() as conn:
+    with db.engine.begin() as conn:
         stale = repository.update_user(conn, account, pk, version=7, record=record, now=utcnow())
-    with db.write() as conn:
+    with db.engine.begin() as conn:
         fresh = repository.update_user(conn, account, pk, version=1, record=record, now=utcnow())
-    with db.read() as conn:
+    with db.engine.connect() as conn:
         stored = conn.execute(select(users.c.user_name, users.c.version)).one()
     assert (stale, fresh) == (False, True)
     assert tuple(stored) == ("b", 2)

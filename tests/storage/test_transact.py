@@ -1,30 +1,43 @@
-"""Database.transact: each unit commits or fails alone; on SQLite, units that arrive
-together share one commit."""
+"""Database.transact, the one write path: each unit commits or fails alone; on SQLite the
+units that queue while the writer works share one commit, and a unit that cannot get the
+write lock in time fails with DatabaseBusy, having written nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, insert, select
+from sqlalchemy import event, insert, select
 
 from storage.engine import Database, make_engine
+from storage.errors import DatabaseBusy
 from storage.migrate import upgrade
-from storage.tables import Account, utcnow
+from storage.tables import ACCOUNTS, utcnow
+from storage.transaction import Transaction
 from tests.support.databases import sqlite_url
+from tests.support.locker import write_lock_held
 
-accounts = Account.__table__  # type: ignore[attr-defined]
 
-
-def add(name: str, *, fail: bool = False) -> Any:
-    def unit(conn: Connection) -> str:
+def add(
+    name: str,
+    *,
+    fail: bool = False,
+    wait: threading.Event | None = None,
+    started: threading.Event | None = None,
+) -> Any:
+    def unit(tx: Transaction) -> str:
+        if started is not None:
+            started.set()
+        if wait is not None:
+            assert wait.wait(10)
         account_id = str(uuid.uuid4())
-        conn.execute(
-            insert(accounts).values(
+        tx.conn.execute(
+            insert(ACCOUNTS).values(
                 id=account_id, name=name, created_at=utcnow(), updated_at=utcnow()
             )
         )
@@ -36,48 +49,63 @@ def add(name: str, *, fail: bool = False) -> Any:
 
 
 def names(db: Database) -> list[str]:
-    with db.read() as conn:
-        return sorted(conn.execute(select(accounts.c.name)).scalars())
+    with db.engine.connect() as conn:
+        return sorted(conn.execute(select(ACCOUNTS.c.name)).scalars())
 
 
-def test_units_arriving_together_commit_or_fail_each_on_its_own(db: Database) -> None:
+async def _queued_behind_a_busy_writer(db: Database, *units: Any) -> list[Any]:
+    """Run ``units`` while the writer is busy with another, so they queue up together."""
+    release, started = threading.Event(), threading.Event()
+    first = asyncio.ensure_future(db.transact(add("first", wait=release, started=started)))
+    assert await asyncio.to_thread(started.wait, 10)  # the writer is inside "first"
+    rest = [asyncio.ensure_future(db.transact(unit)) for unit in units]
+    await asyncio.sleep(0)
+    release.set()
+    return await asyncio.gather(first, *rest, return_exceptions=True)
+
+
+def test_units_queued_together_commit_or_fail_each_on_its_own(db: Database) -> None:
     """The failing unit is rolled back alone and raises; the others are stored."""
     commits: list[int] = []
     event.listen(db.engine, "commit", lambda _conn: commits.append(1))
-
-    async def main() -> list[Any]:
-        return await asyncio.gather(
-            db.transact(add("a")),
-            db.transact(add("b", fail=True)),
-            db.transact(add("c")),
-            return_exceptions=True,
-        )
-
-    first, second, third = asyncio.run(main())
-    assert isinstance(first, str)
-    assert isinstance(third, str)
-    assert isinstance(second, ValueError)
-    assert names(db) == ["a", "c"]
-    # SQLite: one shared commit; PostgreSQL: one per unit that succeeded.
-    assert len(commits) == (1 if db.is_sqlite else 2)
+    _first, a, b, c = asyncio.run(
+        _queued_behind_a_busy_writer(db, add("a"), add("b", fail=True), add("c"))
+    )
+    assert isinstance(a, str)
+    assert isinstance(c, str)
+    assert isinstance(b, ValueError)
+    assert names(db) == ["a", "c", "first"]
+    # SQLite: "first" alone, then a, b, c in one shared commit; PostgreSQL: one per success.
+    assert len(commits) == (2 if db.is_sqlite else 3)
 
 
 def test_a_unit_alone_is_committed_before_its_caller_resumes(db: Database) -> None:
     """transact returns only after the commit: a fresh read sees the row."""
-
-    async def main() -> str:
-        return await db.transact(add("solo"))
-
-    asyncio.run(main())
+    asyncio.run(db.transact(add("solo")))
     assert names(db) == ["solo"]
+
+
+def test_reads_see_committed_rows(db: Database) -> None:
+    """query runs on a reading connection off the event loop and sees what was committed."""
+    asyncio.run(db.transact(add("seen")))
+
+    def read(conn: Any) -> list[str]:
+        return list(conn.execute(select(ACCOUNTS.c.name)).scalars())
+
+    assert asyncio.run(db.query(read)) == ["seen"]
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
+    return tmp_path / "gateway.db"
 
 
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    """Group commit exists on SQLite only (PostgreSQL commits each unit alone)."""
+    """Group commit and the writer thread exist on SQLite only."""
     engine = make_engine(sqlite_url(tmp_path))
     upgrade(engine)
-    database = Database(engine)
+    database = Database(engine, lock_timeout=0.5)
     yield database
     database.dispose()
 
@@ -89,14 +117,34 @@ def test_a_failed_commit_fails_every_unit_of_the_batch(sqlite_db: Database) -> N
     def refuse(_conn: Any) -> None:
         raise RuntimeError("disk full")
 
+    asyncio.run(db.transact(add("before")))
     event.listen(db.engine, "commit", refuse)
-
-    async def main() -> list[Any]:
-        return await asyncio.gather(
-            db.transact(add("x")), db.transact(add("y")), return_exceptions=True
-        )
-
-    results = asyncio.run(main())
-    assert all(isinstance(r, RuntimeError) for r in results)
+    results = asyncio.run(_queued_behind_a_busy_writer(db, add("x"), add("y")))
     event.remove(db.engine, "commit", refuse)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert names(db) == ["before"]
+
+
+def test_a_write_that_cannot_get_the_lock_in_time_is_busy_and_writes_nothing(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """Another process holds the write lock past lock_timeout: DatabaseBusy, nothing stored."""
+    db = sqlite_db
+    with write_lock_held(tmp_path / "gateway.db"):
+        with pytest.raises(DatabaseBusy) as caught:
+            asyncio.run(db.transact(add("blocked")))
+        assert caught.value.retry_after >= 1
     assert names(db) == []
+    asyncio.run(db.transact(add("after")))
+    assert names(db) == ["after"]
+
+
+def test_reads_are_served_while_another_process_holds_the_write_lock(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """WAL: a held write lock does not stop readers."""
+    db = sqlite_db
+    asyncio.run(db.transact(add("kept")))
+    with write_lock_held(tmp_path / "gateway.db"):
+        rows = asyncio.run(db.query(lambda conn: list(conn.execute(select(ACCOUNTS.c.name)))))
+    assert [row.name for row in rows] == ["kept"]

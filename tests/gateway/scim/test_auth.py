@@ -12,6 +12,7 @@ from gateway.events.service import OPERATOR_CLI
 from gateway.settings import Settings
 from storage.engine import Database
 from tests.conftest import PUBLIC_URL, Tenant, new_tenant, user_body
+from tests.support.sync import run
 
 
 def test_missing_token_is_401_scim_error(tenant: Tenant) -> None:
@@ -74,8 +75,10 @@ def test_generating_keys_stops_the_previous_token_at_once(tenant: Tenant, db: Da
     """After 'generate keys' (here by another connection, as the CLI does) the old token is
     401 at once, even though it was just used, and the new one works."""
     assert tenant.get("/Users").status_code == 200
-    keys = accounts.generate_scim_keys(
-        db, account_id=tenant.account_id, actor=OPERATOR_CLI, public_url=PUBLIC_URL
+    keys = run(
+        accounts.generate_scim_keys(
+            db, account_id=tenant.account_id, actor=OPERATOR_CLI, public_url=PUBLIC_URL
+        )
     )
     assert tenant.get("/Users").status_code == 401
     assert keys.tenant_url == tenant.tenant_url
@@ -86,8 +89,10 @@ def test_generating_keys_stops_the_previous_token_at_once(tenant: Tenant, db: Da
 def test_removing_azure_ad_sync_revokes_the_token(tenant: Tenant, db: Database) -> None:
     """Removing the integration makes the token useless from the next request on."""
     assert tenant.get("/Users").status_code == 200
-    accounts.remove_integration(
-        db, account_id=tenant.account_id, kind="azure_ad_sync", actor=OPERATOR_CLI
+    run(
+        accounts.remove_integration(
+            db, account_id=tenant.account_id, kind="azure_ad_sync", actor=OPERATOR_CLI
+        )
     )
     assert tenant.get("/Users").status_code == 401
 

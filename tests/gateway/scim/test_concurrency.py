@@ -13,6 +13,7 @@ from gateway.settings import Settings
 from storage.engine import Database
 from tests.conftest import user_body
 from tests.support.live import free_port, live_server
+from tests.support.sync import run
 
 CONCURRENT = 20
 ROUNDS = 3
@@ -27,9 +28,11 @@ def test_concurrent_creates_of_one_user_name_give_exactly_one_201(
     """
     port = free_port()
     settings = make_settings(public_url=f"http://127.0.0.1:{port}", database_pool_size=10)
-    account = accounts.create_account(db, name="Race", actor=OPERATOR_CLI)
-    keys = accounts.generate_scim_keys(
-        db, account_id=account["id"], actor=OPERATOR_CLI, public_url=settings.public_url
+    account = run(accounts.create_account(db, name="Race", actor=OPERATOR_CLI))
+    keys = run(
+        accounts.generate_scim_keys(
+            db, account_id=account.id, actor=OPERATOR_CLI, public_url=settings.public_url
+        )
     )
     headers = {"Authorization": f"Bearer {keys.secret_token}"}
 

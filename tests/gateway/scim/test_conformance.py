@@ -21,6 +21,7 @@ from gateway.events.service import OPERATOR_CLI
 from gateway.settings import Settings
 from storage.engine import Database
 from tests.support.live import free_port, live_server
+from tests.support.sync import run
 
 # scim2-tester draws email types and values with ``random``: a fixed set of seeds makes
 # the run reproducible and lets every check meet a work email in at least one run.
@@ -51,9 +52,11 @@ def test_scim2_tester_finds_no_failure_beyond_cloudlink_rules(
     """Run every scim2-tester check; only the documented rule collisions may fail."""
     port = free_port()
     settings = make_settings(public_url=f"http://127.0.0.1:{port}")
-    account = accounts.create_account(db, name="Conformance", actor=OPERATOR_CLI)
-    keys = accounts.generate_scim_keys(
-        db, account_id=account["id"], actor=OPERATOR_CLI, public_url=settings.public_url
+    account = run(accounts.create_account(db, name="Conformance", actor=OPERATOR_CLI))
+    keys = run(
+        accounts.generate_scim_keys(
+            db, account_id=account.id, actor=OPERATOR_CLI, public_url=settings.public_url
+        )
     )
     by_title: dict[str, list[CheckResult]] = defaultdict(list)
     with (

@@ -1,9 +1,10 @@
 """The one exception hierarchy of the gateway.
 
-Each class carries its HTTP status and, where SCIM defines one, its ``scimType``.
-``gateway.responses`` turns any of them into a response in one place: a SCIM error
-document under the SCIM tenant URLs, a JSON problem elsewhere. Raising anything else
-from a handler is a bug and answers 500.
+Each class carries its HTTP status and, where SCIM defines one, its ``scimType``. The
+error format of the surface that was called (``gateway.web.routing.Surface``) writes it:
+a SCIM error document on the SCIM surface, a JSON problem on the admin API, whatever a
+webhook provider expects on its receiver. Raising anything else from a handler is a bug
+and answers 500.
 """
 
 from __future__ import annotations

@@ -1,20 +1,21 @@
 """Liveness, readiness and the Prometheus scrape endpoint.
 
-``/livez`` answers from the process alone: a slow or down database must not make an
-orchestrator restart a healthy process. ``/readyz`` checks the database answers and
-its schema is the one this code expects.
+``/livez`` and ``/metrics`` answer from the process alone: a slow or locked database
+must not make an orchestrator restart a healthy process, nor blind its monitoring.
+``/readyz`` checks, off the event loop, that the database answers and its schema is
+the one this code expects.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.routing import TemplateRoute
-from gateway.services import services
-from storage.engine import Database
+from gateway.web.routing import TemplateRoute
+from gateway.web.state import app_state
+from storage.errors import DatabaseUnavailable
 from storage.migrate import schema_is_current
 
 
@@ -22,18 +23,16 @@ async def livez(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def _database_state(db: Database) -> str:
-    try:
-        with db.read() as conn:
-            conn.execute(text("SELECT 1"))
-            return "ok" if schema_is_current(conn) else "schema_outdated"
-    except SQLAlchemyError:
-        return "unreachable"
+def _database_state(conn: Connection) -> str:
+    conn.execute(text("SELECT 1"))
+    return "ok" if schema_is_current(conn) else "schema_outdated"
 
 
 async def readyz(request: Request) -> Response:
-    db = services(request).db
-    state = await db.run(_database_state, db)
+    try:
+        state = await app_state(request).db.query(_database_state)
+    except (SQLAlchemyError, DatabaseUnavailable):
+        state = "unreachable"
     status = 200 if state == "ok" else 503
     return JSONResponse(
         {"status": "ok" if status == 200 else "unavailable", "database": state}, status_code=status
@@ -41,7 +40,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    body, content_type = services(request).metrics.exposition()
+    body, content_type = app_state(request).metrics.exposition()
     return Response(body, media_type=content_type)
 
 

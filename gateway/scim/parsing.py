@@ -1,4 +1,4 @@
-"""Reading SCIM request bodies into scim2-models objects, the Entra-tolerant way.
+"""Parsing SCIM request bodies into scim2-models objects, the Entra-tolerant way.
 
 Bodies are cleaned of what Entra sends but nobody should act on (``null`` values,
 read-only ``meta`` and ``id``) and then validated under ``ENTRA_POLICY``. Validation
@@ -9,27 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 from scim2_models import Context, PatchOp, SCIMException
 
-from gateway.errors import GatewayError, InvalidSyntax, InvalidValue
-from gateway.hygiene import reject_nul
+from gateway.scim.errors import from_scim_exception
 from gateway.scim.schema import CORE_USER, ENTERPRISE_USER, ENTRA_POLICY, ScimUser
+from gateway.web.errors import InvalidValue
 
 ScimPatch = PatchOp[ScimUser]
-
-
-def decode_json(body: bytes) -> dict[str, Any]:
-    """Parse a JSON object body, or refuse with ``invalidSyntax``."""
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidSyntax(f"The body is not valid JSON: {exc}.") from exc
-    if not isinstance(value, dict):
-        raise InvalidSyntax("The body must be a JSON object.")
-    reject_nul(value)
-    return value
 
 
 def _without_nulls(value: Any) -> Any:
@@ -110,15 +97,6 @@ def _describe(exc: ValidationError) -> str:
         location = ".".join(str(p) for p in error["loc"] if not isinstance(p, int)) or "body"
         parts.append(f"{location}: {error['msg']}")
     return "; ".join(parts)
-
-
-def from_scim_exception(exc: SCIMException) -> GatewayError:
-    """The gateway error for an error scim2-models raised."""
-    error = GatewayError(exc.detail)
-    error.status = exc.status
-    error.scim_type = exc.scim_type or None
-    error.code = exc.scim_type or "bad_request"
-    return error
 
 
 def _scim_error_of(exc: ValidationError) -> SCIMException | None:

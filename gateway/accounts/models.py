@@ -1,4 +1,4 @@
-"""Request and response bodies of the admin API (also the source of its OpenAPI schemas)."""
+"""Request and response bodies of the accounts admin API (also its OpenAPI schemas)."""
 
 from __future__ import annotations
 
@@ -68,58 +68,3 @@ class ScimKeysOut(BaseModel):
 
     tenant_url: str
     secret_token: str
-
-
-class ActorOut(BaseModel):
-    """Who caused an event."""
-
-    name: str
-    id: str | None
-
-
-class EventOut(BaseModel):
-    """One entry of the event history."""
-
-    id: str
-    cursor: str
-    occurred_at: datetime
-    actor: ActorOut
-    action: Literal["Create", "Edit", "Delete"]
-    event_type: str
-    asset: str
-    asset_id: str | None
-    type: str
-    properties_changed: list[str]
-    details: dict[str, Any]
-
-
-class EventPage(BaseModel):
-    """A page of the event history, newest first."""
-
-    items: list[EventOut]
-    next_cursor: str | None = Field(description="Pass as cursor= for the next (older) page.")
-
-
-class FeedItem(BaseModel):
-    """One event of the feed, with the normalized object it is about."""
-
-    cursor: str
-    id: str
-    type: str
-    occurred_at: datetime
-    data: dict[str, Any]
-
-
-class FeedPage(BaseModel):
-    """Events in commit order after the given cursor."""
-
-    items: list[FeedItem]
-    next_cursor: str = Field(description="Pass as after= to continue; unchanged when empty.")
-
-
-class Problem(BaseModel):
-    """An error."""
-
-    error: str
-    detail: str
-    status: int

@@ -1,4 +1,8 @@
-"""The admin API's OpenAPI 3.1 document, built from the same table as its routes."""
+"""The admin API's OpenAPI 3.1 document, built from the same tables as its routes.
+
+Each feature lists its admin operations (``Operation``); the app builds its routes and
+this document from the same list, so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.api.models import Problem
+API = "/api/v1"
+ACCOUNT = API + "/accounts/{account_id}"
+
+
+class Problem(BaseModel):
+    """An error."""
+
+    error: str
+    detail: str
+    status: int
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import InvalidValue
 from gateway.scim.schema import (
     ADDRESS_TYPES,
     CLOUDLINK_USER,
@@ -23,6 +22,7 @@ from gateway.scim.schema import (
     ScimUser,
     prune_document,
 )
+from gateway.web.errors import InvalidValue
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from gateway.errors import Unauthorized
 from gateway.security import constant_time_equals
-from gateway.services import Services
+from gateway.web.errors import Unauthorized
+from gateway.web.state import AppState, app_state
 
 
-def require_operator(request: Request, services: Services) -> None:
-    """Pass, or raise 401 with what to do."""
-    expected = services.settings.admin_token
+def require_operator(request: Request) -> AppState:
+    """The app state, once the operator token is checked (401 with what to do otherwise)."""
+    state = app_state(request)
+    expected = state.settings.admin_token
     if expected is None:
         raise Unauthorized(
             "The admin API is disabled: set GATEWAY_ADMIN_TOKEN and restart the gateway."
@@ -21,3 +22,4 @@ def require_operator(request: Request, services: Services) -> None:
         raise Unauthorized("Send the operator token as 'Authorization: Bearer <token>'.")
     if not constant_time_equals(token.strip(), expected.get_secret_value()):
         raise Unauthorized("The operator token is not valid.")
+    return state

@@ -1,0 +1,180 @@
+"""Admin API of accounts and integrations: parse, call a service function, shape."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.accounts import models
+from gateway.accounts import service as accounts
+from gateway.events.service import OPERATOR_API
+from gateway.web.auth import require_operator
+from gateway.web.bodies import read_json
+from gateway.web.errors import InvalidValue
+from gateway.web.openapi import ACCOUNT, API, Operation
+from gateway.web.responses import json_response
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """The JSON body validated as ``model`` (400 naming each wrong field)."""
+    raw = await read_json(request)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidValue(detail) from exc
+
+
+def _out(model: BaseModel, status: int = 200) -> Response:
+    return json_response(model.model_dump(mode="json", exclude_none=True), status)
+
+
+async def list_accounts(request: Request) -> Response:
+    state = require_operator(request)
+    return _out(models.AccountList(items=await accounts.list_accounts(state.db)))
+
+
+async def create_account(request: Request) -> Response:
+    state = require_operator(request)
+    body = await parse_body(request, models.AccountCreate)
+    return _out(await accounts.create_account(state.db, name=body.name, actor=OPERATOR_API), 201)
+
+
+async def get_account(request: Request) -> Response:
+    state = require_operator(request)
+    account_id = request.path_params["account_id"]
+    return _out(await accounts.get_account(state.db, account_id=account_id))
+
+
+async def update_account(request: Request) -> Response:
+    state = require_operator(request)
+    body = await parse_body(request, models.AccountUpdate)
+    account = await accounts.rename_account(
+        state.db, account_id=request.path_params["account_id"], name=body.name, actor=OPERATOR_API
+    )
+    return _out(account)
+
+
+async def list_integrations(request: Request) -> Response:
+    state = require_operator(request)
+    items = await accounts.list_integrations(
+        state.db,
+        account_id=request.path_params["account_id"],
+        public_url=state.settings.public_url,
+    )
+    return _out(models.IntegrationList(items=items))
+
+
+async def add_integration(request: Request) -> Response:
+    state = require_operator(request)
+    body = await parse_body(request, models.IntegrationAdd)
+    item = await accounts.add_integration(
+        state.db,
+        account_id=request.path_params["account_id"],
+        kind=body.kind,
+        actor=OPERATOR_API,
+        public_url=state.settings.public_url,
+    )
+    return _out(item, 201)
+
+
+async def remove_integration(request: Request) -> Response:
+    state = require_operator(request)
+    await accounts.remove_integration(
+        state.db,
+        account_id=request.path_params["account_id"],
+        kind=request.path_params["kind"],
+        actor=OPERATOR_API,
+    )
+    return Response(status_code=204)
+
+
+async def generate_keys(request: Request) -> Response:
+    state = require_operator(request)
+    keys = await accounts.generate_scim_keys(
+        state.db,
+        account_id=request.path_params["account_id"],
+        actor=OPERATOR_API,
+        public_url=state.settings.public_url,
+    )
+    return json_response(
+        models.ScimKeysOut(tenant_url=keys.tenant_url, secret_token=keys.secret_token).model_dump(),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+OPERATIONS: list[tuple[Operation, Handler]] = [
+    (
+        Operation("GET", API + "/accounts", "List accounts", response=models.AccountList),
+        list_accounts,
+    ),
+    (
+        Operation(
+            "POST",
+            API + "/accounts",
+            "Create an account",
+            201,
+            models.AccountCreate,
+            models.AccountOut,
+        ),
+        create_account,
+    ),
+    (Operation("GET", ACCOUNT, "Get an account", response=models.AccountOut), get_account),
+    (
+        Operation(
+            "PATCH",
+            ACCOUNT,
+            "Rename an account",
+            body=models.AccountUpdate,
+            response=models.AccountOut,
+        ),
+        update_account,
+    ),
+    (
+        Operation(
+            "GET",
+            ACCOUNT + "/integrations",
+            "List an account's integrations",
+            response=models.IntegrationList,
+        ),
+        list_integrations,
+    ),
+    (
+        Operation(
+            "POST",
+            ACCOUNT + "/integrations",
+            "Add an integration",
+            201,
+            models.IntegrationAdd,
+            models.IntegrationOut,
+        ),
+        add_integration,
+    ),
+    (
+        Operation(
+            "DELETE",
+            ACCOUNT + "/integrations/{kind}",
+            "Remove an integration (Azure AD Sync: revokes the SCIM token)",
+            204,
+        ),
+        remove_integration,
+    ),
+    (
+        Operation(
+            "POST",
+            ACCOUNT + "/integrations/azure_ad_sync/keys",
+            "Generate SCIM keys (the previous token stops working)",
+            response=models.ScimKeysOut,
+        ),
+        generate_keys,
+    ),
+]

@@ -1,1 +1,0 @@
-"""The operator admin API under /api/v1."""

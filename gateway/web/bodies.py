@@ -1,0 +1,78 @@
+"""Reading request bodies: within the size limit, as JSON of bounded depth, without NUL.
+
+Every JSON body goes through ``read_json``: the decoder (orjson, in C) accepts up to
+1,024 levels; the depth is then checked without recursion, so nothing that walks the
+value afterwards (pydantic, scim2-models, our own checks) sees a document deeper than
+``MAX_JSON_DEPTH``. Entra never sends more than four levels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from gateway.web.errors import InvalidSyntax, PayloadTooLarge
+from gateway.web.nul import reject_nul
+from gateway.web.state import app_state
+
+MAX_JSON_DEPTH = 32
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, or 413 once it passes GATEWAY_MAX_BODY_BYTES (read no further)."""
+    limit = app_state(request).settings.max_body_bytes
+    too_large = PayloadTooLarge(
+        f"The request body is larger than {limit} bytes (GATEWAY_MAX_BODY_BYTES)."
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` nests arrays and objects (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    """Parse a JSON object body of bounded depth, or refuse with 400 ``invalidSyntax``."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidSyntax(f"The body is not valid JSON: {exc}.") from exc
+    if not isinstance(value, dict):
+        raise InvalidSyntax("The body must be a JSON object.")
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise InvalidSyntax(f"The body nests arrays and objects deeper than {MAX_JSON_DEPTH}.")
+    reject_nul(value)
+    return value
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The body as a JSON object (size, syntax, depth and NUL checked)."""
+    return decode_json_object(await read_body(request))

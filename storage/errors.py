@@ -1,0 +1,22 @@
+"""Why the database could not take a unit of work right now: the caller should retry.
+
+These are not bugs and not the caller's fault: another process holds the write lock
+past the configured wait, or the server is out of reach. The web layer answers them
+503 with ``Retry-After`` (which Entra and the other callers honour); nothing of the
+unit was written.
+"""
+
+from __future__ import annotations
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot take the work now; nothing of it was written."""
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """The write lock was not free within the configured wait."""

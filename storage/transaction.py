@@ -1,0 +1,89 @@
+"""A write transaction in progress: the only way a change and its event reach the database.
+
+``Database.transact`` creates a ``Transaction`` around each unit of work and hands it to
+the unit; nothing else creates one. Events are inserted only through
+``Transaction.record_event``, so an event can never be written outside the transaction
+of the change it describes, and a change whose unit raises leaves neither behind.
+The outbox rows of side effects (messages to send, presence to push) join the same
+transaction here, next to the event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select
+
+from storage.tables import ACCOUNTS, EVENTS, utcnow
+
+_INSERT_EVENT = insert(EVENTS)
+# FOR NO KEY UPDATE: exclusive among writers of the account, yet compatible with the
+# KEY SHARE lock that foreign key checks take on the account row.
+_LOCK_ACCOUNT = (
+    select(ACCOUNTS.c.id)
+    .where(ACCOUNTS.c.id == bindparam("account_id"))
+    .with_for_update(key_share=True)
+)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """One entry of an account's history and feed, as the change that causes it describes it."""
+
+    id: str
+    account_id: str
+    actor_name: str
+    actor_id: str | None
+    action: str
+    event_type: str
+    asset: str
+    asset_id: str | None
+    type: str
+    properties_changed: list[str]
+    details: dict[str, Any]
+    occurred_at: datetime | None = None
+
+
+class Transaction:
+    """The connection of one unit of work, inside a transaction ``Database.transact`` owns."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._locked: set[str] = set()
+
+    def lock_account(self, account_id: str) -> None:
+        """Serialise the writers of one account until commit (PostgreSQL; SQLite has one writer).
+
+        The feed is read by ``events.seq``, so the events of one account must commit in
+        ``seq`` order: holding the account row until commit guarantees it. Taking it
+        before any other statement keeps one lock order for every writer, so writers
+        racing for one unique value queue instead of deadlocking (decision 0006).
+        """
+        if account_id in self._locked:
+            return
+        self._locked.add(account_id)
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(_LOCK_ACCOUNT, {"account_id": account_id})
+
+    def record_event(self, event: NewEvent) -> None:
+        """Insert ``event`` in this transaction (it commits with the change or not at all)."""
+        self.lock_account(event.account_id)
+        self.conn.execute(
+            _INSERT_EVENT,
+            {
+                "id": event.id,
+                "account_id": event.account_id,
+                "occurred_at": event.occurred_at or utcnow(),
+                "actor_name": event.actor_name,
+                "actor_id": event.actor_id,
+                "action": event.action,
+                "event_type": event.event_type,
+                "asset": event.asset,
+                "asset_id": event.asset_id,
+                "type": event.type,
+                "properties_changed": event.properties_changed,
+                "details": event.details,
+            },
+        )
