@@ -82,7 +82,7 @@ def _shown_host(host: str) -> str:
     return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104
 
 
-def _welcome(settings: Settings, host: str, port: int) -> None:
+def _welcome(settings: Settings, host: str, port: int, *, public_url_chosen: bool) -> None:
     """What a new operator needs: where the admin API is, its token, the next command."""
     base = f"http://{_shown_host(host)}:{port}"
     click.echo(f"cloudlink-gateway serving on {base} with {settings.workers} worker(s)", err=True)
@@ -96,7 +96,8 @@ def _welcome(settings: Settings, host: str, port: int) -> None:
         )
     else:
         click.echo("  admin token: the value of GATEWAY_ADMIN_TOKEN", err=True)
-    prefix = "" if "GATEWAY_PUBLIC_URL" in os.environ else f"GATEWAY_PUBLIC_URL={base} "
+    # The CLI does not know the port the server binds: tell it, unless the operator chose.
+    prefix = "" if public_url_chosen else f"GATEWAY_PUBLIC_URL={base} "
     click.echo(
         "  next: create an account and its Entra keys with\n"
         f'    {prefix}cloudlink-gateway account create --name "Contoso" --json\n'
@@ -120,7 +121,8 @@ def serve(host: str, port: int, workers: int | None) -> None:
 
     # Every worker process reads its settings from the environment: put the choices
     # made here (public URL following the bound port, worker count) there first.
-    if "GATEWAY_PUBLIC_URL" not in os.environ:
+    public_url_chosen = "GATEWAY_PUBLIC_URL" in os.environ
+    if not public_url_chosen:
         os.environ["GATEWAY_PUBLIC_URL"] = f"http://{_shown_host(host)}:{port}"
     if workers is not None:
         os.environ["GATEWAY_WORKERS"] = str(workers)
@@ -133,7 +135,7 @@ def serve(host: str, port: int, workers: int | None) -> None:
         # owns: made fresh at start, removed at exit.
         metrics_dir = tempfile.mkdtemp(prefix="cloudlink-gateway-metrics-")
         os.environ[MULTIPROCESS_ENV] = metrics_dir
-    _welcome(settings, host, port)
+    _welcome(settings, host, port, public_url_chosen=public_url_chosen)
     try:
         uvicorn.run(
             "gateway.app:app_from_environment",

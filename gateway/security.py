@@ -40,13 +40,6 @@ def constant_time_equals(presented: str, expected: str) -> bool:
     return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
 
 
-def mask(secret: str, visible: int = 4) -> str:
-    """What an API shows instead of a secret: its last few characters at most."""
-    if len(secret) <= visible * 2:
-        return "*" * len(secret)
-    return "*" * 8 + secret[-visible:]
-
-
 class SecretBoxError(Exception):
     """A stored secret cannot be decrypted with any configured key."""
 
@@ -83,12 +76,6 @@ class SecretBox:
             raise SecretBoxError(
                 "stored secret does not decrypt with any key in GATEWAY_SECRET_KEYS"
             ) from exc
-
-    def rotate(self, ciphertext: str) -> str:
-        """Re-encrypt under the newest key (for a key-rotation sweep)."""
-        if self._fernet is None:
-            raise SecretBoxError("no encryption key configured: set GATEWAY_SECRET_KEYS")
-        return self._fernet.rotate(ciphertext.encode("ascii")).decode("ascii")
 
 
 def generate_key() -> str:

@@ -51,6 +51,31 @@ def _logger_name(_logger: Any, _method: str, event_dict: MutableMapping[str, Any
     return event_dict
 
 
+# No request may write more than this to the log, whatever it sends: a long value or a
+# deep traceback is cut (its end kept, where the error is) so one line stays bounded.
+MAX_FIELD_CHARS = 8_192
+MAX_TRACEBACK_CHARS = 24_576
+MAX_FIELDS = 40
+
+
+def cap_size(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """Bound every field so that one event renders to well under 64 KB."""
+    for key in list(event_dict)[MAX_FIELDS:]:
+        del event_dict[key]
+    for key, value in event_dict.items():
+        text = value if isinstance(value, str) else None
+        if text is None and not isinstance(value, int | float | bool | type(None)):
+            text = str(value)
+            if len(text) <= MAX_FIELD_CHARS:
+                continue
+        if text is None:
+            continue
+        limit = MAX_TRACEBACK_CHARS if key in {"exception", "traceback"} else MAX_FIELD_CHARS
+        if len(text) > limit:
+            event_dict[key] = f"[{len(text) - limit} characters cut] " + text[-limit:]
+    return event_dict
+
+
 def _dumps(value: Any, **_kwargs: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
@@ -71,7 +96,12 @@ def configure_logging(level: str = "INFO") -> None:
     number = logging.getLevelNamesMapping()[level]
     renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     structlog.configure(
-        processors=[*shared_processors(), structlog.processors.format_exc_info, renderer],
+        processors=[
+            *shared_processors(),
+            structlog.processors.format_exc_info,
+            cap_size,
+            renderer,
+        ],
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(number),
         # Not cached: a logger made before a reconfiguration (tests do that) follows it.
@@ -82,6 +112,7 @@ def configure_logging(level: str = "INFO") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            cap_size,
             renderer,
         ],
     )

@@ -49,11 +49,6 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def is_at_head(engine: Engine) -> bool:
-    """True when the database schema is the one this code expects."""
-    return current_revision(engine) == packaged_head()
-
-
 def schema_is_current(connection: Connection) -> bool:
     """The same check on an open connection, with one small query (for /readyz)."""
     try:

@@ -119,8 +119,8 @@ def event_out(row: Any) -> EventOut:
 
 def account_exists(conn: Connection, account_id: str) -> bool:
     """Whether the account is there (history of an unknown account is a 404, not empty)."""
-    found = conn.execute(select(ACCOUNTS.c.id).where(ACCOUNTS.c.id == account_id)).first()
-    return found is not None
+    row = conn.execute(select(ACCOUNTS.c.id).where(ACCOUNTS.c.id == account_id)).first()
+    return row is not None
 
 
 def history_page(

@@ -66,5 +66,5 @@ PROBLEM_JSON = ProblemJson()
 
 def error_format_of(scope: Scope) -> ErrorFormat:
     """The error format of the surface serving ``scope`` (problem JSON outside any)."""
-    found: ErrorFormat = scope.get(ERROR_FORMAT_KEY, PROBLEM_JSON)
-    return found
+    error_format: ErrorFormat = scope.get(ERROR_FORMAT_KEY, PROBLEM_JSON)
+    return error_format

@@ -12,7 +12,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.support.live import free_port
+from tests.support.server import serving
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -68,49 +68,38 @@ def test_bad_configuration_exits_2_naming_the_variable(env: dict[str, str]) -> N
 
 def test_cli_works_on_the_data_of_a_running_server(env: dict[str, str]) -> None:
     """While `serve` runs, the CLI creates an account and keys the server honours at once."""
-    port = free_port()
-    env = {
-        **env,
-        "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "GATEWAY_ADMIN_TOKEN": "cli-test-token",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        with httpx2.Client(timeout=5) as http:
-            for _ in range(200):
-                try:
-                    if http.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                        break
-                except httpx2.TransportError:
-                    pass
-                try:
-                    server.wait(timeout=0.05)
-                    pytest.fail(f"server exited: {server.stderr.read() if server.stderr else ''}")
-                except subprocess.TimeoutExpired:
-                    pass
-            account = json_of(cli(env, "account", "create", "--name", "Live", "--json"))
-            keys = json_of(cli(env, "scim-keys", account["id"], "--json"))
-            response = http.get(
-                keys["tenant_url"] + "/Users",
-                headers={"Authorization": f"Bearer {keys['secret_token']}"},
-            )
-            assert response.status_code == 200
-            listed = http.get(
-                f"http://127.0.0.1:{port}/api/v1/accounts",
-                headers={"Authorization": "Bearer cli-test-token"},
-            )
-            assert [a["id"] for a in listed.json()["items"]] == [account["id"]]
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-        if server.stderr:
-            server.stderr.close()
+    env = {**env, "GATEWAY_ADMIN_TOKEN": "cli-test-token"}
+    with serving(env) as server:
+        account = json_of(cli(env, "account", "create", "--name", "Live", "--json"))
+        keys = json_of(cli(env, "scim-keys", account["id"], "--json"))
+        scim_url = f"{server.url}/scim/v2/{account['id']}/Users"
+        response = httpx2.get(scim_url, headers={"Authorization": f"Bearer {keys['secret_token']}"})
+        assert response.status_code == 200
+        listed = httpx2.get(
+            f"{server.url}/api/v1/accounts", headers={"Authorization": "Bearer cli-test-token"}
+        )
+        assert [a["id"] for a in listed.json()["items"]] == [account["id"]]
+
+
+def test_serve_builds_tenant_urls_on_the_port_it_binds_and_says_what_to_do_next(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Without GATEWAY_PUBLIC_URL, tenant URLs use the bound port; the welcome says what next."""
+    env = {k: v for k, v in env.items() if k != "GATEWAY_PUBLIC_URL"}
+    env["GATEWAY_ADMIN_TOKEN"] = "cli-test-token"
+    output = tmp_path / "serve.log"
+    with serving(env, output=output) as server:
+        admin = {"Authorization": "Bearer cli-test-token"}
+        account = httpx2.post(f"{server.url}/api/v1/accounts", json={"name": "P"}, headers=admin)
+        keys = httpx2.post(
+            f"{server.url}/api/v1/accounts/{account.json()['id']}/integrations/azure_ad_sync/keys",
+            headers=admin,
+        ).json()
+    assert keys["tenant_url"].startswith(server.url + "/scim/v2/")
+    welcome = output.read_text()
+    assert f"admin API: {server.url}/api/v1" in welcome
+    assert "GATEWAY_ADMIN_TOKEN" in welcome
+    assert f"GATEWAY_PUBLIC_URL={server.url} cloudlink-gateway scim-keys" in welcome
 
 
 def test_integration_remove_revokes_keys(env: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.web.routing import TemplateRoute
-from observability.logging import configure_logging
+from observability.logging import configure_logging, get_logger
 from tests.conftest import Tenant, user_body
 
 
@@ -110,3 +110,22 @@ def test_a_database_error_is_logged_without_the_values_it_quotes(
     text = log_stream.getvalue()
     assert "unhandled_error" in text
     assert "leaked@contoso.example" not in text
+
+
+def test_one_log_event_stays_under_64_kb_whatever_it_carries(log_stream: io.StringIO) -> None:
+    """A huge value and a deep traceback are cut; the line is valid JSON under 64 KB."""
+
+    def recurse(depth: int) -> None:
+        if depth == 0:
+            raise RecursionError("deep")
+        recurse(depth - 1)
+
+    try:
+        recurse(900)
+    except RecursionError as exc:
+        get_logger("test").error("boom", detail="x" * 500_000, exc_info=exc)
+    [line] = [line for line in log_stream.getvalue().splitlines() if '"boom"' in line]
+    assert len(line.encode()) < 64 * 1024
+    entry = json.loads(line)
+    assert entry["detail"].startswith("[")
+    assert "RecursionError" in entry["exception"]

@@ -19,7 +19,8 @@ from sqlalchemy import create_engine, text
 from storage.engine import make_engine
 from storage.migrate import upgrade
 
-TEMPLATE = "gateway_test_template"
+# One template per test session, so that sessions sharing a server never drop each other's.
+TEMPLATE = "gw_template_" + uuid.uuid4().hex[:8]
 
 
 def postgres_admin_url() -> str | None:
