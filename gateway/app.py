@@ -58,7 +58,7 @@ def _admin_surface() -> Surface:
     return Surface(API, routes, PROBLEM_JSON)
 
 
-def open_database(settings: Settings) -> Database:
+def open_database(settings: Settings, metrics: Metrics | None = None) -> Database:
     """The migrated database of ``settings``, with its threads (CLI and server alike)."""
     engine = make_engine(
         settings.effective_database_url,
@@ -70,6 +70,7 @@ def open_database(settings: Settings) -> Database:
         engine,
         threads=settings.database_pool_size,
         lock_timeout=settings.database_lock_timeout,
+        on_commit=metrics.db_commit_units.observe if metrics is not None else None,
     )
 
 
@@ -79,7 +80,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        db = open_database(settings)
+        db = open_database(settings, metrics)
         state = AppState(
             settings=settings,
             db=db,

@@ -54,6 +54,12 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.db_commit_units = Histogram(
+            f"{PREFIX}_db_commit_units",
+            "Write units per database commit (above 1: group commit shared one fsync).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
         self.scim_operations = Counter(
             f"{PREFIX}_scim_operations_total",
             "SCIM operations by operation (create, get, list, replace, patch, delete, ...) "

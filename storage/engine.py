@@ -109,12 +109,20 @@ class Database:
 
     ``lock_timeout`` bounds how long a write waits for the write lock (SQLite) or a row
     lock or pooled connection (PostgreSQL) before it fails with ``DatabaseBusy``.
+    ``on_commit`` hears how many units each commit carried (for a metric).
     """
 
     def __init__(
-        self, engine: Engine, *, threads: int = 5, lock_timeout: float = 5.0, max_batch: int = 256
+        self,
+        engine: Engine,
+        *,
+        threads: int = 5,
+        lock_timeout: float = 5.0,
+        max_batch: int = 256,
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self.engine = engine
+        self._on_commit = on_commit
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.lock_timeout = lock_timeout
         self._threads = threads
@@ -197,6 +205,7 @@ class Database:
                     lock_timeout=self.lock_timeout,
                     retry_after=self.retry_after,
                     max_batch=self._max_batch,
+                    on_commit=self._on_commit,
                 )
             return self._writer
 
@@ -205,7 +214,7 @@ class Database:
         try:
             with self.engine.connect() as conn, conn.begin():
                 conn.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
-                return work(Transaction(conn))
+                result = work(Transaction(conn))
         except PoolTimeout as exc:
             raise self._busy("No database connection was free") from exc
         except DBAPIError as exc:
@@ -214,6 +223,9 @@ class Database:
             if isinstance(exc, OperationalError):
                 raise self._translate(exc) from exc
             raise
+        if self._on_commit is not None:
+            self._on_commit(1)
+        return result
 
     def _busy(self, what: str) -> DatabaseBusy:
         return DatabaseBusy(

@@ -59,9 +59,16 @@ class SqliteWriter:
     """One thread, one write connection, and the queue of units waiting for it."""
 
     def __init__(
-        self, engine: Engine, *, lock_timeout: float, retry_after: int, max_batch: int = 256
+        self,
+        engine: Engine,
+        *,
+        lock_timeout: float,
+        retry_after: int,
+        max_batch: int = 256,
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._on_commit = on_commit
         self._lock_timeout = lock_timeout
         self._retry_after = retry_after
         self._max_batch = max_batch
@@ -179,6 +186,8 @@ class SqliteWriter:
         try:
             outcomes = self._run_units(connection, batch)
             connection.commit()
+            if self._on_commit is not None:
+                self._on_commit(len(batch))
         except Exception as exc:  # the commit itself failed: nothing of the batch is stored
             _reset(connection)
             for unit in batch:

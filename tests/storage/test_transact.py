@@ -148,3 +148,16 @@ def test_reads_are_served_while_another_process_holds_the_write_lock(
     with write_lock_held(tmp_path / "gateway.db"):
         rows = asyncio.run(db.query(lambda conn: list(conn.execute(select(ACCOUNTS.c.name)))))
     assert [row.name for row in rows] == ["kept"]
+
+
+def test_each_commit_reports_how_many_units_it_carried(tmp_path: Path) -> None:
+    """on_commit hears 1 for a unit alone and the batch size for units queued together."""
+    engine = make_engine(sqlite_url(tmp_path))
+    upgrade(engine)
+    sizes: list[int] = []
+    db = Database(engine, on_commit=sizes.append)
+    try:
+        asyncio.run(_queued_behind_a_busy_writer(db, add("a"), add("b"), add("c")))
+    finally:
+        db.dispose()
+    assert sizes == [1, 3]
