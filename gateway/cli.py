@@ -98,12 +98,20 @@ def _welcome(settings: Settings, host: str, port: int, *, public_url_chosen: boo
         click.echo("  admin token: the value of GATEWAY_ADMIN_TOKEN", err=True)
     # The CLI does not know the port the server binds: tell it, unless the operator chose.
     prefix = "" if public_url_chosen else f"GATEWAY_PUBLIC_URL={base} "
+    command = _command_name()
     click.echo(
         "  next: create an account and its Entra keys with\n"
-        f'    {prefix}cloudlink-gateway account create --name "Contoso" --json\n'
-        f"    {prefix}cloudlink-gateway scim-keys ACCOUNT_ID --json",
+        f'    {prefix}{command} account create --name "Contoso" --json\n'
+        f"    {prefix}{command} scim-keys ACCOUNT_ID --json",
         err=True,
     )
+
+
+def _command_name() -> str:
+    """How to call this command again: its name when on PATH, else the path it was run by."""
+    if shutil.which("cloudlink-gateway") is not None or not sys.argv[0].endswith("gateway"):
+        return "cloudlink-gateway"
+    return os.path.relpath(sys.argv[0])
 
 
 @main.command()
