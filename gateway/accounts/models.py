@@ -1,11 +1,48 @@
-"""Request and response bodies of the accounts admin API (also its OpenAPI schemas)."""
+"""Request and response bodies of the accounts admin API (also its OpenAPI schemas).
+
+The request models check shape only (types, lengths, no extra fields). The rules shared
+with the CLI (names are stored stripped and must keep a character; only the available
+integrations can be added) live in ``service``, which words their errors;
+``json_schema_extra`` states them in the schema too, so that a request the document calls
+valid is never refused.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
+
+AZURE_AD_SYNC = "azure_ad_sync"
+# The integrations an admin can add in this version; the data model knows more
+# (``service.KINDS``), which a later version will configure.
+AVAILABLE_KINDS = (AZURE_AD_SYNC,)
+MAX_NAME = 200
+
+# The characters str.strip() removes, i.e. those for which str.isspace() is true.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def _escaped(chars: str) -> str:
+    return "".join(f"\\u{ord(char):04x}" for char in chars)
+
+
+# A name keeps a character once stripped, and holds no NUL. Spelled with explicit
+# escapes because regex engines disagree on what \s means; the leading run and the
+# first other character are disjoint, so every engine matches it in linear time.
+NAME_PATTERN = f"^[{_escaped(WHITESPACE)}]*[^\\u0000{_escaped(WHITESPACE)}][^\\u0000]*$"
+URL_PATTERN = "^https?://"
+
+
+def _omitted_url(schema: dict[str, Any]) -> None:
+    """A URL the response omits rather than sets to null: no ``default: null``."""
+    schema.pop("default", None)
+    schema["pattern"] = URL_PATTERN
 
 
 class _Body(BaseModel):
@@ -15,19 +52,34 @@ class _Body(BaseModel):
 class AccountCreate(_Body):
     """A new customer account."""
 
-    name: str = Field(min_length=1, max_length=200, description="Display name of the account.")
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Display name of the account; stored without surrounding whitespace.",
+        json_schema_extra={"pattern": NAME_PATTERN},
+    )
 
 
 class AccountUpdate(_Body):
     """Changes to an account."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        description="New display name; stored without surrounding whitespace.",
+        json_schema_extra={"pattern": NAME_PATTERN},
+    )
 
 
 class IntegrationAdd(_Body):
     """An integration to add to an account."""
 
-    kind: Literal["azure_ad_sync", "twilio", "cmcom", "microsoft_teams", "office365"]
+    kind: str = Field(
+        max_length=64,
+        description="The integration to add; the others CloudLink knows cannot be added yet "
+        "and are refused with 400.",
+        json_schema_extra={"enum": list(AVAILABLE_KINDS)},
+    )
 
 
 class AccountOut(BaseModel):
@@ -50,11 +102,15 @@ class IntegrationOut(BaseModel):
 
     kind: str
     name: str
-    status: str
+    status: str = Field(description="setup_incomplete, or keys_generated once SCIM keys exist.")
     config: dict[str, Any]
     created_at: datetime
     updated_at: datetime
-    tenant_url: str | None = Field(default=None, description="Azure AD Sync only.")
+    tenant_url: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Azure AD Sync only (absent for the other kinds): paste it into Entra.",
+        json_schema_extra=_omitted_url,
+    )
 
 
 class IntegrationList(BaseModel):
@@ -66,5 +122,5 @@ class IntegrationList(BaseModel):
 class ScimKeysOut(BaseModel):
     """Paste both into the Entra app's Admin Credentials. The token is shown only once."""
 
-    tenant_url: str
+    tenant_url: str = Field(json_schema_extra={"pattern": URL_PATTERN})
     secret_token: str

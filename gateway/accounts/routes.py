@@ -15,7 +15,7 @@ from gateway.events.service import OPERATOR_API
 from gateway.web.auth import require_operator
 from gateway.web.bodies import read_json
 from gateway.web.errors import InvalidValue
-from gateway.web.openapi import ACCOUNT, API, Operation
+from gateway.web.openapi import ACCOUNT, API, Header, Operation, Param
 from gateway.web.responses import json_response
 
 M = TypeVar("M", bound=BaseModel)
@@ -112,6 +112,17 @@ async def generate_keys(request: Request) -> Response:
     )
 
 
+KIND = Param(
+    "kind",
+    "An integration CloudLink knows; removing one the account does not have is answered 404.",
+    {"type": "string", "enum": sorted(accounts.KINDS)},
+)
+NO_STORE = Header(
+    "Cache-Control",
+    "The secret token must not be kept by caches.",
+    {"type": "string", "const": "no-store"},
+)
+
 OPERATIONS: list[tuple[Operation, Handler]] = [
     (
         Operation("GET", API + "/accounts", "List accounts", response=models.AccountList),
@@ -156,6 +167,7 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
             201,
             models.IntegrationAdd,
             models.IntegrationOut,
+            errors=(409,),
         ),
         add_integration,
     ),
@@ -165,6 +177,7 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
             ACCOUNT + "/integrations/{kind}",
             "Remove an integration (Azure AD Sync: revokes the SCIM token)",
             204,
+            path_params=(KIND,),
         ),
         remove_integration,
     ),
@@ -174,6 +187,7 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
             ACCOUNT + "/integrations/azure_ad_sync/keys",
             "Generate SCIM keys (the previous token stops working)",
             response=models.ScimKeysOut,
+            headers=(NO_STORE,),
         ),
         generate_keys,
     ),

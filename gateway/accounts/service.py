@@ -13,7 +13,13 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from gateway.accounts.models import AccountOut, IntegrationOut
+from gateway.accounts.models import (
+    AVAILABLE_KINDS,
+    AZURE_AD_SYNC,
+    MAX_NAME,
+    AccountOut,
+    IntegrationOut,
+)
 from gateway.events.service import Actor, record_event
 from gateway.security import new_token, token_digest
 from gateway.web.errors import BadRequest, Conflict, InvalidValue, NotFound
@@ -21,11 +27,10 @@ from storage.engine import Database
 from storage.tables import ACCOUNTS, INTEGRATIONS, SCIM_CREDENTIALS, utcnow
 from storage.transaction import Transaction
 
-AZURE_AD_SYNC = "azure_ad_sync"
 SCIM_PREFIX = "/scim/v2"
 
 # Every integration the data model holds; the ones a later version will configure can be
-# stored already, but only these can be added by an admin now.
+# stored already, but only ``AVAILABLE_KINDS`` can be added by an admin now.
 KINDS = {
     AZURE_AD_SYNC: "Azure AD Sync",
     "twilio": "Twilio",
@@ -33,8 +38,6 @@ KINDS = {
     "microsoft_teams": "Microsoft Teams",
     "office365": "Microsoft Office 365",
 }
-AVAILABLE_KINDS = (AZURE_AD_SYNC,)
-MAX_NAME = 200
 
 
 def tenant_url(public_url: str, account_id: str) -> str:

@@ -6,6 +6,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from pydantic.config import JsonDict
+
+# Cursors are decimal sequence numbers in a string, passed back as cursor= or after=.
+CURSOR: JsonDict = {"pattern": "^[0-9]+$"}
 
 
 class ActorOut(BaseModel):
@@ -19,7 +23,7 @@ class EventOut(BaseModel):
     """One entry of the event history."""
 
     id: str
-    cursor: str
+    cursor: str = Field(json_schema_extra=CURSOR)
     occurred_at: datetime
     actor: ActorOut
     action: Literal["Create", "Edit", "Delete"]
@@ -35,13 +39,16 @@ class EventPage(BaseModel):
     """A page of the event history, newest first."""
 
     items: list[EventOut]
-    next_cursor: str | None = Field(description="Pass as cursor= for the next (older) page.")
+    next_cursor: str | None = Field(
+        description="Pass as cursor= for the next (older) page; null on the last page.",
+        json_schema_extra=CURSOR,
+    )
 
 
 class FeedItem(BaseModel):
     """One event of the feed, with the normalized object it is about."""
 
-    cursor: str
+    cursor: str = Field(json_schema_extra=CURSOR)
     id: str
     type: str
     occurred_at: datetime
@@ -52,4 +59,6 @@ class FeedPage(BaseModel):
     """Events in commit order after the given cursor."""
 
     items: list[FeedItem]
-    next_cursor: str = Field(description="Pass as after= to continue; unchanged when empty.")
+    next_cursor: str = Field(
+        description="Pass as after= to continue; unchanged when empty.", json_schema_extra=CURSOR
+    )

@@ -18,7 +18,7 @@ from gateway.events.models import EventPage, FeedPage
 from gateway.events.service import EventFilter
 from gateway.web.auth import require_operator
 from gateway.web.errors import InvalidValue, NotFound
-from gateway.web.openapi import ACCOUNT, Operation, Param
+from gateway.web.openapi import ACCOUNT, Header, Operation, Param
 from gateway.web.params import MAX_INT, query_datetime, query_int
 from gateway.web.responses import json_response
 
@@ -143,15 +143,39 @@ async def read_feed(request: Request) -> Response:
     return _model(page)
 
 
+# The document offers the part of what ``query_datetime`` accepts that RFC 3339 names: a
+# date-time or a date whose UTC value falls within years 1 to 9999 (the parser also takes
+# other ISO 8601 spellings). The pattern bars the RFC 3339 values Python cannot hold:
+# year 0, a leap second, and times on the first or last day that an offset pushes out.
+DATE_TIME_LIMITS = "^(?!0000|0001-01-01[Tt].*\\+(?!00:00)|9999-12-31[Tt].*-(?!00:00)|.{17}60)"
+
+
+def _date_time(name: str, description: str) -> Param:
+    return Param(
+        name,
+        f"{description}: an RFC 3339 date-time, or a date (its midnight UTC), within years "
+        "1 to 9999 in UTC. Empty or out of range is answered 400.",
+        {
+            "type": "string",
+            "maxLength": 64,
+            "pattern": DATE_TIME_LIMITS,
+            "anyOf": [{"format": "date-time"}, {"format": "date"}],
+        },
+    )
+
+
 _FILTERS = (
     Param("action", "Create, Edit or Delete", {"type": "string", "enum": list(events.ACTIONS)}),
-    Param("asset", "e.g. User, Account, Integration"),
-    Param("actor", "Actor name (e.g. SCIM) or actor id"),
-    Param("event_type", "e.g. Provisioning, Admin"),
-    Param(
-        "since", "Events at or after this ISO 8601 time", {"type": "string", "format": "date-time"}
-    ),
-    Param("until", "Events before this ISO 8601 time", {"type": "string", "format": "date-time"}),
+    Param("asset", "e.g. User, Account, Integration; empty means any"),
+    Param("actor", "Actor name (e.g. SCIM) or actor id; empty means any"),
+    Param("event_type", "e.g. Provisioning, Admin; empty means any"),
+    _date_time("since", "Events at or after this time"),
+    _date_time("until", "Events before this time"),
+)
+CSV_FILE = Header(
+    "Content-Disposition",
+    "Names the download events-ACCOUNT_ID.csv.",
+    {"type": "string", "pattern": '^attachment; filename="events-[^"]+[.]csv"$'},
 )
 
 OPERATIONS: list[tuple[Operation, Handler]] = [
@@ -184,6 +208,7 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
             "Export the event history as CSV",
             media_type="text/csv",
             query=_FILTERS,
+            headers=(CSV_FILE,),
         ),
         export_events,
     ),
