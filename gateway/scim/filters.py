@@ -2,19 +2,51 @@
 
 scim2-filter-parser turns the filter text into a parse tree; this module walks the tree
 and builds a WHERE clause over ``scim_users`` (and EXISTS sub-queries over
-``scim_user_values`` for emails and phone numbers). Values are always bound
-parameters. An attribute the gateway cannot filter on is an ``invalidFilter`` error,
-never a clause that matches everything: a filter that silently matched every user would
-make Entra link the wrong account or create duplicates.
+``scim_user_values`` for emails and phone numbers, ``scim_claims`` for the login id).
+Values are always bound parameters. An attribute the gateway cannot filter on is an
+``invalidFilter`` error, never a clause that matches everything: a filter that silently
+matched every user would make Entra link the wrong account or create duplicates.
 
 Every leaf is built to be TRUE or FALSE, never NULL (a comparison on an absent value
 is FALSE), so ``not`` and ``ne`` mean what SCIM says they mean.
+
+userName, emails and the login id compare by their folded key (``rules.fold``: NFKC,
+case folding, no surrounding whitespace), the same key that makes them unique, so
+``userName eq "Alice@Contoso.com "`` finds ``alice@contoso.com``, and so does the
+same address in fullwidth letters (U+FF41...).
+
+Bounds. Entra only sends ``attr eq "value"`` (at most one ``emails[type eq "work"]``
+value filter), so a filter is refused with 400 ``invalidFilter`` beyond:
+
+- ``MAX_FILTER_LENGTH`` = 4096 characters;
+- ``MAX_FILTER_COMPARISONS`` = 50 comparisons (``attr op value`` or ``attr pr``),
+  counted on the tokens before parsing;
+- ``MAX_FILTER_DEPTH`` = 12 levels, counted on the tokens before parsing (each ``(``
+  and ``[``) and on the parse tree (``_levels``: each ``not``, value filter, and group
+  of ``and`` or ``or`` that the SQL nests).
+
+Measured by running the compiled query on SQLite 3.40 with the bounds lifted, the
+smallest depth that fails ("parser stack overflow"), by shape: 31 for
+``a or (b and (c or ...))`` with JSON or login-id leaves, 33 with plain ones; 39 for
+``not`` inside a value filter; 42 for nested ``not (...)`` (44 ``not (`` deep was a
+server error before these bounds) and for ``not (a or not (b and ...))``; 56 for ``not``
+around a 20-comparison chain. Alternating ``and``/``or`` without parentheses nest too:
+the parser groups them from the left (``a or b and c`` is ``(a or b) and c``), and
+SQLite overflowed at 171 such comparisons. A flat chain fails at 498 ``and``-ed
+comparisons ("Expression tree is too large (maximum depth 1000)"). So 12 levels is
+under 40% of the smallest failing depth and 50 comparisons 10% of the shortest failing
+chain. PostgreSQL 15 ran every shape to 2,496 levels ("memory exhausted" in its parser
+beyond) and chains of 4,096 comparisons. scim2-filter-parser's parser is an LALR table
+(3,000 nested parentheses parse without recursion); the recursion is in this compiler
+(parentheses 949 deep were a RecursionError) and in SQLAlchemy's, and the bounds keep
+both to a few hundred frames.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,26 +57,32 @@ from scim2_filter_parser.lexer import SCIMLexer
 from scim2_filter_parser.parser import SCIMParser, SCIMParserError
 from sqlalchemy import ColumnElement, and_, bindparam, exists, func, not_, or_, select, true
 
-from gateway.scim.rules import fold
+from gateway.scim.rules import fold, shown
 from gateway.scim.schema import CLOUDLINK_USER, CORE_USER, ENTERPRISE_USER
-from gateway.web.errors import InvalidFilter
+from gateway.web.errors import InvalidFilter, InvalidValue
 from gateway.web.params import parse_iso8601
-from storage.tables import SCIM_USER_VALUES, SCIM_USERS
+from storage.tables import SCIM_CLAIMS, SCIM_USER_VALUES, SCIM_USERS
 
+claims = SCIM_CLAIMS
 values = SCIM_USER_VALUES
 users = SCIM_USERS
 
-Kind = Literal["ci", "exact", "bool", "datetime"]
+Kind = Literal["key", "ci", "exact", "bool", "datetime"]
 
 document = users.c.document
+
+MAX_FILTER_LENGTH = 4096
+MAX_FILTER_COMPARISONS = 50
+MAX_FILTER_DEPTH = 12
 
 
 @dataclass(frozen=True)
 class Target:
     """A filterable single-valued attribute: its SQL expression and how it compares.
 
-    For ``ci`` targets the expression yields lower-cased text (a folded key column, or
-    ``lower()`` of the stored value) and the filter value is folded to match.
+    A ``key`` target is a folded key column (the filter value is folded by
+    ``rules.fold``); a ``ci`` target is ``lower()`` of a stored value (the filter value
+    is lower-cased to match).
     """
 
     column: Any
@@ -60,7 +98,7 @@ def _json(*path: str, kind: Kind = "ci") -> Target:
 SIMPLE: dict[tuple[str, str, str | None], Target] = {
     (CORE_USER, "id", None): Target(users.c.id, "exact"),
     (CORE_USER, "externalid", None): Target(users.c.external_id, "exact"),
-    (CORE_USER, "username", None): Target(users.c.user_name_key, "ci"),
+    (CORE_USER, "username", None): Target(users.c.user_name_key, "key"),
     (CORE_USER, "displayname", None): Target(func.lower(users.c.display_name), "ci"),
     (CORE_USER, "name", "givenname"): Target(func.lower(users.c.given_name), "ci"),
     (CORE_USER, "name", "familyname"): Target(func.lower(users.c.family_name), "ci"),
@@ -69,15 +107,17 @@ SIMPLE: dict[tuple[str, str, str | None], Target] = {
     (CORE_USER, "meta", "created"): Target(users.c.created_at, "datetime"),
     (CORE_USER, "meta", "lastmodified"): Target(users.c.updated_at, "datetime"),
     (CLOUDLINK_USER, "extension", None): Target(users.c.extension, "exact"),
-    (CLOUDLINK_USER, "loginid", None): Target(func.lower(users.c.login_id), "ci"),
     (ENTERPRISE_USER, "manager", "value"): _json(ENTERPRISE_USER, "manager", "value", kind="exact"),
 }
 for _name in ("employeeNumber", "costCenter", "organization", "division", "department"):
     SIMPLE[(ENTERPRISE_USER, _name.lower(), None)] = _json(ENTERPRISE_USER, _name)
 
+# Attributes compared through the user's claim of that kind (its folded key).
+CLAIMED: dict[tuple[str, str, str | None], str] = {(CLOUDLINK_USER, "loginid", None): "loginId"}
+
 # Multi-valued attributes kept in scim_user_values, and how each sub-attribute compares.
 MULTI: dict[str, str] = {"emails": "emails", "phonenumbers": "phoneNumbers"}
-MULTI_VALUE_KIND: dict[str, Kind] = {"emails": "ci", "phoneNumbers": "exact"}
+MULTI_VALUE_KIND: dict[str, Kind] = {"emails": "key", "phoneNumbers": "exact"}
 
 FILTERABLE = sorted(
     [
@@ -114,7 +154,7 @@ _OPERATORS = {"eq", "ne", "co", "sw", "ew", "pr", *_ORDERING}
 
 def _unknown_attribute(name: str) -> InvalidFilter:
     return InvalidFilter(
-        f'Cannot filter on "{name}": the gateway filters on {", ".join(FILTERABLE)}. '
+        f'Cannot filter on "{shown(name)}": the gateway filters on {", ".join(FILTERABLE)}. '
         "In Entra, choose one of these as the matching attribute."
     )
 
@@ -127,16 +167,41 @@ def _parse_bool(raw: str) -> bool:
     lowered = raw.lower()
     if lowered in {"true", "false"}:
         return lowered == "true"
-    raise InvalidFilter(f'"{raw}" is not a boolean; compare with true or false.')
+    raise InvalidFilter(f'"{shown(raw)}" is not a boolean; compare with true or false.')
+
+
+def _is_iso8601(raw: str) -> bool:
+    """Whether ``raw`` is written as an ISO 8601 date-time (whatever its range)."""
+    try:
+        datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_datetime(raw: str) -> datetime:
+    """A date-time to compare meta.created / meta.lastModified with.
+
+    A malformed one is a bad filter; a well-formed one outside what the databases store
+    and compare (``0001-01-01T00:00:00+14:00`` is before year 1 in UTC) is a bad value.
+    """
     try:
         return parse_iso8601(raw)
     except ValueError as exc:
+        if _is_iso8601(raw):
+            raise InvalidValue(
+                f'"{shown(raw)}" is outside years 1 to 9999 once converted to UTC; compare '
+                "meta.created and meta.lastModified with a date-time in that range, e.g. "
+                "2026-01-31T12:00:00Z."
+            ) from exc
         raise InvalidFilter(
-            f'"{raw}" is not a date-time; use ISO 8601, e.g. 2026-01-31T12:00:00Z.'
+            f'"{shown(raw)}" is not a date-time; use ISO 8601, e.g. 2026-01-31T12:00:00Z.'
         ) from exc
+
+
+def _lowered(raw: str) -> str:
+    """A filter value compared with ``lower()`` of a stored value (a ``ci`` target)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", raw).lower())
 
 
 Binder = Callable[[str, Callable[[str], Any]], Any]
@@ -152,7 +217,8 @@ def _converter(kind: Kind, op: str) -> Callable[[str], Any]:
         if op in {"co", "sw", "ew"}:
             raise InvalidFilter(f'Operator "{op}" does not apply to a date-time.')
         return _parse_datetime
-    base: Callable[[str], str] = fold if kind == "ci" else str
+    bases: dict[Kind, Callable[[str], str]] = {"key": fold, "ci": _lowered}
+    base = bases.get(kind, str)
     patterns = {"co": "%{}%", "sw": "{}%", "ew": "%{}"}
     if op in patterns:
         pattern = patterns[op]
@@ -166,7 +232,7 @@ def _compare(
     """A null-safe comparison of ``column`` with the filter value ``raw``."""
     if op == "pr":
         present = column.is_not(None)
-        return and_(present, column != "") if kind in {"ci", "exact"} else present
+        return and_(present, column != "") if kind in {"key", "ci", "exact"} else present
     assert raw is not None
     if op == "ne":
         return not_(_compare(column, kind, "eq", raw, bind))
@@ -231,11 +297,32 @@ class _Compiler:
         multi = MULTI.get(name.lower()) if urn == CORE_USER else None
         if multi is not None:
             return self._exists(multi, None, (op, raw), sub or "value")
-        target = SIMPLE.get((urn, name.lower(), sub.lower() if sub else None))
+        key = (urn, name.lower(), sub.lower() if sub else None)
+        if key in CLAIMED:
+            return self._claimed(CLAIMED[key], op, raw)
+        target = SIMPLE.get(key)
         if target is None:
-            shown = f"{path.uri}:{name}" if path.uri else name
-            raise _unknown_attribute(f"{shown}.{sub}" if sub else shown)
+            label = f"{path.uri}:{name}" if path.uri else name
+            raise _unknown_attribute(f"{label}.{sub}" if sub else label)
         return _compare(target.column, target.kind, op, raw, self.bind)
+
+    def _claimed(self, kind: str, op: str, raw: str | None) -> ColumnElement[bool]:
+        """A comparison with the folded key of the user's claim of ``kind`` (none: absent).
+
+        ``ne`` is the negation of ``eq`` over the claim, so a user without one matches it,
+        as with every other attribute.
+        """
+        if op == "ne":
+            return not_(self._claimed(kind, "eq", raw))
+        alias = claims.alias()
+        clauses = [
+            alias.c.account_id == users.c.account_id,
+            alias.c.kind == kind,
+            alias.c.user_pk == users.c.pk,
+        ]
+        if op != "pr":
+            clauses.append(_compare(alias.c.value_key, "key", op, raw, self.bind))
+        return exists(select(alias.c.user_pk).where(*clauses).correlate(users))
 
     def _value_path(
         self, namespace: Any, inner: Any, comparison: tuple[str, str | None] | None
@@ -283,7 +370,6 @@ class _Compiler:
         return _compare(alias.c.primary, "bool", op, raw, self.bind)
 
 
-MAX_FILTER_LENGTH = 4096
 _LITERAL = re.compile(r'"([^"]*)"')
 _PLACEHOLDER = re.compile(r"\x00(\d+)")
 
@@ -315,20 +401,95 @@ def split_literals(text: str) -> tuple[str, list[str]]:
     return _LITERAL.sub(placeholder, text), values
 
 
+_COMPARISONS = frozenset({"EQ", "NE", "CO", "SW", "EW", "GT", "LT", "GE", "LE", "PR"})
+_OPENING = frozenset({"LPAREN", "LBRACKET"})
+_CLOSING = frozenset({"RPAREN", "RBRACKET"})
+
+
+def _unparsable(exc: Exception) -> InvalidFilter:
+    reason = shown(str(exc).replace("\x00", ""))
+    return InvalidFilter(
+        f'The filter cannot be parsed ({reason}). Example of a valid filter: userName eq "'
+        'alice@example.com"'
+    )
+
+
+def _too_deep() -> InvalidFilter:
+    return InvalidFilter(
+        f"The filter nests more than {MAX_FILTER_DEPTH} levels deep (each not, value filter "
+        "[...], parenthesis, and change between and and or is a level). Entra sends filters "
+        'such as userName eq "alice@contoso.com", which nest none: simplify the filter.'
+    )
+
+
+def _bounded_tokens(shape: str) -> list[Any]:
+    """The tokens of a filter shape, refused beyond the nesting and comparison bounds.
+
+    Checked before parsing, so that the tree the compiler walks recursively stays small.
+    """
+    tokens: list[Any] = []
+    depth = comparisons = 0
+    try:
+        for token in SCIMLexer().tokenize(shape):
+            tokens.append(token)
+            if token.type in _OPENING:
+                depth += 1
+                if depth > MAX_FILTER_DEPTH:
+                    raise _too_deep()
+            elif token.type in _CLOSING:
+                depth = max(0, depth - 1)
+            elif token.type in _COMPARISONS:
+                comparisons += 1
+                if comparisons > MAX_FILTER_COMPARISONS:
+                    raise InvalidFilter(
+                        f"The filter has more than {MAX_FILTER_COMPARISONS} comparisons; "
+                        'Entra sends one, such as userName eq "alice@contoso.com".'
+                    )
+    except ValueError as exc:
+        raise _unparsable(exc) from exc
+    return tokens
+
+
+def _levels(node: Any, joined_by: str | None = None) -> int:
+    """How deeply the SQL of ``node`` nests: each not, value filter and and/or group.
+
+    A chain of one operator renders flat (SQLAlchemy flattens ``and_(and_(a, b), c)``),
+    so it is one level; a change of operator opens another, as does every ``NOT (...)``
+    and ``EXISTS (...)``. SQLite's parser keeps about three entries per level.
+    """
+    if isinstance(node, ast.Filter):
+        if node.negated or node.namespace is not None:
+            return 1 + _levels(node.expr)
+        return _levels(node.expr, joined_by)
+    if isinstance(node, ast.LogExpr):
+        op = str(node.op).lower()
+        own = 0 if joined_by == op else 1
+        return own + max(_levels(node.expr1, op), _levels(node.expr2, op))
+    if isinstance(node, ast.AttrExpr) and isinstance(node.attr_path.attr_name, ast.Filter):
+        return _levels(node.attr_path.attr_name)
+    return 0
+
+
+def _parse(shape: str) -> Any:
+    """The parse tree of a filter shape within the bounds, or 400 ``invalidFilter``."""
+    tokens = _bounded_tokens(shape)
+    try:
+        tree = SCIMParser().parse(iter(tokens))
+    except (SCIMParserError, ValueError, AttributeError, TypeError) as exc:
+        raise _unparsable(exc) from exc
+    if tree is None:
+        raise InvalidFilter('The filter cannot be parsed. Example: userName eq "a@example.com"')
+    if _levels(tree) > MAX_FILTER_DEPTH:
+        raise _too_deep()
+    return tree
+
+
 @functools.lru_cache(maxsize=1024)
 def compile_shape(shape: str) -> CompiledFilter:
     """Parse and compile a filter shape (see ``split_literals``); cached."""
     if not shape.strip():
         return CompiledFilter(true(), ())
-    try:
-        tree = SCIMParser().parse(SCIMLexer().tokenize(shape))
-    except (SCIMParserError, ValueError, AttributeError, TypeError) as exc:
-        raise InvalidFilter(
-            f"The filter cannot be parsed ({str(exc).replace(chr(0), '')}). Example of a "
-            'valid filter: userName eq "alice@example.com"'
-        ) from exc
-    if tree is None:
-        raise InvalidFilter('The filter cannot be parsed. Example: userName eq "a@example.com"')
+    tree = _parse(shape)
     compiler = _Compiler()
     where = compiler.node(tree)
     converters = tuple(compiler.converters[i] for i in sorted(compiler.converters))
