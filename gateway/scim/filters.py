@@ -15,37 +15,12 @@ case folding, no surrounding whitespace), the same key that makes them unique, s
 ``userName eq "Alice@Contoso.com "`` finds ``alice@contoso.com``, and so does the
 same address in fullwidth letters (U+FF41...).
 
-Bounds. Entra only sends ``attr eq "value"`` (at most one ``emails[type eq "work"]``
-value filter), so a filter is refused with 400 ``invalidFilter`` beyond:
-
-- ``MAX_FILTER_LENGTH`` = 4096 characters;
-- ``MAX_FILTER_COMPARISONS`` = 50 comparisons (``attr op value`` or ``attr pr``),
-  counted on the tokens before parsing;
-- ``MAX_FILTER_DEPTH`` = 12 levels, counted on the tokens before parsing (each ``(``
-  and ``[``) and on the parse tree (``_levels``: each ``not``, value filter, and group
-  of ``and`` or ``or`` that the SQL nests).
-
-Measured by running the compiled query on SQLite 3.40 with the bounds lifted, the
-smallest depth that fails ("parser stack overflow"), by shape: 31 for
-``a or (b and (c or ...))`` with JSON or login-id leaves, 33 with plain ones; 39 for
-``not`` inside a value filter; 42 for nested ``not (...)`` (44 ``not (`` deep was a
-server error before these bounds) and for ``not (a or not (b and ...))``; 56 for ``not``
-around a 20-comparison chain. Alternating ``and``/``or`` without parentheses nest too:
-the parser groups them from the left (``a or b and c`` is ``(a or b) and c``), and
-SQLite overflowed at 171 such comparisons. A flat chain fails at 498 ``and``-ed
-comparisons ("Expression tree is too large (maximum depth 1000)"). So 12 levels is
-under 40% of the smallest failing depth and 50 comparisons 10% of the shortest failing
-chain. PostgreSQL 15 ran every shape to 2,496 levels ("memory exhausted" in its parser
-beyond) and chains of 4,096 comparisons. scim2-filter-parser's parser is an LALR table
-(3,000 nested parentheses parse without recursion); the recursion is in this compiler
-(parentheses 949 deep were a RecursionError) and in SQLAlchemy's, and the bounds keep
-both to a few hundred frames.
+The text is bounded and parsed in ``filter_parsing``.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,10 +28,14 @@ from datetime import datetime
 from typing import Any, Literal
 
 from scim2_filter_parser import ast
-from scim2_filter_parser.lexer import SCIMLexer
-from scim2_filter_parser.parser import SCIMParser, SCIMParserError
 from sqlalchemy import ColumnElement, and_, bindparam, exists, func, not_, or_, select, true
 
+from gateway.scim.filter_parsing import (
+    MAX_FILTER_LENGTH,
+    PLACEHOLDER,
+    parse_shape,
+    split_literals,
+)
 from gateway.scim.rules import fold, shown
 from gateway.scim.schema import CLOUDLINK_USER, CORE_USER, ENTERPRISE_USER
 from gateway.web.errors import InvalidFilter, InvalidValue
@@ -70,10 +49,6 @@ users = SCIM_USERS
 Kind = Literal["key", "ci", "exact", "bool", "datetime"]
 
 document = users.c.document
-
-MAX_FILTER_LENGTH = 4096
-MAX_FILTER_COMPARISONS = 50
-MAX_FILTER_DEPTH = 12
 
 
 @dataclass(frozen=True)
@@ -259,7 +234,7 @@ class _Compiler:
 
     def bind(self, raw: str, convert: Callable[[str], Any]) -> Any:
         """A bound parameter for a value taken out of the filter, else the converted literal."""
-        match = _PLACEHOLDER.fullmatch(raw)
+        match = PLACEHOLDER.fullmatch(raw)
         if match is None:
             return convert(raw)
         index = int(match.group(1))
@@ -370,10 +345,6 @@ class _Compiler:
         return _compare(alias.c.primary, "bool", op, raw, self.bind)
 
 
-_LITERAL = re.compile(r'"([^"]*)"')
-_PLACEHOLDER = re.compile(r"\x00(\d+)")
-
-
 @dataclass(frozen=True, eq=False)
 class CompiledFilter:
     """A filter shape compiled once: its WHERE clause and how to bind each value."""
@@ -386,110 +357,12 @@ class CompiledFilter:
         return {f"fv{i}": convert(values[i]) for i, convert in enumerate(self.converters)}
 
 
-def split_literals(text: str) -> tuple[str, list[str]]:
-    """Take the quoted values out of a filter: its shape, and the values in order.
-
-    Filters that differ only in their values (every ``userName eq "…"`` Entra sends)
-    share one shape, so they are parsed and compiled once.
-    """
-    values: list[str] = []
-
-    def placeholder(match: re.Match[str]) -> str:
-        values.append(match.group(1))
-        return f'"\x00{len(values) - 1}"'
-
-    return _LITERAL.sub(placeholder, text), values
-
-
-_COMPARISONS = frozenset({"EQ", "NE", "CO", "SW", "EW", "GT", "LT", "GE", "LE", "PR"})
-_OPENING = frozenset({"LPAREN", "LBRACKET"})
-_CLOSING = frozenset({"RPAREN", "RBRACKET"})
-
-
-def _unparsable(exc: Exception) -> InvalidFilter:
-    reason = shown(str(exc).replace("\x00", ""))
-    return InvalidFilter(
-        f'The filter cannot be parsed ({reason}). Example of a valid filter: userName eq "'
-        'alice@example.com"'
-    )
-
-
-def _too_deep() -> InvalidFilter:
-    return InvalidFilter(
-        f"The filter nests more than {MAX_FILTER_DEPTH} levels deep (each not, value filter "
-        "[...], parenthesis, and change between and and or is a level). Entra sends filters "
-        'such as userName eq "alice@contoso.com", which nest none: simplify the filter.'
-    )
-
-
-def _bounded_tokens(shape: str) -> list[Any]:
-    """The tokens of a filter shape, refused beyond the nesting and comparison bounds.
-
-    Checked before parsing, so that the tree the compiler walks recursively stays small.
-    """
-    tokens: list[Any] = []
-    depth = comparisons = 0
-    try:
-        for token in SCIMLexer().tokenize(shape):
-            tokens.append(token)
-            if token.type in _OPENING:
-                depth += 1
-                if depth > MAX_FILTER_DEPTH:
-                    raise _too_deep()
-            elif token.type in _CLOSING:
-                depth = max(0, depth - 1)
-            elif token.type in _COMPARISONS:
-                comparisons += 1
-                if comparisons > MAX_FILTER_COMPARISONS:
-                    raise InvalidFilter(
-                        f"The filter has more than {MAX_FILTER_COMPARISONS} comparisons; "
-                        'Entra sends one, such as userName eq "alice@contoso.com".'
-                    )
-    except ValueError as exc:
-        raise _unparsable(exc) from exc
-    return tokens
-
-
-def _levels(node: Any, joined_by: str | None = None) -> int:
-    """How deeply the SQL of ``node`` nests: each not, value filter and and/or group.
-
-    A chain of one operator renders flat (SQLAlchemy flattens ``and_(and_(a, b), c)``),
-    so it is one level; a change of operator opens another, as does every ``NOT (...)``
-    and ``EXISTS (...)``. SQLite's parser keeps about three entries per level.
-    """
-    if isinstance(node, ast.Filter):
-        if node.negated or node.namespace is not None:
-            return 1 + _levels(node.expr)
-        return _levels(node.expr, joined_by)
-    if isinstance(node, ast.LogExpr):
-        op = str(node.op).lower()
-        own = 0 if joined_by == op else 1
-        return own + max(_levels(node.expr1, op), _levels(node.expr2, op))
-    if isinstance(node, ast.AttrExpr) and isinstance(node.attr_path.attr_name, ast.Filter):
-        return _levels(node.attr_path.attr_name)
-    return 0
-
-
-def _parse(shape: str) -> Any:
-    """The parse tree of a filter shape within the bounds, or 400 ``invalidFilter``."""
-    tokens = _bounded_tokens(shape)
-    try:
-        tree = SCIMParser().parse(iter(tokens))
-    except (SCIMParserError, ValueError, AttributeError, TypeError) as exc:
-        raise _unparsable(exc) from exc
-    if tree is None:
-        raise InvalidFilter('The filter cannot be parsed. Example: userName eq "a@example.com"')
-    if _levels(tree) > MAX_FILTER_DEPTH:
-        raise _too_deep()
-    return tree
-
-
 @functools.lru_cache(maxsize=1024)
 def compile_shape(shape: str) -> CompiledFilter:
     """Parse and compile a filter shape (see ``split_literals``); cached."""
     if not shape.strip():
         return CompiledFilter(true(), ())
-    tree = _parse(shape)
+    tree = parse_shape(shape)
     compiler = _Compiler()
     where = compiler.node(tree)
     converters = tuple(compiler.converters[i] for i in sorted(compiler.converters))

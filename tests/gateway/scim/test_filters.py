@@ -116,3 +116,34 @@ def test_bad_or_unmapped_filter_is_400_invalid_filter(
     response = tenant.get("/Users", params={"filter": expression})
     assert response.status_code == 400, response.text
     assert response.json()["scimType"] == "invalidFilter"
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        # and binds tighter than or: alice, or (bob and something false).
+        (
+            'displayName eq "Alice Martin" or displayName eq "Bob_Stone" and active eq true',
+            ["alice"],
+        ),
+        (
+            'active eq true and displayName eq "Carol 100%" or displayName eq "Bob_Stone"',
+            ["bob", "carol"],
+        ),
+        # Parentheses still win.
+        (
+            '(displayName eq "Alice Martin" or displayName eq "Bob_Stone") and active eq false',
+            ["bob"],
+        ),
+        (
+            'displayName eq "Bob_Stone" or displayName eq "Carol 100%" and active eq true '
+            'or displayName eq "Alice Martin" and active eq false',
+            ["bob", "carol"],
+        ),
+    ],
+)
+def test_and_binds_tighter_than_or(
+    tenant: Tenant, people: dict[str, str], expression: str, expected: list[str]
+) -> None:
+    """RFC 7644 precedence: `a or b and c` is `a or (b and c)`; parentheses group first."""
+    assert sorted(names(tenant, people, expression)) == expected

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.scim.filters import MAX_FILTER_COMPARISONS, MAX_FILTER_DEPTH
+from gateway.scim.filter_parsing import MAX_FILTER_COMPARISONS, MAX_FILTER_DEPTH
 from gateway.scim.routes import MAX_ATTRIBUTE_NAMES
 from tests.conftest import Tenant, user_body
 
