@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import datetime
-import os
-import platform
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from wrk_runner import LoadSettings, WrkResult
 
 GATEWAY = "cloudlink-gateway"
 PEER = "scim2-server"
-GATEWAY_SOURCES = ("gateway", "storage", "observability", "pyproject.toml")
-PACKAGES = ("cloudlink-gateway", "uvicorn", "uvloop", "httptools", "starlette", "scim2-server")
 
 
 class Others(NamedTuple):
@@ -31,12 +23,15 @@ class Others(NamedTuple):
 
 @dataclass
 class ServerRun:
-    """Everything measured on one server."""
+    """Everything measured on one server in one configuration."""
 
-    name: str
+    name: str  # GATEWAY or PEER
+    label: str  # the column heading: the server and its configuration
     command: str
     auth: str
     users: int
+    database: str | None = None  # the gateway's: SQLite or PostgreSQL
+    workers: int = 1
     small_users: int | None = None
     seed_seconds: float = 0.0  # seeding all users, summed over the steps
     lookup_small: WrkResult | None = None  # lookups with small_users seeded
@@ -68,68 +63,6 @@ class ServerRun:
         data["warmups"] = [w.to_json() for w in self.warmups]
         data["discarded"] = [w.to_json() for w in self.discarded]
         return data
-
-
-# -- The machine --------------------------------------------------------------------------
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _memory() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    return "unknown"
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine_info(wrk_version: str) -> dict[str, str]:
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
-    info = {
-        "nproc": nproc or str(os.cpu_count()),
-        "CPU": _cpu_model(),
-        "memory": _memory(),
-        "OS": f"{platform.system()} {platform.release()}",
-        "Python": f"{platform.python_implementation()} {platform.python_version()}",
-        "wrk": wrk_version,
-    }
-    info.update({package: _version(package) for package in PACKAGES})
-    info["cloudlink-gateway commit"] = _commit()
-    return info
-
-
-def _commit() -> str:
-    """The repository's commit, and whether the gateway's sources differ from it."""
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
-        )
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return "unknown"
-    changed = git("status", "--porcelain", "--", *GATEWAY_SOURCES)
-    return f"{commit} (with uncommitted changes)" if changed else commit
 
 
 # -- Goals --------------------------------------------------------------------------------
@@ -215,7 +148,7 @@ def goals(gateway: ServerRun | None, peer: ServerRun | None) -> list[Goal]:
     users = f"{gateway.users:,}" if gateway else "all"
     out.append(
         Goal(
-            f"peak memory (VmHWM) with {users} users, after the load",
+            f"peak memory (VmHWM, summed over its processes) with {users} users, after the load",
             f"{hwm / 1024:,.0f} MiB" if hwm else "not measured",
             None,
         )
@@ -239,7 +172,8 @@ def _cell(result: WrkResult | None, what: str) -> str:
         return f"{result.rps:,.0f}"
     if what == "cpu":
         return (
-            f"{result.server_cpu_pct:.0f} / {result.wrk_cpu_pct:.0f} / {result.other_cpu_pct:.0f}"
+            f"{result.server_cpu_pct:.0f} / {result.database_cpu_pct:.0f} / "
+            f"{result.wrk_cpu_pct:.0f} / {result.other_cpu_pct:.0f}"
         )
     if what == "bad":
         sockets = sum(result.socket_errors.values())
@@ -249,12 +183,14 @@ def _cell(result: WrkResult | None, what: str) -> str:
 
 def results_table(runs: list[ServerRun]) -> str:
     """The side-by-side results, one column per server."""
-    header = "| | " + " | ".join(r.name for r in runs) + " |"
+    header = "| | " + " | ".join(r.label for r in runs) + " |"
     lines = [header, "|---" * (len(runs) + 1) + "|"]
 
     def row(label: str, cells: list[str]) -> None:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
+    row("database", [r.database or "in memory" for r in runs])
+    row("worker processes", [str(r.workers) for r in runs])
     row("authentication", [r.auth for r in runs])
     row("users seeded", [f"{r.users:,}" for r in runs])
     row("seeding (POST, req/s)", [f"{r.seed_rate:,.0f}" for r in runs])
@@ -267,7 +203,7 @@ def results_table(runs: list[ServerRun]) -> str:
         row(f"{label} p50 ms", [_cell(x, "p50_ms") for x in results])
         row(f"{label} p99 ms", [_cell(x, "p99_ms") for x in results])
         row(f"{label} bad status / bad body / socket errors", [_cell(x, "bad") for x in results])
-        row(f"{label} CPU % server / wrk / other", [_cell(x, "cpu") for x in results])
+        row(f"{label} CPU % server / database / wrk / other", [_cell(x, "cpu") for x in results])
     if any(r.lookup_small for r in runs):
         small = [r.lookup_small for r in runs]
         sizes = {r.small_users for r in runs if r.small_users}
@@ -284,19 +220,39 @@ def results_table(runs: list[ServerRun]) -> str:
     row("log lines written", [f"{r.log_lines:,}" for r in runs])
     row(
         "data on disk (MiB)",
-        [f"{r.data_bytes / 2**20:,.0f}" if r.data_bytes is not None else "none" for r in runs],
+        [f"{r.data_bytes / 2**20:,.0f}" if r.data_bytes is not None else "—" for r in runs],
     )
     row(
-        "peak memory VmHWM (MiB)",
+        "peak memory VmHWM, all its processes (MiB)",
         [f"{hwm / 1024:,.0f}" if (hwm := r.memory_kib.get("vm_hwm_kib")) else "—" for r in runs],
     )
     return "\n".join(lines)
 
 
-def goals_table(goal_list: list[Goal]) -> str:
-    lines = ["| goal (gateway) | measured | verdict |", "|---|---|---|"]
-    lines += [f"| {g.text} | {g.measured} | {_verdict(g)} |" for g in goal_list]
+def _goal_cell(goal: Goal) -> str:
+    if goal.met is None:
+        return goal.measured
+    return f"{goal.measured}: {_verdict(goal)}"
+
+
+def goals_table(columns: list[tuple[str, list[Goal]]]) -> str:
+    """One row per goal, one column per gateway configuration: measured, met or missed."""
+    if not columns:
+        return "(no gateway configuration was measured)"
+    lines = [
+        "| goal (gateway) | " + " | ".join(label for label, _ in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for i, goal in enumerate(columns[0][1]):
+        cells = [_goal_cell(goal_list[i]) for _, goal_list in columns]
+        lines.append(f"| {goal.text} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def gateway_goals(runs: list[ServerRun]) -> list[tuple[str, list[Goal]]]:
+    """The goals of every gateway configuration, against the peer of the same run."""
+    peer = next((r for r in runs if r.name == PEER), None)
+    return [(r.label, goals(r, peer)) for r in runs if r.name == GATEWAY]
 
 
 # -- docs/benchmarks.md -------------------------------------------------------------------
@@ -305,7 +261,7 @@ def goals_table(goal_list: list[Goal]) -> str:
 def _commands(runs: list[ServerRun], harness: str) -> str:
     lines = ["```sh", "# the whole benchmark, as run for these results:", harness, ""]
     for run in runs:
-        lines.append(f"# {run.name}")
+        lines.append(f"# {run.label}")
         lines.append(run.command)
         for result in (run.lookup_small, run.lookup, run.create):
             if result is not None:
@@ -352,11 +308,11 @@ def _findings(runs: list[ServerRun]) -> str:
                 f"{len(run.log_errors):,} error lines in its log, first: "
                 f"`{run.log_errors[0][:200]}`"
             )
-        if run.children:
-            notes.append(f"it had {len(run.children)} child processes (memory is the parent's)")
+        if run.workers == 1 and run.children:
+            notes.append(f"it had {len(run.children)} child processes with one worker")
         if run.exit_code not in (0, -signal.SIGTERM, None):
             notes.append(f"it exited with {run.exit_code} when stopped with SIGTERM")
-        lines += [f"- {run.name}: {note}" for note in notes]
+        lines += [f"- {run.label}: {note}" for note in notes]
     return "\n".join(lines) if lines else "- none: every measured response was as expected."
 
 
@@ -367,12 +323,21 @@ def markdown(
     harness: str,
     uvicorn_options: str,
     seed_concurrency: int,
+    extra_sections: str = "",
 ) -> str:
-    by_name = {r.name: r for r in runs}
-    goal_list = goals(by_name.get(GATEWAY), by_name.get(PEER))
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     machine_rows = "\n".join(f"| {k} | {v} |" for k, v in machine.items())
     users = max((r.users for r in runs), default=0)
+    extra = "\n" + extra_sections if extra_sections else ""
+    postgres = (
+        f"\n- PostgreSQL ({machine.get('PostgreSQL', 'version unknown')}) is a throwaway "
+        "cluster the harness creates with `pg_createcluster` and drops at the end, with "
+        "Debian's default settings (`fsync`, `synchronous_commit` on); each configuration "
+        "gets a fresh database, reached over TCP on 127.0.0.1. Its processes' CPU is the "
+        "*database* share."
+        if any(r.database == "PostgreSQL" for r in runs)
+        else ""
+    )
     return f"""# Benchmarks
 
 SCIM performance of the gateway against [scim2-server](https://pypi.org/project/scim2-server/),
@@ -385,7 +350,9 @@ Last run: {today}, with {users:,} users.
 
 ## Goals
 
-{goals_table(goal_list)}
+Each gateway configuration against the peer of the same run.
+
+{goals_table(gateway_goals(runs))}
 
 ## Results
 
@@ -401,20 +368,26 @@ Load: wrk, {settings.threads} threads, {settings.connections} connections,
   phone number are unique (the gateway refuses a phone number already used in the
   account); bad unless it answers 201.
 - **seeding**: the users are POSTed one by one over keep-alive connections,
-  {seed_concurrency} at a time; both servers get the same bodies.
-- Peak memory is the server process's `VmHWM` from `/proc/<pid>/status`, read after
-  seeding and all the load. The gateway keeps its data in SQLite on disk (its size is
-  shown; the OS page cache is not counted), scim2-server keeps it in the process.
+  {seed_concurrency} at a time; every server gets the same bodies.
+- Every configuration starts from an empty database and is seeded on its own; the
+  servers run one after the other, never two at once.
+- The gateway runs `cloudlink-gateway serve --workers N` (uvicorn, N worker processes on
+  one port); on SQLite with `GATEWAY_SQLITE_SYNCHRONOUS=FULL` (the default: every create is
+  on disk before it is answered).{postgres}
+- Peak memory is the `VmHWM` of `/proc/<pid>/status`, summed over the server's processes
+  (the supervisor and its workers), read after seeding and all the load. The gateway
+  keeps its data on disk (its size is shown; the OS page cache and PostgreSQL's memory are
+  not counted), scim2-server keeps it in the process.
 - scim2-server serves with **no authentication** (it has none); the gateway checks a
-  bearer token on every request.
-- Both servers run in one process under uvicorn ({uvicorn_options}), one after the other,
-  with wrk on the same {machine["nproc"]} CPUs. *CPU %* is the share of one CPU used during
-  the measured run by the server, by wrk, and by everything else on the machine.
+  bearer token on every request. It runs in one process under uvicorn ({uvicorn_options}).
+- wrk runs on the same {machine["nproc"]} CPUs. *CPU %* is the share of one CPU used during
+  the measured run by the server's processes, by its database server's (PostgreSQL), by
+  wrk, and by everything else on the machine.
 
 ### Findings
 
 {_findings(runs)}
-
+{extra}
 ## Machine
 
 | | |
@@ -423,11 +396,7 @@ Load: wrk, {settings.threads} threads, {settings.connections} connections,
 
 ## Commands
 
-Ports are picked at random; tokens are redacted.
+Ports are picked at random; tokens and passwords are redacted.
 
 {_commands(runs, harness)}
 """
-
-
-def python_command() -> str:
-    return Path(sys.executable).name

@@ -12,11 +12,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import httpx2
+import procs
 
 BENCH_DIR = Path(__file__).resolve().parent
 LOOPBACK = "127.0.0.1"
@@ -33,16 +36,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _proc_status(pid: int) -> dict[str, str]:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+def _no_pids() -> list[int]:
+    return []
 
 
-def _kib(value: str | None) -> int | None:
-    return int(value.split()[0]) if value else None
+def _no_data() -> int | None:
+    return None
 
 
 @dataclass
@@ -55,7 +54,10 @@ class Server:
     headers: dict[str, str]
     log_path: Path
     command: str  # how it was started, for the record
-    data_dir: Path | None = None  # where it keeps its data on disk, if it does
+    # The processes of a database server it uses (PostgreSQL), for CPU accounting.
+    database_pids: Callable[[], list[int]] = _no_pids
+    # The size of its data on disk, or None if it keeps none.
+    data_bytes: Callable[[], int | None] = _no_data
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -63,23 +65,23 @@ class Server:
         """The Authorization header value wrk must send, or ``-`` for none."""
         return self.headers.get("Authorization", "-")
 
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the server."""
+        parts = urlsplit(self.users_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def pids(self) -> list[int]:
+        """The server process and its descendants (worker processes)."""
+        return procs.tree(self.process.pid)
+
     def memory_kib(self) -> dict[str, int | None]:
-        """Peak (VmHWM) and current (VmRSS) resident memory of the server process."""
-        status = _proc_status(self.process.pid)
-        return {"vm_hwm_kib": _kib(status.get("VmHWM")), "vm_rss_kib": _kib(status.get("VmRSS"))}
+        """Peak (VmHWM) and current (VmRSS) resident memory, summed over its processes."""
+        return procs.memory_kib(self.pids())
 
     def children(self) -> list[int]:
-        """The process ids of the server's direct children, if it has any."""
-        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        with contextlib.suppress(OSError):
-            return [int(pid) for pid in path.read_text().split()]
-        return []
-
-    def data_bytes(self) -> int | None:
-        """The size of the server's data on disk, or None if it keeps none."""
-        if self.data_dir is None:
-            return None
-        return sum(p.stat().st_size for p in self.data_dir.rglob("*") if p.is_file())
+        """The process ids of the server's descendants, if it has any."""
+        return self.pids()[1:]
 
     def log_tail(self, lines: int = 40) -> str:
         with contextlib.suppress(OSError):
@@ -209,34 +211,100 @@ def _gateway_json(argv: list[str], env: dict[str, str]) -> Any:
     )
 
 
-def start_gateway(workdir: Path, *, account_name: str = "bench") -> Server:
-    """Create an account and SCIM keys in a fresh data dir, then serve the gateway."""
+@dataclass(frozen=True)
+class GatewaySetup:
+    """A gateway's database with an account and its SCIM keys, ready to be served."""
+
+    env: dict[str, str]
+    port: int
+    users_url: str
+    token: str
+    shown_env: str  # the settings that differ from the defaults, for the record
+    data_dir: Path | None = None  # the SQLite file's directory, if on SQLite
+    data_bytes: Callable[[], int | None] = _no_data
+    database_pids: Callable[[], list[int]] = _no_pids
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        return self.data_dir / "gateway.db" if self.data_dir is not None else None
+
+
+def _dir_bytes(path: Path) -> Callable[[], int | None]:
+    def size() -> int | None:
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+    return size
+
+
+def prepare_gateway(
+    data_dir: Path,
+    *,
+    database_url: str | None = None,
+    shown_url: str | None = None,
+    data_bytes: Callable[[], int | None] | None = None,
+    database_pids: Callable[[], list[int]] = _no_pids,
+    account_name: str = "bench",
+) -> GatewaySetup:
+    """Migrate a fresh database, create an account and its SCIM keys.
+
+    Without ``database_url`` the gateway uses its embedded default, a SQLite file in
+    ``data_dir`` (with ``GATEWAY_SQLITE_SYNCHRONOUS=FULL``, the default, set explicitly).
+    """
     port = free_port()
-    data_dir = workdir / "gateway-data"
-    data_dir.mkdir()
-    # The embedded default (SQLite in the data dir): no GATEWAY_ setting from outside.
+    data_dir.mkdir(parents=True)
+    # No GATEWAY_ setting from outside: only the ones chosen here.
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env |= {
         "GATEWAY_DATA_DIR": str(data_dir),
         "GATEWAY_ADMIN_TOKEN": secrets.token_urlsafe(32),
         "GATEWAY_PUBLIC_URL": f"http://{LOOPBACK}:{port}",
     }
+    if database_url is None:
+        env["GATEWAY_SQLITE_SYNCHRONOUS"] = "FULL"
+        shown_env = "GATEWAY_SQLITE_SYNCHRONOUS=FULL"
+    else:
+        env["GATEWAY_DATABASE_URL"] = database_url
+        shown_env = f"GATEWAY_DATABASE_URL={shown_url or '<redacted>'}"
     account = _gateway_json(["account", "create", "--name", account_name, "--json"], env)
     keys = _gateway_json(["scim-keys", str(account["id"]), "--json"], env)
-    tenant_url = str(keys["tenant_url"]).rstrip("/")
-    token = str(keys["secret_token"])
+    return GatewaySetup(
+        env=env,
+        port=port,
+        users_url=str(keys["tenant_url"]).rstrip("/") + "/Users",
+        token=str(keys["secret_token"]),
+        shown_env=shown_env,
+        data_dir=data_dir if database_url is None else None,
+        data_bytes=data_bytes or _dir_bytes(data_dir),
+        database_pids=database_pids,
+    )
 
-    argv = [*gateway_command(), "serve", "--host", LOOPBACK, "--port", str(port)]
-    log_path = workdir / "gateway.log"
+
+def serve_gateway(
+    setup: GatewaySetup,
+    *,
+    workers: int,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Server:
+    """``cloudlink-gateway serve --workers N`` on the setup's port, ready at /readyz."""
+    port = setup.port
+    argv = [
+        *gateway_command(),
+        "serve", "--host", LOOPBACK, "--port", str(port), "--workers", str(workers),
+    ]  # fmt: skip
+    env = setup.env | (extra_env or {})
     process, log = _spawn(argv, env, log_path)
+    shown_env = " ".join([setup.shown_env, *(f"{k}={v}" for k, v in (extra_env or {}).items())])
     server = Server(
         name="cloudlink-gateway",
         process=process,
-        users_url=f"{tenant_url}/Users",
-        headers={"Authorization": f"Bearer {token}"},
+        users_url=setup.users_url,
+        headers={"Authorization": f"Bearer {setup.token}"},
         log_path=log_path,
-        command=f"cloudlink-gateway serve --host {LOOPBACK} --port {port}",
-        data_dir=data_dir,
+        command=f"{shown_env} cloudlink-gateway serve --host {LOOPBACK} --port {port} "
+        f"--workers {workers}",
+        database_pids=setup.database_pids,
+        data_bytes=setup.data_bytes,
         _log=log,
     )
     try:

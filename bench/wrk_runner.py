@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import re
 import resource
 import shlex
@@ -16,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import procs
 
 SCRIPTS = Path(__file__).resolve().parent / "wrk"
 RESULT_PREFIX = "BENCH_RESULT "
@@ -58,6 +58,7 @@ class WrkResult:
     # CPU use during the run, in % of one CPU: the server's, wrk's, and everything else's
     # (other processes on the machine; a high value means the run was disturbed).
     server_cpu_pct: float = 0.0
+    database_cpu_pct: float = 0.0  # a database server's processes (PostgreSQL), if any
     wrk_cpu_pct: float = 0.0
     other_cpu_pct: float = 0.0
 
@@ -75,41 +76,51 @@ class WrkResult:
         return {**self.__dict__, "bad": self.bad, "disturbed": self.disturbed}
 
 
-_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+@dataclass(frozen=True)
+class Watched:
+    """The processes whose CPU use is measured apart: the server's, its database server's."""
+
+    server: Callable[[], list[int]]
+    database: Callable[[], list[int]] = list
 
 
-def _cpu_seconds(server_pid: int | None) -> tuple[float, float, float]:
-    """CPU seconds so far: the machine's (user, nice, system), the server's, and ours.
+def _cpu_seconds(watched: Watched | None) -> tuple[float, float, float, float]:
+    """CPU seconds so far: the machine's (user, nice, system), the server's, its database
+    server's, and ours.
 
     "Ours" is this process and its reaped children (wrk, once it has exited).
     """
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    machine = sum(int(x) for x in fields[1:4]) * _TICK_S
-    server = 0.0
-    if server_pid is not None:
-        with contextlib.suppress(OSError):
-            stat = Path(f"/proc/{server_pid}/stat").read_text().rsplit(")", 1)[1].split()
-            server = (int(stat[11]) + int(stat[12])) * _TICK_S
+    machine = sum(int(x) for x in fields[1:4]) * procs.TICK_S
+    server = procs.cpu_seconds(watched.server()) if watched else 0.0
+    database = procs.cpu_seconds(watched.database()) if watched else 0.0
     ours = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
         ours += usage.ru_utime + usage.ru_stime
-    return machine, server, ours
+    return machine, server, database, ours
+
+
+def other_cpu_pct(watched: Watched | None, seconds: float = 1.0) -> float:
+    """How much CPU other processes than ours and the watched ones use, in % of one CPU."""
+    before = _cpu_seconds(watched)
+    time.sleep(seconds)
+    after = _cpu_seconds(watched)
+    machine, server, database, ours = (b - a for a, b in zip(before, after, strict=True))
+    return max(0.0, 100 * (machine - server - database - ours) / seconds)
 
 
 def wait_until_idle(
-    max_wait_s: float, server_pid: int, busy_pct: float = DISTURBED_CPU_PCT
+    max_wait_s: float, watched: Watched, busy_pct: float = DISTURBED_CPU_PCT
 ) -> float:
-    """Wait until other processes than the server used under ``busy_pct`` of a CPU for 1 s.
+    """Wait until other processes than the watched ones used under ``busy_pct`` of a CPU
+    for 1 s.
 
     Gives up after ``max_wait_s``; returns the last second's use, in % of one CPU.
     """
     deadline = time.monotonic() + max_wait_s
     while True:
-        machine, server, ours = _cpu_seconds(server_pid)
-        time.sleep(1.0)
-        machine2, server2, ours2 = _cpu_seconds(server_pid)
-        used = 100 * ((machine2 - machine) - (server2 - server) - (ours2 - ours))
+        used = other_cpu_pct(watched)
         if used < busy_pct or time.monotonic() >= deadline:
             return used
 
@@ -163,12 +174,13 @@ def run_wrk(
     settings: LoadSettings,
     *,
     secret_args: frozenset[int] = frozenset(),
-    server_pid: int | None = None,
+    watched: Watched | None = None,
 ) -> tuple[WrkResult, str]:
     """Run ``wrk`` once against ``url`` with ``bench/wrk/<script>``; return the result and output.
 
     ``secret_args`` are the indexes of ``script_args`` left out of the recorded command.
-    ``server_pid`` is the server's process, whose CPU use is measured apart.
+    ``watched`` are the server's processes (and its database's), whose CPU use is measured
+    apart.
     """
     argv = [
         wrk_binary(),
@@ -188,24 +200,25 @@ def run_wrk(
         *("<redacted>" if i in secret_args and a != "-" else a for i, a in enumerate(script_args)),
     ]
     command = shlex.join(shown)
-    before, started = _cpu_seconds(server_pid), time.monotonic()
+    before, started = _cpu_seconds(watched), time.monotonic()
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=duration_s + 60, check=False
         )
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish in time: {command}") from exc
-    after, wall = _cpu_seconds(server_pid), time.monotonic() - started
+    after, wall = _cpu_seconds(watched), time.monotonic() - started
     output = done.stdout + done.stderr
     if done.returncode != 0:
         raise WrkError(f"wrk exited with {done.returncode}: {command}\n{output}")
-    machine, server, ours = (b - a for a, b in zip(before, after, strict=True))
+    machine, server, database, ours = (b - a for a, b in zip(before, after, strict=True))
     result = _parse(output, command)
     result = dataclasses.replace(
         result,
         server_cpu_pct=100 * server / wall,
+        database_cpu_pct=100 * database / wall,
         wrk_cpu_pct=100 * ours / wall,
-        other_cpu_pct=max(0.0, 100 * (machine - server - ours) / wall),
+        other_cpu_pct=max(0.0, 100 * (machine - server - database - ours) / wall),
     )
     return result, output
 
@@ -217,7 +230,7 @@ def measure(
     settings: LoadSettings,
     *,
     secret_args: frozenset[int] = frozenset(),
-    server_pid: int | None = None,
+    watched: Watched | None = None,
 ) -> tuple[WrkResult, WrkResult | None]:
     """A warm-up run (unless its duration is 0), then the measured run.
 
@@ -233,7 +246,7 @@ def measure(
             settings.warmup_s,
             settings,
             secret_args=secret_args,
-            server_pid=server_pid,
+            watched=watched,
         )
     result, _ = run_wrk(
         url,
@@ -242,6 +255,6 @@ def measure(
         settings.duration_s,
         settings,
         secret_args=secret_args,
-        server_pid=server_pid,
+        watched=watched,
     )
     return result, warmup

@@ -3,7 +3,8 @@
 -- per-thread counter. A response other than 201 is counted.
 --
 -- Arguments (after --): <run tag> <phone prefix, digits> <Authorization header value, or ->
--- The phone number is +<prefix><thread id, 2 digits><counter, 7 digits> (E.164).
+-- The phone number is +<prefix><thread id, 2 digits><counter, 6 digits> (E.164; with a
+-- prefix of 1 and two digits, a North American number of 10 digits, as bench/seeding.py).
 
 dofile(string.match(debug.getinfo(1, "S").source, "^@?(.*/)") .. "common.lua")
 
@@ -27,7 +28,7 @@ function request()
    counter = counter + 1
    local key = tag .. "-" .. tid .. "-" .. counter
    local name = "new-" .. key .. "@bench.example"
-   local phone = phone_prefix .. string.format("%02d%07d", tid, counter)
+   local phone = phone_prefix .. string.format("%02d%06d", tid, counter)
    local body = string.format(template, name, key, key, key, name, phone)
    return wrk.format("POST", nil, headers, body)
 end
