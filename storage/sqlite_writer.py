@@ -10,16 +10,21 @@ thread that owns the write connection:
   own savepoint, and all share one commit: under load the cost of a durable commit
   (the fsync) is paid once per batch, not once per request.
 - A unit whose caller went away before it started (``Future.cancel``) is skipped.
+- The writers of several processes on one file (``serve --workers N``, the CLI) take
+  turns fairly through ``ProcessTurns`` instead of SQLite's busy handler.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -35,6 +40,43 @@ def is_lock_error(exc: OperationalError) -> bool:
     """True when SQLite refused because another connection holds the lock."""
     message = str(exc.orig).lower()
     return "locked" in message or "busy" in message
+
+
+class ProcessTurns:
+    """Turns on one SQLite file's write lock, shared fairly by the processes that write it.
+
+    SQLite's busy handler polls with sleeps that grow to 100 ms, and the process that has
+    just committed usually takes the lock again before a sleeping one wakes: measured
+    with two workers under create load, writes were slower than with one (530 against
+    647 creates/s, p99 1.6 s). Two advisory locks beside the file make a turnstile: a
+    writer passes the turnstile, takes the write lock, then leaves the turnstile; a
+    writer that has just committed queues at the turnstile behind whoever is waiting
+    there, so the lock alternates between processes. The kernel releases both locks of a
+    process that dies. Waits are bounded by the holders: each holds the write lock for
+    one transaction, whose wait for SQLite's own lock (other programs: a backup, the
+    sqlite3 shell) is bounded by the lock timeout.
+    """
+
+    def __init__(self, database: Path) -> None:
+        self._turnstile = os.open(f"{database}-turnstile", os.O_RDWR | os.O_CREAT, 0o600)
+        self._write = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def acquire(self) -> None:
+        """Wait for this process's turn (blocking; call on the writer thread)."""
+        fcntl.flock(self._turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._write, fcntl.LOCK_EX)
+        finally:
+            fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+
+    def release(self) -> None:
+        """End this process's turn."""
+        fcntl.flock(self._write, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the lock files (releasing anything held)."""
+        os.close(self._turnstile)
+        os.close(self._write)
 
 
 @dataclass
@@ -69,6 +111,8 @@ class SqliteWriter:
     ) -> None:
         self._engine = engine
         self._on_commit = on_commit
+        database = engine.url.database
+        self._turns = ProcessTurns(Path(database)) if database and database != ":memory:" else None
         self._lock_timeout = lock_timeout
         self._retry_after = retry_after
         self._max_batch = max_batch
@@ -99,21 +143,33 @@ class SqliteWriter:
                     break
                 if not first.future.set_running_or_notify_cancel():
                     continue
-                if not self._begin(connection, first):
-                    continue
-                batch = [first, *self._take_more()]
+                if self._turns is not None:
+                    self._turns.acquire()
                 try:
-                    self._commit(connection, batch)
-                except Exception as exc:  # keep the thread alive whatever happened
-                    _reset(connection)
-                    for unit in batch:
-                        if not unit.future.done():
-                            unit.future.set_exception(exc)
+                    self._write(connection, first)
+                finally:
+                    if self._turns is not None:
+                        self._turns.release()
         finally:
             for unit in self._waiting:
                 if unit is not _STOP and unit.future.set_running_or_notify_cancel():
                     unit.future.set_exception(self._busy())
             connection.close()
+            if self._turns is not None:
+                self._turns.close()
+
+    def _write(self, connection: Connection, first: _Unit) -> None:
+        """Begin with ``first``, add the units queued meanwhile, commit them together."""
+        if not self._begin(connection, first):
+            return
+        batch = [first, *self._take_more()]
+        try:
+            self._commit(connection, batch)
+        except Exception as exc:  # keep the thread alive whatever happened
+            _reset(connection)
+            for unit in batch:
+                if not unit.future.done():
+                    unit.future.set_exception(exc)
 
     def _busy(self) -> DatabaseBusy:
         return DatabaseBusy(

@@ -12,7 +12,7 @@ import traceback
 
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,6 +51,11 @@ def report_of(scope: Scope, exc: Exception) -> ErrorReport:
             None,
             {"Retry-After": str(exc.retry_after)},
         )
+    if isinstance(exc, ClientDisconnect):
+        # The caller left mid-body (a client timeout, a load tool stopping): not a bug,
+        # and nobody reads the answer.
+        log.info("client_disconnected", route=route)
+        return ErrorReport(400, "The client closed the connection mid-request.", "disconnected")
     _log_bug(exc, route)
     return ErrorReport(
         500, "Internal error; the gateway logged it with this request's id.", "internal_error"

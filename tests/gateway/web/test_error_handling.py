@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.testclient import TestClient
 
@@ -31,6 +31,10 @@ async def refused(_request: Request) -> Response:
     raise InvalidValue("bad value")
 
 
+async def gone(_request: Request) -> Response:
+    raise ClientDisconnect
+
+
 async def busy(_request: Request) -> Response:
     raise DatabaseBusy("locked", retry_after=3)
 
@@ -40,6 +44,7 @@ def app() -> Starlette:
         TemplateRoute("/text/bug", bug, methods=["GET"]),
         TemplateRoute("/text/refused", refused, methods=["GET"]),
         TemplateRoute("/text/busy", busy, methods=["GET"]),
+        TemplateRoute("/text/gone", gone, methods=["GET"]),
     ]
     return Starlette(
         routes=[Surface("/text", routes, PlainText())],
@@ -77,3 +82,9 @@ def test_a_bug_is_answered_500_without_reraising() -> None:
 def test_json_response_serialises_with_orjson() -> None:
     """Datetimes and nested values come out as JSON."""
     assert json_response({"a": [1, {"b": None}]}).body == b'{"a":[1,{"b":null}]}'
+
+
+def test_a_client_leaving_mid_request_is_not_a_server_error() -> None:
+    """ClientDisconnect is answered 400 (nobody reads it), never logged as a bug."""
+    response = TestClient(app(), raise_server_exceptions=True).get("/text/gone")
+    assert response.status_code == 400
