@@ -68,7 +68,14 @@ class Transaction:
             self.conn.execute(_LOCK_ACCOUNT, {"account_id": account_id})
 
     def record_event(self, event: NewEvent) -> None:
-        """Insert ``event`` in this transaction (it commits with the change or not at all)."""
+        """Insert ``event`` in this transaction (it commits with the change or not at all).
+
+        Refuses to write when no database transaction is open on the connection, so an
+        event can never be committed on its own, whoever built this object.
+        """
+        raw = self.conn.connection.driver_connection
+        if not self.conn.in_transaction() or not getattr(raw, "in_transaction", True):
+            raise RuntimeError("an event is recorded only inside Database.transact")
         self.lock_account(event.account_id)
         self.conn.execute(
             _INSERT_EVENT,

@@ -18,7 +18,7 @@ from storage.engine import Database, make_engine
 from storage.errors import DatabaseBusy
 from storage.migrate import upgrade
 from storage.tables import ACCOUNTS, utcnow
-from storage.transaction import Transaction
+from storage.transaction import NewEvent, Transaction
 from tests.support.databases import sqlite_url
 from tests.support.locker import write_lock_held
 
@@ -161,3 +161,10 @@ def test_each_commit_reports_how_many_units_it_carried(tmp_path: Path) -> None:
     finally:
         db.dispose()
     assert sizes == [1, 3]
+
+
+def test_an_event_cannot_be_recorded_outside_a_transaction(db: Database) -> None:
+    """A Transaction built by hand on a connection with no open transaction refuses to write."""
+    event = NewEvent("e1", "a1", "Operator", None, "Create", "Admin", "Account", "a1", "t", [], {})
+    with db.engine.connect() as conn, pytest.raises(RuntimeError, match=r"Database\.transact"):
+        Transaction(conn).record_event(event)
