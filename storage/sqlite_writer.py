@@ -52,20 +52,24 @@ class ProcessTurns:
     writer passes the turnstile, takes the write lock, then leaves the turnstile; a
     writer that has just committed queues at the turnstile behind whoever is waiting
     there, so the lock alternates between processes. The kernel releases both locks of a
-    process that dies. Waits are bounded by the holders: each holds the write lock for
-    one transaction, whose wait for SQLite's own lock (other programs: a backup, the
-    sqlite3 shell) is bounded by the lock timeout.
+    process that dies. A unit waits for its turn no longer than its own lock timeout.
     """
 
     def __init__(self, database: Path) -> None:
         self._turnstile = os.open(f"{database}-turnstile", os.O_RDWR | os.O_CREAT, 0o600)
         self._write = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT, 0o600)
 
-    def acquire(self) -> None:
-        """Wait for this process's turn (blocking; call on the writer thread)."""
-        fcntl.flock(self._turnstile, fcntl.LOCK_EX)
+    def acquire(self, deadline: float) -> bool:
+        """Wait for this process's turn until ``deadline`` (monotonic); False if it passed.
+
+        Polled rather than blocking, so that the wait is bounded by the unit's own lock
+        timeout; fairness holds because a waiter keeps the turnstile while it polls for
+        the write lock, so the writer that has just released cannot take it back.
+        """
+        if not _poll_lock(self._turnstile, deadline):
+            return False
         try:
-            fcntl.flock(self._write, fcntl.LOCK_EX)
+            return _poll_lock(self._write, deadline)
         finally:
             fcntl.flock(self._turnstile, fcntl.LOCK_UN)
 
@@ -77,6 +81,21 @@ class ProcessTurns:
         """Close the lock files (releasing anything held)."""
         os.close(self._turnstile)
         os.close(self._write)
+
+
+def _poll_lock(fd: int, deadline: float) -> bool:
+    """Take the exclusive lock of ``fd`` before ``deadline``, polling (0.1 to 1 ms apart)."""
+    pause = 0.0001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.001)
+        else:
+            return True
 
 
 @dataclass
@@ -143,8 +162,10 @@ class SqliteWriter:
                     break
                 if not first.future.set_running_or_notify_cancel():
                     continue
-                if self._turns is not None:
-                    self._turns.acquire()
+                if self._turns is not None and not self._turns.acquire(first.deadline):
+                    first.future.set_exception(self._busy())
+                    self._fail_expired()
+                    continue
                 try:
                     self._write(connection, first)
                 finally:
