@@ -49,26 +49,26 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _account_name(description: str) -> Any:
+    """The name field, as every body that sets an account's name declares it."""
+    return Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        description=f"{description}; stored without surrounding whitespace.",
+        json_schema_extra={"pattern": NAME_PATTERN},
+    )
+
+
 class AccountCreate(_Body):
     """A new customer account."""
 
-    name: str = Field(
-        min_length=1,
-        max_length=MAX_NAME,
-        description="Display name of the account; stored without surrounding whitespace.",
-        json_schema_extra={"pattern": NAME_PATTERN},
-    )
+    name: str = _account_name("Display name of the account")
 
 
 class AccountUpdate(_Body):
     """Changes to an account."""
 
-    name: str = Field(
-        min_length=1,
-        max_length=MAX_NAME,
-        description="New display name; stored without surrounding whitespace.",
-        json_schema_extra={"pattern": NAME_PATTERN},
-    )
+    name: str = _account_name("New display name")
 
 
 class IntegrationAdd(_Body):
