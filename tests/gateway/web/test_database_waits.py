@@ -22,13 +22,13 @@ from tests.support.locker import write_lock_held
 
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
-    """A SQLite gateway whose writes wait at most one second for the lock."""
+    """A SQLite gateway whose writes wait at most two seconds for the lock."""
     return Settings(
         public_url=PUBLIC_URL,
         data_dir=tmp_path / "data",
         database_url=sqlite_url(tmp_path),
         admin_token=ADMIN_TOKEN,
-        database_lock_timeout=1.0,
+        database_lock_timeout=2.0,
     )
 
 
