@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 from typing import Any
 
+from sqlalchemy import Engine
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,8 +26,7 @@ from gateway.scim.discovery import Discovery
 from gateway.scim.routes import surface as scim_surface
 from gateway.security import SecretBox
 from gateway.settings import Settings
-from gateway.web.error_handling import ErrorHandlingMiddleware, exception_handler
-from gateway.web.errors import GatewayError
+from gateway.web.error_handling import HANDLED, ErrorHandlingMiddleware, exception_handler
 from gateway.web.health import routes as health_routes
 from gateway.web.openapi import API, build_openapi
 from gateway.web.ratelimit import RateLimiter
@@ -38,7 +37,6 @@ from observability.logging import configure_logging
 from observability.metrics import Metrics
 from observability.middleware import ObservabilityMiddleware
 from storage.engine import Database, make_engine
-from storage.errors import DatabaseUnavailable
 from storage.migrate import upgrade
 
 ADMIN_OPERATIONS = [*ACCOUNT_OPERATIONS, *EVENT_OPERATIONS]
@@ -59,14 +57,24 @@ def _admin_surface() -> Surface:
     return Surface(API, routes, PROBLEM_JSON)
 
 
-def open_database(settings: Settings, metrics: Metrics | None = None) -> Database:
-    """The migrated database of ``settings``, with its threads (CLI and server alike)."""
+def _migrated_engine(settings: Settings) -> Engine:
     engine = make_engine(
         settings.effective_database_url,
         pool_size=settings.database_pool_size,
         sqlite_synchronous=settings.sqlite_synchronous,
     )
     upgrade(engine)
+    return engine
+
+
+def migrate_database(settings: Settings) -> None:
+    """Bring the database of ``settings`` to the newest schema (no threads, no writer)."""
+    _migrated_engine(settings).dispose()
+
+
+def open_database(settings: Settings, metrics: Metrics | None = None) -> Database:
+    """The migrated database of ``settings``, with its threads (CLI and server alike)."""
+    engine = _migrated_engine(settings)
     return Database(
         engine,
         threads=settings.database_pool_size,
@@ -103,11 +111,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
             Middleware(ObservabilityMiddleware, metrics=metrics),
             Middleware(ErrorHandlingMiddleware),
         ],
-        exception_handlers={
-            GatewayError: exception_handler,
-            HTTPException: exception_handler,
-            DatabaseUnavailable: exception_handler,
-        },
+        exception_handlers=dict.fromkeys(HANDLED, exception_handler),
         lifespan=lifespan,
     )
 

@@ -13,30 +13,29 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
 from pydantic import BaseModel, ValidationError
 
 from gateway.accounts import service as accounts
-from gateway.app import open_database
+from gateway.app import migrate_database, open_database
 from gateway.events.service import OPERATOR_CLI
 from gateway.security import generate_key
 from gateway.settings import Settings
 from gateway.web.errors import GatewayError
 from observability.logging import configure_logging
 from observability.metrics import MULTIPROCESS_ENV
-from storage.engine import Database
 from storage.errors import DatabaseUnavailable
 
 T = TypeVar("T")
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings() -> Settings:
     """Settings from the environment, or exit 2 naming each bad variable."""
     try:
-        return Settings(**overrides)
+        return Settings()
     except ValidationError as exc:
         for error in exc.errors():
             name = "GATEWAY_" + "_".join(str(p) for p in error["loc"]).upper()
@@ -56,16 +55,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _run_service(fn: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
+def _run_service(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) -> T:
     """Run one service call on the configured database; errors exit 1 with their detail."""
-    settings = load_settings()
-    db = open_database(settings)
-
-    async def call(db: Database) -> T:
-        return await fn(db, **kwargs)
-
+    db = open_database(load_settings())
     try:
-        return asyncio.run(call(db))
+        return asyncio.run(fn(db, **kwargs))
     except (GatewayError, DatabaseUnavailable) as exc:
         click.echo(f"error: {exc.detail}", err=True)
         sys.exit(1)
@@ -136,7 +130,7 @@ def serve(host: str, port: int, workers: int | None) -> None:
         os.environ["GATEWAY_WORKERS"] = str(workers)
     settings = load_settings()
     configure_logging(settings.log_level)
-    open_database(settings).dispose()
+    migrate_database(settings)
     metrics_dir = None
     if settings.workers > 1:
         # Metrics of every worker are summed from files in one directory the gateway
@@ -166,7 +160,7 @@ def migrate() -> None:
     """Bring the database schema to the newest revision."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    open_database(settings).dispose()
+    migrate_database(settings)
     click.echo("database is at the newest schema revision")
 
 

@@ -63,13 +63,9 @@ def cap_size(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -
     for key in list(event_dict)[MAX_FIELDS:]:
         del event_dict[key]
     for key, value in event_dict.items():
-        text = value if isinstance(value, str) else None
-        if text is None and not isinstance(value, int | float | bool | type(None)):
-            text = str(value)
-            if len(text) <= MAX_FIELD_CHARS:
-                continue
-        if text is None:
+        if isinstance(value, int | float | bool | None):
             continue
+        text = value if isinstance(value, str) else str(value)
         limit = MAX_TRACEBACK_CHARS if key in {"exception", "traceback"} else MAX_FIELD_CHARS
         if len(text) > limit:
             event_dict[key] = f"[{len(text) - limit} characters cut] " + text[-limit:]

@@ -125,7 +125,6 @@ class Database:
         self._on_commit = on_commit
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.lock_timeout = lock_timeout
-        self._threads = threads
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="db"
         )
@@ -228,10 +227,7 @@ class Database:
         return result
 
     def _busy(self, what: str) -> DatabaseBusy:
-        return DatabaseBusy(
-            f"{what}; retry after {self.retry_after} s. Nothing was written.",
-            retry_after=self.retry_after,
-        )
+        return DatabaseBusy.waited(what, self.retry_after)
 
     def _translate(self, exc: OperationalError) -> DatabaseUnavailable:
         if is_lock_error(exc):

@@ -20,3 +20,10 @@ class DatabaseUnavailable(Exception):
 
 class DatabaseBusy(DatabaseUnavailable):
     """The write lock was not free within the configured wait."""
+
+    @classmethod
+    def waited(cls, what: str, retry_after: int) -> DatabaseBusy:
+        """The error for ``what`` kept the work waiting too long."""
+        return cls(
+            f"{what}; retry after {retry_after} s. Nothing was written.", retry_after=retry_after
+        )

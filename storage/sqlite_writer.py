@@ -167,7 +167,8 @@ class SqliteWriter:
                     self._fail_expired()
                     continue
                 try:
-                    self._write(connection, first)
+                    if self._begin(connection, first):
+                        self._commit(connection, [first, *self._take_more()])
                 finally:
                     if self._turns is not None:
                         self._turns.release()
@@ -179,25 +180,8 @@ class SqliteWriter:
             if self._turns is not None:
                 self._turns.close()
 
-    def _write(self, connection: Connection, first: _Unit) -> None:
-        """Begin with ``first``, add the units queued meanwhile, commit them together."""
-        if not self._begin(connection, first):
-            return
-        batch = [first, *self._take_more()]
-        try:
-            self._commit(connection, batch)
-        except Exception as exc:  # keep the thread alive whatever happened
-            _reset(connection)
-            for unit in batch:
-                if not unit.future.done():
-                    unit.future.set_exception(exc)
-
     def _busy(self) -> DatabaseBusy:
-        return DatabaseBusy(
-            "The database is locked by another process; retry after "
-            f"{self._retry_after} s. Nothing was written.",
-            retry_after=self._retry_after,
-        )
+        return DatabaseBusy.waited("The database is locked by another process", self._retry_after)
 
     def _begin(self, connection: Connection, first: _Unit) -> bool:
         """Take the write lock within ``first``'s deadline; on failure, fail it and the late."""
@@ -259,18 +243,20 @@ class SqliteWriter:
         return taken
 
     def _commit(self, connection: Connection, batch: list[_Unit]) -> None:
-        """Run the batch's units and commit them together; settle each one's future."""
+        """Run the batch's units and commit them together; settle each one's future.
+
+        Never raises: whatever fails, the thread goes on with the next batch.
+        """
         try:
             outcomes = self._run_units(connection, batch)
             connection.commit()
-            if self._on_commit is not None:
-                self._on_commit(len(batch))
         except Exception as exc:  # the commit itself failed: nothing of the batch is stored
             _reset(connection)
             for unit in batch:
-                if not unit.future.done():
-                    unit.future.set_exception(exc)
+                unit.future.set_exception(exc)
             return
+        if self._on_commit is not None:
+            self._on_commit(len(batch))
         for unit, error, result in outcomes:
             if error is not None:
                 unit.future.set_exception(error)

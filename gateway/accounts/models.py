@@ -108,6 +108,7 @@ class IntegrationOut(BaseModel):
     updated_at: datetime
     tenant_url: str | SkipJsonSchema[None] = Field(
         default=None,
+        exclude_if=lambda value: value is None,
         description="Azure AD Sync only (absent for the other kinds): paste it into Entra.",
         json_schema_extra=_omitted_url,
     )

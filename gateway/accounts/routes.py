@@ -16,7 +16,7 @@ from gateway.web.auth import require_operator
 from gateway.web.bodies import read_json
 from gateway.web.errors import InvalidValue
 from gateway.web.openapi import ACCOUNT, API, Header, Operation, Param
-from gateway.web.responses import json_response
+from gateway.web.responses import model_response
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
@@ -34,25 +34,23 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise InvalidValue(detail) from exc
 
 
-def _out(model: BaseModel, status: int = 200) -> Response:
-    return json_response(model.model_dump(mode="json", exclude_none=True), status)
-
-
 async def list_accounts(request: Request) -> Response:
     state = require_operator(request)
-    return _out(models.AccountList(items=await accounts.list_accounts(state.db)))
+    return model_response(models.AccountList(items=await accounts.list_accounts(state.db)))
 
 
 async def create_account(request: Request) -> Response:
     state = require_operator(request)
     body = await parse_body(request, models.AccountCreate)
-    return _out(await accounts.create_account(state.db, name=body.name, actor=OPERATOR_API), 201)
+    return model_response(
+        await accounts.create_account(state.db, name=body.name, actor=OPERATOR_API), 201
+    )
 
 
 async def get_account(request: Request) -> Response:
     state = require_operator(request)
     account_id = request.path_params["account_id"]
-    return _out(await accounts.get_account(state.db, account_id=account_id))
+    return model_response(await accounts.get_account(state.db, account_id=account_id))
 
 
 async def update_account(request: Request) -> Response:
@@ -61,7 +59,7 @@ async def update_account(request: Request) -> Response:
     account = await accounts.rename_account(
         state.db, account_id=request.path_params["account_id"], name=body.name, actor=OPERATOR_API
     )
-    return _out(account)
+    return model_response(account)
 
 
 async def list_integrations(request: Request) -> Response:
@@ -71,7 +69,7 @@ async def list_integrations(request: Request) -> Response:
         account_id=request.path_params["account_id"],
         public_url=state.settings.public_url,
     )
-    return _out(models.IntegrationList(items=items))
+    return model_response(models.IntegrationList(items=items))
 
 
 async def add_integration(request: Request) -> Response:
@@ -84,7 +82,7 @@ async def add_integration(request: Request) -> Response:
         actor=OPERATOR_API,
         public_url=state.settings.public_url,
     )
-    return _out(item, 201)
+    return model_response(item, 201)
 
 
 async def remove_integration(request: Request) -> Response:
@@ -106,10 +104,7 @@ async def generate_keys(request: Request) -> Response:
         actor=OPERATOR_API,
         public_url=state.settings.public_url,
     )
-    return json_response(
-        models.ScimKeysOut(tenant_url=keys.tenant_url, secret_token=keys.secret_token).model_dump(),
-        headers={"Cache-Control": "no-store"},
-    )
+    return model_response(keys, headers={"Cache-Control": "no-store"})
 
 
 KIND = Param(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -19,6 +18,7 @@ from gateway.accounts.models import (
     MAX_NAME,
     AccountOut,
     IntegrationOut,
+    ScimKeysOut,
 )
 from gateway.events.service import Actor, record_event
 from gateway.security import new_token, token_digest
@@ -43,14 +43,6 @@ KINDS = {
 def tenant_url(public_url: str, account_id: str) -> str:
     """The Tenant URL an admin pastes into Entra for ``account_id``."""
     return f"{public_url}{SCIM_PREFIX}/{account_id}"
-
-
-@dataclass(frozen=True)
-class ScimKeys:
-    """What an admin copies into Entra. The token is shown this once and never again."""
-
-    tenant_url: str
-    secret_token: str
 
 
 def _account_out(row: Any) -> AccountOut:
@@ -278,7 +270,7 @@ async def remove_integration(db: Database, *, account_id: str, kind: str, actor:
 
 async def generate_scim_keys(
     db: Database, *, account_id: str, actor: Actor, public_url: str
-) -> ScimKeys:
+) -> ScimKeysOut:
     """ "Generate keys": a new secret token; the previous one stops working at once.
 
     Adds the Azure AD Sync integration first when the account does not have it yet.
@@ -319,4 +311,4 @@ async def generate_scim_keys(
         )
 
     await db.transact(work)
-    return ScimKeys(tenant_url(public_url, account_id), token)
+    return ScimKeysOut(tenant_url=tenant_url(public_url, account_id), secret_token=token)

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel
 from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,7 +19,7 @@ from gateway.web.auth import require_operator
 from gateway.web.errors import InvalidValue, NotFound
 from gateway.web.openapi import ACCOUNT, Header, Operation, Param
 from gateway.web.params import MAX_INT, query_datetime, query_int
-from gateway.web.responses import json_response
+from gateway.web.responses import model_response
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -52,10 +51,6 @@ def _in_account(read: Callable[[Connection], T]) -> Callable[[Connection, str], 
     return checked
 
 
-def _model(model: BaseModel) -> Response:
-    return json_response(model.model_dump(mode="json"))
-
-
 async def list_events(request: Request) -> Response:
     state = require_operator(request)
     criteria = _event_filter(request)
@@ -71,7 +66,7 @@ async def list_events(request: Request) -> Response:
         )
         return EventPage(items=items, next_cursor=next_cursor)
 
-    return _model(await state.db.query(_in_account(read), account_id))
+    return model_response(await state.db.query(_in_account(read), account_id))
 
 
 CSV_COLUMNS = (
@@ -140,7 +135,7 @@ async def read_feed(request: Request) -> Response:
         _in_account(lambda conn: events.feed_page(conn, account_id, after=after, limit=limit)),
         account_id,
     )
-    return _model(page)
+    return model_response(page)
 
 
 # The document offers the part of what ``query_datetime`` accepts that RFC 3339 names: a

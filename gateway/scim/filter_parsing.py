@@ -44,8 +44,7 @@ from scim2_filter_parser import ast
 from scim2_filter_parser.lexer import SCIMLexer
 from scim2_filter_parser.parser import SCIMParser, SCIMParserError
 
-from gateway.scim.rules import shown
-from gateway.web.errors import InvalidFilter
+from gateway.web.errors import InvalidFilter, shown
 
 MAX_FILTER_LENGTH = 4096
 MAX_FILTER_COMPARISONS = 50

@@ -36,9 +36,9 @@ from gateway.scim.filter_parsing import (
     parse_shape,
     split_literals,
 )
-from gateway.scim.rules import fold, shown
+from gateway.scim.rules import fold
 from gateway.scim.schema import CLOUDLINK_USER, CORE_USER, ENTERPRISE_USER
-from gateway.web.errors import InvalidFilter, InvalidValue
+from gateway.web.errors import InvalidFilter, InvalidValue, shown
 from gateway.web.params import parse_iso8601
 from storage.tables import SCIM_CLAIMS, SCIM_USER_VALUES, SCIM_USERS
 

@@ -19,9 +19,9 @@ from pydantic import ValidationError
 from scim2_models import Context, PatchOp, SCIMException
 
 from gateway.scim.errors import from_scim_exception
-from gateway.scim.rules import check_entry_counts, multi_valued_name, shown
+from gateway.scim.rules import check_entry_counts, multi_valued_name
 from gateway.scim.schema import CORE_USER, ENTERPRISE_USER, ENTRA_POLICY, ScimUser
-from gateway.web.errors import InvalidValue
+from gateway.web.errors import InvalidValue, shown
 
 ScimPatch = PatchOp[ScimUser]
 MAX_PATCH_OPERATIONS = 100
@@ -112,10 +112,10 @@ def _scim_error_of(exc: ValidationError) -> SCIMException | None:
     for error in exc.errors():
         ctx = error.get("ctx") or {}
         if "scim_type" in ctx:
-            found = SCIMException(detail=str(error["msg"]))
-            found.status = int(ctx.get("status", 400))
-            found.scim_type = str(ctx["scim_type"])
-            return found
+            scim_error = SCIMException(detail=str(error["msg"]))
+            scim_error.status = int(ctx.get("status", 400))
+            scim_error.scim_type = str(ctx["scim_type"])
+            return scim_error
     return None
 
 

@@ -34,7 +34,7 @@ from gateway.scim.schema import (
     ScimUser,
     prune_document,
 )
-from gateway.web.errors import InvalidValue
+from gateway.web.errors import InvalidValue, shown
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -43,8 +43,6 @@ MAX_EXTENSION_LENGTH = 64
 # Entries per multi-valued attribute (emails, phoneNumbers, addresses, roles).
 MAX_ENTRIES = 10
 MULTI_VALUED = ("emails", "phoneNumbers", "addresses", "roles")
-# How much of a client's value an error detail quotes.
-MAX_SHOWN = 64
 
 # Claim kinds, named after the attribute a clash is reported on.
 CLAIM_ATTRIBUTES = {
@@ -65,11 +63,6 @@ def fold(value: str) -> str:
     """
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value).casefold())
     return folded.strip()
-
-
-def shown(text: str) -> str:
-    """A client's value as an error detail quotes it: at most ``MAX_SHOWN`` characters."""
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from gateway.web.errors import InvalidSyntax, PayloadTooLarge
-from gateway.web.nul import reject_nul
+from gateway.web.errors import InvalidSyntax, InvalidValue, PayloadTooLarge
+from gateway.web.nul import NUL_DETAIL
 from gateway.web.state import app_state
 
 MAX_JSON_DEPTH = 32
@@ -39,24 +39,27 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def json_depth(value: Any) -> int:
-    """How deeply ``value`` nests arrays and objects (a scalar is 0), without recursion."""
-    deepest = 0
+def _check_decoded(value: Any) -> None:
+    """Refuse JSON deeper than ``MAX_JSON_DEPTH`` or holding a NUL, in one walk.
+
+    Iterative, so it is safe on any depth the decoder accepted.
+    """
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise InvalidValue(NUL_DETAIL)
+            continue
         if isinstance(item, dict):
-            children: Any = item.values()
+            children: Any = [*item.keys(), *item.values()]
         elif isinstance(item, list):
             children = item
         else:
             continue
-        depth += 1
-        if depth > MAX_JSON_DEPTH:
-            return depth
-        deepest = max(deepest, depth)
-        stack.extend((child, depth) for child in children)
-    return deepest
+        if depth + 1 > MAX_JSON_DEPTH:
+            raise InvalidSyntax(f"The body nests arrays and objects deeper than {MAX_JSON_DEPTH}.")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:
@@ -67,9 +70,7 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
         raise InvalidSyntax(f"The body is not valid JSON: {exc}.") from exc
     if not isinstance(value, dict):
         raise InvalidSyntax("The body must be a JSON object.")
-    if json_depth(value) > MAX_JSON_DEPTH:
-        raise InvalidSyntax(f"The body nests arrays and objects deeper than {MAX_JSON_DEPTH}.")
-    reject_nul(value)
+    _check_decoded(value)
     return value
 
 

@@ -87,7 +87,9 @@ async def exception_handler(request: Request, exc: Exception) -> Response:
     return render_exception(request.scope, exc)
 
 
-HANDLED = (GatewayError, HTTPException, DatabaseUnavailable)
+# The errors Starlette routes to ``exception_handler`` by class; everything else reaches
+# ``ErrorHandlingMiddleware``.
+HANDLED: tuple[type[Exception], ...] = (GatewayError, HTTPException, DatabaseUnavailable)
 
 
 class ErrorHandlingMiddleware:

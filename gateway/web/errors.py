@@ -11,6 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+# A client's value is quoted in an error detail up to this many characters: enough to
+# recognise it, never a whole hostile body in a response or a log line.
+MAX_SHOWN = 64
+
+
+def shown(text: str) -> str:
+    """A client's value as an error detail quotes it: at most ``MAX_SHOWN`` characters."""
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
 
 class GatewayError(Exception):
     """Base of every error the gateway answers on purpose."""

@@ -161,30 +161,20 @@ def _responses(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     return responses
 
 
+def _parameter(param: Param, where: str) -> dict[str, Any]:
+    return {
+        "name": param.name,
+        "in": where,
+        "required": where == "path",
+        "description": param.description,
+        "schema": param.schema,
+    }
+
+
 def _parameters(op: Operation) -> list[dict[str, Any]]:
     own = {p.name: p for p in op.path_params}
     path = [own.get(name) or PATH_PARAMS[name] for name in _path_params(op.path)]
-    parameters = [
-        {
-            "name": p.name,
-            "in": "path",
-            "required": True,
-            "description": p.description,
-            "schema": p.schema,
-        }
-        for p in path
-    ]
-    parameters += [
-        {
-            "name": p.name,
-            "in": "query",
-            "required": False,
-            "description": p.description,
-            "schema": p.schema,
-        }
-        for p in op.query
-    ]
-    return parameters
+    return [_parameter(p, "path") for p in path] + [_parameter(p, "query") for p in op.query]
 
 
 def _operation_id(op: Operation) -> str:

@@ -11,11 +11,14 @@ from datetime import UTC, datetime
 
 from starlette.requests import Request
 
-from gateway.web.errors import InvalidValue
+from gateway.web.errors import InvalidValue, shown
 
 # The largest integer every backend stores and compares (PostgreSQL's BIGINT).
 MAX_INT = 2**63 - 1
 MAX_INT_DIGITS = 19
+# What an integer of more significant digits reads as (with its sign): beyond every
+# bound applied to one, and never handed to int(), which refuses over 4,300 digits.
+HUGE: int = 10**MAX_INT_DIGITS
 EXAMPLE_TIME = "2026-01-31T00:00:00Z"
 
 
@@ -50,13 +53,29 @@ def query_datetime(request: Request, name: str) -> datetime | None:
         ) from None
 
 
-def parse_int(raw: str, name: str) -> int:
-    """A decimal integer of at most 19 digits, or 400 naming the parameter."""
+def saturating_int(raw: str, name: str) -> int:
+    """A decimal integer of any size; beyond 19 significant digits it reads as ±10**19.
+
+    For parameters read the RFC 7644 way (out of range is clamped, not refused); 400
+    naming the parameter when ``raw`` is not an integer at all.
+    """
     text = raw.strip()
-    digits = text.removeprefix("-").removeprefix("+")
-    if not digits.isdigit() or not digits.isascii() or len(digits) > MAX_INT_DIGITS:
-        raise InvalidValue(f"{name} must be an integer, got {raw[:40]!r}.")
-    return int(text)
+    digits = text[1:] if text[:1] in {"+", "-"} else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise InvalidValue(f"{name} must be an integer, got {shown(raw)!r}.")
+    sign = -1 if text.startswith("-") else 1
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > MAX_INT_DIGITS:
+        return sign * HUGE
+    return sign * int(significant)
+
+
+def parse_int(raw: str, name: str) -> int:
+    """A decimal integer of at most 19 significant digits, or 400 naming the parameter."""
+    value = saturating_int(raw, name)
+    if abs(value) >= HUGE:
+        raise InvalidValue(f"{name} must be an integer, got {shown(raw)!r}.")
+    return value
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -32,6 +33,16 @@ def json_response(
         media_type=media_type,
         headers=headers,
     )
+
+
+def model_response(
+    model: BaseModel, status_code: int = 200, *, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A response body declared as a pydantic model (the shape the OpenAPI document shows).
+
+    Fields the model marks ``exclude_if`` are left out rather than sent as null.
+    """
+    return json_response(model.model_dump(mode="json"), status_code, headers=headers)
 
 
 @dataclass(frozen=True)
