@@ -74,8 +74,40 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, le=64, description="Server processes accepting on the one port."
     )
+    twilio_api_url: str = Field(
+        default="https://api.twilio.com",
+        description="Base URL of Twilio's REST API (the gateway adds /2010-04-01/...).",
+    )
+    cm_api_url: str = Field(
+        default="https://gw.messaging.cm.com",
+        description="Base URL of CM.com's messaging gateway (the gateway adds /v1.0/message).",
+    )
+    allow_private_endpoints: bool = Field(
+        default=False,
+        description="Also allow http:// and private or loopback addresses for CloudLink "
+        "event endpoints (an on-premises CloudLink, tests, a demo).",
+    )
+    outbox_lease_seconds: float = Field(
+        default=60.0,
+        ge=5,
+        le=3600,
+        description="How long a worker's claim on an outbox row holds; a process that dies "
+        "loses its claims when their leases end.",
+    )
+    outbox_poll_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="How often an idle outbox worker looks for work."
+    )
+    outbox_concurrency: int = Field(
+        default=32, ge=1, le=1000, description="Outbox rows one process delivers at once."
+    )
+    outbound_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="Seconds an outbound HTTP call (provider API, CloudLink endpoint) may take.",
+    )
 
-    @field_validator("public_url")
+    @field_validator("public_url", "twilio_api_url", "cm_api_url")
     @classmethod
     def _public_url_is_http(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
@@ -107,6 +139,11 @@ class Settings(BaseSettings):
                 "GATEWAY_DATABASE_URL must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
             )
         return self
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the database is a SQLite file (the embedded default) rather than a server."""
+        return self.effective_database_url.startswith("sqlite")
 
     @property
     def effective_database_url(self) -> str:

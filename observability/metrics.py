@@ -68,6 +68,40 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.webhooks = Counter(
+            f"{PREFIX}_webhooks_total",
+            "Provider webhooks by provider (twilio, cm), outcome (accepted, duplicate, "
+            "rejected) and reason of a rejection (unknown_channel, signature, malformed, "
+            "too_large, ...; empty otherwise).",
+            ["provider", "outcome", "reason"],
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            f"{PREFIX}_outbox_deliveries_total",
+            "Outbox delivery attempts by kind (event, message.send, ...) and outcome "
+            "(delivered, retried, dead, dropped).",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.outbox_backlog = Gauge(
+            f"{PREFIX}_outbox_backlog",
+            "Outbox rows waiting to be delivered (pending, due or not).",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.outbox_oldest_age = Gauge(
+            f"{PREFIX}_outbox_oldest_age_seconds",
+            "Age of the oldest pending outbox row (0 when there is none).",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.dead_letters = Gauge(
+            f"{PREFIX}_outbox_dead_letters",
+            "Outbox rows that exhausted their attempts and wait for a replay.",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type (summed over workers)."""
         directory = os.environ.get(MULTIPROCESS_ENV)

@@ -134,6 +134,9 @@ class Database:
         self._writer: SqliteWriter | None = None
         self._writer_lock = threading.Lock()
         self._max_batch = max_batch
+        # Called on the event loop after a commit that wrote outbox rows (wakes the workers
+        # of this process; other processes find the rows when they next look).
+        self.outbox_listener: Callable[[], None] | None = None
 
     @property
     def retry_after(self) -> int:
@@ -190,11 +193,21 @@ class Database:
         On PostgreSQL each unit is its own transaction on a pool thread. Either way the
         caller hears back only after the commit.
         """
+        enqueued: list[bool] = []
+
+        def unit(tx: Transaction) -> T:
+            result = work(tx)
+            enqueued.append(tx.enqueued)
+            return result
+
         if self.is_sqlite:
-            future = self._sqlite_writer().submit(work)
+            future = self._sqlite_writer().submit(unit)
         else:
-            future = self._executor.submit(self._transact_postgres, work)
-        return await asyncio.wrap_future(future)
+            future = self._executor.submit(self._transact_postgres, unit)
+        result: T = await asyncio.wrap_future(future)
+        if enqueued and enqueued[-1] and self.outbox_listener is not None:
+            self.outbox_listener()
+        return result
 
     def _sqlite_writer(self) -> SqliteWriter:
         with self._writer_lock:

@@ -11,7 +11,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -174,6 +186,188 @@ class Event(SQLModel, table=True):
     )
 
 
+def _account_fk() -> Any:
+    return Field(
+        sa_column=Column(String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False)
+    )
+
+
+class Channel(SQLModel, table=True):
+    """A messaging channel: one provider's WhatsApp, SMS or Messenger entry, bound to a queue.
+
+    A channel is never deleted, only marked ``deleted_at``: its conversations stay
+    readable, and its webhook URL stops answering. ``secret_sha256`` verifies the
+    CM.com URL secret in constant time; ``secret`` keeps it encrypted so that the
+    console can show the URL again.
+    """
+
+    __tablename__ = "channels"
+    __table_args__ = (
+        Index("ix_channels_account", "account_id", "created_at"),
+        Index(
+            "uq_channels_live_number",
+            "account_id",
+            "provider",
+            "type",
+            "number",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    account_id: str = _account_fk()
+    provider: str = Field(max_length=20)
+    type: str = Field(max_length=20)
+    number: str | None = Field(default=None, max_length=32)
+    pages: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    queue_id: str = Field(max_length=200)
+    secret_sha256: str | None = Field(default=None, max_length=64)
+    secret: str | None = Field(default=None)
+    provider_ref: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    deleted_at: datetime | None = Field(default=None)
+
+
+class Contact(SQLModel, table=True):
+    """A customer as one channel knows them: the provider address and the profile name."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (Index("uq_contacts_channel_address", "channel_id", "address", unique=True),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    account_id: str = _account_fk()
+    channel_id: str = Field(foreign_key="channels.id", max_length=36)
+    address: str = Field(max_length=200)
+    name: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Conversation(SQLModel, table=True):
+    """A chat between a contact and the queue of its channel; at most one is open per contact."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        Index(
+            "uq_conversations_open_contact",
+            "contact_id",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index("ix_conversations_account", "account_id", "last_activity_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    account_id: str = _account_fk()
+    channel_id: str = Field(foreign_key="channels.id", max_length=36)
+    contact_id: str = Field(foreign_key="contacts.id", max_length=36)
+    queue_id: str = Field(max_length=200)
+    local_address: str = Field(max_length=200)
+    status: str = Field(default="open", max_length=20)
+    opened_at: datetime = Field(default_factory=utcnow)
+    last_activity_at: datetime = Field(default_factory=utcnow)
+    closed_at: datetime | None = Field(default=None)
+
+
+class Message(SQLModel, table=True):
+    """One message of a conversation, either way, with its delivery status.
+
+    ``(channel_id, provider_message_id)`` is unique: a provider's retry of a message it
+    already delivered cannot insert it twice. ``status_rank`` lets a status update move
+    the status only forward, whatever order the callbacks arrive in.
+    """
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("uq_messages_provider_id", "channel_id", "provider_message_id", unique=True),
+        Index("ix_messages_conversation", "conversation_id", "pk"),
+    )
+
+    pk: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    id: str = Field(max_length=36, unique=True)
+    account_id: str = _account_fk()
+    conversation_id: str = Field(foreign_key="conversations.id", max_length=36)
+    channel_id: str = Field(foreign_key="channels.id", max_length=36)
+    direction: str = Field(max_length=10)
+    text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    media: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONType, nullable=False)
+    )
+    provider_message_id: str | None = Field(default=None, max_length=100)
+    status: str = Field(max_length=20)
+    status_rank: int = Field(default=0)
+    error_code: str | None = Field(default=None, max_length=40)
+    error_message: str | None = Field(default=None, max_length=1000)
+    author: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookReceipt(SQLModel, table=True):
+    """A webhook already applied, by its dedup key (idempotency token or content hash)."""
+
+    __tablename__ = "webhook_receipts"
+    __table_args__ = (Index("ix_webhook_receipts_time", "received_at"),)
+
+    channel_id: str = Field(primary_key=True, max_length=36)
+    key: str = Field(primary_key=True, max_length=128)
+    received_at: float = Field(sa_column=Column(Double, nullable=False))
+
+
+class Endpoint(SQLModel, table=True):
+    """A CloudLink endpoint that receives the account's events as Standard Webhooks."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (Index("ix_endpoints_account", "account_id", "status"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    account_id: str = _account_fk()
+    url: str = Field(max_length=2000)
+    secret: str
+    status: str = Field(default="enabled", max_length=20)
+    disabled_reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class OutboxRow(SQLModel, table=True):
+    """A side effect to carry out, written in the transaction of the change that causes it.
+
+    Times are seconds since the epoch (``Double``) so that claims compare numbers on
+    both backends. A row is pending until a worker claims it (``lease_owner`` and
+    ``lease_until``); a claim whose lease has run out is free again. Done rows are
+    deleted; dead ones stay for the dead-letter view and replay.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "available_at"),
+        Index("ix_outbox_account", "account_id", "status"),
+    )
+
+    pk: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    account_id: str = Field(max_length=36)
+    kind: str = Field(max_length=40)
+    target_id: str = Field(max_length=36)
+    payload: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
+    status: str = Field(default="pending", max_length=20)
+    attempts: int = Field(default=0)
+    available_at: float = Field(sa_column=Column(Double, nullable=False))
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
+    last_error: str | None = Field(default=None, max_length=1000)
+    created_at: float = Field(sa_column=Column(Double, nullable=False))
+    updated_at: float = Field(sa_column=Column(Double, nullable=False))
+
+
 def _table(model: type[SQLModel]) -> Table:
     """The Core table of a model, for statements (SQLModel does not type ``__table__``)."""
     table: Table = model.__table__  # type: ignore[attr-defined]
@@ -187,3 +381,10 @@ SCIM_USERS = _table(ScimUser)
 SCIM_USER_VALUES = _table(ScimUserValue)
 SCIM_CLAIMS = _table(ScimClaim)
 EVENTS = _table(Event)
+CHANNELS = _table(Channel)
+CONTACTS = _table(Contact)
+CONVERSATIONS = _table(Conversation)
+MESSAGES = _table(Message)
+WEBHOOK_RECEIPTS = _table(WebhookReceipt)
+ENDPOINTS = _table(Endpoint)
+OUTBOX = _table(OutboxRow)

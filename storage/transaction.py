@@ -4,21 +4,50 @@
 the unit; nothing else creates one. Events are inserted only through
 ``Transaction.record_event``, so an event can never be written outside the transaction
 of the change it describes, and a change whose unit raises leaves neither behind.
-The outbox rows of side effects (messages to send, presence to push) join the same
-transaction here, next to the event.
+The outbox rows of side effects (messages to send, events to deliver to each of the
+account's endpoints) are written here too, next to the event, by ``enqueue`` and by
+``record_event`` itself.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, bindparam, insert, literal, select
 
-from storage.tables import ACCOUNTS, EVENTS, utcnow
+from storage.tables import ACCOUNTS, ENDPOINTS, EVENTS, OUTBOX, JSONType, utcnow
 
+EVENT_DELIVERY = "event"
 _INSERT_EVENT = insert(EVENTS)
+_INSERT_OUTBOX = insert(OUTBOX)
+# One delivery per enabled endpoint of the account, in the event's own transaction.
+_FAN_OUT = insert(OUTBOX).from_select(
+    [
+        "account_id",
+        "kind",
+        "target_id",
+        "payload",
+        "status",
+        "attempts",
+        "available_at",
+        "created_at",
+        "updated_at",
+    ],
+    select(
+        ENDPOINTS.c.account_id,
+        literal(EVENT_DELIVERY),
+        ENDPOINTS.c.id,
+        bindparam("payload", type_=JSONType),
+        literal("pending"),
+        literal(0),
+        bindparam("moment"),
+        bindparam("moment"),
+        bindparam("moment"),
+    ).where(ENDPOINTS.c.account_id == bindparam("account_id"), ENDPOINTS.c.status == "enabled"),
+)
 # FOR NO KEY UPDATE: exclusive among writers of the account, yet compatible with the
 # KEY SHARE lock that foreign key checks take on the account row.
 _LOCK_ACCOUNT = (
@@ -52,6 +81,8 @@ class Transaction:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._locked: set[str] = set()
+        # Whether this unit wrote outbox rows: the database tells the workers after commit.
+        self.enqueued = False
 
     def lock_account(self, account_id: str) -> None:
         """Serialise the writers of one account until commit (PostgreSQL; SQLite has one writer).
@@ -73,9 +104,7 @@ class Transaction:
         Refuses to write when no database transaction is open on the connection, so an
         event can never be committed on its own, whoever built this object.
         """
-        raw = self.conn.connection.driver_connection
-        if not self.conn.in_transaction() or not getattr(raw, "in_transaction", True):
-            raise RuntimeError("an event is recorded only inside Database.transact")
+        self._require_open()
         self.lock_account(event.account_id)
         self.conn.execute(
             _INSERT_EVENT,
@@ -94,3 +123,46 @@ class Transaction:
                 "details": event.details,
             },
         )
+        fanned = self.conn.execute(
+            _FAN_OUT,
+            {
+                "account_id": event.account_id,
+                "payload": {"event_id": event.id},
+                "moment": time.time(),
+            },
+        )
+        if fanned.rowcount:
+            self.enqueued = True
+
+    def enqueue(
+        self,
+        *,
+        account_id: str,
+        kind: str,
+        target_id: str,
+        payload: dict[str, Any],
+        delay: float = 0.0,
+    ) -> None:
+        """Write one side effect to the outbox: it exists exactly when this change commits."""
+        self._require_open()
+        moment = time.time()
+        self.conn.execute(
+            _INSERT_OUTBOX,
+            {
+                "account_id": account_id,
+                "kind": kind,
+                "target_id": target_id,
+                "payload": payload,
+                "status": "pending",
+                "attempts": 0,
+                "available_at": moment + delay,
+                "created_at": moment,
+                "updated_at": moment,
+            },
+        )
+        self.enqueued = True
+
+    def _require_open(self) -> None:
+        raw = self.conn.connection.driver_connection
+        if not self.conn.in_transaction() or not getattr(raw, "in_transaction", True):
+            raise RuntimeError("an event or outbox row is written only inside Database.transact")

@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 AZURE_AD_SYNC = "azure_ad_sync"
+TWILIO = "twilio"
+CMCOM = "cmcom"
 # The integrations an admin can add in this version; the data model knows more
 # (``service.KINDS``), which a later version will configure.
-AVAILABLE_KINDS = (AZURE_AD_SYNC,)
+AVAILABLE_KINDS = (AZURE_AD_SYNC, TWILIO, CMCOM)
 MAX_NAME = 200
 
 # The characters str.strip() removes, i.e. those for which str.isspace() is true.
@@ -102,7 +104,10 @@ class IntegrationOut(BaseModel):
 
     kind: str
     name: str
-    status: str = Field(description="setup_incomplete, or keys_generated once SCIM keys exist.")
+    status: str = Field(
+        description="setup_incomplete until configured; keys_generated (Azure AD Sync) or "
+        "active (Twilio, CM.com) after."
+    )
     config: dict[str, Any]
     created_at: datetime
     updated_at: datetime
@@ -111,6 +116,39 @@ class IntegrationOut(BaseModel):
         exclude_if=lambda value: value is None,
         description="Azure AD Sync only (absent for the other kinds): paste it into Entra.",
         json_schema_extra=_omitted_url,
+    )
+
+
+class TwilioSettings(_Body):
+    """The Twilio account to connect; the pair is checked against Twilio before it is saved."""
+
+    name: str = _account_name("A name for this Twilio integration")
+    account_sid: str = Field(
+        pattern="^AC[0-9a-fA-F]{32}$", description="The Account SID (AC followed by 32 hex)."
+    )
+    auth_token: str = Field(
+        min_length=8,
+        max_length=200,
+        pattern="^[\\x21-\\x7e]+$",
+        description="The Auth Token; stored encrypted, never shown again.",
+    )
+
+
+class CmSettings(_Body):
+    """The CM.com account to connect."""
+
+    name: str = _account_name("A name for this CM.com integration")
+    cm_account_id: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern="^[\\x21-\\x7e]+$",
+        description="The CM.com account ID.",
+    )
+    product_token: str = Field(
+        min_length=8,
+        max_length=200,
+        pattern="^[\\x21-\\x7e]+$",
+        description="The product token; stored encrypted, never shown again.",
     )
 
 

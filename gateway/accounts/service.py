@@ -51,7 +51,7 @@ def _account_out(row: Any) -> AccountOut:
     )
 
 
-def _integration_out(row: Any, public_url: str) -> IntegrationOut:
+def integration_out(row: Any, public_url: str) -> IntegrationOut:
     return IntegrationOut(
         kind=row.kind,
         name=KINDS.get(row.kind, row.kind),
@@ -64,10 +64,10 @@ def _integration_out(row: Any, public_url: str) -> IntegrationOut:
 
 
 # An operator's change in the account's history.
-_admin_event = functools.partial(record_event, event_type="Admin")
+admin_event = functools.partial(record_event, event_type="Admin")
 
 
-def _clean_name(name: str) -> str:
+def clean_name(name: str) -> str:
     cleaned = name.strip()
     if not cleaned:
         raise InvalidValue("name must not be empty.")
@@ -88,7 +88,7 @@ def require_account(conn: Connection, account_id: str) -> Any:
 
 async def create_account(db: Database, *, name: str, actor: Actor) -> AccountOut:
     """Create a customer account."""
-    cleaned = _clean_name(name)
+    cleaned = clean_name(name)
     account_id = str(uuid.uuid4())
     now = utcnow()
 
@@ -96,7 +96,7 @@ async def create_account(db: Database, *, name: str, actor: Actor) -> AccountOut
         tx.conn.execute(
             insert(ACCOUNTS).values(id=account_id, name=cleaned, created_at=now, updated_at=now)
         )
-        _admin_event(
+        admin_event(
             tx,
             account_id=account_id,
             actor=actor,
@@ -114,7 +114,7 @@ async def create_account(db: Database, *, name: str, actor: Actor) -> AccountOut
 
 async def rename_account(db: Database, *, account_id: str, name: str, actor: Actor) -> AccountOut:
     """Change an account's display name."""
-    cleaned = _clean_name(name)
+    cleaned = clean_name(name)
 
     def work(tx: Transaction) -> AccountOut:
         tx.lock_account(account_id)
@@ -125,7 +125,7 @@ async def rename_account(db: Database, *, account_id: str, name: str, actor: Act
                 .where(ACCOUNTS.c.id == account_id)
                 .values(name=cleaned, updated_at=utcnow())
             )
-            _admin_event(
+            admin_event(
                 tx,
                 account_id=account_id,
                 actor=actor,
@@ -168,7 +168,7 @@ async def list_integrations(
             .where(INTEGRATIONS.c.account_id == account_id)
             .order_by(INTEGRATIONS.c.created_at)
         ).all()
-        return [_integration_out(row, public_url) for row in rows]
+        return [integration_out(row, public_url) for row in rows]
 
     return await db.query(read)
 
@@ -196,7 +196,7 @@ def _insert_integration(tx: Transaction, account_id: str, kind: str, actor: Acto
             updated_at=now,
         )
     )
-    _admin_event(
+    admin_event(
         tx,
         account_id=account_id,
         actor=actor,
@@ -209,7 +209,7 @@ def _insert_integration(tx: Transaction, account_id: str, kind: str, actor: Acto
     )
 
 
-def _find_integration(conn: Connection, account_id: str, kind: str) -> Any:
+def find_integration(conn: Connection, account_id: str, kind: str) -> Any:
     return conn.execute(
         select(INTEGRATIONS).where(
             INTEGRATIONS.c.account_id == account_id, INTEGRATIONS.c.kind == kind
@@ -226,10 +226,10 @@ async def add_integration(
     def work(tx: Transaction) -> IntegrationOut:
         tx.lock_account(account_id)
         require_account(tx.conn, account_id)
-        if _find_integration(tx.conn, account_id, kind) is not None:
+        if find_integration(tx.conn, account_id, kind) is not None:
             raise Conflict(f"The {KINDS[kind]} integration is already added to this account.")
         _insert_integration(tx, account_id, kind, actor)
-        return _integration_out(_find_integration(tx.conn, account_id, kind), public_url)
+        return integration_out(find_integration(tx.conn, account_id, kind), public_url)
 
     return await db.transact(work)
 
@@ -242,7 +242,7 @@ async def remove_integration(db: Database, *, account_id: str, kind: str, actor:
     def work(tx: Transaction) -> None:
         tx.lock_account(account_id)
         require_account(tx.conn, account_id)
-        if _find_integration(tx.conn, account_id, kind) is None:
+        if find_integration(tx.conn, account_id, kind) is None:
             raise NotFound(f"The {KINDS[kind]} integration is not added to this account.")
         tx.conn.execute(
             delete(INTEGRATIONS).where(
@@ -253,7 +253,7 @@ async def remove_integration(db: Database, *, account_id: str, kind: str, actor:
             tx.conn.execute(
                 delete(SCIM_CREDENTIALS).where(SCIM_CREDENTIALS.c.account_id == account_id)
             )
-        _admin_event(
+        admin_event(
             tx,
             account_id=account_id,
             actor=actor,
@@ -281,7 +281,7 @@ async def generate_scim_keys(
     def work(tx: Transaction) -> None:
         tx.lock_account(account_id)
         require_account(tx.conn, account_id)
-        if _find_integration(tx.conn, account_id, AZURE_AD_SYNC) is None:
+        if find_integration(tx.conn, account_id, AZURE_AD_SYNC) is None:
             _insert_integration(tx, account_id, AZURE_AD_SYNC, actor)
         tx.conn.execute(delete(SCIM_CREDENTIALS).where(SCIM_CREDENTIALS.c.account_id == account_id))
         tx.conn.execute(
@@ -298,7 +298,7 @@ async def generate_scim_keys(
                 config={"keys_generated_at": now.isoformat()},
             )
         )
-        _admin_event(
+        admin_event(
             tx,
             account_id=account_id,
             actor=actor,

@@ -123,3 +123,20 @@ class PayloadTooLarge(GatewayError):
 
     status = 413
     code = "payload_too_large"
+
+
+class Forbidden(GatewayError):
+    """The caller is known but not allowed: a webhook whose signature or secret is wrong."""
+
+    status = 403
+    code = "forbidden"
+
+
+class UpstreamUnavailable(GatewayError):
+    """A provider the request needs could not be reached; nothing was changed."""
+
+    status = 503
+    code = "upstream_unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})

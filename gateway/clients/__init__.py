@@ -1,0 +1,1 @@
+"""Outbound HTTP to the services the gateway calls; no database, no feature."""

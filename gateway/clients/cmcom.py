@@ -1,0 +1,120 @@
+"""CM.com's Business Messaging send API (``/v1.0/message``); nothing about storage.
+
+CM.com can answer HTTP 200 while refusing the message inside: the per-message entry
+carries a status and a ``messageErrorCode``. Only an accepted entry is a success.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+
+from gateway.clients.http import ProviderError, request
+
+SEND_PATH = "/v1.0/message"
+# CloudLink's channel types, as CM.com names them in ``allowedChannels``.
+CM_CHANNELS = {"whatsapp": "WhatsApp", "sms": "SMS", "messenger": "Facebook Messenger"}
+
+
+@dataclass(frozen=True)
+class CmAccepted:
+    """CM.com accepted the message: our reference, and the status it gave."""
+
+    reference: str
+    status: str
+
+
+def _payload(
+    product_token: str,
+    *,
+    from_: str,
+    to: str,
+    text: str,
+    channel: str,
+    reference: str,
+    media: list[dict[str, str]],
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "from": from_,
+        "to": [{"number": to}],
+        "body": {"type": "auto", "content": text},
+        "allowedChannels": [CM_CHANNELS.get(channel, channel)],
+        "reference": reference,
+    }
+    if media:
+        message["richContent"] = {
+            "conversation": [
+                {"media": {"mediaName": m.get("title", ""), "mediaUri": m["url"]}} for m in media
+            ]
+        }
+    return {"messages": {"authentication": {"producttoken": product_token}, "msg": [message]}}
+
+
+def _refusal(body: Any, status: int) -> ProviderError:
+    details = body.get("details") if isinstance(body, dict) else None
+    code = body.get("errorCode") if isinstance(body, dict) else None
+    return ProviderError(
+        f"sending via CM.com: HTTP {status}: {details or 'refused'}",
+        retryable=False,
+        status=status,
+        code=str(code) if code is not None else None,
+    )
+
+
+class CmApi:
+    """CM.com's messaging gateway at ``base_url`` (``GATEWAY_CM_API_URL``)."""
+
+    def __init__(self, http: httpx2.AsyncClient, base_url: str) -> None:
+        self._http = http
+        self._url = base_url.rstrip("/") + SEND_PATH
+
+    async def send_message(
+        self,
+        product_token: str,
+        *,
+        from_: str,
+        to: str,
+        text: str,
+        channel: str,
+        reference: str,
+        media: list[dict[str, str]] | None = None,
+    ) -> CmAccepted:
+        """One send attempt (the outbox retries); a refusal inside a 200 is an error too."""
+        response = await request(
+            self._http,
+            "POST",
+            self._url,
+            what="sending via CM.com",
+            headers={"X-CM-PRODUCTTOKEN": product_token},
+            json=_payload(
+                product_token,
+                from_=from_,
+                to=to,
+                text=text,
+                channel=channel,
+                reference=reference,
+                media=media or [],
+            ),
+        )
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            raise _refusal(body, response.status_code)
+        entries = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise _refusal(body, response.status_code)
+        entry = entries[0] if isinstance(entries[0], dict) else {}
+        status = str(entry.get("status", ""))
+        error_code = entry.get("messageErrorCode")
+        if status.lower() != "accepted" or (error_code not in (None, 0, "0")):
+            raise ProviderError(
+                f"sending via CM.com: message refused: {entry.get('messageDetails') or status}",
+                retryable=False,
+                status=response.status_code,
+                code=str(error_code) if error_code is not None else None,
+            )
+        return CmAccepted(reference=str(entry.get("reference", reference)), status=status)

@@ -1,0 +1,67 @@
+"""Whether a URL the gateway is asked to call is a public destination.
+
+An endpoint URL comes from an operator, but the gateway would call it from inside the
+network it runs in: a URL naming a private, loopback or link-local address (or a name
+that resolves to one) could reach internal services. Such URLs are refused unless
+``GATEWAY_ALLOW_PRIVATE_ENDPOINTS`` is set. The check runs when an endpoint is added
+and again before each delivery, because a name can be pointed elsewhere later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+
+class UnsafeDestination(Exception):
+    """The URL may not be called; the message says why and what would be accepted."""
+
+
+def _check_shape(url: str, allow_private: bool) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise UnsafeDestination("the URL must be absolute, e.g. https://cloudlink.example.com/hook")
+    if parts.scheme != "https" and not allow_private:
+        raise UnsafeDestination(
+            "the URL must use https (http is allowed only with GATEWAY_ALLOW_PRIVATE_ENDPOINTS)"
+        )
+    if parts.username or parts.password:
+        raise UnsafeDestination("the URL must not carry credentials")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise UnsafeDestination("the URL's port is not a number in 1..65535") from exc
+    return parts.hostname
+
+
+def _public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+async def check_destination(url: str, *, allow_private: bool) -> None:
+    """Raise ``UnsafeDestination`` unless ``url`` may be called now."""
+    host = _check_shape(url, allow_private)
+    if allow_private:
+        return
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, None, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            raise UnsafeDestination(f"the host {host!r} does not resolve") from exc
+        addresses = [str(info[4][0]) for info in infos]
+    private = [address for address in addresses if not _public(address)]
+    if private or not addresses:
+        raise UnsafeDestination(
+            f"the host {host!r} resolves to a private, loopback or reserved address "
+            f"({', '.join(private) or 'none'}); set GATEWAY_ALLOW_PRIVATE_ENDPOINTS=true to "
+            "allow an on-premises CloudLink"
+        )

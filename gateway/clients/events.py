@@ -1,0 +1,61 @@
+"""Delivery of one event to a CloudLink endpoint as a Standard Webhook.
+
+The body is signed with the ``standardwebhooks`` package: ``webhook-id`` is the event's
+id, the same on every retry, so the receiver drops a delivery it has already seen;
+``webhook-timestamp`` is the time of this attempt, as receivers reject old ones.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx2
+from standardwebhooks.webhooks import Webhook
+
+from gateway.clients.destinations import UnsafeDestination, check_destination
+from gateway.clients.http import ProviderError, request
+
+SECRET_PREFIX = "whsec_"  # noqa: S105  (the prefix, not a secret)
+
+
+class EndpointGone(ProviderError):
+    """The endpoint answered 410 Gone: the gateway stops delivering to it."""
+
+
+def signed_headers(secret: str, message_id: str, body: str, now: datetime) -> dict[str, str]:
+    """The three Standard Webhooks headers for ``body``."""
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, now, body),
+        "content-type": "application/json",
+    }
+
+
+async def deliver_event(
+    http: httpx2.AsyncClient,
+    *,
+    url: str,
+    secret: str,
+    message_id: str,
+    body: str,
+    allow_private: bool,
+) -> int:
+    """POST one signed event; returns the status of a 2xx, raises ``ProviderError`` else."""
+    try:
+        await check_destination(url, allow_private=allow_private)
+    except UnsafeDestination as exc:
+        raise ProviderError(f"endpoint refused: {exc}", retryable=True) from exc
+    headers = signed_headers(secret, message_id, body, datetime.now(UTC))
+    response = await request(
+        http, "POST", url, what="delivering to the endpoint", content=body, headers=headers
+    )
+    if response.status_code == 410:
+        raise EndpointGone("the endpoint answered 410 Gone", retryable=False, status=410)
+    if 200 <= response.status_code < 300:
+        return response.status_code
+    raise ProviderError(
+        f"the endpoint answered {response.status_code}",
+        retryable=True,
+        status=response.status_code,
+    )

@@ -1,0 +1,173 @@
+"""Twilio's REST API (2010-04-01): the calls the gateway makes, and nothing about storage.
+
+Basic auth with the Account SID and Auth Token on every call. Twilio words its errors
+as JSON ``{"code", "message", "status"}``; a ``ProviderError`` keeps the code and the
+message so that an admin (or a dead letter) shows what Twilio said.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx2
+
+from gateway.clients.http import ProviderError, request, with_retries
+
+API = "/2010-04-01"
+
+
+@dataclass(frozen=True)
+class TwilioCredentials:
+    """An Account SID and its Auth Token (never logged)."""
+
+    account_sid: str
+    auth_token: str
+
+
+@dataclass(frozen=True)
+class PhoneNumber:
+    """One of the account's incoming phone numbers."""
+
+    sid: str
+    phone_number: str
+    sms_url: str | None
+    messaging_service_sid: str | None
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """What Twilio answered to a send: its message id and first status."""
+
+    sid: str
+    status: str
+
+
+def _error(response: httpx2.Response, what: str) -> ProviderError:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    code = body.get("code")
+    message = body.get("message") or response.reason_phrase
+    return ProviderError(
+        f"{what}: Twilio answered {response.status_code}: {message}",
+        retryable=False,
+        status=response.status_code,
+        code=str(code) if code is not None else None,
+    )
+
+
+def _number(item: dict[str, Any]) -> PhoneNumber:
+    return PhoneNumber(
+        sid=str(item.get("sid", "")),
+        phone_number=str(item.get("phone_number", "")),
+        sms_url=item.get("sms_url") or None,
+        messaging_service_sid=item.get("messaging_service_sid") or None,
+    )
+
+
+class TwilioApi:
+    """Twilio's REST API at ``base_url`` (``GATEWAY_TWILIO_API_URL``)."""
+
+    def __init__(self, http: httpx2.AsyncClient, base_url: str) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/") + API
+
+    def _account(self, creds: TwilioCredentials) -> str:
+        return f"{self._base}/Accounts/{quote(creds.account_sid, safe='')}"
+
+    async def _call(
+        self, creds: TwilioCredentials, method: str, url: str, what: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        response = await request(
+            self._http,
+            method,
+            url,
+            what=what,
+            auth=(creds.account_sid, creds.auth_token),
+            **kwargs,
+        )
+        if response.status_code >= 400:
+            raise _error(response, what)
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ProviderError(f"{what}: Twilio answered a non-object", retryable=True)
+        return body
+
+    async def check_credentials(self, creds: TwilioCredentials) -> str:
+        """The account's friendly name; ``ProviderError`` (status 401/404) if refused."""
+
+        async def call() -> dict[str, Any]:
+            return await self._call(
+                creds, "GET", self._account(creds) + ".json", "checking the Twilio account"
+            )
+
+        body = await with_retries(call)
+        return str(body.get("friendly_name") or creds.account_sid)
+
+    async def list_numbers(
+        self, creds: TwilioCredentials, *, phone_number: str | None = None
+    ) -> list[PhoneNumber]:
+        """The account's incoming numbers (every page), or the one matching ``phone_number``."""
+        params = {"PageSize": "1000"}
+        if phone_number is not None:
+            params["PhoneNumber"] = phone_number
+        url: str | None = self._account(creds) + "/IncomingPhoneNumbers.json"
+        numbers: list[PhoneNumber] = []
+        while url is not None:
+
+            async def call(page_url: str = url, query: dict[str, str] = params) -> dict[str, Any]:
+                return await self._call(
+                    creds, "GET", page_url, "listing Twilio numbers", params=query
+                )
+
+            body = await with_retries(call)
+            numbers.extend(_number(item) for item in body.get("incoming_phone_numbers") or [])
+            next_uri = body.get("next_page_uri")
+            url = self._base.removesuffix(API) + next_uri if next_uri else None
+            params = {}
+        return numbers
+
+    async def set_sms_url(self, creds: TwilioCredentials, number_sid: str, url: str) -> None:
+        """Point the number's incoming SMS at ``url`` (POST); an empty URL clears it."""
+        target = f"{self._account(creds)}/IncomingPhoneNumbers/{quote(number_sid, safe='')}.json"
+
+        async def call() -> dict[str, Any]:
+            return await self._call(
+                creds,
+                "POST",
+                target,
+                "setting the number's SMS webhook",
+                data={"SmsUrl": url, "SmsMethod": "POST"},
+            )
+
+        await with_retries(call)
+
+    async def send_message(
+        self,
+        creds: TwilioCredentials,
+        *,
+        to: str,
+        from_: str,
+        body: str | None,
+        media_urls: list[str],
+        status_callback: str,
+    ) -> SentMessage:
+        """One send attempt (the outbox retries); ``ProviderError`` says whether to retry."""
+        form: dict[str, str | list[str]] = {
+            "To": to,
+            "From": from_,
+            "StatusCallback": status_callback,
+        }
+        if body:
+            form["Body"] = body
+        if media_urls:
+            form["MediaUrl"] = media_urls
+        answer = await self._call(
+            creds, "POST", self._account(creds) + "/Messages.json", "sending via Twilio", data=form
+        )
+        return SentMessage(sid=str(answer.get("sid", "")), status=str(answer.get("status", "")))

@@ -1,0 +1,203 @@
+"""The outbox: side effects written with the change that causes them, delivered by workers.
+
+A row is written by ``Transaction.enqueue`` (or by ``Transaction.record_event``, once per
+enabled endpoint of the account) in the change's own transaction, so a side effect
+exists exactly when its change committed. Workers claim due rows with a lease:
+
+- PostgreSQL: ``FOR UPDATE SKIP LOCKED`` in the claiming statement, so processes that
+  claim at once take disjoint rows without waiting for each other.
+- SQLite: one writer at a time, so the claiming UPDATE is atomic by itself.
+
+A claim holds until ``lease_until``; a worker that dies loses its claims when their
+leases run out, and another takes the rows. Every later change of a claimed row checks
+``lease_owner``, so a worker whose lease was taken over cannot complete the row.
+Attempts are counted at claim time: a row that crashes its worker still runs out of
+attempts instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, literal, or_, select, update
+
+from storage.tables import OUTBOX
+
+PENDING = "pending"
+DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A row a worker holds: what to do, and how many attempts it has had (this one too)."""
+
+    pk: int
+    account_id: str
+    kind: str
+    target_id: str
+    payload: dict[str, Any]
+    attempts: int
+    created_at: float
+
+
+def now() -> float:
+    """The outbox's clock: seconds since the epoch."""
+    return time.time()
+
+
+def _due(moment: float) -> Any:
+    return (
+        (OUTBOX.c.status == PENDING)
+        & (OUTBOX.c.available_at <= moment)
+        & or_(OUTBOX.c.lease_until.is_(None), OUTBOX.c.lease_until < moment)
+    )
+
+
+def has_due(conn: Connection, moment: float) -> bool:
+    """Whether any row is due: a read, so an idle worker never opens a write."""
+    return conn.execute(select(literal(1)).where(_due(moment)).limit(1)).first() is not None
+
+
+def claim(
+    conn: Connection, *, owner: str, moment: float, lease: float, limit: int
+) -> list[Claimed]:
+    """Claim up to ``limit`` due rows for ``owner`` until ``moment + lease``."""
+    chosen = (
+        select(OUTBOX.c.pk)
+        .where(_due(moment))
+        .order_by(OUTBOX.c.available_at, OUTBOX.c.pk)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = conn.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.pk.in_(chosen.scalar_subquery()))
+        .values(
+            lease_owner=owner,
+            lease_until=moment + lease,
+            attempts=OUTBOX.c.attempts + 1,
+            updated_at=moment,
+        )
+        .returning(
+            OUTBOX.c.pk,
+            OUTBOX.c.account_id,
+            OUTBOX.c.kind,
+            OUTBOX.c.target_id,
+            OUTBOX.c.payload,
+            OUTBOX.c.attempts,
+            OUTBOX.c.created_at,
+        )
+    ).all()
+    claimed = [
+        Claimed(
+            pk=row.pk,
+            account_id=row.account_id,
+            kind=row.kind,
+            target_id=row.target_id,
+            payload=row.payload,
+            attempts=row.attempts,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+    claimed.sort(key=lambda item: item.pk)
+    return claimed
+
+
+def _held(pk: int, owner: str) -> Any:
+    return (OUTBOX.c.pk == pk) & (OUTBOX.c.lease_owner == owner) & (OUTBOX.c.status == PENDING)
+
+
+def complete(conn: Connection, *, pk: int, owner: str) -> bool:
+    """Delete a delivered row; False if ``owner`` no longer holds it."""
+    return conn.execute(delete(OUTBOX).where(_held(pk, owner))).rowcount == 1
+
+
+def retry_later(conn: Connection, *, pk: int, owner: str, at: float, error: str) -> bool:
+    """Free the row for another attempt at ``at``; False if ``owner`` no longer holds it."""
+    result = conn.execute(
+        update(OUTBOX)
+        .where(_held(pk, owner))
+        .values(
+            available_at=at,
+            lease_owner=None,
+            lease_until=None,
+            last_error=error[:1000],
+            updated_at=now(),
+        )
+    )
+    return result.rowcount == 1
+
+
+def bury(conn: Connection, *, pk: int, owner: str, error: str) -> bool:
+    """Move the row to the dead letters; False if ``owner`` no longer holds it."""
+    result = conn.execute(
+        update(OUTBOX)
+        .where(_held(pk, owner))
+        .values(
+            status=DEAD,
+            lease_owner=None,
+            lease_until=None,
+            last_error=error[:1000],
+            updated_at=now(),
+        )
+    )
+    return result.rowcount == 1
+
+
+def bury_target(conn: Connection, *, kind: str, target_id: str, error: str) -> int:
+    """Move every pending row of one target (a disabled endpoint) to the dead letters."""
+    result = conn.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.kind == kind, OUTBOX.c.target_id == target_id, OUTBOX.c.status == PENDING)
+        .values(
+            status=DEAD,
+            lease_owner=None,
+            lease_until=None,
+            last_error=error[:1000],
+            updated_at=now(),
+        )
+    )
+    return result.rowcount
+
+
+def release(conn: Connection, *, owner: str, pks: Sequence[int]) -> int:
+    """Give back claims ``owner`` did not finish (shutdown), due at once, attempt refunded."""
+    if not pks:
+        return 0
+    result = conn.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.pk.in_(list(pks)), OUTBOX.c.lease_owner == owner)
+        .values(
+            lease_owner=None,
+            lease_until=None,
+            attempts=OUTBOX.c.attempts - 1,
+            updated_at=now(),
+        )
+    )
+    return result.rowcount
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What the metrics show of the outbox."""
+
+    pending: int
+    oldest_created_at: float | None
+    dead: int
+
+
+def backlog(conn: Connection) -> Backlog:
+    """Pending and dead counts, and the creation time of the oldest pending row."""
+    rows = conn.execute(
+        select(OUTBOX.c.status, func.count(), func.min(OUTBOX.c.created_at)).group_by(
+            OUTBOX.c.status
+        )
+    ).all()
+    found = {row[0]: (row[1], row[2]) for row in rows}
+    pending, oldest = found.get(PENDING, (0, None))
+    dead, _ = found.get(DEAD, (0, None))
+    return Backlog(pending=pending, oldest_created_at=oldest, dead=dead)
