@@ -15,7 +15,9 @@ from sqlalchemy import Connection, delete, insert, select, update
 from gateway.accounts.models import (
     AVAILABLE_KINDS,
     AZURE_AD_SYNC,
+    CMCOM,
     MAX_NAME,
+    TWILIO,
     AccountOut,
     IntegrationOut,
     ScimKeysOut,
@@ -24,7 +26,7 @@ from gateway.events.service import Actor, record_event
 from gateway.security import new_token, token_digest
 from gateway.web.errors import BadRequest, Conflict, InvalidValue, NotFound
 from storage.engine import Database
-from storage.tables import ACCOUNTS, INTEGRATIONS, SCIM_CREDENTIALS, utcnow
+from storage.tables import ACCOUNTS, CHANNELS, INTEGRATIONS, SCIM_CREDENTIALS, utcnow
 from storage.transaction import Transaction
 
 SCIM_PREFIX = "/scim/v2"
@@ -33,8 +35,8 @@ SCIM_PREFIX = "/scim/v2"
 # stored already, but only ``AVAILABLE_KINDS`` can be added by an admin now.
 KINDS = {
     AZURE_AD_SYNC: "Azure AD Sync",
-    "twilio": "Twilio",
-    "cmcom": "CM.com",
+    TWILIO: "Twilio",
+    CMCOM: "CM.com",
     "microsoft_teams": "Microsoft Teams",
     "office365": "Microsoft Office 365",
 }
@@ -234,6 +236,34 @@ async def add_integration(
     return await db.transact(work)
 
 
+# The channel provider each messaging integration carries.
+CHANNEL_PROVIDERS = {TWILIO: "twilio", CMCOM: "cm"}
+
+
+def _refuse_if_channels_use(conn: Connection, account_id: str, kind: str) -> None:
+    provider = CHANNEL_PROVIDERS.get(kind)
+    if provider is None:
+        return
+    rows = conn.execute(
+        select(CHANNELS.c.id, CHANNELS.c.type, CHANNELS.c.number, CHANNELS.c.pages)
+        .where(
+            CHANNELS.c.account_id == account_id,
+            CHANNELS.c.provider == provider,
+            CHANNELS.c.deleted_at.is_(None),
+        )
+        .order_by(CHANNELS.c.created_at)
+    ).all()
+    if rows:
+        listing = "; ".join(
+            f"{row.id} ({row.type} {row.number or ', '.join(row.pages)})" for row in rows
+        )
+        raise Conflict(
+            f"The {KINDS[kind]} integration is used by {len(rows)} channel(s): {listing}. "
+            "Delete them first (`cloudlink-gateway channel delete ACCOUNT_ID ID ... "
+            "--confirm confirm`)."
+        )
+
+
 async def remove_integration(db: Database, *, account_id: str, kind: str, actor: Actor) -> None:
     """Remove an integration; removing Azure AD Sync revokes the SCIM token at once."""
     if kind not in KINDS:
@@ -244,6 +274,7 @@ async def remove_integration(db: Database, *, account_id: str, kind: str, actor:
         require_account(tx.conn, account_id)
         if find_integration(tx.conn, account_id, kind) is None:
             raise NotFound(f"The {KINDS[kind]} integration is not added to this account.")
+        _refuse_if_channels_use(tx.conn, account_id, kind)
         tx.conn.execute(
             delete(INTEGRATIONS).where(
                 INTEGRATIONS.c.account_id == account_id, INTEGRATIONS.c.kind == kind

@@ -20,11 +20,16 @@ from gateway.web.state import app_state
 MAX_JSON_DEPTH = 32
 
 
-async def read_body(request: Request) -> bytes:
-    """The whole body, or 413 once it passes GATEWAY_MAX_BODY_BYTES (read no further)."""
-    limit = app_state(request).settings.max_body_bytes
+async def read_body(request: Request, *, limit: int | None = None) -> bytes:
+    """The whole body, or 413 once it passes the limit (read no further).
+
+    The limit is GATEWAY_MAX_BODY_BYTES, or ``limit`` when a surface expects less.
+    """
+    configured = app_state(request).settings.max_body_bytes
+    limit = configured if limit is None else min(limit, configured)
     too_large = PayloadTooLarge(
-        f"The request body is larger than {limit} bytes (GATEWAY_MAX_BODY_BYTES)."
+        f"The request body is larger than {limit} bytes"
+        + (" (GATEWAY_MAX_BODY_BYTES)." if limit == configured else ".")
     )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

@@ -78,7 +78,10 @@ def test_integrations_add_twice_conflicts_and_remove_revokes(
     assert (
         client.post(base, json={"kind": "azure_ad_sync"}, headers=admin_headers).status_code == 409
     )
-    assert client.post(base, json={"kind": "twilio"}, headers=admin_headers).status_code == 400
+    assert (
+        client.post(base, json={"kind": "microsoft_teams"}, headers=admin_headers).status_code
+        == 400
+    )
     assert client.post(base, json={"kind": "fax"}, headers=admin_headers).status_code == 400
     assert client.delete(f"{base}/azure_ad_sync", headers=admin_headers).status_code == 204
     assert client.delete(f"{base}/azure_ad_sync", headers=admin_headers).status_code == 404

@@ -121,6 +121,6 @@ def test_integration_kinds_the_document_offers_are_the_ones_the_api_takes(
     for kind in offered:
         response = client.post(base, json={"kind": kind}, headers=admin_headers)
         assert response.status_code == 201, (kind, response.text)
-    refused = client.post(base, json={"kind": "twilio"}, headers=admin_headers)
+    refused = client.post(base, json={"kind": "microsoft_teams"}, headers=admin_headers)
     assert refused.status_code == 400
     assert "cannot be configured" in refused.json()["detail"]

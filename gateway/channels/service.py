@@ -1,0 +1,348 @@
+"""Channels: added against the provider (Twilio numbers are checked and set), kept in the
+database, deleted with a confirmation.
+
+Provider calls happen before the write that records the channel, and never inside a
+transaction: a refused number or an unreachable Twilio leaves nothing behind. Clearing
+a deleted Twilio SMS channel's webhook goes through the outbox, so it is retried until
+Twilio takes it, even across restarts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gateway.accounts.providers import cm_product_token, twilio_credentials
+from gateway.accounts.service import admin_event, require_account
+from gateway.channels.models import (
+    CONFIRMATION,
+    ChannelCreate,
+    ChannelOut,
+    webhook_url,
+)
+from gateway.clients.http import ProviderError
+from gateway.clients.twilio import PhoneNumber, TwilioApi, TwilioCredentials
+from gateway.events.service import Actor
+from gateway.security import SecretBox, new_token, token_digest
+from gateway.web.errors import Conflict, InvalidValue, NotFound, UpstreamUnavailable, shown
+from storage.engine import Database
+from storage.tables import CHANNELS, utcnow
+from storage.transaction import Transaction
+
+CLEAR_SMS_URL = "twilio.clear_sms_url"
+MAX_PAGE_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What the webhook receivers and the sender need of a live channel."""
+
+    id: str
+    account_id: str
+    provider: str
+    type: str
+    number: str | None
+    pages: list[str]
+    queue_id: str
+    secret_sha256: str | None
+
+
+def e164(value: str) -> str:
+    """``value`` as E.164, or 400 saying what is expected."""
+    try:
+        number = phonenumbers.parse(value.strip(), None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidValue(
+            f"number {shown(value)!r} is not in E.164 form, e.g. +14155550100."
+        ) from exc
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidValue(f"number {shown(value)!r} is not a possible phone number.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _check_shape(body: ChannelCreate) -> tuple[str | None, list[str]]:
+    if body.type == "messenger":
+        if body.number is not None:
+            raise InvalidValue("A Messenger channel is bound to pages (--page), not a number.")
+        pages = [page.strip() for page in body.pages]
+        if not pages or any(not page or len(page) > MAX_PAGE_LENGTH for page in pages):
+            raise InvalidValue(
+                "A Messenger channel needs one or more Facebook page ids (--page PAGE), "
+                f"each 1..{MAX_PAGE_LENGTH} characters."
+            )
+        if len(set(pages)) != len(pages):
+            raise InvalidValue("A page is listed twice.")
+        return None, pages
+    if body.pages:
+        raise InvalidValue(f"A {body.type} channel is bound to a number (--number), not pages.")
+    if body.number is None:
+        raise InvalidValue(f"A {body.type} channel needs the number it uses (--number E164).")
+    return e164(body.number), []
+
+
+def context_of(row: Any) -> ChannelContext:
+    """The receivers' view of a channel row."""
+    return ChannelContext(
+        id=row.id,
+        account_id=row.account_id,
+        provider=row.provider,
+        type=row.type,
+        number=row.number,
+        pages=list(row.pages),
+        queue_id=row.queue_id,
+        secret_sha256=row.secret_sha256,
+    )
+
+
+def live_channel(conn: Connection, channel_id: str) -> ChannelContext | None:
+    """A channel that has not been deleted, by id."""
+    row = conn.execute(
+        select(CHANNELS).where(CHANNELS.c.id == channel_id, CHANNELS.c.deleted_at.is_(None))
+    ).one_or_none()
+    return None if row is None else context_of(row)
+
+
+def channel_out(row: Any, secrets: SecretBox, public_url: str) -> ChannelOut:
+    """The API shape of a channel row (CM.com's URL secret decrypted to show the URL)."""
+    secret = secrets.decrypt(row.secret) if row.secret else None
+    automatic = row.provider == "twilio" and row.type == "sms" and row.provider_ref
+    return ChannelOut(
+        id=row.id,
+        provider=row.provider,
+        type=row.type,
+        number=row.number,
+        pages=list(row.pages),
+        queue_id=row.queue_id,
+        webhook_url=webhook_url(public_url, row.provider, row.id, secret),
+        webhook_setup="automatic" if automatic else "manual",
+        created_at=row.created_at,
+    )
+
+
+def _live_rows(conn: Connection, account_id: str) -> list[Any]:
+    return list(
+        conn.execute(
+            select(CHANNELS)
+            .where(CHANNELS.c.account_id == account_id, CHANNELS.c.deleted_at.is_(None))
+            .order_by(CHANNELS.c.created_at, CHANNELS.c.id)
+        ).all()
+    )
+
+
+def channels_of(conn: Connection, account_id: str, provider: str | None = None) -> list[Any]:
+    """The live channel rows of an account (of one provider when given)."""
+    rows = _live_rows(conn, account_id)
+    return [row for row in rows if provider is None or row.provider == provider]
+
+
+def describe(row: Any) -> str:
+    """One channel in a sentence, for messages that list channels."""
+    target = row.number or ", ".join(row.pages)
+    return f"{row.id} ({row.provider} {row.type} {target}, queue {row.queue_id})"
+
+
+async def list_channels(
+    db: Database, *, secrets: SecretBox, account_id: str, public_url: str
+) -> list[ChannelOut]:
+    """The live channels of an account, oldest first."""
+
+    def read(conn: Connection) -> list[ChannelOut]:
+        require_account(conn, account_id)
+        return [channel_out(row, secrets, public_url) for row in _live_rows(conn, account_id)]
+
+    return await db.query(read)
+
+
+async def _owned_twilio_number(
+    twilio: TwilioApi, creds: TwilioCredentials, number: str
+) -> PhoneNumber:
+    try:
+        found = await twilio.list_numbers(creds, phone_number=number)
+    except ProviderError as exc:
+        raise _provider_failure(exc, "listing the account's numbers") from exc
+    for candidate in found:
+        if candidate.phone_number == number:
+            return candidate
+    try:
+        owned = [n.phone_number for n in await twilio.list_numbers(creds)]
+    except ProviderError:
+        owned = []
+    listing = ", ".join(owned[:10]) + (" ..." if len(owned) > 10 else "")
+    raise InvalidValue(
+        f"The Twilio account does not own {number}; its numbers: {listing or 'none'}."
+    )
+
+
+def _provider_failure(exc: ProviderError, doing: str) -> Exception:
+    if exc.retryable:
+        return UpstreamUnavailable(f"Twilio could not be reached while {doing} ({exc}).")
+    return Conflict(f"Twilio refused {doing}: {exc}. Check the Twilio integration.")
+
+
+async def add_channel(
+    db: Database,
+    *,
+    secrets: SecretBox,
+    twilio: TwilioApi,
+    account_id: str,
+    body: ChannelCreate,
+    actor: Actor,
+    public_url: str,
+) -> ChannelOut:
+    """Add a channel; Twilio numbers must be the account's, Twilio SMS gets its URL set."""
+    number, pages = _check_shape(body)
+    channel_id = str(uuid.uuid4())
+
+    def prepare(conn: Connection) -> TwilioCredentials | str | None:
+        require_account(conn, account_id)
+        if number is not None and _clashing(conn, account_id, body.provider, body.type, number):
+            raise Conflict(f"A {body.type} channel already uses {number}.")
+        if body.provider == "twilio":
+            return twilio_credentials(conn, secrets, account_id)
+        return cm_product_token(conn, secrets, account_id)
+
+    creds = await db.query(prepare)
+    if creds is None:
+        command = "set-twilio" if body.provider == "twilio" else "set-cm"
+        raise Conflict(
+            f"Configure the {body.provider} integration of this account first "
+            f"(`cloudlink-gateway integration {command} ...`)."
+        )
+    provider_ref = None
+    cm_secret = None
+    if isinstance(creds, TwilioCredentials) and number is not None:
+        owned = await _owned_twilio_number(twilio, creds, number)
+        if body.type == "sms" and owned.messaging_service_sid is None:
+            url = webhook_url(public_url, "twilio", channel_id)
+            try:
+                await twilio.set_sms_url(creds, owned.sid, url)
+            except ProviderError as exc:
+                raise _provider_failure(exc, "setting the number's SMS URL") from exc
+            provider_ref = owned.sid
+    if body.provider == "cm":
+        cm_secret = new_token()
+
+    def work(tx: Transaction) -> ChannelOut:
+        tx.lock_account(account_id)
+        now = utcnow()
+        try:
+            with tx.conn.begin_nested():
+                tx.conn.execute(
+                    insert(CHANNELS).values(
+                        id=channel_id,
+                        account_id=account_id,
+                        provider=body.provider,
+                        type=body.type,
+                        number=number,
+                        pages=pages,
+                        queue_id=body.queue_id,
+                        secret_sha256=token_digest(cm_secret) if cm_secret else None,
+                        secret=secrets.encrypt(cm_secret) if cm_secret else None,
+                        provider_ref=provider_ref,
+                        created_at=now,
+                    )
+                )
+        except IntegrityError as exc:
+            raise Conflict(f"A {body.type} channel already uses {number}.") from exc
+        admin_event(
+            tx,
+            account_id=account_id,
+            actor=actor,
+            action="Create",
+            asset="Channel",
+            asset_id=channel_id,
+            type="channel.created",
+            properties_changed=["provider", "type", "number", "pages", "queue_id"],
+            details={
+                "id": channel_id,
+                "provider": body.provider,
+                "type": body.type,
+                "number": number,
+                "pages": pages,
+                "queue_id": body.queue_id,
+            },
+        )
+        row = tx.conn.execute(select(CHANNELS).where(CHANNELS.c.id == channel_id)).one()
+        return channel_out(row, secrets, public_url)
+
+    return await db.transact(work)
+
+
+def _clashing(conn: Connection, account_id: str, provider: str, kind: str, number: str) -> bool:
+    return (
+        conn.execute(
+            select(CHANNELS.c.id).where(
+                CHANNELS.c.account_id == account_id,
+                CHANNELS.c.provider == provider,
+                CHANNELS.c.type == kind,
+                CHANNELS.c.number == number,
+                CHANNELS.c.deleted_at.is_(None),
+            )
+        ).first()
+        is not None
+    )
+
+
+async def delete_channels(
+    db: Database,
+    *,
+    account_id: str,
+    ids: list[str],
+    confirm: str,
+    actor: Actor,
+    public_url: str,
+) -> list[str]:
+    """Delete channels (all or none); ``confirm`` must be exactly "confirm", as in the console.
+
+    A deleted channel's webhook URL answers 404 at once; its conversations stay readable.
+    A Twilio SMS number whose URL the gateway set is cleared through the outbox.
+    """
+    if confirm != CONFIRMATION:
+        raise InvalidValue(f'Deleting channels needs the confirmation value "{CONFIRMATION}".')
+    wanted = list(dict.fromkeys(ids))
+
+    def work(tx: Transaction) -> list[str]:
+        tx.lock_account(account_id)
+        require_account(tx.conn, account_id)
+        rows = {row.id: row for row in _live_rows(tx.conn, account_id)}
+        missing = [channel_id for channel_id in wanted if channel_id not in rows]
+        if missing:
+            raise NotFound(
+                f"No live channel {', '.join(shown(m) for m in missing)} in this account; "
+                "nothing was deleted."
+            )
+        now = utcnow()
+        for channel_id in wanted:
+            row = rows[channel_id]
+            tx.conn.execute(
+                update(CHANNELS).where(CHANNELS.c.id == channel_id).values(deleted_at=now)
+            )
+            if row.provider_ref:
+                tx.enqueue(
+                    account_id=account_id,
+                    kind=CLEAR_SMS_URL,
+                    target_id=channel_id,
+                    payload={
+                        "number_sid": row.provider_ref,
+                        "url": webhook_url(public_url, "twilio", channel_id),
+                    },
+                )
+            admin_event(
+                tx,
+                account_id=account_id,
+                actor=actor,
+                action="Delete",
+                asset="Channel",
+                asset_id=channel_id,
+                type="channel.deleted",
+                properties_changed=["deleted_at"],
+                details={"id": channel_id, "provider": row.provider, "type": row.type},
+            )
+        return wanted
+
+    return await db.transact(work)

@@ -1,0 +1,1 @@
+"""Provider-neutral chat: contacts, conversations, messages and their delivery status."""

@@ -1,0 +1,181 @@
+"""The chat model: what receivers hand in (provider-neutral) and what the API shows.
+
+Receivers translate a provider's payload into ``InboundMessage`` or ``StatusUpdate``;
+nothing of Twilio or CM.com reaches this package. Statuses use one vocabulary (Twilio's
+names, which CM.com's reports are mapped to) and a rank, so a status only moves forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+INBOUND = "inbound"
+OUTBOUND = "outbound"
+OPEN = "open"
+CLOSED = "closed"
+MAX_TEXT = 4096
+
+# Where a message is on its way; a status of a lower or equal rank never replaces a
+# higher one, so callbacks that arrive out of order cannot move a message back.
+STATUS_RANK = {
+    "pending": 0,
+    "received": 0,
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "canceled": 4,
+    "read": 5,
+}
+
+
+@dataclass(frozen=True)
+class Media:
+    """One attachment: where the provider keeps it and its content type."""
+
+    url: str
+    content_type: str | None = None
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A customer's message as a receiver verified and parsed it.
+
+    ``dedup_keys`` are the keys under which this delivery is remembered (a provider
+    message id, an idempotency token, a content hash): any one seen before makes it a
+    duplicate.
+    """
+
+    channel_id: str
+    account_id: str
+    queue_id: str
+    contact_address: str
+    local_address: str
+    contact_name: str | None
+    text: str | None
+    media: list[Media]
+    provider_message_id: str | None
+    dedup_keys: list[str]
+    received_at: datetime
+    extras: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A provider's news about a message the gateway sent.
+
+    ``message_id`` is the gateway's own id when the callback carries it (Twilio's
+    StatusCallback URL, CM.com's reference); else the message is found by the
+    provider's id.
+    """
+
+    channel_id: str
+    account_id: str
+    status: str
+    message_id: str | None
+    provider_message_id: str | None
+    error_code: str | None
+    error_message: str | None
+    dedup_keys: list[str]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What became of a webhook: accepted, duplicate, stale (status not forward), unknown."""
+
+    outcome: str
+    message_id: str | None = None
+    conversation_id: str | None = None
+
+
+class ContactOut(BaseModel):
+    """The customer on the other end."""
+
+    id: str
+    address: str = Field(description="The provider address, e.g. whatsapp:+31612345678.")
+    name: str | None = Field(description="The profile name the provider reported, if any.")
+
+
+class ConversationOut(BaseModel):
+    """A conversation of a channel with one contact, routed to the channel's queue."""
+
+    id: str
+    channel_id: str
+    queue_id: str
+    status: str = Field(description="open or closed.")
+    contact: ContactOut
+    address: str = Field(description="The contact's provider address.")
+    name: str | None = Field(description="The contact's profile name.")
+    opened_at: datetime
+    last_activity_at: datetime
+
+
+class ConversationList(BaseModel):
+    """A page of conversations, most recently active first."""
+
+    items: list[ConversationOut]
+    next_cursor: str | None = Field(description="Pass as ?before= for the next page.")
+
+
+class MediaOut(BaseModel):
+    """An attachment."""
+
+    url: str
+    content_type: str | None = None
+    title: str | None = None
+
+
+class MessageError(BaseModel):
+    """Why a message failed, as the provider (or the gateway) said it."""
+
+    code: str | None
+    message: str | None
+
+
+class MessageOut(BaseModel):
+    """A message of a conversation."""
+
+    id: str
+    conversation_id: str
+    direction: str = Field(description="inbound (from the contact) or outbound (an agent's).")
+    text: str | None
+    media: list[MediaOut]
+    status: str
+    error: MessageError | None = None
+    provider_message_id: str | None
+    author: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageList(BaseModel):
+    """Messages of a conversation, oldest first."""
+
+    items: list[MessageOut]
+
+
+class ReplyCreate(BaseModel):
+    """An agent's reply; it goes out through the channel's provider."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT, description="The reply's text.")
+    author: str | None = Field(
+        default=None, max_length=200, description="Who wrote it (an agent id or name)."
+    )
+
+
+class ReplyAccepted(BaseModel):
+    """The reply is stored and queued; its status follows in the feed and the API."""
+
+    id: str
+    conversation_id: str
+    status: str

@@ -1,0 +1,138 @@
+"""Reading conversations and messages for the admin API (and the sender)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, select, tuple_
+
+from gateway.chat.models import (
+    ContactOut,
+    ConversationOut,
+    MediaOut,
+    MessageError,
+    MessageOut,
+)
+from gateway.web.errors import InvalidValue, NotFound, shown
+from storage.tables import CONTACTS, CONVERSATIONS, MESSAGES
+
+
+def _conversations() -> Select[Any]:
+    return select(
+        CONVERSATIONS,
+        CONTACTS.c.address.label("contact_address"),
+        CONTACTS.c.name.label("contact_name"),
+    ).join(CONTACTS, CONTACTS.c.id == CONVERSATIONS.c.contact_id)
+
+
+def conversation_out(row: Any) -> ConversationOut:
+    """The API shape of a conversation row joined with its contact."""
+    return ConversationOut(
+        id=row.id,
+        channel_id=row.channel_id,
+        queue_id=row.queue_id,
+        status=row.status,
+        contact=ContactOut(id=row.contact_id, address=row.contact_address, name=row.contact_name),
+        address=row.contact_address,
+        name=row.contact_name,
+        opened_at=row.opened_at,
+        last_activity_at=row.last_activity_at,
+    )
+
+
+def message_out(row: Any) -> MessageOut:
+    """The API shape of a message row."""
+    failed = row.error_code is not None or row.error_message is not None
+    return MessageOut(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        direction=row.direction,
+        text=row.text,
+        media=[MediaOut(**item) for item in row.media],
+        status=row.status,
+        error=MessageError(code=row.error_code, message=row.error_message) if failed else None,
+        provider_message_id=row.provider_message_id,
+        author=row.author,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _cursor(row: Any) -> str:
+    return f"{row.last_activity_at.isoformat()}|{row.id}"
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    moment, _, conversation_id = cursor.partition("|")
+    try:
+        return datetime.fromisoformat(moment), conversation_id
+    except ValueError as exc:
+        raise InvalidValue(f"before: {shown(cursor)!r} is not a cursor this API returned.") from exc
+
+
+def conversation_page(
+    conn: Connection,
+    account_id: str,
+    *,
+    status: str | None,
+    channel_id: str | None,
+    before: str | None,
+    limit: int,
+) -> tuple[list[ConversationOut], str | None]:
+    """Conversations, most recently active first; ``before`` continues a previous page."""
+    query = _conversations().where(CONVERSATIONS.c.account_id == account_id)
+    if status is not None:
+        query = query.where(CONVERSATIONS.c.status == status)
+    if channel_id is not None:
+        query = query.where(CONVERSATIONS.c.channel_id == channel_id)
+    if before is not None:
+        moment, last_id = _parse_cursor(before)
+        query = query.where(
+            tuple_(CONVERSATIONS.c.last_activity_at, CONVERSATIONS.c.id) < (moment, last_id)
+        )
+    rows = conn.execute(
+        query.order_by(CONVERSATIONS.c.last_activity_at.desc(), CONVERSATIONS.c.id.desc()).limit(
+            limit + 1
+        )
+    ).all()
+    page = rows[:limit]
+    return [conversation_out(row) for row in page], (
+        _cursor(page[-1]) if len(rows) > limit else None
+    )
+
+
+def one_conversation(conn: Connection, account_id: str, conversation_id: str) -> ConversationOut:
+    """One conversation of the account, or 404."""
+    row = conn.execute(
+        _conversations().where(
+            CONVERSATIONS.c.account_id == account_id, CONVERSATIONS.c.id == conversation_id
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"No conversation {shown(conversation_id)!r} in this account.")
+    return conversation_out(row)
+
+
+def conversation_messages(
+    conn: Connection, account_id: str, conversation_id: str, *, limit: int
+) -> list[MessageOut]:
+    """The latest ``limit`` messages of a conversation, oldest first."""
+    one_conversation(conn, account_id, conversation_id)
+    rows = conn.execute(
+        select(MESSAGES)
+        .where(MESSAGES.c.conversation_id == conversation_id)
+        .order_by(MESSAGES.c.pk.desc())
+        .limit(limit)
+    ).all()
+    return [message_out(row) for row in reversed(rows)]
+
+
+def one_message(conn: Connection, account_id: str, message_id: str) -> MessageOut:
+    """One message of the account, or 404."""
+    row = conn.execute(
+        select(MESSAGES).where(MESSAGES.c.account_id == account_id, MESSAGES.c.id == message_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"No message {shown(message_id)!r} in this account.")
+    return message_out(row)

@@ -1,0 +1,388 @@
+"""Chat: what an inbound message, a status update and an agent's reply change.
+
+Each is one ``Database.transact`` unit: the dedup receipts, the contact, the
+conversation, the message, the event (which fans out to the account's endpoints) and,
+for a reply, the outbox row that sends it, all commit together or not at all. The
+receipts are inserted first, under the unique key, so a retried webhook stops before
+it changes anything, also when two copies arrive at once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from gateway.chat.models import (
+    CLOSED,
+    INBOUND,
+    OPEN,
+    OUTBOUND,
+    STATUS_RANK,
+    InboundMessage,
+    Receipt,
+    ReplyAccepted,
+    StatusUpdate,
+)
+from gateway.events.service import Actor, record_event
+from gateway.web.errors import Conflict, NotFound, shown
+from storage.engine import Database
+from storage.tables import (
+    CHANNELS,
+    CONTACTS,
+    CONVERSATIONS,
+    MESSAGES,
+    WEBHOOK_RECEIPTS,
+    utcnow,
+)
+from storage.transaction import Transaction
+from storage.upsert import insert_unless_present
+
+SEND = "message.send"
+CHAT_EVENT = "Messaging"
+
+
+def _event(
+    tx: Transaction,
+    *,
+    account_id: str,
+    actor: Actor,
+    action: str,
+    asset: str,
+    asset_id: str,
+    type: str,
+    changed: list[str],
+    data: dict[str, Any],
+) -> None:
+    record_event(
+        tx,
+        account_id=account_id,
+        actor=actor,
+        action=action,
+        asset=asset,
+        asset_id=asset_id,
+        event_type=CHAT_EVENT,
+        type=type,
+        properties_changed=changed,
+        details=data,
+    )
+
+
+def _first_sighting(tx: Transaction, channel_id: str, keys: list[str]) -> bool:
+    """Remember every key; False if any was remembered before (the webhook is a retry)."""
+    moment = time.time()
+    fresh = True
+    for key in keys:
+        inserted = insert_unless_present(
+            tx.conn,
+            WEBHOOK_RECEIPTS,
+            {"channel_id": channel_id, "key": key[:128], "received_at": moment},
+        )
+        fresh = fresh and inserted
+    return fresh
+
+
+def _contact(tx: Transaction, message: InboundMessage) -> dict[str, Any]:
+    row = tx.conn.execute(
+        select(CONTACTS).where(
+            CONTACTS.c.channel_id == message.channel_id,
+            CONTACTS.c.address == message.contact_address,
+        )
+    ).one_or_none()
+    if row is None:
+        contact = {
+            "id": str(uuid.uuid4()),
+            "account_id": message.account_id,
+            "channel_id": message.channel_id,
+            "address": message.contact_address,
+            "name": message.contact_name,
+            "created_at": utcnow(),
+        }
+        tx.conn.execute(insert(CONTACTS).values(**contact))
+        return contact
+    contact = dict(row._mapping)
+    if message.contact_name and message.contact_name != row.name:
+        tx.conn.execute(
+            update(CONTACTS).where(CONTACTS.c.id == row.id).values(name=message.contact_name)
+        )
+        contact["name"] = message.contact_name
+    return contact
+
+
+def _open_conversation(
+    tx: Transaction, message: InboundMessage, contact: dict[str, Any], actor: Actor
+) -> str:
+    """The contact's open conversation, or a new one (with its event)."""
+    found = tx.conn.execute(
+        select(CONVERSATIONS.c.id).where(
+            CONVERSATIONS.c.contact_id == contact["id"], CONVERSATIONS.c.status == OPEN
+        )
+    ).first()
+    if found is not None:
+        return str(found.id)
+    conversation_id = str(uuid.uuid4())
+    now = utcnow()
+    tx.conn.execute(
+        insert(CONVERSATIONS).values(
+            id=conversation_id,
+            account_id=message.account_id,
+            channel_id=message.channel_id,
+            contact_id=contact["id"],
+            queue_id=message.queue_id,
+            local_address=message.local_address,
+            status=OPEN,
+            opened_at=now,
+            last_activity_at=now,
+        )
+    )
+    _event(
+        tx,
+        account_id=message.account_id,
+        actor=actor,
+        action="Create",
+        asset="Conversation",
+        asset_id=conversation_id,
+        type="conversation.opened",
+        changed=["status"],
+        data={
+            "conversation_id": conversation_id,
+            "channel_id": message.channel_id,
+            "queue_id": message.queue_id,
+            "contact": _contact_data(contact),
+        },
+    )
+    return conversation_id
+
+
+def _contact_data(contact: dict[str, Any]) -> dict[str, Any]:
+    return {"id": contact["id"], "address": contact["address"], "name": contact["name"]}
+
+
+async def receive_message(db: Database, message: InboundMessage, *, actor: Actor) -> Receipt:
+    """Store a customer's message in its conversation (opening one if none is open)."""
+
+    def work(tx: Transaction) -> Receipt:
+        tx.lock_account(message.account_id)
+        if not _first_sighting(tx, message.channel_id, message.dedup_keys):
+            return Receipt("duplicate")
+        contact = _contact(tx, message)
+        conversation_id = _open_conversation(tx, message, contact, actor)
+        message_id = str(uuid.uuid4())
+        now = utcnow()
+        media = [asdict(item) for item in message.media]
+        tx.conn.execute(
+            insert(MESSAGES).values(
+                id=message_id,
+                account_id=message.account_id,
+                conversation_id=conversation_id,
+                channel_id=message.channel_id,
+                direction=INBOUND,
+                text=message.text,
+                media=media,
+                provider_message_id=message.provider_message_id,
+                status="received",
+                status_rank=STATUS_RANK["received"],
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        tx.conn.execute(
+            update(CONVERSATIONS)
+            .where(CONVERSATIONS.c.id == conversation_id)
+            .values(last_activity_at=now)
+        )
+        _event(
+            tx,
+            account_id=message.account_id,
+            actor=actor,
+            action="Create",
+            asset="Message",
+            asset_id=message_id,
+            type="message.received",
+            changed=["text", "media"] if media else ["text"],
+            data={
+                "message_id": message_id,
+                "conversation_id": conversation_id,
+                "channel_id": message.channel_id,
+                "queue_id": message.queue_id,
+                "direction": INBOUND,
+                "contact": _contact_data(contact),
+                "text": message.text,
+                "media": media,
+                "provider_message_id": message.provider_message_id,
+                "received_at": message.received_at.isoformat(),
+                **({"extras": message.extras} if message.extras else {}),
+            },
+        )
+        return Receipt("accepted", message_id, conversation_id)
+
+    return await db.transact(work)
+
+
+def _find_sent(conn: Connection, update_: StatusUpdate) -> Any:
+    query = select(MESSAGES).where(
+        MESSAGES.c.channel_id == update_.channel_id, MESSAGES.c.direction == OUTBOUND
+    )
+    if update_.message_id is not None:
+        row = conn.execute(query.where(MESSAGES.c.id == update_.message_id)).one_or_none()
+        if row is not None:
+            return row
+    if update_.provider_message_id is not None:
+        return conn.execute(
+            query.where(MESSAGES.c.provider_message_id == update_.provider_message_id)
+        ).one_or_none()
+    return None
+
+
+def move_status(
+    tx: Transaction,
+    row: Any,
+    *,
+    status: str,
+    actor: Actor,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    provider_message_id: str | None = None,
+    event_type: str = "message.status_changed",
+) -> bool:
+    """Move a message's status forward (never back); records the event. False if stale."""
+    rank = STATUS_RANK.get(status)
+    if rank is None or rank <= row.status_rank:
+        if provider_message_id and not row.provider_message_id:
+            tx.conn.execute(
+                update(MESSAGES)
+                .where(MESSAGES.c.pk == row.pk)
+                .values(provider_message_id=provider_message_id)
+            )
+        return False
+    values: dict[str, Any] = {"status": status, "status_rank": rank, "updated_at": utcnow()}
+    if provider_message_id and not row.provider_message_id:
+        values["provider_message_id"] = provider_message_id
+    if error_code is not None or error_message is not None:
+        values["error_code"] = error_code
+        values["error_message"] = error_message[:1000] if error_message else None
+    tx.conn.execute(update(MESSAGES).where(MESSAGES.c.pk == row.pk).values(**values))
+    _event(
+        tx,
+        account_id=row.account_id,
+        actor=actor,
+        action="Edit",
+        asset="Message",
+        asset_id=row.id,
+        type=event_type,
+        changed=sorted(k for k in values if k not in {"status_rank", "updated_at"}),
+        data={
+            "message_id": row.id,
+            "conversation_id": row.conversation_id,
+            "channel_id": row.channel_id,
+            "direction": row.direction,
+            "status": status,
+            "previous_status": row.status,
+            "provider_message_id": values.get("provider_message_id", row.provider_message_id),
+            "error_code": values.get("error_code", row.error_code),
+            "error_message": values.get("error_message", row.error_message),
+        },
+    )
+    return True
+
+
+async def apply_status(db: Database, update_: StatusUpdate, *, actor: Actor) -> Receipt:
+    """Apply a delivery status if it moves the message forward."""
+
+    def work(tx: Transaction) -> Receipt:
+        tx.lock_account(update_.account_id)
+        if not _first_sighting(tx, update_.channel_id, update_.dedup_keys):
+            return Receipt("duplicate")
+        row = _find_sent(tx.conn, update_)
+        if row is None:
+            return Receipt("unknown")
+        moved = move_status(
+            tx,
+            row,
+            status=update_.status,
+            actor=actor,
+            error_code=update_.error_code,
+            error_message=update_.error_message,
+            provider_message_id=update_.provider_message_id,
+        )
+        return Receipt("accepted" if moved else "stale", row.id, row.conversation_id)
+
+    return await db.transact(work)
+
+
+async def queue_reply(
+    db: Database,
+    *,
+    account_id: str,
+    conversation_id: str,
+    text: str,
+    author: str | None,
+    actor: Actor,
+) -> ReplyAccepted:
+    """Store an agent's reply and queue its sending, in one transaction."""
+
+    def work(tx: Transaction) -> ReplyAccepted:
+        tx.lock_account(account_id)
+        found = tx.conn.execute(
+            select(CONVERSATIONS.c.status, CONVERSATIONS.c.channel_id, CHANNELS.c.deleted_at)
+            .join(CHANNELS, CHANNELS.c.id == CONVERSATIONS.c.channel_id)
+            .where(
+                CONVERSATIONS.c.id == conversation_id,
+                CONVERSATIONS.c.account_id == account_id,
+            )
+        ).one_or_none()
+        if found is None:
+            raise NotFound(f"No conversation {shown(conversation_id)!r} in this account.")
+        if found.deleted_at is not None:
+            raise Conflict("The conversation's channel was deleted; replies cannot be sent.")
+        if found.status == CLOSED:
+            raise Conflict("The conversation is closed.")
+        message_id = str(uuid.uuid4())
+        now = utcnow()
+        tx.conn.execute(
+            insert(MESSAGES).values(
+                id=message_id,
+                account_id=account_id,
+                conversation_id=conversation_id,
+                channel_id=found.channel_id,
+                direction=OUTBOUND,
+                text=text,
+                media=[],
+                status="pending",
+                status_rank=STATUS_RANK["pending"],
+                author=author,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        tx.conn.execute(
+            update(CONVERSATIONS)
+            .where(CONVERSATIONS.c.id == conversation_id)
+            .values(last_activity_at=now)
+        )
+        tx.enqueue(account_id=account_id, kind=SEND, target_id=message_id, payload={})
+        _event(
+            tx,
+            account_id=account_id,
+            actor=actor,
+            action="Create",
+            asset="Message",
+            asset_id=message_id,
+            type="message.queued",
+            changed=["text"],
+            data={
+                "message_id": message_id,
+                "conversation_id": conversation_id,
+                "channel_id": found.channel_id,
+                "direction": OUTBOUND,
+                "text": text,
+                "author": author,
+                "status": "pending",
+            },
+        )
+        return ReplyAccepted(id=message_id, conversation_id=conversation_id, status="pending")
+
+    return await db.transact(work)

@@ -1,0 +1,35 @@
+"""The outbound clients of one process, built once by the app's lifespan (or the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx2
+
+from gateway.clients.cmcom import CmApi
+from gateway.clients.http import new_http_client
+from gateway.clients.twilio import TwilioApi
+from gateway.settings import Settings
+
+
+@dataclass(frozen=True)
+class Providers:
+    """One pooled HTTP client and the provider APIs that use it."""
+
+    http: httpx2.AsyncClient
+    twilio: TwilioApi
+    cm: CmApi
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Providers:
+        """Clients pointed at the configured base URLs (``GATEWAY_*_API_URL``)."""
+        http = new_http_client(settings.outbound_timeout)
+        return cls(
+            http=http,
+            twilio=TwilioApi(http, settings.twilio_api_url),
+            cm=CmApi(http, settings.cm_api_url),
+        )
+
+    async def close(self) -> None:
+        """Close the pooled connections."""
+        await self.http.aclose()

@@ -1,0 +1,1 @@
+"""Outbox workers and what they deliver: provider sends, CloudLink events, upkeep."""

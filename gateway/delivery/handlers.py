@@ -1,0 +1,239 @@
+"""What each kind of outbox row does: send a reply, deliver an event, clear a webhook URL.
+
+Handlers read what they need, call the provider (clients never see the database), and
+return the change to commit with the row's completion. A ``ProviderError`` decides
+between another attempt and a dead letter; ``Dropped`` means the target is gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select, update
+
+from gateway.accounts.providers import cm_product_token, twilio_credentials
+from gateway.channels.models import webhook_url
+from gateway.channels.service import CLEAR_SMS_URL
+from gateway.chat.models import STATUS_RANK
+from gateway.chat.service import SEND, move_status
+from gateway.clients.events import EndpointGone, deliver_event
+from gateway.clients.http import ProviderError
+from gateway.clients.providers import Providers
+from gateway.delivery.policy import EVENTS, SENDS, UPKEEP
+from gateway.delivery.worker import Dropped, Handler, Settle
+from gateway.events.service import Actor
+from gateway.security import SecretBox
+from gateway.settings import Settings
+from storage import outbox
+from storage.engine import Database
+from storage.outbox import Claimed
+from storage.tables import (
+    CHANNELS,
+    CONTACTS,
+    CONVERSATIONS,
+    ENDPOINTS,
+    MESSAGES,
+    utcnow,
+)
+from storage.tables import (
+    EVENTS as EVENT_ROWS,
+)
+from storage.transaction import EVENT_DELIVERY, Transaction
+
+DELIVERY_ACTOR = Actor("Gateway", "outbox")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What handlers share: the database, the key ring, the clients, the settings."""
+
+    db: Database
+    secrets: SecretBox
+    providers: Providers
+    settings: Settings
+
+
+def _strip_prefix(address: str) -> str:
+    return address.split(":", 1)[1] if ":" in address else address
+
+
+def _send_plan(conn: Connection, secrets: SecretBox, message_id: str) -> dict[str, Any]:
+    row = conn.execute(
+        select(
+            MESSAGES.c.id,
+            MESSAGES.c.text,
+            MESSAGES.c.status_rank,
+            CONVERSATIONS.c.local_address,
+            CONTACTS.c.address.label("contact_address"),
+            CHANNELS.c.id.label("channel_id"),
+            CHANNELS.c.account_id,
+            CHANNELS.c.provider,
+            CHANNELS.c.type,
+            CHANNELS.c.number,
+        )
+        .join(CONVERSATIONS, CONVERSATIONS.c.id == MESSAGES.c.conversation_id)
+        .join(CONTACTS, CONTACTS.c.id == CONVERSATIONS.c.contact_id)
+        .join(CHANNELS, CHANNELS.c.id == MESSAGES.c.channel_id)
+        .where(MESSAGES.c.id == message_id)
+    ).one_or_none()
+    if row is None:
+        raise Dropped("the message no longer exists")
+    if row.status_rank > STATUS_RANK["pending"]:
+        raise Dropped("the message was sent already")
+    plan = dict(row._mapping)
+    if row.provider == "twilio":
+        plan["twilio"] = twilio_credentials(conn, secrets, row.account_id)
+    else:
+        plan["cm"] = cm_product_token(conn, secrets, row.account_id)
+    return plan
+
+
+def _message_row(conn: Connection, message_id: str) -> Any:
+    return conn.execute(select(MESSAGES).where(MESSAGES.c.id == message_id)).one_or_none()
+
+
+def send_handler(ctx: Context) -> Handler:
+    """Agent replies out through Twilio or CM.com; final failures mark the message failed."""
+
+    async def run(row: Claimed) -> Settle | None:
+        plan = await ctx.db.query(_send_plan, ctx.secrets, row.target_id)
+        if plan["provider"] == "twilio":
+            creds = plan["twilio"]
+            if creds is None:
+                raise ProviderError("the Twilio integration is not configured", retryable=False)
+            callback = webhook_url(ctx.settings.public_url, "twilio", plan["channel_id"])
+            sent = await ctx.providers.twilio.send_message(
+                creds,
+                to=plan["contact_address"],
+                from_=plan["local_address"],
+                body=plan["text"],
+                media_urls=[],
+                status_callback=f"{callback}?message={plan['id']}",
+            )
+            provider_id, status = sent.sid, sent.status or "queued"
+        else:
+            token = plan["cm"]
+            if token is None:
+                raise ProviderError("the CM.com integration is not configured", retryable=False)
+            accepted = await ctx.providers.cm.send_message(
+                token,
+                from_=_strip_prefix(plan["local_address"]),
+                to=_strip_prefix(plan["contact_address"]),
+                text=plan["text"] or "",
+                channel=plan["type"],
+                reference=plan["id"],
+            )
+            provider_id, status = accepted.reference, "accepted"
+
+        def settle(tx: Transaction) -> None:
+            message = _message_row(tx.conn, row.target_id)
+            if message is not None:
+                move_status(
+                    tx,
+                    message,
+                    status=status if status in STATUS_RANK else "queued",
+                    actor=DELIVERY_ACTOR,
+                    provider_message_id=provider_id,
+                    event_type="message.sent",
+                )
+
+        return settle
+
+    def on_dead(tx: Transaction, row: Claimed, exc: ProviderError) -> None:
+        message = _message_row(tx.conn, row.target_id)
+        if message is not None:
+            move_status(
+                tx,
+                message,
+                status="failed",
+                actor=DELIVERY_ACTOR,
+                error_code=exc.code or (str(exc.status) if exc.status else "gateway"),
+                error_message=str(exc),
+            )
+
+    return Handler(run=run, policy=SENDS, on_dead=on_dead)
+
+
+def _event_plan(conn: Connection, secrets: SecretBox, row: Claimed) -> tuple[Any, Any, str]:
+    endpoint = conn.execute(select(ENDPOINTS).where(ENDPOINTS.c.id == row.target_id)).one_or_none()
+    if endpoint is None:
+        raise Dropped("the endpoint was deleted")
+    event = conn.execute(
+        select(EVENT_ROWS).where(EVENT_ROWS.c.id == row.payload["event_id"])
+    ).one_or_none()
+    if event is None:
+        raise Dropped("the event no longer exists")
+    return endpoint, event, secrets.decrypt(endpoint.secret)
+
+
+def event_body(event: Any) -> str:
+    """The Standard Webhooks payload of an event: type, timestamp, data (+ where it sits)."""
+    occurred = event.occurred_at
+    return orjson.dumps(
+        {
+            "type": event.type,
+            "timestamp": occurred.isoformat() if occurred.tzinfo else occurred.isoformat() + "Z",
+            "account_id": event.account_id,
+            "cursor": str(event.seq),
+            "data": event.details,
+        }
+    ).decode()
+
+
+def event_handler(ctx: Context) -> Handler:
+    """Each event to each enabled endpoint; 410 disables the endpoint."""
+
+    async def run(row: Claimed) -> Settle | None:
+        endpoint, event, secret = await ctx.db.query(_event_plan, ctx.secrets, row)
+        if endpoint.status != "enabled":
+            raise ProviderError("the endpoint is disabled", retryable=False)
+        await deliver_event(
+            ctx.providers.http,
+            url=endpoint.url,
+            secret=secret,
+            message_id=event.id,
+            body=event_body(event),
+            allow_private=ctx.settings.allow_private_endpoints,
+        )
+        return None
+
+    def on_dead(tx: Transaction, row: Claimed, exc: ProviderError) -> None:
+        if isinstance(exc, EndpointGone):
+            reason = "the endpoint answered 410 Gone"
+            tx.conn.execute(
+                update(ENDPOINTS)
+                .where(ENDPOINTS.c.id == row.target_id)
+                .values(status="disabled", disabled_reason=reason, updated_at=utcnow())
+            )
+            outbox.bury_target(
+                tx.conn, kind=EVENT_DELIVERY, target_id=row.target_id, error="endpoint disabled"
+            )
+
+    return Handler(run=run, policy=EVENTS, on_dead=on_dead)
+
+
+def clear_sms_url_handler(ctx: Context) -> Handler:
+    """Clear a deleted channel's URL on its Twilio number, if it is still ours."""
+
+    async def run(row: Claimed) -> Settle | None:
+        creds = await ctx.db.query(twilio_credentials, ctx.secrets, row.account_id)
+        if creds is None:
+            raise Dropped("the Twilio integration is gone")
+        numbers = await ctx.providers.twilio.list_numbers(creds)
+        for number in numbers:
+            if number.sid == row.payload["number_sid"] and number.sms_url == row.payload["url"]:
+                await ctx.providers.twilio.set_sms_url(creds, number.sid, "")
+        return None
+
+    return Handler(run=run, policy=UPKEEP)
+
+
+def handlers(ctx: Context) -> dict[str, Handler]:
+    """Every kind of outbox row the gateway writes, and its handler."""
+    return {
+        SEND: send_handler(ctx),
+        EVENT_DELIVERY: event_handler(ctx),
+        CLEAR_SMS_URL: clear_sms_url_handler(ctx),
+    }

@@ -1,0 +1,78 @@
+"""What both receivers share: finding the channel, the plain-text error format, counting."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from gateway.channels.service import ChannelContext, live_channel
+from gateway.web.errors import BadRequest, Forbidden, GatewayError, NotFound, PayloadTooLarge
+from gateway.web.responses import ErrorReport
+from gateway.web.state import app_state
+from storage.engine import Database
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class PlainText:
+    """Providers show the body of a refused webhook in their logs: one readable line."""
+
+    def render(self, error: ErrorReport) -> Response:
+        """``403 signature: ...`` as text/plain."""
+        return PlainTextResponse(
+            f"{error.status} {error.code}: {error.detail}\n",
+            status_code=error.status,
+            headers=error.headers,
+        )
+
+
+PLAIN_TEXT = PlainText()
+
+
+class WrongChannel(BadRequest):
+    """The webhook was meant for another number or page than the channel's."""
+
+    code = "wrong_channel"
+
+
+def reason_of(error: GatewayError) -> str:
+    """The bounded metric label of a refusal."""
+    if isinstance(error, NotFound):
+        return "unknown_channel"
+    if isinstance(error, Forbidden):
+        return "signature"
+    if isinstance(error, PayloadTooLarge):
+        return "too_large"
+    if isinstance(error, WrongChannel):
+        return "wrong_channel"
+    if isinstance(error, BadRequest):
+        return "malformed"
+    return "unavailable" if error.status >= 500 else "other"
+
+
+def counted(
+    provider: str, handler: Callable[[Request], Awaitable[tuple[Response, str]]]
+) -> Handler:
+    """Wrap a receiver so that every answer counts in the webhooks metric."""
+
+    async def endpoint(request: Request) -> Response:
+        webhooks = app_state(request).metrics.webhooks
+        try:
+            response, outcome = await handler(request)
+        except GatewayError as exc:
+            webhooks.labels(provider, "rejected", reason_of(exc)).inc()
+            raise
+        webhooks.labels(provider, outcome, "").inc()
+        return response
+
+    return endpoint
+
+
+async def channel_of(db: Database, channel_id: str, provider: str) -> ChannelContext:
+    """The live channel the URL names, or 404 (unknown, deleted, or another provider's)."""
+    channel = await db.query(live_channel, channel_id)
+    if channel is None or channel.provider != provider:
+        raise NotFound("No such channel: it was deleted, or the URL is mistyped.")
+    return channel

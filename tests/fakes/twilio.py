@@ -1,0 +1,716 @@
+"""A fake of Twilio's REST API 2010-04-01 and of Twilio's signed webhooks.
+
+The gateway provisions Twilio numbers (points their SmsUrl at itself), sends WhatsApp, SMS and
+Messenger messages, and receives Twilio's signed callbacks. A mock would accept whatever the
+gateway sends; this fake applies Twilio's rules instead, so the mistakes Twilio would refuse
+fail here too: basic auth with the Account SID and Auth Token, senders the account must own,
+E.164 recipients, the 1600-character body limit, Twilio's error JSON and codes, 429/5xx with
+Retry-After, and callbacks signed with ``X-Twilio-Signature`` that include blank parameters.
+
+Where this fake follows Twilio rather than a simpler reading (callers should know):
+
+* ``From`` and ``MessagingServiceSid`` may both be given, as Twilio allows; without ``From``
+  the answer has ``"from": null`` and ``"status": "accepted"`` (Twilio picks the sender later).
+* A WhatsApp or Messenger ``From`` the account does not own answers 63007 (Twilio could not
+  find a Channel), an SMS one 21606; a ``From``/``To`` pair of different channels, 21910.
+* Unknown ``MessagingServiceSid`` is 21701, a malformed one 21705; a bad StatusCallback 21609,
+  a bad MediaUrl 21620. Failed/undelivered callbacks always carry ``ErrorCode`` (30008 when
+  the test names none), as Twilio's do.
+* A raw ``+`` in a query string decodes to a space, as on any server: the ``PhoneNumber``
+  filter only matches when the client encodes it as ``%2B``.
+* Inbound media messages get an ``MM`` sid, text ones ``SM``, as Twilio assigns them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import re
+import secrets
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx2
+import phonenumbers
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+
+from tests.fakes.loopback import Faults
+
+API_VERSION = "2010-04-01"
+ACCOUNTS = f"/{API_VERSION}/Accounts"
+MAX_BODY_CHARS = 1600
+E164 = re.compile(r"\+[1-9]\d{1,14}")
+MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-f]{32}")
+CHANNELS = ("whatsapp", "messenger")
+MESSAGE_STATUSES = frozenset(
+    [
+        "accepted",
+        "scheduled",
+        "canceled",
+        "queued",
+        "sending",
+        "sent",
+        "failed",
+        "delivered",
+        "undelivered",
+        "receiving",
+        "received",
+        "read",
+        "partially_delivered",
+    ]
+)
+FAILED_STATUSES = frozenset({"failed", "undelivered"})
+NO_CHANNEL = "Twilio could not find a Channel with the specified From address"
+GSM_SEGMENT, GSM_CONCAT, UCS2_SEGMENT, UCS2_CONCAT = 160, 153, 70, 67
+
+
+def new_sid(prefix: str) -> str:
+    """A Twilio-shaped SID: two letters and 32 hex digits."""
+    return prefix + secrets.token_hex(16)
+
+
+def twilio_date(moment: datetime | None = None) -> str:
+    """Twilio's RFC 2822 dates, e.g. ``Thu, 30 Jul 2015 20:12:31 +0000``."""
+    return format_datetime(moment or datetime.now(UTC))
+
+
+def sign_twilio(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+    """The ``X-Twilio-Signature`` Twilio sends for a form POST of ``params`` to ``url``."""
+    return str(RequestValidator(auth_token).compute_signature(url, dict(params)))
+
+
+def sign_twilio_json(auth_token: str, url: str, body: str) -> tuple[str, str]:
+    """How Twilio signs a JSON body: ``bodySHA256`` joins the query, the URL alone is signed.
+
+    Returns the URL Twilio requests (with ``bodySHA256=<hex>`` appended) and the signature.
+    """
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    parts = urlsplit(url)
+    query = f"{parts.query}&bodySHA256={digest}" if parts.query else f"bodySHA256={digest}"
+    signed_url = urlunsplit(parts._replace(query=query))
+    return signed_url, str(RequestValidator(auth_token).compute_signature(signed_url, {}))
+
+
+def _country(number: str) -> str:
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(number)) or ""
+    except phonenumbers.NumberParseException:
+        return ""
+
+
+def _whatsapp_message_type(media: Sequence[tuple[str, str]]) -> str:
+    if not media:
+        return "text"
+    kind = media[0][1].split("/", 1)[0]
+    return kind if kind in {"image", "video", "audio"} else "document"
+
+
+def inbound_message_params(
+    *,
+    account_sid: str,
+    from_: str,
+    to: str,
+    body: str,
+    message_sid: str | None = None,
+    profile_name: str | None = None,
+    wa_id: str | None = None,
+    media: Sequence[tuple[str, str]] = (),
+    messaging_service_sid: str = "",
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The form Twilio POSTs to a number's SmsUrl for an inbound SMS or WhatsApp message.
+
+    ``media`` is (url, content type) pairs. Blank parameters are kept, as Twilio sends them
+    (``MessagingServiceSid`` is blank unless given, the SMS geography fields mostly are):
+    they count in the signature, so a receiver that drops them computes a different one.
+    ``extra`` adds or overrides parameters.
+    """
+    sid = message_sid or new_sid("MM" if media else "SM")
+    params = {
+        "ToCountry": _country(to.removeprefix("whatsapp:")),
+        "ToState": "",
+        "SmsMessageSid": sid,
+        "NumMedia": str(len(media)),
+        "ToCity": "",
+        "FromZip": "",
+        "SmsSid": sid,
+        "FromState": "",
+        "SmsStatus": "received",
+        "FromCity": "",
+        "Body": body,
+        "FromCountry": _country(from_.removeprefix("whatsapp:")),
+        "To": to,
+        "MessagingServiceSid": messaging_service_sid,
+        "ToZip": "",
+        "NumSegments": "1",
+        "MessageSid": sid,
+        "AccountSid": account_sid,
+        "From": from_,
+        "ApiVersion": API_VERSION,
+    }
+    if from_.startswith("whatsapp:"):
+        for geographic in ("ToCountry", "ToState", "ToCity", "ToZip"):
+            del params[geographic]
+        for geographic in ("FromCountry", "FromState", "FromCity", "FromZip"):
+            del params[geographic]
+        params["WaId"] = wa_id or from_.removeprefix("whatsapp:").lstrip("+")
+        params["MessageType"] = _whatsapp_message_type(media)
+        params["ReferralNumMedia"] = "0"
+        if profile_name is not None:
+            params["ProfileName"] = profile_name
+    for index, (url, content_type) in enumerate(media):
+        params[f"MediaUrl{index}"] = url
+        params[f"MediaContentType{index}"] = content_type
+    params.update(extra or {})
+    return params
+
+
+class TwilioError(Exception):
+    """An error answered in Twilio's JSON shape."""
+
+    def __init__(
+        self, status: int, code: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+    def response(self) -> JSONResponse:
+        """The response Twilio gives for this error."""
+        body = {
+            "code": self.code,
+            "message": self.message,
+            "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
+            "status": self.status,
+        }
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def _fault_code(status: int) -> int:
+    if status == 429:
+        return 20429
+    if status >= 500:
+        return 20500
+    return {401: 20003, 404: 20404}.get(status, 20001)
+
+
+@dataclass
+class Account:
+    """A Twilio account: its SID is the basic-auth user, its Auth Token the password."""
+
+    sid: str
+    auth_token: str
+    friendly_name: str
+    date_created: str = field(default_factory=twilio_date)
+    messenger_pages: set[str] = field(default_factory=set)
+
+
+@dataclass
+class PhoneNumber:
+    """An IncomingPhoneNumber the account owns."""
+
+    sid: str
+    account_sid: str
+    phone_number: str
+    messaging_service_sid: str | None
+    friendly_name: str
+    sms_url: str = ""
+    sms_method: str = "POST"
+    date_created: str = field(default_factory=twilio_date)
+    date_updated: str = field(default_factory=twilio_date)
+
+    def resource(self) -> dict[str, Any]:
+        """The JSON Twilio answers for this number."""
+        return {
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "friendly_name": self.friendly_name,
+            "phone_number": self.phone_number,
+            "sms_url": self.sms_url,
+            "sms_method": self.sms_method,
+            "sms_fallback_url": "",
+            "sms_fallback_method": "POST",
+            "messaging_service_sid": self.messaging_service_sid,
+            "capabilities": {"sms": True, "mms": True, "voice": True, "fax": False},
+            "status": "in-use",
+            "origin": "twilio",
+            "api_version": API_VERSION,
+            "date_created": self.date_created,
+            "date_updated": self.date_updated,
+            "uri": f"{ACCOUNTS}/{self.account_sid}/IncomingPhoneNumbers/{self.sid}.json",
+        }
+
+
+def _split_address(address: str) -> tuple[str | None, str]:
+    """(channel, bare address): ``whatsapp:+31...`` is ("whatsapp", "+31..."), SMS has None."""
+    prefix, colon, rest = address.partition(":")
+    return (prefix, rest) if colon else (None, address)
+
+
+def _valid_recipient(address: str) -> bool:
+    channel, bare = _split_address(address)
+    if channel == "messenger":
+        return bool(bare) and not any(char.isspace() for char in bare)
+    return channel in (None, "whatsapp") and E164.fullmatch(bare) is not None
+
+
+def _absolute_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _segments(body: str) -> int:
+    single, concatenated = (
+        (GSM_SEGMENT, GSM_CONCAT) if body.isascii() else (UCS2_SEGMENT, UCS2_CONCAT)
+    )
+    return 1 if len(body) <= single else -(-len(body) // concatenated)
+
+
+class FakeTwilio:
+    """Twilio's accounts, numbers, Messages API and status callbacks, in memory.
+
+    State for tests: ``sent`` (every accepted message, newest last), ``requests`` (a Counter
+    keyed "account", "list_numbers", "update_number", "messages"), ``callbacks`` (every status
+    callback posted, with the receiver's answer). ``auto_status`` (e.g. ["sent", "delivered"])
+    makes every successful send post those callbacks in the background, ``auto_status_delay``
+    seconds apart.
+    """
+
+    def __init__(
+        self, *, auto_status: Sequence[str] | None = None, auto_status_delay: float = 0.05
+    ) -> None:
+        unknown = set(auto_status or ()) - MESSAGE_STATUSES
+        if unknown:
+            raise ValueError(f"not Twilio message statuses: {sorted(unknown)}")
+        self.auto_status = list(auto_status) if auto_status else None
+        self.auto_status_delay = auto_status_delay
+        self.accounts: dict[str, Account] = {}
+        self.numbers: dict[str, PhoneNumber] = {}
+        self.sent: list[dict[str, Any]] = []
+        self.requests: Counter[str] = Counter()
+        self.callbacks: list[dict[str, Any]] = []
+        self._faults = Faults()
+        self._last_callback: tuple[str, bytes, dict[str, str]] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.app = Starlette(
+            routes=[
+                Route(f"{ACCOUNTS}/{{sid}}.json", self._get_account, methods=["GET"]),
+                Route(
+                    f"{ACCOUNTS}/{{sid}}/IncomingPhoneNumbers.json",
+                    self._list_numbers,
+                    methods=["GET"],
+                ),
+                Route(
+                    f"{ACCOUNTS}/{{sid}}/IncomingPhoneNumbers/{{number_sid}}.json",
+                    self._update_number,
+                    methods=["POST"],
+                ),
+                Route(f"{ACCOUNTS}/{{sid}}/Messages.json", self._create_message, methods=["POST"]),
+            ],
+            exception_handlers={TwilioError: self._error, HTTPException: self._http_error},
+        )
+
+    # Set-up and inspection
+
+    def add_account(self, sid: str, auth_token: str, friendly_name: str = "Test account") -> None:
+        """Create an account; ``sid`` and ``auth_token`` are its basic-auth credentials."""
+        self.accounts[sid] = Account(sid, auth_token, friendly_name)
+
+    def add_number(
+        self, account_sid: str, phone_number: str, *, messaging_service_sid: str | None = None
+    ) -> str:
+        """Give the account an E.164 number (SMS and WhatsApp sender); returns its PN sid."""
+        if account_sid not in self.accounts:
+            raise KeyError(f"no account {account_sid}")
+        if E164.fullmatch(phone_number) is None:
+            raise ValueError(f"{phone_number!r} is not E.164")
+        if messaging_service_sid is not None and not MESSAGING_SERVICE_SID.fullmatch(
+            messaging_service_sid
+        ):
+            raise ValueError(f"{messaging_service_sid!r} is not a Messaging Service SID")
+        sid = new_sid("PN")
+        self.numbers[sid] = PhoneNumber(
+            sid, account_sid, phone_number, messaging_service_sid, phone_number
+        )
+        return sid
+
+    def add_messenger_page(self, account_sid: str, page_id: str) -> None:
+        """Let the account send as ``messenger:<page_id>``."""
+        self.accounts[account_sid].messenger_pages.add(page_id)
+
+    def number(self, phone_number: str) -> dict[str, Any]:
+        """The number's current resource (``sms_url``, ``sms_method``, ...)."""
+        for number in self.numbers.values():
+            if number.phone_number == phone_number:
+                return number.resource()
+        raise KeyError(phone_number)
+
+    def message(self, message_sid: str) -> dict[str, Any]:
+        """A sent message's record, as kept in ``sent``."""
+        for message in self.sent:
+            if message["sid"] == message_sid:
+                return message
+        raise KeyError(message_sid)
+
+    # Fault injection on Messages.json (after authentication, as Twilio's rate limiter is)
+
+    def fail_next(self, count: int, status: int = 429, retry_after: str | None = None) -> None:
+        """Answer ``status`` to the next ``count`` sends, with Retry-After when given."""
+        self._faults.fail_next(count, status, retry_after)
+
+    def fail_always(self, status: int, retry_after: str | None = None) -> None:
+        """Answer ``status`` to every send until ``recover()``."""
+        self._faults.fail_always(status, retry_after)
+
+    def recover(self) -> None:
+        """Serve sends normally again."""
+        self._faults.recover()
+
+    # Status callbacks
+
+    async def send_status(
+        self,
+        message_sid: str,
+        status: str,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> int:
+        """POST a signed status callback for the message; returns the receiver's HTTP status."""
+        if status not in MESSAGE_STATUSES:
+            raise ValueError(f"{status!r} is not a Twilio message status")
+        message = self.message(message_sid)
+        url = message["status_callback"]
+        if not url:
+            raise ValueError(f"message {message_sid} was sent without a StatusCallback")
+        account = self.accounts[message["account_sid"]]
+        params = {
+            "AccountSid": account.sid,
+            "ApiVersion": API_VERSION,
+            "From": message["sender"],
+            "To": message["to"],
+            "MessageSid": message_sid,
+            "SmsSid": message_sid,
+            "MessageStatus": status,
+            "SmsStatus": status,
+        }
+        if message["messaging_service_sid"]:
+            params["MessagingServiceSid"] = message["messaging_service_sid"]
+        channel, bare_to = _split_address(message["to"])
+        if channel is not None:
+            params.update(
+                {
+                    "ChannelPrefix": channel,
+                    "ChannelToAddress": bare_to,
+                    "StructuredMessage": "false",
+                }
+            )
+        if status in FAILED_STATUSES or error_code is not None:
+            params["ErrorCode"] = error_code or "30008"
+            if error_message is not None or status in FAILED_STATUSES:
+                params["ErrorMessage"] = error_message or "Unknown error"
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+            "User-Agent": "TwilioProxy/1.1",
+            "X-Home-Region": "us1",
+            "X-Twilio-Signature": sign_twilio(account.auth_token, url, params),
+            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+        }
+        message["status"] = status
+        self._last_callback = (url, urlencode(params).encode(), headers)
+        return await self._post_callback(url, self._last_callback[1], headers)
+
+    async def resend_last_status(self) -> int:
+        """Post the last callback again, byte for byte and with the same idempotency token."""
+        if self._last_callback is None:
+            raise LookupError("no status callback was sent yet")
+        return await self._post_callback(*self._last_callback)
+
+    async def _post_callback(self, url: str, content: bytes, headers: dict[str, str]) -> int:
+        record: dict[str, Any] = {
+            "url": url,
+            "params": dict(parse_qsl(content.decode(), keep_blank_values=True)),
+            "headers": headers,
+            "status_code": None,
+        }
+        self.callbacks.append(record)
+        async with httpx2.AsyncClient(timeout=10.0) as client:
+            response = await client.post(url, content=content, headers=headers)
+        record["status_code"] = response.status_code
+        return response.status_code
+
+    async def _play_statuses(self, message_sid: str) -> None:
+        for status in self.auto_status or ():
+            await asyncio.sleep(self.auto_status_delay)
+            try:
+                await self.send_status(message_sid, status)
+            except httpx2.HTTPError:
+                return  # the receiver is down; Twilio would retry, the demo just stops
+
+    # The API
+
+    async def _error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TwilioError)
+        return exc.response()
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            return TwilioError(405, 20004, "Method not allowed").response()
+        message = f"The requested resource {request.url.path} was not found"
+        return TwilioError(404, 20404, message).response()
+
+    def _authenticate(self, request: Request) -> Account:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        user, _, password = decoded.partition(":")
+        account = self.accounts.get(user)
+        if (
+            scheme.lower() != "basic"
+            or account is None
+            or not secrets.compare_digest(account.auth_token.encode(), password.encode())
+        ):
+            raise TwilioError(
+                401, 20003, "Authenticate", {"WWW-Authenticate": 'Basic realm="Twilio API"'}
+            )
+        return account
+
+    def _account_for(self, request: Request) -> Account:
+        account = self._authenticate(request)
+        if request.path_params["sid"] != account.sid:
+            raise TwilioError(
+                404, 20404, f"The requested resource {request.url.path} was not found"
+            )
+        return account
+
+    async def _get_account(self, request: Request) -> Response:
+        self.requests["account"] += 1
+        account = self._account_for(request)
+        return JSONResponse(
+            {
+                "sid": account.sid,
+                "owner_account_sid": account.sid,
+                "friendly_name": account.friendly_name,
+                "status": "active",
+                "type": "Full",
+                "date_created": account.date_created,
+                "date_updated": account.date_created,
+                "uri": f"{ACCOUNTS}/{account.sid}.json",
+            }
+        )
+
+    async def _list_numbers(self, request: Request) -> Response:
+        self.requests["list_numbers"] += 1
+        account = self._account_for(request)
+        query = request.query_params
+        try:
+            page_size = int(query.get("PageSize", "50"))
+            page = int(query.get("Page", "0"))
+        except ValueError:
+            raise TwilioError(400, 20001, "Invalid paging parameters") from None
+        if not 1 <= page_size <= 1000 or page < 0:
+            raise TwilioError(400, 20001, "PageSize must be 1 to 1000 and Page at least 0")
+        wanted = query.get("PhoneNumber")
+        matches = [
+            number
+            for number in self.numbers.values()
+            if number.account_sid == account.sid
+            and (wanted is None or number.phone_number == wanted)
+        ]
+        start = page * page_size
+        items = matches[start : start + page_size]
+        path = request.url.path
+
+        def page_uri(index: int, *, token: bool = False) -> str:
+            params = {} if wanted is None else {"PhoneNumber": wanted}
+            params |= {"PageSize": str(page_size), "Page": str(index)}
+            if token:
+                params["PageToken"] = f"PA{new_sid('')}"
+            return f"{path}?{urlencode(params)}"
+
+        return JSONResponse(
+            {
+                "incoming_phone_numbers": [number.resource() for number in items],
+                "page": page,
+                "page_size": page_size,
+                "start": start,
+                "end": start + max(len(items) - 1, 0),
+                "uri": page_uri(page),
+                "first_page_uri": page_uri(0),
+                "next_page_uri": (
+                    page_uri(page + 1, token=True) if start + page_size < len(matches) else None
+                ),
+                "previous_page_uri": page_uri(page - 1, token=True) if page > 0 else None,
+            }
+        )
+
+    async def _update_number(self, request: Request) -> Response:
+        self.requests["update_number"] += 1
+        account = self._account_for(request)
+        number = self.numbers.get(request.path_params["number_sid"])
+        if number is None or number.account_sid != account.sid:
+            raise TwilioError(
+                404, 20404, f"The requested resource {request.url.path} was not found"
+            )
+        form = await _form(request)
+        sms_url = _first(form, "SmsUrl")
+        sms_method = _first(form, "SmsMethod")
+        if sms_url and not _absolute_http_url(sms_url):
+            raise TwilioError(400, 21502, f"SmsUrl is not a valid URL: {sms_url}")
+        if sms_method is not None and sms_method.upper() not in ("GET", "POST"):
+            raise TwilioError(400, 21218, "SmsMethod must be either GET or POST")
+        if sms_url is not None:
+            number.sms_url = sms_url
+        if sms_method is not None:
+            number.sms_method = sms_method.upper()
+        friendly_name = _first(form, "FriendlyName")
+        if friendly_name is not None:
+            number.friendly_name = friendly_name
+        number.date_updated = twilio_date()
+        return JSONResponse(number.resource())
+
+    async def _create_message(self, request: Request) -> Response:
+        self.requests["messages"] += 1
+        account = self._account_for(request)
+        fault = self._faults.take()
+        if fault is not None:
+            message = "Too Many Requests" if fault.status == 429 else "Service unavailable"
+            raise TwilioError(fault.status, _fault_code(fault.status), message, fault.headers())
+        form = await _form(request)
+        to = _first(form, "To") or ""
+        body = _first(form, "Body") or ""
+        media_urls = form.get("MediaUrl", [])
+        status_callback = _first(form, "StatusCallback") or None
+        from_ = _first(form, "From") or None
+        service_sid = _first(form, "MessagingServiceSid") or None
+        if not to:
+            raise TwilioError(400, 21604, "A 'To' phone number is required.")
+        if from_ is None and service_sid is None:
+            raise TwilioError(400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required")
+        if not body and not media_urls:
+            raise TwilioError(400, 21602, "Message body is required.")
+        if len(body) > MAX_BODY_CHARS:
+            raise TwilioError(
+                400, 21617, "The concatenated message body exceeds the 1600 character limit."
+            )
+        if not _valid_recipient(to):
+            raise TwilioError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if status_callback is not None and not _absolute_http_url(status_callback):
+            raise TwilioError(400, 21609, "Invalid StatusCallback url")
+        if not all(_absolute_http_url(url) for url in media_urls):
+            raise TwilioError(400, 21620, "Invalid media URL(s)")
+        sender = self._sender(account, to, from_, service_sid)
+        sid = new_sid("SM")
+        now = twilio_date()
+        record: dict[str, Any] = {
+            "sid": sid,
+            "account_sid": account.sid,
+            "to": to,
+            "from": from_,
+            "sender": sender,
+            "messaging_service_sid": service_sid,
+            "body": body,
+            "media_urls": list(media_urls),
+            "status_callback": status_callback,
+            "status": "queued" if from_ is not None else "accepted",
+            "form": form,
+        }
+        self.sent.append(record)
+        if self.auto_status and status_callback is not None:
+            task = asyncio.get_running_loop().create_task(self._play_statuses(sid))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        uri = f"{ACCOUNTS}/{account.sid}/Messages/{sid}"
+        return JSONResponse(
+            {
+                "sid": sid,
+                "account_sid": account.sid,
+                "api_version": API_VERSION,
+                "to": to,
+                "from": from_,
+                "messaging_service_sid": service_sid,
+                "body": body,
+                "status": record["status"],
+                "direction": "outbound-api",
+                "num_media": str(len(media_urls)),
+                "num_segments": str(_segments(body)),
+                "price": None,
+                "price_unit": "USD",
+                "date_created": now,
+                "date_updated": now,
+                "date_sent": None,
+                "error_code": None,
+                "error_message": None,
+                "uri": f"{uri}.json",
+                "subresource_uris": {"media": f"{uri}/Media.json"},
+            },
+            status_code=201,
+        )
+
+    def _sender(self, account: Account, to: str, from_: str | None, service_sid: str | None) -> str:
+        """The address the message goes out from, enforcing that the account owns it."""
+        channel, _ = _split_address(to)
+        owned = [n for n in self.numbers.values() if n.account_sid == account.sid]
+        if service_sid is not None:
+            if not MESSAGING_SERVICE_SID.fullmatch(service_sid):
+                raise TwilioError(400, 21705, "The Messaging Service is invalid")
+            owned = [n for n in owned if n.messaging_service_sid == service_sid]
+            if not owned:
+                raise TwilioError(400, 21701, "The Messaging Service does not exist")
+        if from_ is None:
+            if channel == "messenger":
+                if not account.messenger_pages:
+                    raise TwilioError(400, 63007, NO_CHANNEL)
+                return f"messenger:{sorted(account.messenger_pages)[0]}"
+            first = owned[0].phone_number
+            return first if channel is None else f"{channel}:{first}"
+        from_channel, bare_from = _split_address(from_)
+        if from_channel != channel:
+            raise TwilioError(
+                400, 21910, "Invalid From and To pair. From and To should be of the same channel"
+            )
+        if channel is None:
+            if bare_from not in {n.phone_number for n in owned}:
+                raise TwilioError(
+                    400,
+                    21606,
+                    f"The From phone number {from_} is not a valid, SMS-capable inbound phone "
+                    "number or short code for your account.",
+                )
+            return from_
+        senders = (
+            account.messenger_pages if channel == "messenger" else {n.phone_number for n in owned}
+        )
+        if bare_from not in senders:
+            raise TwilioError(400, 63007, NO_CHANNEL)
+        return from_
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    """The form-encoded body, every value kept (blank ones and repeated MediaUrl too)."""
+    form: dict[str, list[str]] = {}
+    for name, value in parse_qsl((await request.body()).decode(), keep_blank_values=True):
+        form.setdefault(name, []).append(value)
+    return form
+
+
+def _first(form: Mapping[str, list[str]], name: str) -> str | None:
+    values = form.get(name)
+    return values[0] if values else None
