@@ -21,9 +21,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.accounts.routes import OPERATIONS as ACCOUNT_OPERATIONS
+from gateway.channels.routes import OPERATIONS as CHANNEL_OPERATIONS
+from gateway.chat.routes import OPERATIONS as CHAT_OPERATIONS
+from gateway.chat.service import forget_old_receipts
+from gateway.clients.providers import Providers
+from gateway.delivery.handlers import Context, handlers
+from gateway.delivery.routes import OPERATIONS as DELIVERY_OPERATIONS
+from gateway.delivery.worker import OutboxWorker, WorkerSettings
 from gateway.events.routes import OPERATIONS as EVENT_OPERATIONS
 from gateway.scim.discovery import Discovery
 from gateway.scim.routes import surface as scim_surface
+from gateway.secret_keys import load_secret_keys
 from gateway.security import SecretBox
 from gateway.settings import Settings
 from gateway.web.error_handling import HANDLED, ErrorHandlingMiddleware, exception_handler
@@ -33,13 +41,20 @@ from gateway.web.ratelimit import RateLimiter
 from gateway.web.responses import PROBLEM_JSON, json_response
 from gateway.web.routing import Surface, TemplateRoute
 from gateway.web.state import AppState
+from gateway.webhooks.routes import surface as webhooks_surface
 from observability.logging import configure_logging
 from observability.metrics import Metrics
 from observability.middleware import ObservabilityMiddleware
 from storage.engine import Database, make_engine
 from storage.migrate import upgrade
 
-ADMIN_OPERATIONS = [*ACCOUNT_OPERATIONS, *EVENT_OPERATIONS]
+ADMIN_OPERATIONS = [
+    *ACCOUNT_OPERATIONS,
+    *CHANNEL_OPERATIONS,
+    *CHAT_OPERATIONS,
+    *DELIVERY_OPERATIONS,
+    *EVENT_OPERATIONS,
+]
 
 
 def _admin_surface() -> Surface:
@@ -83,13 +98,38 @@ def open_database(settings: Settings, metrics: Metrics | None = None) -> Databas
     )
 
 
+def _outbox_worker(state: AppState) -> OutboxWorker | None:
+    """The delivery worker of this process, started (unless delivery is turned off)."""
+    settings = state.settings
+    if not settings.delivery_enabled:
+        return None
+    context = Context(
+        db=state.db, secrets=state.secrets, providers=state.providers, settings=settings
+    )
+    worker = OutboxWorker(
+        state.db,
+        handlers(context),
+        state.metrics,
+        WorkerSettings(
+            lease=settings.outbox_lease_seconds,
+            poll=settings.outbox_poll_seconds,
+            concurrency=settings.outbox_concurrency,
+            upkeep=forget_old_receipts,
+        ),
+    )
+    worker.start()
+    return worker
+
+
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlette:
     """Build the gateway app; its lifespan migrates the database to the newest schema."""
     metrics = metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        secrets = SecretBox(load_secret_keys(settings))
         db = open_database(settings, metrics)
+        providers = Providers.from_settings(settings)
         state = AppState(
             settings=settings,
             db=db,
@@ -98,15 +138,20 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
                 settings.scim_rate_limit_per_second / settings.workers,
                 max(1, settings.scim_rate_limit_burst // settings.workers),
             ),
-            secrets=SecretBox(settings.secret_keys),
+            secrets=secrets,
+            providers=providers,
         )
+        worker = _outbox_worker(state)
         try:
             yield {"app": state, "scim_discovery": Discovery(settings.scim_max_page_size)}
         finally:
+            if worker is not None:
+                await worker.stop()
+            await providers.close()
             db.dispose()
 
     return Starlette(
-        routes=[scim_surface, *health_routes, _admin_surface()],
+        routes=[scim_surface, webhooks_surface, *health_routes, _admin_surface()],
         middleware=[
             Middleware(ObservabilityMiddleware, metrics=metrics),
             Middleware(ErrorHandlingMiddleware),

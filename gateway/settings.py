@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         description="Also allow http:// and private or loopback addresses for CloudLink "
         "event endpoints (an on-premises CloudLink, tests, a demo).",
     )
+    delivery_enabled: bool = Field(
+        default=True,
+        description="Run the outbox workers in this process (sending replies, delivering "
+        "events); turn off for processes that should only serve requests.",
+    )
     outbox_lease_seconds: float = Field(
         default=60.0,
         ge=5,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,15 @@ from gateway.events.service import OPERATOR_CLI
 from gateway.settings import Settings
 from storage.engine import Database, make_engine
 from storage.migrate import upgrade
+from tests.fakes.cmcom import FakeCM
+from tests.fakes.loopback import serve_app
+from tests.fakes.twilio import FakeTwilio
 from tests.support.databases import PostgresFactory, postgres_admin_url, sqlite_url
 from tests.support.sync import run
 
 ADMIN_TOKEN = "test-operator-token-0123456789"
 PUBLIC_URL = "http://gateway.test"
+SECRET_KEY = "tDC1qomeyDzEI3V1fSPZ2gVYQj2bBV6hYMQ_IVBWRYk="
 # Every database test runs once per backend. PostgreSQL is there when the libpq variables
 # (or GATEWAY_TEST_POSTGRES_URL) name a server, as `make test` does through pg_virtualenv;
 # `make test-sqlite` runs without it, and GATEWAY_TEST_REQUIRE_POSTGRES makes its absence
@@ -55,16 +60,38 @@ def database_url(
         yield url
 
 
+@dataclass
+class QuietProviders:
+    """Fake Twilio and CM.com APIs that every app of the run calls by default."""
+
+    twilio: FakeTwilio
+    cm: FakeCM
+    urls: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def quiet_providers() -> Iterator[QuietProviders]:
+    """No test reaches the real services; a test that scripts a provider's answers starts
+    fakes of its own."""
+    twilio, cm = FakeTwilio(), FakeCM()
+    with serve_app(twilio.app) as twilio_url, serve_app(cm.app) as cm_url:
+        yield QuietProviders(twilio, cm, {"twilio_api_url": twilio_url, "cm_api_url": cm_url})
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+def make_settings(
+    tmp_path: Path, database_url: str, quiet_providers: QuietProviders
+) -> Callable[..., Settings]:
     """Build settings for the test's database, with overrides."""
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
+            **quiet_providers.urls,
             "public_url": PUBLIC_URL,
             "data_dir": tmp_path / "data",
             "database_url": database_url,
             "admin_token": ADMIN_TOKEN,
+            "secret_keys": [SECRET_KEY],
         }
         values.update(overrides)
         return Settings(**values)

@@ -27,7 +27,7 @@ from gateway.clients.http import ProviderError
 from gateway.clients.twilio import TwilioApi, TwilioCredentials
 from gateway.events.service import Actor
 from gateway.security import SecretBox, SecretBoxError
-from gateway.web.errors import Conflict, InvalidValue, UpstreamUnavailable
+from gateway.web.errors import Conflict, Unprocessable, UpstreamUnavailable
 from storage.engine import Database
 from storage.tables import INTEGRATIONS, utcnow
 from storage.transaction import Transaction
@@ -61,7 +61,7 @@ async def configure_twilio(
                 f"Twilio could not be reached to check the credentials ({exc}); nothing was "
                 "saved, try again."
             ) from exc
-        raise InvalidValue(
+        raise Unprocessable(
             f"Twilio refused this Account SID and Auth Token ({exc.code or exc.status}: "
             f"{exc.message.rsplit(': ', 1)[-1]}); nothing was saved."
         ) from exc

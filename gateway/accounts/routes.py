@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.accounts import models
+from gateway.accounts import models, providers
 from gateway.accounts import service as accounts
 from gateway.events.service import OPERATOR_API
 from gateway.web.auth import require_operator
-from gateway.web.bodies import read_json
-from gateway.web.errors import InvalidValue
+from gateway.web.bodies import read_model
 from gateway.web.openapi import ACCOUNT, API, Header, Operation, Param
 from gateway.web.responses import model_response
 
-M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-async def parse_body(request: Request, model: type[M]) -> M:
-    """The JSON body validated as ``model`` (400 naming each wrong field)."""
-    raw = await read_json(request)
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidValue(detail) from exc
 
 
 async def list_accounts(request: Request) -> Response:
@@ -41,7 +25,7 @@ async def list_accounts(request: Request) -> Response:
 
 async def create_account(request: Request) -> Response:
     state = require_operator(request)
-    body = await parse_body(request, models.AccountCreate)
+    body = await read_model(request, models.AccountCreate)
     return model_response(
         await accounts.create_account(state.db, name=body.name, actor=OPERATOR_API), 201
     )
@@ -55,7 +39,7 @@ async def get_account(request: Request) -> Response:
 
 async def update_account(request: Request) -> Response:
     state = require_operator(request)
-    body = await parse_body(request, models.AccountUpdate)
+    body = await read_model(request, models.AccountUpdate)
     account = await accounts.rename_account(
         state.db, account_id=request.path_params["account_id"], name=body.name, actor=OPERATOR_API
     )
@@ -74,7 +58,7 @@ async def list_integrations(request: Request) -> Response:
 
 async def add_integration(request: Request) -> Response:
     state = require_operator(request)
-    body = await parse_body(request, models.IntegrationAdd)
+    body = await read_model(request, models.IntegrationAdd)
     item = await accounts.add_integration(
         state.db,
         account_id=request.path_params["account_id"],
@@ -94,6 +78,35 @@ async def remove_integration(request: Request) -> Response:
         actor=OPERATOR_API,
     )
     return Response(status_code=204)
+
+
+async def set_twilio(request: Request) -> Response:
+    state = require_operator(request)
+    body = await read_model(request, models.TwilioSettings)
+    item = await providers.configure_twilio(
+        state.db,
+        secrets=state.secrets,
+        twilio=state.providers.twilio,
+        account_id=request.path_params["account_id"],
+        body=body,
+        actor=OPERATOR_API,
+        public_url=state.settings.public_url,
+    )
+    return model_response(item)
+
+
+async def set_cm(request: Request) -> Response:
+    state = require_operator(request)
+    body = await read_model(request, models.CmSettings)
+    item = await providers.configure_cm(
+        state.db,
+        secrets=state.secrets,
+        account_id=request.path_params["account_id"],
+        body=body,
+        actor=OPERATOR_API,
+        public_url=state.settings.public_url,
+    )
+    return model_response(item)
 
 
 async def generate_keys(request: Request) -> Response:
@@ -173,8 +186,30 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
             "Remove an integration (Azure AD Sync: revokes the SCIM token)",
             204,
             path_params=(KIND,),
+            errors=(409,),
         ),
         remove_integration,
+    ),
+    (
+        Operation(
+            "PUT",
+            ACCOUNT + "/integrations/twilio/settings",
+            "Configure Twilio (the SID and token are checked with Twilio first)",
+            body=models.TwilioSettings,
+            response=models.IntegrationOut,
+            errors=(422,),
+        ),
+        set_twilio,
+    ),
+    (
+        Operation(
+            "PUT",
+            ACCOUNT + "/integrations/cmcom/settings",
+            "Configure CM.com",
+            body=models.CmSettings,
+            response=models.IntegrationOut,
+        ),
+        set_cm,
     ),
     (
         Operation(

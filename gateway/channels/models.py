@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+NUL_FREE = "^[^\\u0000]*$"
 PROVIDERS = ("twilio", "cm")
 TYPES = ("whatsapp", "sms", "messenger")
 CONFIRMATION = "confirm"
 PRINTABLE = "^[\\x21-\\x7e][\\x20-\\x7e]*$"
+E164_PATTERN = "^\\+[1-9][0-9]{6,14}$"
+E164 = re.compile(E164_PATTERN[1:-1])
+PAGE_PATTERN = "^[\\x21-\\x7e]{1,100}$"
+MAX_PAGES = 20
+Page = Annotated[str, Field(pattern=PAGE_PATTERN)]
 WEBHOOK_PREFIX = "/webhooks"
 
 
@@ -18,8 +25,52 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ChannelCreate(_Body):
+def _variants(schema: dict[str, Any]) -> None:
+    """The document states what the code checks: a number for WhatsApp and SMS, pages for
+    Messenger, never both (one object schema per case)."""
+    properties = schema.pop("properties")
+    schema.pop("required", None)
+    common = {name: properties[name] for name in ("provider", "queue_id")}
+    numbered = {
+        **common,
+        "type": {"type": "string", "enum": ["whatsapp", "sms"]},
+        "number": {"type": "string", "pattern": E164_PATTERN, "description": "E.164."},
+        "pages": {"type": "array", "maxItems": 0},
+    }
+    paged = {
+        **common,
+        "type": {"type": "string", "const": "messenger"},
+        "pages": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_PAGES,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": PAGE_PATTERN},
+        },
+        "number": {"type": "null"},
+    }
+    schema["oneOf"] = [
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["provider", "type", "number", "queue_id"],
+            "properties": numbered,
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["provider", "type", "pages", "queue_id"],
+            "properties": paged,
+        },
+    ]
+    schema.pop("additionalProperties", None)
+    schema.pop("type", None)
+
+
+class ChannelCreate(BaseModel):
     """A new channel. WhatsApp and SMS name one of the account's numbers, Messenger pages."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_variants)
 
     provider: Literal["twilio", "cm"]
     type: Literal["whatsapp", "sms", "messenger"]
@@ -29,9 +80,9 @@ class ChannelCreate(_Body):
         description="WhatsApp / SMS: the number in E.164 (+14155550100); for Twilio one the "
         "account owns.",
     )
-    pages: list[str] = Field(
+    pages: list[Page] = Field(
         default_factory=list,
-        max_length=20,
+        max_length=MAX_PAGES,
         description="Messenger: the Facebook page ids the channel answers for.",
     )
     queue_id: str = Field(
@@ -71,8 +122,10 @@ class ChannelList(BaseModel):
 class ChannelsDelete(_Body):
     """Channels to delete, with the console's explicit confirmation."""
 
-    ids: list[str] = Field(min_length=1, max_length=100)
-    confirm: str = Field(description=f'Must be exactly "{CONFIRMATION}".')
+    ids: list[Annotated[str, Field(max_length=64, pattern=NUL_FREE)]] = Field(
+        min_length=1, max_length=100
+    )
+    confirm: Literal["confirm"] = Field(description=f'Must be exactly "{CONFIRMATION}".')
 
 
 class DeletedChannels(BaseModel):

@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import phonenumbers
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +20,7 @@ from gateway.accounts.providers import cm_product_token, twilio_credentials
 from gateway.accounts.service import admin_event, require_account
 from gateway.channels.models import (
     CONFIRMATION,
+    E164,
     ChannelCreate,
     ChannelOut,
     webhook_url,
@@ -29,7 +29,14 @@ from gateway.clients.http import ProviderError
 from gateway.clients.twilio import PhoneNumber, TwilioApi, TwilioCredentials
 from gateway.events.service import Actor
 from gateway.security import SecretBox, new_token, token_digest
-from gateway.web.errors import Conflict, InvalidValue, NotFound, UpstreamUnavailable, shown
+from gateway.web.errors import (
+    Conflict,
+    InvalidValue,
+    NotFound,
+    Unprocessable,
+    UpstreamUnavailable,
+    shown,
+)
 from storage.engine import Database
 from storage.tables import CHANNELS, utcnow
 from storage.transaction import Transaction
@@ -53,16 +60,11 @@ class ChannelContext:
 
 
 def e164(value: str) -> str:
-    """``value`` as E.164, or 400 saying what is expected."""
-    try:
-        number = phonenumbers.parse(value.strip(), None)
-    except phonenumbers.NumberParseException as exc:
-        raise InvalidValue(
-            f"number {shown(value)!r} is not in E.164 form, e.g. +14155550100."
-        ) from exc
-    if not phonenumbers.is_possible_number(number):
-        raise InvalidValue(f"number {shown(value)!r} is not a possible phone number.")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    """``value`` as E.164 (``+`` and 7 to 15 digits), or 400 saying what is expected."""
+    cleaned = value.strip()
+    if not E164.fullmatch(cleaned):
+        raise InvalidValue(f"number {shown(value)!r} is not in E.164 form, e.g. +14155550100.")
+    return cleaned
 
 
 def _check_shape(body: ChannelCreate) -> tuple[str | None, list[str]]:
@@ -173,7 +175,7 @@ async def _owned_twilio_number(
     except ProviderError:
         owned = []
     listing = ", ".join(owned[:10]) + (" ..." if len(owned) > 10 else "")
-    raise InvalidValue(
+    raise Unprocessable(
         f"The Twilio account does not own {number}; its numbers: {listing or 'none'}."
     )
 

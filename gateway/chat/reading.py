@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, select, tuple_
@@ -59,16 +60,23 @@ def message_out(row: Any) -> MessageOut:
     )
 
 
+CURSOR_PATTERN = "^[0-9]{1,16}_[0-9a-f-]{1,36}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
 def _cursor(row: Any) -> str:
-    return f"{row.last_activity_at.isoformat()}|{row.id}"
+    """Where a page ended: the last conversation's activity time (microseconds) and id."""
+    moment = row.last_activity_at
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return f"{round(moment.timestamp() * 1_000_000)}_{row.id}"
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, str]:
-    moment, _, conversation_id = cursor.partition("|")
-    try:
-        return datetime.fromisoformat(moment), conversation_id
-    except ValueError as exc:
-        raise InvalidValue(f"before: {shown(cursor)!r} is not a cursor this API returned.") from exc
+    if not _CURSOR.fullmatch(cursor):
+        raise InvalidValue(f"before: {shown(cursor)!r} is not a cursor this API returned.")
+    micros, _, conversation_id = cursor.partition("_")
+    return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), conversation_id
 
 
 def conversation_page(

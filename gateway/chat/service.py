@@ -14,7 +14,7 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from gateway.chat.models import (
     CLOSED,
@@ -42,6 +42,11 @@ from storage.transaction import Transaction
 from storage.upsert import insert_unless_present
 
 SEND = "message.send"
+# How long a webhook is remembered: CM.com retries for up to a month and has no message
+# id, so its content hashes are kept 35 days; Twilio retries within seconds, and its
+# messages are unique by MessageSid anyway.
+CONTENT_HASH_DAYS = 35
+TOKEN_DAYS = 2
 CHAT_EVENT = "Messaging"
 
 
@@ -386,3 +391,15 @@ async def queue_reply(
         return ReplyAccepted(id=message_id, conversation_id=conversation_id, status="pending")
 
     return await db.transact(work)
+
+
+def forget_old_receipts(tx: Transaction) -> None:
+    """Delete webhook receipts past their window (run now and then by the worker)."""
+    moment = time.time()
+    hashes = WEBHOOK_RECEIPTS.c.key.startswith("hash:")
+    tx.conn.execute(
+        delete(WEBHOOK_RECEIPTS).where(
+            (hashes & (WEBHOOK_RECEIPTS.c.received_at < moment - CONTENT_HASH_DAYS * 86400))
+            | (~hashes & (WEBHOOK_RECEIPTS.c.received_at < moment - TOKEN_DAYS * 86400))
+        )
+    )

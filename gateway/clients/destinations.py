@@ -20,8 +20,12 @@ class UnsafeDestination(Exception):
 
 
 def _check_shape(url: str, allow_private: bool) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise UnsafeDestination(f"the URL does not parse ({exc})") from exc
+    if parts.scheme not in ("https", "http") or not host:
         raise UnsafeDestination("the URL must be absolute, e.g. https://cloudlink.example.com/hook")
     if parts.scheme != "https" and not allow_private:
         raise UnsafeDestination(
@@ -33,7 +37,7 @@ def _check_shape(url: str, allow_private: bool) -> str:
         _ = parts.port
     except ValueError as exc:
         raise UnsafeDestination("the URL's port is not a number in 1..65535") from exc
-    return parts.hostname
+    return host
 
 
 def _public(address: str) -> bool:
@@ -55,8 +59,8 @@ async def check_destination(url: str, *, allow_private: bool) -> None:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 host, None, type=socket.SOCK_STREAM
             )
-        except OSError as exc:
-            raise UnsafeDestination(f"the host {host!r} does not resolve") from exc
+        except (OSError, UnicodeError) as exc:
+            raise UnsafeDestination(f"the host {host[:64]!r} does not resolve") from exc
         addresses = [str(info[4][0]) for info in infos]
     private = [address for address in addresses if not _public(address)]
     if private or not addresses:

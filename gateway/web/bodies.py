@@ -8,9 +8,10 @@ value afterwards (pydantic, scim2-models, our own checks) sees a document deeper
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from gateway.web.errors import InvalidSyntax, InvalidValue, PayloadTooLarge
@@ -18,6 +19,7 @@ from gateway.web.nul import NUL_DETAIL
 from gateway.web.state import app_state
 
 MAX_JSON_DEPTH = 32
+M = TypeVar("M", bound=BaseModel)
 
 
 async def read_body(request: Request, *, limit: int | None = None) -> bytes:
@@ -82,3 +84,15 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
 async def read_json(request: Request) -> dict[str, Any]:
     """The body as a JSON object (size, syntax, depth and NUL checked)."""
     return decode_json_object(await read_body(request))
+
+
+async def read_model(request: Request, model: type[M]) -> M:
+    """The JSON body validated as ``model`` (400 naming each wrong field)."""
+    raw = await read_json(request)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidValue(detail) from exc

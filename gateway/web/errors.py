@@ -140,3 +140,11 @@ class UpstreamUnavailable(GatewayError):
 
     def __init__(self, detail: str, *, retry_after: int = 5) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class Unprocessable(GatewayError):
+    """Well-formed, but refused by a rule no schema can state (a name that resolves to a
+    private address, a number the provider account does not own, rejected credentials)."""
+
+    status = 422
+    code = "unprocessable"

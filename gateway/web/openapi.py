@@ -93,6 +93,8 @@ _ERRORS = {
     401: "Missing or wrong operator token, or the admin API is disabled.",
     404: "No such account, or the account has no such integration.",
     409: "Conflicts with the current state.",
+    422: "Well-formed, but refused by a rule of the other side (a provider, DNS); the detail "
+    "says which.",
     413: "The body is larger than GATEWAY_MAX_BODY_BYTES.",
     503: "The database is busy or out of reach; nothing was written. Retry after Retry-After.",
 }

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from gateway.clients.providers import Providers
 from gateway.security import SecretBox
 from gateway.settings import Settings
 from gateway.web.ratelimit import RateLimiter
@@ -27,6 +28,7 @@ class AppState:
     metrics: Metrics
     rate_limiter: RateLimiter
     secrets: SecretBox
+    providers: Providers
 
 
 def app_state(request: Request) -> AppState:

@@ -9,10 +9,12 @@ has integrations and events) stands in for generated account ids part of the tim
 
 from __future__ import annotations
 
+import itertools
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -25,13 +27,26 @@ from schemathesis.engine import events
 from schemathesis.generation.meta import TestPhase
 from schemathesis.python import asgi
 from schemathesis.schemas import BaseSchema
+from sqlalchemy import func, select, update
 
 from gateway.accounts import service as accounts
-from gateway.app import create_app
+from gateway.accounts.models import CmSettings, TwilioSettings
+from gateway.accounts.providers import configure_cm, configure_twilio
+from gateway.app import create_app, open_database
+from gateway.channels.models import ChannelCreate
+from gateway.channels.service import add_channel
+from gateway.chat import service as chat
+from gateway.chat.models import InboundMessage
+from gateway.clients.http import new_http_client
+from gateway.clients.twilio import TwilioApi
+from gateway.delivery.endpoints import add_endpoint
 from gateway.events.service import OPERATOR_CLI
+from gateway.security import SecretBox
 from gateway.settings import Settings
 from storage.engine import Database
-from tests.conftest import ADMIN_TOKEN, PUBLIC_URL
+from storage.tables import OUTBOX
+from storage.transaction import Transaction
+from tests.conftest import ADMIN_TOKEN, PUBLIC_URL, QuietProviders
 from tests.support.sync import run
 
 ACCOUNT_ID = "account_id"
@@ -53,15 +68,115 @@ CHECKS = (
 )
 
 
-def seed_account(db: Database) -> str:
-    """An account with SCIM keys: it has an integration, a tenant URL and events."""
-    account = run(accounts.create_account(db, name="Seeded", actor=OPERATOR_CLI))
-    run(
-        accounts.generate_scim_keys(
-            db, account_id=account.id, actor=OPERATOR_CLI, public_url=PUBLIC_URL
-        )
+SEEDED_SID = "AC" + "5e" * 16
+SEEDED_TOKEN = "seeded-auth-token-0123456789"
+SEEDED_NUMBER = "+14155550142"
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """Ids of real data the generated requests meet part of the time."""
+
+    ids: dict[str, str]
+
+
+async def seed_account(db: Database, settings: Settings, providers: QuietProviders) -> Seeded:
+    """An account with every kind of data the admin API shows.
+
+    SCIM keys (integrations, events), Twilio and CM.com integrations with a channel each,
+    a conversation with a message, an endpoint and a dead letter to replay.
+    """
+    account = await accounts.create_account(db, name="Seeded", actor=OPERATOR_CLI)
+    await accounts.generate_scim_keys(
+        db, account_id=account.id, actor=OPERATOR_CLI, public_url=PUBLIC_URL
     )
-    return account.id
+    providers.twilio.add_account(SEEDED_SID, SEEDED_TOKEN)
+    providers.twilio.add_number(SEEDED_SID, SEEDED_NUMBER)
+    secrets = SecretBox(settings.secret_keys)
+    async with new_http_client(5.0) as http:
+        twilio = TwilioApi(http, settings.twilio_api_url)
+        await configure_twilio(
+            db,
+            secrets=secrets,
+            twilio=twilio,
+            account_id=account.id,
+            body=TwilioSettings(name="Seeded", account_sid=SEEDED_SID, auth_token=SEEDED_TOKEN),
+            actor=OPERATOR_CLI,
+            public_url=PUBLIC_URL,
+        )
+        channel = await add_channel(
+            db,
+            secrets=secrets,
+            twilio=twilio,
+            account_id=account.id,
+            body=ChannelCreate(provider="twilio", type="sms", number=SEEDED_NUMBER, queue_id="q-1"),
+            actor=OPERATOR_CLI,
+            public_url=PUBLIC_URL,
+        )
+        await configure_cm(
+            db,
+            secrets=secrets,
+            account_id=account.id,
+            body=CmSettings(name="Seeded", cm_account_id="seeded", product_token="seeded-token-1"),
+            actor=OPERATOR_CLI,
+            public_url=PUBLIC_URL,
+        )
+        spare = await add_channel(
+            db,
+            secrets=secrets,
+            twilio=twilio,
+            account_id=account.id,
+            body=ChannelCreate(
+                provider="cm", type="messenger", pages=["seeded-page"], queue_id="q"
+            ),
+            actor=OPERATOR_CLI,
+            public_url=PUBLIC_URL,
+        )
+    receipt = await chat.receive_message(
+        db,
+        InboundMessage(
+            channel_id=channel.id,
+            account_id=account.id,
+            queue_id="q-1",
+            contact_address="+31612345678",
+            local_address=SEEDED_NUMBER,
+            contact_name="Seeded contact",
+            text="hello",
+            media=[],
+            provider_message_id="SM" + "0" * 32,
+            dedup_keys=["sid:seeded"],
+            received_at=datetime.now(UTC),
+        ),
+        actor=OPERATOR_CLI,
+    )
+    endpoint = await add_endpoint(
+        db,
+        secrets=secrets,
+        account_id=account.id,
+        url="http://127.0.0.1:9/events",
+        allow_private=True,
+        actor=OPERATOR_CLI,
+    )
+    return Seeded(
+        {
+            ACCOUNT_ID: account.id,
+            "channel_id": channel.id,
+            "spare_channel_id": spare.id,
+            "conversation_id": str(receipt.conversation_id),
+            "message_id": str(receipt.message_id),
+            "endpoint_id": endpoint.id,
+        }
+    )
+
+
+def bury_everything(db: Database) -> str:
+    """Turn every pending outbox row into a dead letter; the id of one of them."""
+
+    def work(tx: Transaction) -> str:
+        tx.conn.execute(update(OUTBOX).values(status="dead", last_error="seeded"))
+        return str(tx.conn.execute(select(func.min(OUTBOX.c.pk))).scalar_one())
+
+    return run(db.transact(work))
 
 
 def config() -> schemathesis.Config:
@@ -72,6 +187,11 @@ def config() -> schemathesis.Config:
     """
     checks: dict[str, Any] = {"enabled": False}
     checks.update({name: {"enabled": True} for name in CHECKS})
+    # 422: well-formed values refused by a rule of the other side (DNS, a provider).
+    checks["positive_data_acceptance"] = {
+        "enabled": True,
+        "expected-statuses": ["2xx", "401", "403", "404", "409", "422", "429", "5xx"],
+    }
     return schemathesis.Config.from_dict(
         {
             "seed": SEED,
@@ -92,13 +212,19 @@ def is_uuid(value: object) -> bool:
         return False
 
 
-def use_seeded_account(schema: BaseSchema, account_id: str) -> None:
-    """Send valid account ids to ``account_id`` part of the time; leave invalid ones alone.
+def use_seeded_data(schema: BaseSchema, seeded: Seeded) -> None:
+    """Send seeded ids part of the time where the generated one is valid; leave invalid ones.
 
-    Fuzzing draws between the generated id and the seeded one; the coverage phase, which
-    derives one case per boundary, uses the seeded id wherever its id is valid, so that
-    its boundary values meet real data rather than a 404.
+    Fuzzing draws between the generated ids and the seeded ones; the coverage phase, which
+    derives one case per boundary, uses the seeded ids wherever its account id is valid,
+    so that its boundary values meet real data rather than a 404. Twilio settings get the
+    seeded credentials, and channel deletions the seeded channel, part of the time, as no
+    generated value is a Twilio account or a channel id.
     """
+    turns = itertools.count()
+
+    def seeded_for(path_parameters: dict[str, Any]) -> dict[str, Any]:
+        return {name: seeded.ids.get(name, value) for name, value in path_parameters.items()}
 
     @schema.hook
     def flatmap_path_parameters(
@@ -106,14 +232,27 @@ def use_seeded_account(schema: BaseSchema, account_id: str) -> None:
     ) -> Any:
         if not path_parameters or not is_uuid(path_parameters.get(ACCOUNT_ID)):
             return st.just(path_parameters)
-        return st.sampled_from([path_parameters, {**path_parameters, ACCOUNT_ID: account_id}])
+        return st.sampled_from([path_parameters, seeded_for(path_parameters)])
 
     @schema.hook
     def map_case(context: HookContext, case: Case[Any]) -> Case[Any]:
         phase = case.meta.phase.name if case.meta is not None else None
         valid = case.path_parameters and is_uuid(case.path_parameters.get(ACCOUNT_ID))
         if phase == TestPhase.COVERAGE and valid:
-            case.path_parameters[ACCOUNT_ID] = account_id
+            case.path_parameters = seeded_for(case.path_parameters)
+        if (
+            case.path.endswith("/twilio/settings")
+            and isinstance(case.body, dict)
+            and next(turns) % 3 == 0
+        ):
+            case.body = {**case.body, "account_sid": SEEDED_SID, "auth_token": SEEDED_TOKEN}
+        if (
+            case.path.endswith("/channels/delete")
+            and isinstance(case.body, dict)
+            and case.body.get("confirm") == "confirm"
+            and next(turns) % 3 == 0
+        ):
+            case.body = {**case.body, "ids": [seeded.ids["spare_channel_id"]]}
         return case
 
 
@@ -173,21 +312,28 @@ def run_schemathesis(schema: BaseSchema) -> Outcome:
 
 
 @pytest.fixture
-def admin_schema(settings: Settings, db: Database) -> Iterator[BaseSchema]:
+def admin_schema(
+    make_settings: Callable[..., Settings], quiet_providers: QuietProviders
+) -> Iterator[BaseSchema]:
     """The document served by a running app, whose seeded account stands in for ids.
 
     Schemathesis starts the app's lifespan itself on first use; it is ended here so the
-    database is released before the fixtures that own it are torn down.
+    database is released before the fixtures that own it are torn down. Delivery is off,
+    so the seeded dead letter stays dead until a generated request replays it.
     """
-    account_id = seed_account(db)
+    settings = make_settings(allow_private_endpoints=True, delivery_enabled=False)
+    db = open_database(settings)
+    seeded = run(seed_account(db, settings, quiet_providers))
+    bury_everything(db)
     schema = schemathesis.openapi.from_asgi(
         "/api/v1/openapi.json", create_app(settings), config=config()
     )
-    use_seeded_account(schema, account_id)
+    use_seeded_data(schema, seeded)
     try:
         yield schema
     finally:
         asgi.shutdown_lifespans()
+        db.dispose()
 
 
 def test_admin_api_conforms_to_its_openapi_document(admin_schema: BaseSchema) -> None:
