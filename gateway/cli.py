@@ -7,64 +7,23 @@ The CLI works on the same data directory / database URL as the server (from the 
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
 
 import click
-from pydantic import BaseModel, ValidationError
 
+from gateway import cli_messaging
 from gateway.accounts import service as accounts
-from gateway.app import migrate_database, open_database
+from gateway.app import migrate_database
+from gateway.cli_common import emit, load_settings, plain, run_service
 from gateway.events.service import OPERATOR_CLI
+from gateway.secret_keys import MissingSecretKeys, load_secret_keys
 from gateway.security import generate_key
 from gateway.settings import Settings
-from gateway.web.errors import GatewayError
 from observability.logging import configure_logging
 from observability.metrics import MULTIPROCESS_ENV
-from storage.errors import DatabaseUnavailable
-
-T = TypeVar("T")
-
-
-def load_settings() -> Settings:
-    """Settings from the environment, or exit 2 naming each bad variable."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        for error in exc.errors():
-            name = "GATEWAY_" + "_".join(str(p) for p in error["loc"]).upper()
-            click.echo(f"configuration error: {name}: {error['msg']}", err=True)
-        sys.exit(2)
-
-
-def _emit(value: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(value, default=str) if as_json else text)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_none=True)
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _run_service(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) -> T:
-    """Run one service call on the configured database; errors exit 1 with their detail."""
-    db = open_database(load_settings())
-    try:
-        return asyncio.run(fn(db, **kwargs))
-    except (GatewayError, DatabaseUnavailable) as exc:
-        click.echo(f"error: {exc.detail}", err=True)
-        sys.exit(1)
-    finally:
-        db.dispose()
 
 
 @click.group()
@@ -130,6 +89,11 @@ def serve(host: str, port: int, workers: int | None) -> None:
         os.environ["GATEWAY_WORKERS"] = str(workers)
     settings = load_settings()
     configure_logging(settings.log_level)
+    try:
+        load_secret_keys(settings)
+    except MissingSecretKeys as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
     migrate_database(settings)
     metrics_dir = None
     if settings.workers > 1:
@@ -174,16 +138,16 @@ def account() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def account_create(name: str, as_json: bool) -> None:
     """Create an account; prints its id."""
-    created = _run_service(accounts.create_account, name=name, actor=OPERATOR_CLI)
-    _emit({"id": created.id, "name": created.name}, as_json, created.id)
+    created = run_service(accounts.create_account, name=name, actor=OPERATOR_CLI)
+    emit({"id": created.id, "name": created.name}, as_json, created.id)
 
 
 @account.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def account_list(as_json: bool) -> None:
     """List accounts."""
-    items = _run_service(accounts.list_accounts)
-    _emit(_plain(items), as_json, "\n".join(f"{a.id}  {a.name}" for a in items))
+    items = run_service(accounts.list_accounts)
+    emit(plain(items), as_json, "\n".join(f"{a.id}  {a.name}" for a in items))
 
 
 @main.command("scim-keys")
@@ -192,13 +156,13 @@ def account_list(as_json: bool) -> None:
 def scim_keys(account_id: str, as_json: bool) -> None:
     """Generate the Tenant URL and Secret Token for Entra (the old token stops working)."""
     settings = load_settings()
-    keys = _run_service(
+    keys = run_service(
         accounts.generate_scim_keys,
         account_id=account_id,
         actor=OPERATOR_CLI,
         public_url=settings.public_url,
     )
-    _emit(
+    emit(
         {"tenant_url": keys.tenant_url, "secret_token": keys.secret_token},
         as_json,
         f"Tenant URL:   {keys.tenant_url}\nSecret Token: {keys.secret_token}",
@@ -216,10 +180,10 @@ def integration() -> None:
 def integration_list(account_id: str, as_json: bool) -> None:
     """List an account's integrations."""
     settings = load_settings()
-    items = _run_service(
+    items = run_service(
         accounts.list_integrations, account_id=account_id, public_url=settings.public_url
     )
-    _emit(_plain(items), as_json, "\n".join(f"{i.kind}  {i.status}" for i in items))
+    emit(plain(items), as_json, "\n".join(f"{i.kind}  {i.status}" for i in items))
 
 
 @integration.command("add")
@@ -228,7 +192,7 @@ def integration_list(account_id: str, as_json: bool) -> None:
 def integration_add(account_id: str, kind: str) -> None:
     """Add an integration (e.g. azure_ad_sync)."""
     settings = load_settings()
-    _run_service(
+    run_service(
         accounts.add_integration,
         account_id=account_id,
         kind=kind,
@@ -243,7 +207,7 @@ def integration_add(account_id: str, kind: str) -> None:
 @click.argument("kind")
 def integration_remove(account_id: str, kind: str) -> None:
     """Remove an integration; removing azure_ad_sync revokes the SCIM token."""
-    _run_service(accounts.remove_integration, account_id=account_id, kind=kind, actor=OPERATOR_CLI)
+    run_service(accounts.remove_integration, account_id=account_id, kind=kind, actor=OPERATOR_CLI)
     click.echo(f"removed {kind}")
 
 
@@ -251,3 +215,14 @@ def integration_remove(account_id: str, kind: str) -> None:
 def generate_key_command() -> None:
     """Print a new key for GATEWAY_SECRET_KEYS."""
     click.echo(generate_key())
+
+
+for command in (cli_messaging.set_twilio, cli_messaging.set_cm):
+    integration.add_command(command)
+for group in (
+    cli_messaging.channel,
+    cli_messaging.endpoint,
+    cli_messaging.dead_letter,
+    cli_messaging.conversation,
+):
+    main.add_command(group)

@@ -105,6 +105,22 @@ class Settings(BaseSettings):
     outbox_concurrency: int = Field(
         default=32, ge=1, le=1000, description="Outbox rows one process delivers at once."
     )
+    send_max_attempts: int = Field(
+        default=8, ge=1, le=50, description="Attempts to send a reply before it is dead-lettered."
+    )
+    event_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=50,
+        description="Attempts to deliver an event to an endpoint (about a day with the default "
+        "schedule) before it is dead-lettered.",
+    )
+    outbox_retry_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description="Multiplies every retry delay; below 1 only for tests and demos.",
+    )
     outbound_timeout: float = Field(
         default=10.0,
         gt=0,

@@ -21,7 +21,7 @@ from gateway.chat.service import SEND, move_status
 from gateway.clients.events import EndpointGone, deliver_event
 from gateway.clients.http import ProviderError
 from gateway.clients.providers import Providers
-from gateway.delivery.policy import EVENTS, SENDS, UPKEEP
+from gateway.delivery.policy import RetryPolicy, policies
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.events.service import Actor
 from gateway.security import SecretBox
@@ -53,6 +53,14 @@ class Context:
     secrets: SecretBox
     providers: Providers
     settings: Settings
+
+    def policy(self, name: str) -> RetryPolicy:
+        """The retry policy of one kind of delivery, as the settings shape it."""
+        return policies(
+            send_attempts=self.settings.send_max_attempts,
+            event_attempts=self.settings.event_max_attempts,
+            scale=self.settings.outbox_retry_scale,
+        )[name]
 
 
 def _strip_prefix(address: str) -> str:
@@ -153,7 +161,7 @@ def send_handler(ctx: Context) -> Handler:
                 error_message=str(exc),
             )
 
-    return Handler(run=run, policy=SENDS, on_dead=on_dead)
+    return Handler(run=run, policy=ctx.policy("sends"), on_dead=on_dead)
 
 
 def _event_plan(conn: Connection, secrets: SecretBox, row: Claimed) -> tuple[Any, Any, str]:
@@ -211,7 +219,7 @@ def event_handler(ctx: Context) -> Handler:
                 tx.conn, kind=EVENT_DELIVERY, target_id=row.target_id, error="endpoint disabled"
             )
 
-    return Handler(run=run, policy=EVENTS, on_dead=on_dead)
+    return Handler(run=run, policy=ctx.policy("events"), on_dead=on_dead)
 
 
 def clear_sms_url_handler(ctx: Context) -> Handler:
@@ -227,7 +235,7 @@ def clear_sms_url_handler(ctx: Context) -> Handler:
                 await ctx.providers.twilio.set_sms_url(creds, number.sid, "")
         return None
 
-    return Handler(run=run, policy=UPKEEP)
+    return Handler(run=run, policy=ctx.policy("upkeep"))
 
 
 def handlers(ctx: Context) -> dict[str, Handler]:

@@ -20,12 +20,17 @@ LONGEST_RETRY_AFTER = 86400.0
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Attempts of one kind of row and the wait after each failed one."""
+    """Attempts of one kind of row and the wait after each failed one.
+
+    ``scale`` multiplies every wait (``GATEWAY_OUTBOX_RETRY_SCALE``), so that tests and
+    the demo see a whole schedule in seconds.
+    """
 
     attempts: int
     base: float = 2.0
     cap: float = 300.0
     schedule: tuple[float, ...] = ()
+    scale: float = 1.0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds until the next attempt, after ``attempt`` failed (jittered)."""
@@ -34,11 +39,16 @@ class RetryPolicy:
             wait = random.uniform(step * 0.8, step * 1.2)  # noqa: S311  (timing, not secrecy)
         else:
             wait = backoff(attempt, base=self.base, cap=self.cap)
+        wait *= self.scale
         if retry_after is not None:
             wait = max(wait, min(retry_after, LONGEST_RETRY_AFTER))
         return wait
 
 
-EVENTS = RetryPolicy(attempts=len(EVENT_SCHEDULE) + 1, schedule=EVENT_SCHEDULE)
-SENDS = RetryPolicy(attempts=8, base=2.0, cap=600.0)
-UPKEEP = RetryPolicy(attempts=10, base=5.0, cap=3600.0)
+def policies(*, send_attempts: int, event_attempts: int, scale: float) -> dict[str, RetryPolicy]:
+    """The policy of each kind of delivery, from the settings."""
+    return {
+        "events": RetryPolicy(attempts=event_attempts, schedule=EVENT_SCHEDULE, scale=scale),
+        "sends": RetryPolicy(attempts=send_attempts, base=2.0, cap=600.0, scale=scale),
+        "upkeep": RetryPolicy(attempts=10, base=5.0, cap=3600.0, scale=scale),
+    }

@@ -1,0 +1,112 @@
+"""What every CLI command shares: settings, output, and running service calls.
+
+Commands run the same async service functions as the admin API, on the same database,
+through ``asyncio.run``; errors the services raise end the command with their detail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+from pydantic import BaseModel, ValidationError
+
+from gateway.app import open_database
+from gateway.clients.providers import Providers
+from gateway.secret_keys import MissingSecretKeys, load_secret_keys
+from gateway.security import SecretBox
+from gateway.settings import Settings
+from gateway.web.errors import GatewayError
+from storage.engine import Database
+from storage.errors import DatabaseUnavailable
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit 2 naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "GATEWAY_" + "_".join(str(p) for p in error["loc"]).upper()
+            click.echo(f"configuration error: {name}: {error['msg']}", err=True)
+        sys.exit(2)
+
+
+def emit(value: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(value, default=str) if as_json else text)
+
+
+def plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+
+
+def run_service(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) -> T:
+    """Run one service call on the configured database; errors exit 1 with their detail."""
+    db = open_database(load_settings())
+    try:
+        return asyncio.run(fn(db, **kwargs))
+    except (GatewayError, DatabaseUnavailable) as exc:
+        click.echo(f"error: {exc.detail}", err=True)
+        sys.exit(1)
+    finally:
+        db.dispose()
+
+
+@dataclass(frozen=True)
+class Tools:
+    """What the commands that store secrets or call providers need beside the database."""
+
+    settings: Settings
+    db: Database
+    secrets: SecretBox
+    providers: Providers
+
+
+def run_with_tools(work: Callable[[Tools], Coroutine[Any, Any, T]]) -> T:
+    """Like ``_run_service``, with the key ring and provider clients of the server."""
+    settings = load_settings()
+    try:
+        secrets = SecretBox(load_secret_keys(settings))
+    except MissingSecretKeys as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+
+    async def main() -> T:
+        providers = Providers.from_settings(settings)
+        try:
+            return await work(Tools(settings, db, secrets, providers))
+        finally:
+            await providers.close()
+
+    db = open_database(settings)
+    try:
+        return asyncio.run(main())
+    except (GatewayError, DatabaseUnavailable) as exc:
+        click.echo(f"error: {exc.detail}", err=True)
+        sys.exit(1)
+    finally:
+        db.dispose()
+
+
+def model_of(model: type[M], **values: Any) -> M:
+    """Validate options as the API validates a body; exit 1 naming each wrong option."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "--" + "-".join(str(p) for p in error["loc"]).replace("_", "-")
+            click.echo(f"error: {name}: {error['msg']}", err=True)
+        sys.exit(1)

@@ -1,0 +1,343 @@
+"""The CLI's messaging commands: Twilio and CM.com settings, channels, endpoints, dead
+letters and conversations. Same service functions and write path as the admin API."""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import Connection
+
+from gateway.accounts import providers
+from gateway.accounts.models import CmSettings, TwilioSettings
+from gateway.channels import service as channels
+from gateway.channels.models import ChannelCreate
+from gateway.chat import reading
+from gateway.chat import service as chat
+from gateway.cli_common import JSON, Tools, emit, model_of, plain, run_with_tools
+from gateway.delivery import endpoints
+from gateway.events.service import OPERATOR_CLI
+
+
+@click.command("set-twilio")
+@click.argument("account_id")
+@click.option("--name", required=True, help="A name for the integration.")
+@click.option("--account-sid", required=True, help="The Twilio Account SID (AC...).")
+@click.option("--auth-token", required=True, help="The Auth Token (stored encrypted).")
+@JSON
+def set_twilio(
+    account_id: str, name: str, account_sid: str, auth_token: str, as_json: bool
+) -> None:
+    """Connect the account's Twilio account (the pair is checked with Twilio first)."""
+    body = model_of(TwilioSettings, name=name, account_sid=account_sid, auth_token=auth_token)
+
+    async def work(tools: Tools) -> object:
+        return await providers.configure_twilio(
+            tools.db,
+            secrets=tools.secrets,
+            twilio=tools.providers.twilio,
+            account_id=account_id,
+            body=body,
+            actor=OPERATOR_CLI,
+            public_url=tools.settings.public_url,
+        )
+
+    item = run_with_tools(work)
+    emit(plain(item), as_json, f"twilio configured for {account_id}")
+
+
+@click.command("set-cm")
+@click.argument("account_id")
+@click.option("--name", required=True, help="A name for the integration.")
+@click.option("--cm-account-id", required=True, help="The CM.com account ID.")
+@click.option("--product-token", required=True, help="The product token (stored encrypted).")
+@JSON
+def set_cm(
+    *, account_id: str, name: str, cm_account_id: str, product_token: str, as_json: bool
+) -> None:
+    """Connect the account's CM.com account."""
+    body = model_of(CmSettings, name=name, cm_account_id=cm_account_id, product_token=product_token)
+
+    async def work(tools: Tools) -> object:
+        return await providers.configure_cm(
+            tools.db,
+            secrets=tools.secrets,
+            account_id=account_id,
+            body=body,
+            actor=OPERATOR_CLI,
+            public_url=tools.settings.public_url,
+        )
+
+    item = run_with_tools(work)
+    emit(plain(item), as_json, f"cmcom configured for {account_id}")
+
+
+@click.group()
+def channel() -> None:
+    """Messaging channels (WhatsApp, SMS, Messenger) bound to chat queues."""
+
+
+@channel.command("add")
+@click.argument("account_id")
+@click.option("--provider", required=True, type=click.Choice(["twilio", "cm"]))
+@click.option("--type", "kind", required=True, type=click.Choice(["whatsapp", "sms", "messenger"]))
+@click.option("--number", default=None, help="WhatsApp / SMS: the number, E.164.")
+@click.option("--page", "pages", multiple=True, help="Messenger: a page id (repeatable).")
+@click.option("--queue", "queue_id", required=True, help="The chat queue's id.")
+@JSON
+def channel_add(
+    *,
+    account_id: str,
+    provider: str,
+    kind: str,
+    number: str | None,
+    pages: tuple[str, ...],
+    queue_id: str,
+    as_json: bool,
+) -> None:
+    """Add a channel; prints its id and the webhook URL."""
+    body = model_of(
+        ChannelCreate,
+        provider=provider,
+        type=kind,
+        number=number,
+        pages=list(pages),
+        queue_id=queue_id,
+    )
+
+    async def work(tools: Tools) -> object:
+        return await channels.add_channel(
+            tools.db,
+            secrets=tools.secrets,
+            twilio=tools.providers.twilio,
+            account_id=account_id,
+            body=body,
+            actor=OPERATOR_CLI,
+            public_url=tools.settings.public_url,
+        )
+
+    created = run_with_tools(work)
+    shown = plain(created)
+    emit(shown, as_json, f"{shown['id']}  {shown['webhook_url']}  ({shown['webhook_setup']})")
+
+
+@channel.command("list")
+@click.argument("account_id")
+@JSON
+def channel_list(account_id: str, as_json: bool) -> None:
+    """List the account's channels and their webhook URLs."""
+
+    async def work(tools: Tools) -> object:
+        return await channels.list_channels(
+            tools.db,
+            secrets=tools.secrets,
+            account_id=account_id,
+            public_url=tools.settings.public_url,
+        )
+
+    items = plain(run_with_tools(work))
+    emit(
+        items,
+        as_json,
+        "\n".join(
+            f"{i['id']}  {i['provider']} {i['type']} {i.get('number') or ','.join(i['pages'])}"
+            f"  queue {i['queue_id']}  {i['webhook_url']}"
+            for i in items
+        ),
+    )
+
+
+@channel.command("delete")
+@click.argument("account_id")
+@click.argument("channel_ids", nargs=-1, required=True)
+@click.option("--confirm", required=True, help='Type "confirm" to delete.')
+def channel_delete(account_id: str, channel_ids: tuple[str, ...], confirm: str) -> None:
+    """Delete channels (all or none)."""
+
+    async def work(tools: Tools) -> list[str]:
+        return await channels.delete_channels(
+            tools.db,
+            account_id=account_id,
+            ids=list(channel_ids),
+            confirm=confirm,
+            actor=OPERATOR_CLI,
+            public_url=tools.settings.public_url,
+        )
+
+    for deleted in run_with_tools(work):
+        click.echo(f"deleted {deleted}")
+
+
+@click.group()
+def endpoint() -> None:
+    """CloudLink endpoints that receive the account's events (Standard Webhooks)."""
+
+
+@endpoint.command("add")
+@click.argument("account_id")
+@click.option("--url", required=True, help="https URL of the receiver.")
+@JSON
+def endpoint_add(account_id: str, url: str, as_json: bool) -> None:
+    """Add an endpoint; prints its id and its whsec_ secret (shown once)."""
+
+    async def work(tools: Tools) -> object:
+        return await endpoints.add_endpoint(
+            tools.db,
+            secrets=tools.secrets,
+            account_id=account_id,
+            url=url,
+            allow_private=tools.settings.allow_private_endpoints,
+            actor=OPERATOR_CLI,
+        )
+
+    shown = plain(run_with_tools(work))
+    emit(shown, as_json, f"{shown['id']}  secret {shown['secret']} (shown once)")
+
+
+@endpoint.command("list")
+@click.argument("account_id")
+@JSON
+def endpoint_list(account_id: str, as_json: bool) -> None:
+    """List the account's endpoints."""
+
+    async def work(tools: Tools) -> object:
+        return await endpoints.list_endpoints(tools.db, account_id=account_id)
+
+    items = plain(run_with_tools(work))
+    emit(items, as_json, "\n".join(f"{i['id']}  {i['status']}  {i['url']}" for i in items))
+
+
+def _toggle(name: str, enabled: bool) -> None:
+    @endpoint.command(name)
+    @click.argument("account_id")
+    @click.argument("endpoint_id")
+    def command(account_id: str, endpoint_id: str) -> None:
+        async def work(tools: Tools) -> object:
+            return await endpoints.set_endpoint_enabled(
+                tools.db,
+                account_id=account_id,
+                endpoint_id=endpoint_id,
+                enabled=enabled,
+                actor=OPERATOR_CLI,
+            )
+
+        run_with_tools(work)
+        click.echo(f"{name}d {endpoint_id}")
+
+    command.__doc__ = f"{name.capitalize()} an endpoint."
+
+
+_toggle("enable", True)
+_toggle("disable", False)
+
+
+@endpoint.command("remove")
+@click.argument("account_id")
+@click.argument("endpoint_id")
+def endpoint_remove(account_id: str, endpoint_id: str) -> None:
+    """Remove an endpoint (its pending deliveries are dropped)."""
+
+    async def work(tools: Tools) -> None:
+        await endpoints.remove_endpoint(
+            tools.db, account_id=account_id, endpoint_id=endpoint_id, actor=OPERATOR_CLI
+        )
+
+    run_with_tools(work)
+    click.echo(f"removed {endpoint_id}")
+
+
+@click.group("deadletter")
+def dead_letter() -> None:
+    """Deliveries that ran out of attempts."""
+
+
+@dead_letter.command("list")
+@click.argument("account_id")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 500))
+@JSON
+def dead_letter_list(account_id: str, limit: int, as_json: bool) -> None:
+    """List dead letters, newest first, with their last error."""
+
+    async def work(tools: Tools) -> object:
+        return await endpoints.dead_letters(tools.db, account_id=account_id, limit=limit)
+
+    items = plain(run_with_tools(work))
+    emit(
+        items,
+        as_json,
+        "\n".join(f"{i['id']}  {i['kind']}  {i['target_id']}  {i['error']}" for i in items),
+    )
+
+
+@dead_letter.command("replay")
+@click.argument("account_id")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
+def dead_letter_replay(account_id: str, ids: tuple[str, ...], replay_all: bool) -> None:
+    """Deliver dead letters again (by id, or --all)."""
+
+    async def work(tools: Tools) -> int:
+        return await endpoints.replay(
+            tools.db,
+            account_id=account_id,
+            ids=list(ids),
+            replay_all=replay_all,
+            actor=OPERATOR_CLI,
+        )
+
+    click.echo(f"replayed {run_with_tools(work)}")
+
+
+@click.group()
+def conversation() -> None:
+    """Conversations of an account's channels."""
+
+
+@conversation.command("list")
+@click.argument("account_id")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200))
+@JSON
+def conversation_list(account_id: str, limit: int, as_json: bool) -> None:
+    """List conversations, most recently active first."""
+
+    async def work(tools: Tools) -> object:
+        def read(conn: Connection) -> object:
+            return reading.conversation_page(
+                conn,
+                account_id,
+                status=None,
+                channel_id=None,
+                before=None,
+                limit=limit,
+            )[0]
+
+        return await tools.db.query(read)
+
+    items = plain(run_with_tools(work))
+    emit(
+        items,
+        as_json,
+        "\n".join(
+            f"{i['id']}  {i['status']}  {i['address']}  {i.get('name') or ''}" for i in items
+        ),
+    )
+
+
+@conversation.command("reply")
+@click.argument("account_id")
+@click.argument("conversation_id")
+@click.option("--text", required=True, help="The reply.")
+@JSON
+def conversation_reply(account_id: str, conversation_id: str, text: str, as_json: bool) -> None:
+    """Send an agent's reply (queued; the server's workers send it)."""
+
+    async def work(tools: Tools) -> object:
+        return await chat.queue_reply(
+            tools.db,
+            account_id=account_id,
+            conversation_id=conversation_id,
+            text=text,
+            author=None,
+            actor=OPERATOR_CLI,
+        )
+
+    shown = plain(run_with_tools(work))
+    emit(shown, as_json, f"{shown['id']}  {shown['status']}")
