@@ -47,7 +47,7 @@ _FAN_OUT = insert(OUTBOX).from_select(
         bindparam("moment"),
         bindparam("moment"),
     ).where(ENDPOINTS.c.account_id == bindparam("account_id"), ENDPOINTS.c.status == "enabled"),
-)
+).returning(OUTBOX.c.pk)
 # FOR NO KEY UPDATE: exclusive among writers of the account, yet compatible with the
 # KEY SHARE lock that foreign key checks take on the account row.
 _LOCK_ACCOUNT = (
@@ -131,7 +131,8 @@ class Transaction:
                 "moment": time.time(),
             },
         )
-        if fanned.rowcount:
+        # RETURNING, as PostgreSQL's driver reports no row count for INSERT ... SELECT.
+        if fanned.first() is not None:
             self.enqueued = True
 
     def enqueue(

@@ -20,4 +20,6 @@ def insert_unless_present(conn: Connection, table: Table, values: dict[str, Any]
         statement: Any = postgres_insert(table).values(**values).on_conflict_do_nothing()
     else:
         statement = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    return bool(conn.execute(statement).rowcount == 1)
+    # RETURNING rather than the row count, which drivers do not all report for upserts.
+    returned = conn.execute(statement.returning(*table.primary_key.columns)).first()
+    return returned is not None

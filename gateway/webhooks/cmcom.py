@@ -123,6 +123,8 @@ def parse_reports(channel: ChannelContext, body: dict[str, Any]) -> list[StatusU
         reference = _text(entry.get("reference"), "reference", required=True)
         status = _object(entry.get("status"), "status")
         code = status.get("code")
+        if isinstance(code, str) and code.isdigit():
+            code = int(code)
         if not isinstance(code, int) or code not in CM_STATUS:
             raise BadRequest(f"status.code must be one of {sorted(CM_STATUS)}.")
         error_code = _text(status.get("errorCode"), "status.errorCode")

@@ -1,0 +1,109 @@
+"""Inbound webhooks: verified, stored once, acknowledged after the commit, pushed on."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+from tests.fakes.twilio import new_sid
+from tests.gateway.messaging.conftest import CUSTOMER, QUEUE, Stack, eventually
+
+TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+def test_whatsapp_message_opens_a_conversation_in_the_feed_and_at_cloudlink(
+    stack: Stack,
+) -> None:
+    """A signed inbound message is answered with empty TwiML, opens a conversation on the
+    channel's queue, and reaches the feed and the CloudLink endpoint."""
+    answer = stack.twilio_inbound("Where is my order?", name="Ada Lovelace")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/xml")
+    assert answer.text == TWIML
+    [conversation] = stack.conversations()
+    assert conversation["channel_id"] == stack.twilio_channel["id"]
+    assert conversation["queue_id"] == QUEUE
+    assert conversation["status"] == "open"
+    assert conversation["address"] == "whatsapp:" + CUSTOMER
+    assert conversation["name"] == "Ada Lovelace"
+    [message] = stack.messages(conversation["id"])
+    assert (message["direction"], message["text"]) == ("inbound", "Where is my order?")
+    types = stack.feed_types()
+    assert types[-2:] == ["conversation.opened", "message.received"]
+    eventually(
+        lambda: (
+            {"conversation.opened", "message.received"}
+            <= {e["type"] for e in stack.cloudlink.received}
+        ),
+        what="events at CloudLink",
+    )
+    pushed = next(e for e in stack.cloudlink.received if e["type"] == "message.received")
+    assert pushed["data"]["text"] == "Where is my order?"
+    assert stack.cloudlink.rejected == []
+
+
+def test_a_second_message_reuses_the_open_conversation(stack: Stack) -> None:
+    """Messages of one contact go to its open conversation; another contact opens its own."""
+    assert stack.twilio_inbound("one").status_code == 200
+    assert stack.twilio_inbound("two").status_code == 200
+    assert stack.twilio_inbound("three", sender="+31687654321").status_code == 200
+    conversations = stack.conversations()
+    assert len(conversations) == 2
+    mine = next(c for c in conversations if c["address"] == "whatsapp:" + CUSTOMER)
+    assert [m["text"] for m in stack.messages(mine["id"])] == ["one", "two"]
+
+
+def test_media_keeps_urls_and_content_types(stack: Stack) -> None:
+    """Attachments are stored with their URLs and content types."""
+    extra = {
+        "NumMedia": "2",
+        "MediaUrl0": "https://api.twilio.com/media/ME1",
+        "MediaContentType0": "image/jpeg",
+        "MediaUrl1": "https://api.twilio.com/media/ME2",
+        "MediaContentType1": "application/pdf",
+    }
+    assert stack.twilio_inbound("see attached", extra=extra).status_code == 200
+    [conversation] = stack.conversations()
+    [message] = stack.messages(conversation["id"])
+    assert message["media"] == [
+        {"url": "https://api.twilio.com/media/ME1", "content_type": "image/jpeg", "title": None},
+        {
+            "url": "https://api.twilio.com/media/ME2",
+            "content_type": "application/pdf",
+            "title": None,
+        },
+    ]
+
+
+def test_a_retried_webhook_is_stored_once(stack: Stack) -> None:
+    """The same MessageSid (and idempotency token) again is acknowledged, not stored again."""
+    sid = new_sid("SM")
+    first = stack.twilio_inbound("once", sid=sid, token="token-1")
+    again = stack.twilio_inbound("once", sid=sid, token="token-1")
+    without_token = stack.twilio_inbound("once", sid=sid)
+    assert [r.status_code for r in (first, again, without_token)] == [200, 200, 200]
+    [conversation] = stack.conversations()
+    assert len(stack.messages(conversation["id"])) == 1
+    assert stack.feed_types().count("message.received") == 1
+
+
+def test_concurrent_retries_store_one_message(stack: Stack) -> None:
+    """Twenty copies of one webhook at once: one message, one event, all acknowledged."""
+    sid = new_sid("SM")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(
+            pool.map(lambda _: stack.twilio_inbound("race", sid=sid, token="t"), range(20))
+        )
+    assert {a.status_code for a in answers} == {200}
+    [conversation] = stack.conversations()
+    assert len(stack.messages(conversation["id"])) == 1
+    assert stack.feed_types().count("message.received") == 1
+
+
+def test_cm_message_is_stored_once_across_retries(stack: Stack) -> None:
+    """CM.com's MO JSON opens a conversation; the same content again is a retry."""
+    first = stack.cm_inbound("Hallo", time_utc="2026-11-29T17:00:00")
+    again = stack.cm_inbound("Hallo", time_utc="2026-11-29T17:00:00")
+    later = stack.cm_inbound("Hallo", time_utc="2026-11-29T17:05:00")
+    assert [r.status_code for r in (first, again, later)] == [200, 200, 200]
+    [conversation] = [c for c in stack.conversations() if c["channel_id"] == stack.cm_channel["id"]]
+    assert [m["text"] for m in stack.messages(conversation["id"])] == ["Hallo", "Hallo"]

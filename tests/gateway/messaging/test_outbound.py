@@ -1,0 +1,157 @@
+"""Agents' replies and events, out through the outbox: retries, dead letters, replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.fakes.cmcom import delivery_report, send_report
+from tests.gateway.messaging.conftest import BUSINESS, CUSTOMER, Stack, eventually
+from tests.support.sync import run
+
+
+def _reply(stack: Stack, text: str = "On its way!", *, via: str = "twilio") -> dict[str, Any]:
+    if via == "twilio":
+        assert stack.twilio_inbound("question").status_code == 200
+    else:
+        assert stack.cm_inbound("question").status_code == 200
+    channel = stack.twilio_channel if via == "twilio" else stack.cm_channel
+    [conversation] = [c for c in stack.conversations() if c["channel_id"] == channel["id"]]
+    answer = stack.api("POST", f"/conversations/{conversation['id']}/messages", json={"text": text})
+    assert answer.status_code == 202, answer.text
+    accepted: dict[str, Any] = answer.json()
+    assert accepted["status"] == "pending"
+    return accepted
+
+
+def _message(stack: Stack, message_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = stack.api("GET", f"/messages/{message_id}").json()
+    return found
+
+
+def test_reply_goes_out_through_twilio_with_its_status_callback(stack: Stack) -> None:
+    """The reply is sent from the channel's sender to the contact, with a StatusCallback on
+    the channel's URL; the message records Twilio's id and the feed says it was sent."""
+    reply = _reply(stack)
+    eventually(lambda: _message(stack, reply["id"])["provider_message_id"] is not None)
+    [sent] = stack.twilio.sent
+    assert (sent["to"], sent["from"], sent["body"]) == (
+        "whatsapp:" + CUSTOMER,
+        "whatsapp:" + BUSINESS,
+        "On its way!",
+    )
+    assert sent["status_callback"].startswith(stack.twilio_channel["webhook_url"])
+    message = _message(stack, reply["id"])
+    assert message["provider_message_id"] == sent["sid"]
+    assert message["status"] == "queued"
+    assert "message.sent" in stack.feed_types()
+
+
+def test_status_only_moves_forward(stack: Stack) -> None:
+    """Callbacks out of order (delivered before sent, failed after read) never move back;
+    Twilio's retry of a callback is applied once."""
+    reply = _reply(stack)
+    eventually(lambda: bool(stack.twilio.sent))
+    sid = stack.twilio.sent[0]["sid"]
+    assert run(stack.twilio.send_status(sid, "delivered")) == 200
+    assert run(stack.twilio.send_status(sid, "sent")) == 200
+    assert _message(stack, reply["id"])["status"] == "delivered"
+    assert run(stack.twilio.send_status(sid, "read")) == 200
+    assert run(stack.twilio.resend_last_status()) == 200
+    assert run(stack.twilio.send_status(sid, "failed", error_code="30008")) == 200
+    assert _message(stack, reply["id"])["status"] == "read"
+    changes = [e for e in stack.feed() if e["type"] == "message.status_changed"]
+    assert [e["data"]["status"] for e in changes] == ["delivered", "read"]
+
+
+def test_a_failure_keeps_the_providers_error(stack: Stack) -> None:
+    """An undelivered callback records Twilio's error code and message."""
+    reply = _reply(stack)
+    eventually(lambda: bool(stack.twilio.sent))
+    sid = stack.twilio.sent[0]["sid"]
+    status = run(
+        stack.twilio.send_status(
+            sid, "undelivered", error_code="63016", error_message="Outside the 24h window"
+        )
+    )
+    assert status == 200
+    message = _message(stack, reply["id"])
+    assert message["status"] == "undelivered"
+    assert message["error"] == {"code": "63016", "message": "Outside the 24h window"}
+
+
+def test_429_then_success_sends_once(stack: Stack) -> None:
+    """Twilio answers 429 with Retry-After, then accepts: one message sent, after a retry."""
+    stack.twilio.fail_next(1, 429, retry_after="0")
+    reply = _reply(stack)
+    eventually(lambda: _message(stack, reply["id"])["provider_message_id"] is not None)
+    assert stack.twilio.requests["messages"] == 2
+    assert len(stack.twilio.sent) == 1
+
+
+def test_a_provider_that_never_recovers_dead_letters_then_replays(stack: Stack) -> None:
+    """After the last attempt the reply is failed with the error visible, and a dead letter;
+    replayed once Twilio is back, it is sent."""
+    stack.twilio.fail_always(503)
+    reply = _reply(stack)
+    eventually(lambda: _message(stack, reply["id"])["status"] == "failed", what="failed")
+    message = _message(stack, reply["id"])
+    assert "503" in (message["error"]["message"] or "")
+    [dead] = [d for d in stack.api("GET", "/dead-letters").json()["items"] if d["kind"] != "event"]
+    assert (dead["kind"], dead["target_id"], dead["attempts"]) == ("message.send", reply["id"], 3)
+    assert "503" in dead["error"]
+    stack.twilio.recover()
+    answer = stack.api("POST", "/dead-letters/replay", json={"ids": [dead["id"]]})
+    assert answer.json() == {"replayed": 1}
+    eventually(lambda: _message(stack, reply["id"])["provider_message_id"] is not None)
+    assert len(stack.twilio.sent) == 1
+
+
+def test_reply_through_cm_and_its_delivery_report(stack: Stack) -> None:
+    """A CM.com reply carries the message id as reference; the report moves it to delivered."""
+    reply = _reply(stack, via="cm")
+    eventually(lambda: bool(stack.cm.sent), what="CM send")
+    [sent] = stack.cm.sent
+    assert sent["reference"] == reply["id"]
+    report = delivery_report(reference=reply["id"], to_number=CUSTOMER, status="delivered")
+    assert run(send_report(stack.cm_channel["webhook_url"], report)) == 200
+    assert _message(stack, reply["id"])["status"] == "delivered"
+
+
+def test_a_cm_rejection_inside_a_200_fails_the_reply(stack: Stack) -> None:
+    """CM.com refusing the message in its answer is a failure, not a success."""
+    stack.cm.reject_next(1)
+    reply = _reply(stack, via="cm")
+    eventually(lambda: _message(stack, reply["id"])["status"] == "failed", what="failed")
+    assert _message(stack, reply["id"])["error"]["code"] is not None
+
+
+def test_events_reach_cloudlink_once_across_failures(stack: Stack) -> None:
+    """The endpoint fails twice, then accepts: every event arrives, none twice."""
+    stack.cloudlink.fail_next(2, 500)
+    assert stack.twilio_inbound("hello").status_code == 200
+    eventually(
+        lambda: "message.received" in {e["type"] for e in stack.cloudlink.received},
+        what="delivery",
+    )
+    assert stack.cloudlink.duplicates == []
+    assert stack.cloudlink.rejected == []
+
+
+def test_410_disables_the_endpoint_until_it_is_enabled_and_replayed(stack: Stack) -> None:
+    """410 Gone disables the endpoint and dead-letters its deliveries; enabling it and
+    replaying delivers them."""
+    stack.cloudlink.fail_always(410)
+    assert stack.twilio_inbound("hello").status_code == 200
+    eventually(
+        lambda: stack.api("GET", "/endpoints").json()["items"][0]["status"] == "disabled",
+        what="disabled",
+    )
+    eventually(lambda: len(stack.api("GET", "/dead-letters").json()["items"]) >= 2)
+    stack.cloudlink.recover()
+    endpoint_id = stack.endpoint["id"]
+    assert stack.api("POST", f"/endpoints/{endpoint_id}/enable").json()["status"] == "enabled"
+    assert stack.api("POST", "/dead-letters/replay", json={"all": True}).json()["replayed"] >= 2
+    eventually(
+        lambda: "message.received" in {e["type"] for e in stack.cloudlink.received},
+        what="replayed delivery",
+    )
