@@ -1,0 +1,46 @@
+"""Endpoint URLs: https to public addresses only, unless private endpoints are allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.clients.destinations import UnsafeDestination, check_destination
+from tests.support.sync import run
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/hook",
+        "https://10.1.2.3/hook",
+        "https://192.168.0.10:8443/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/hook",
+        "https://[::ffff:10.0.0.1]/hook",
+        "https://localhost/hook",
+        "https://0.0.0.0/hook",
+    ],
+)
+def test_private_and_loopback_destinations_are_refused(url: str) -> None:
+    """Literal private addresses and names that resolve to one are refused."""
+    with pytest.raises(UnsafeDestination, match="private"):
+        run(check_destination(url, allow_private=False))
+
+
+@pytest.mark.parametrize(
+    "url", ["http://8.8.8.8/hook", "ftp://8.8.8.8/x", "https:///x", "https://u:p@8.8.8.8/"]
+)
+def test_plain_http_and_odd_urls_are_refused(url: str) -> None:
+    """http, other schemes, missing hosts and embedded credentials are refused."""
+    with pytest.raises(UnsafeDestination):
+        run(check_destination(url, allow_private=False))
+
+
+def test_a_public_address_is_accepted() -> None:
+    """https to a global address passes without a lookup."""
+    run(check_destination("https://8.8.8.8/hook", allow_private=False))
+
+
+def test_allowing_private_endpoints_accepts_loopback_http() -> None:
+    """An on-premises CloudLink (or a test receiver) on http and loopback is allowed."""
+    run(check_destination("http://127.0.0.1:9000/events", allow_private=True))
