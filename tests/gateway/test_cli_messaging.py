@@ -1,0 +1,160 @@
+"""The messaging commands scripts rely on, run as a user runs them (a separate process)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.loopback import serve_app
+from tests.fakes.twilio import FakeTwilio
+from tests.gateway.test_cli import cli, json_of
+
+SID = "AC" + "c1" * 16
+TOKEN = "cli-twilio-auth-token-01234567"
+NUMBER = "+14155550111"
+
+
+@pytest.fixture
+def twilio() -> Iterator[tuple[FakeTwilio, str]]:
+    fake = FakeTwilio()
+    fake.add_account(SID, TOKEN)
+    fake.add_number(SID, NUMBER)
+    with serve_app(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def env(tmp_path: Path, twilio: tuple[FakeTwilio, str]) -> dict[str, str]:
+    values = {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+        "GATEWAY_PUBLIC_URL": "https://gateway.example.com",
+        "GATEWAY_TWILIO_API_URL": twilio[1],
+        "GATEWAY_ALLOW_PRIVATE_ENDPOINTS": "true",
+    }
+    values.pop("GATEWAY_SECRET_KEYS", None)
+    return values
+
+
+def test_the_scripted_messaging_commands(env: dict[str, str], tmp_path: Path) -> None:
+    """set-twilio, set-cm, channel add --json and endpoint add --json work on a fresh data
+    directory with no key configured (the key file is created, owner-only)."""
+    account: dict[str, Any] = json_of(cli(env, "account", "create", "--name", "Acme", "--json"))
+    result = cli(
+        env,
+        "integration",
+        "set-twilio",
+        account["id"],
+        "--name",
+        "Support",
+        "--account-sid",
+        SID,
+        "--auth-token",
+        TOKEN,
+    )
+    assert result.returncode == 0, result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+    key = tmp_path / "data" / "secret.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    result = cli(
+        env,
+        "integration",
+        "set-cm",
+        account["id"],
+        "--name",
+        "CM",
+        "--cm-account-id",
+        "cm-42",
+        "--product-token",
+        "cm-product-token-0123",
+    )
+    assert result.returncode == 0, result.stderr
+    channel = json_of(
+        cli(
+            env,
+            "channel",
+            "add",
+            account["id"],
+            "--provider",
+            "twilio",
+            "--type",
+            "whatsapp",
+            "--number",
+            NUMBER,
+            "--queue",
+            "q-1",
+            "--json",
+        )
+    )
+    assert {"id", "webhook_url"} <= set(channel)
+    assert channel["webhook_url"] == f"https://gateway.example.com/webhooks/twilio/{channel['id']}"
+    messenger = json_of(
+        cli(
+            env,
+            "channel",
+            "add",
+            account["id"],
+            "--provider",
+            "cm",
+            "--type",
+            "messenger",
+            "--page",
+            "p1",
+            "--page",
+            "p2",
+            "--queue",
+            "q-2",
+            "--json",
+        )
+    )
+    assert messenger["pages"] == ["p1", "p2"]
+    assert messenger["webhook_url"].startswith(
+        f"https://gateway.example.com/webhooks/cm/{messenger['id']}/"
+    )
+    endpoint = json_of(
+        cli(env, "endpoint", "add", account["id"], "--url", "http://127.0.0.1:9/e", "--json")
+    )
+    assert {"id", "secret"} <= set(endpoint)
+    assert endpoint["secret"].startswith("whsec_")
+    listed = json_of(cli(env, "channel", "list", account["id"], "--json"))
+    assert [c["id"] for c in listed] == [channel["id"], messenger["id"]]
+    integrations = cli(env, "integration", "list", account["id"], "--json")
+    assert TOKEN not in integrations.stdout
+    assert json_of(cli(env, "deadletter", "list", account["id"], "--json")) == []
+    assert json_of(cli(env, "conversation", "list", account["id"], "--json")) == []
+    refused = cli(env, "channel", "delete", account["id"], channel["id"], "--confirm", "no")
+    assert refused.returncode == 1
+    assert "confirm" in refused.stderr
+    deleted = cli(env, "channel", "delete", account["id"], channel["id"], "--confirm", "confirm")
+    assert deleted.returncode == 0, deleted.stderr
+
+
+def test_bad_options_name_the_option(env: dict[str, str]) -> None:
+    """A malformed SID is refused before anything is called, naming --account-sid."""
+    account = json_of(cli(env, "account", "create", "--name", "Acme", "--json"))
+    result = cli(
+        env,
+        "integration",
+        "set-twilio",
+        account["id"],
+        "--name",
+        "x",
+        "--account-sid",
+        "nope",
+        "--auth-token",
+        TOKEN,
+    )
+    assert result.returncode == 1
+    assert "--account-sid" in result.stderr
+
+
+def test_serving_postgresql_without_a_key_is_a_clear_error(env: dict[str, str]) -> None:
+    """With a database server the key must come from the environment: serve says so."""
+    result = cli({**env, "GATEWAY_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}, "serve")
+    assert result.returncode == 2
+    assert "GATEWAY_SECRET_KEYS" in result.stderr
