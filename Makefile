@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite lint clean
+.PHONY: run test test-sqlite demo lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 ## Run the gateway on the embedded SQLite default (data in ./data).
 run: $(STAMP)
 	$(BIN)/cloudlink-gateway serve --host $(HOST) --port $(PORT)
+
+## The gateway with fake Twilio and CloudLink: a WhatsApp message in, a reply out, its status back.
+demo: $(STAMP)
+	$(BIN)/python -m demo
 
 ## Lint, type-check, then every test on SQLite and on a throwaway PostgreSQL.
 test: lint
@@ -30,8 +34,8 @@ test-sqlite: lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway storage observability tests bench
-	$(BIN)/ruff format --check gateway storage observability tests bench
+	$(BIN)/ruff check gateway storage observability tests bench demo
+	$(BIN)/ruff format --check gateway storage observability tests bench demo
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -1,0 +1,1 @@
+"""The local demo: the gateway with fake Twilio and CloudLink (``make demo``)."""

@@ -1,0 +1,203 @@
+"""``make demo``: watch a WhatsApp message arrive, an agent reply go out, its status return.
+
+Runs the real gateway (``cloudlink-gateway serve``) on the embedded SQLite default in a
+temporary data directory, with the fakes the tests use standing in for Twilio's API and
+a CloudLink event receiver. Every step is a command or a request an operator would make.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from tests.fakes.cloudlink import FakeCloudLink
+from tests.fakes.loopback import serve_app
+from tests.fakes.twilio import FakeTwilio, inbound_message_params, new_sid, sign_twilio
+from tests.support.live import free_port
+
+SID = "AC" + "de" * 16
+TOKEN = "demo-twilio-auth-token-0123456789"
+BUSINESS = "+14155550100"
+CUSTOMER = "+31612345678"
+
+
+def say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def show(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str), flush=True)
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"demo: timed out waiting for {what}")
+
+
+def command(env: dict[str, str], *args: str) -> Any:
+    print("$ cloudlink-gateway " + " ".join(args), flush=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"demo: command failed: {result.stderr}")
+    print(result.stdout.strip(), flush=True)
+    return json.loads(result.stdout) if "--json" in args else None
+
+
+def main() -> None:
+    twilio = FakeTwilio(auto_status=["sent", "delivered"], auto_status_delay=0.5)
+    twilio.add_account(SID, TOKEN, friendly_name="Demo")
+    twilio.add_number(SID, BUSINESS)
+    cloudlink = FakeCloudLink()
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    admin = secrets.token_hex(16)
+    with (
+        tempfile.TemporaryDirectory(prefix="cloudlink-demo-") as data,
+        serve_app(twilio.app) as twilio_url,
+        serve_app(cloudlink.app) as cloudlink_url,
+    ):
+        env = {
+            **os.environ,
+            "GATEWAY_DATA_DIR": str(Path(data) / "data"),
+            "GATEWAY_PUBLIC_URL": public,
+            "GATEWAY_ADMIN_TOKEN": admin,
+            "GATEWAY_TWILIO_API_URL": twilio_url,
+            "GATEWAY_ALLOW_PRIVATE_ENDPOINTS": "true",
+            "GATEWAY_OUTBOX_POLL_SECONDS": "0.1",
+            "GATEWAY_LOG_LEVEL": "WARNING",
+        }
+        env.pop("GATEWAY_SECRET_KEYS", None)
+        env.pop("GATEWAY_DATABASE_URL", None)
+        say(f"Fake Twilio API on {twilio_url}, fake CloudLink receiver on {cloudlink_url}")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            with httpx2.Client(
+                base_url=public, headers={"Authorization": f"Bearer {admin}"}, timeout=10
+            ) as http:
+                wait_for(lambda: _ready(http), "the gateway to start")
+                run_story(env, http, twilio, cloudlink, cloudlink_url)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _ready(http: httpx2.Client) -> bool:
+    try:
+        return http.get("/readyz").status_code == 200
+    except httpx2.TransportError:
+        return False
+
+
+def run_story(
+    env: dict[str, str],
+    http: httpx2.Client,
+    twilio: FakeTwilio,
+    cloudlink: FakeCloudLink,
+    cloudlink_url: str,
+) -> None:
+    say("1. An account, its Twilio integration, a WhatsApp channel and a CloudLink endpoint")
+    account = command(env, "account", "create", "--name", "Contoso", "--json")
+    account_id = account["id"]
+    command(
+        env,
+        "integration",
+        "set-twilio",
+        account_id,
+        "--name",
+        "Contoso Twilio",
+        "--account-sid",
+        SID,
+        "--auth-token",
+        TOKEN,
+    )
+    channel = command(
+        env,
+        "channel",
+        "add",
+        account_id,
+        "--provider",
+        "twilio",
+        "--type",
+        "whatsapp",
+        "--number",
+        BUSINESS,
+        "--queue",
+        "support-queue",
+        "--json",
+    )
+    endpoint = command(
+        env, "endpoint", "add", account_id, "--url", cloudlink_url + "/events", "--json"
+    )
+    cloudlink.set_secret("/events", endpoint["secret"])
+
+    say("2. A customer writes on WhatsApp: Twilio posts a signed webhook to the channel URL")
+    params = inbound_message_params(
+        account_sid=SID,
+        from_="whatsapp:" + CUSTOMER,
+        to="whatsapp:" + BUSINESS,
+        body="Hi! Where is my order #1234?",
+        message_sid=new_sid("SM"),
+        profile_name="Ada",
+    )
+    url = channel["webhook_url"]
+    answer = httpx2.post(
+        url, data=params, headers={"X-Twilio-Signature": sign_twilio(TOKEN, url, params)}
+    )
+    print(f"POST {url} -> {answer.status_code} {answer.text}")
+
+    base = f"/api/v1/accounts/{account_id}"
+    say("3. The account's feed (GET /feed) and what CloudLink received (signed webhooks)")
+    feed = http.get(base + "/feed").json()["items"]
+    show([{"type": item["type"], "data": item["data"]} for item in feed[-2:]])
+    wait_for(lambda: any(e["type"] == "message.received" for e in cloudlink.received), "push")
+    print("CloudLink received:", [event["type"] for event in cloudlink.received])
+
+    say("4. An agent replies (POST /conversations/{id}/messages)")
+    [conversation] = http.get(base + "/conversations").json()["items"]
+    reply = http.post(
+        f"{base}/conversations/{conversation['id']}/messages",
+        json={"text": "Hello Ada, it ships today!"},
+    ).json()
+    show(reply)
+    wait_for(lambda: bool(twilio.sent), "the reply to reach Twilio")
+    sent = twilio.sent[0]
+    print(f"Twilio got: To={sent['to']} From={sent['from']} Body={sent['body']!r}")
+
+    say("5. Twilio's status callbacks come back: the reply's delivery status")
+    wait_for(
+        lambda: http.get(f"{base}/messages/{reply['id']}").json()["status"] == "delivered",
+        "the delivered status",
+    )
+    show(http.get(f"{base}/messages/{reply['id']}").json())
+    feed = http.get(base + "/feed").json()["items"]
+    print("Feed:", [item["type"] for item in feed])
+    say("Done: message in, reply out, status back, every event pushed to CloudLink.")
+
+
+if __name__ == "__main__":
+    main()
