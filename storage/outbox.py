@@ -148,11 +148,19 @@ def bury(conn: Connection, *, pk: int, owner: str, error: str) -> bool:
     return result.rowcount == 1
 
 
-def bury_target(conn: Connection, *, kind: str, target_id: str, error: str) -> int:
-    """Move every pending row of one target (a disabled endpoint) to the dead letters."""
+def bury_target(
+    conn: Connection, *, kind: str, target_id: str, error: str, keep: int | None = None
+) -> int:
+    """Move every pending row of one target (a disabled endpoint) to the dead letters,
+    but ``keep`` (the row whose worker is burying it itself)."""
     result = conn.execute(
         update(OUTBOX)
-        .where(OUTBOX.c.kind == kind, OUTBOX.c.target_id == target_id, OUTBOX.c.status == PENDING)
+        .where(
+            OUTBOX.c.kind == kind,
+            OUTBOX.c.target_id == target_id,
+            OUTBOX.c.status == PENDING,
+            OUTBOX.c.pk != (keep if keep is not None else -1),
+        )
         .values(
             status=DEAD,
             lease_owner=None,

@@ -24,30 +24,34 @@ EVENT_DELIVERY = "event"
 _INSERT_EVENT = insert(EVENTS)
 _INSERT_OUTBOX = insert(OUTBOX)
 # One delivery per enabled endpoint of the account, in the event's own transaction.
-_FAN_OUT = insert(OUTBOX).from_select(
-    [
-        "account_id",
-        "kind",
-        "target_id",
-        "payload",
-        "status",
-        "attempts",
-        "available_at",
-        "created_at",
-        "updated_at",
-    ],
-    select(
-        ENDPOINTS.c.account_id,
-        literal(EVENT_DELIVERY),
-        ENDPOINTS.c.id,
-        bindparam("payload", type_=JSONType),
-        literal("pending"),
-        literal(0),
-        bindparam("moment"),
-        bindparam("moment"),
-        bindparam("moment"),
-    ).where(ENDPOINTS.c.account_id == bindparam("account_id"), ENDPOINTS.c.status == "enabled"),
-).returning(OUTBOX.c.pk)
+_FAN_OUT = (
+    insert(OUTBOX)
+    .from_select(
+        [
+            "account_id",
+            "kind",
+            "target_id",
+            "payload",
+            "status",
+            "attempts",
+            "available_at",
+            "created_at",
+            "updated_at",
+        ],
+        select(
+            ENDPOINTS.c.account_id,
+            literal(EVENT_DELIVERY),
+            ENDPOINTS.c.id,
+            bindparam("payload", type_=JSONType),
+            literal("pending"),
+            literal(0),
+            bindparam("moment"),
+            bindparam("moment"),
+            bindparam("moment"),
+        ).where(ENDPOINTS.c.account_id == bindparam("account_id"), ENDPOINTS.c.status == "enabled"),
+    )
+    .returning(OUTBOX.c.pk)
+)
 # FOR NO KEY UPDATE: exclusive among writers of the account, yet compatible with the
 # KEY SHARE lock that foreign key checks take on the account row.
 _LOCK_ACCOUNT = (

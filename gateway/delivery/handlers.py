@@ -216,7 +216,11 @@ def event_handler(ctx: Context) -> Handler:
                 .values(status="disabled", disabled_reason=reason, updated_at=utcnow())
             )
             outbox.bury_target(
-                tx.conn, kind=EVENT_DELIVERY, target_id=row.target_id, error="endpoint disabled"
+                tx.conn,
+                kind=EVENT_DELIVERY,
+                target_id=row.target_id,
+                error="endpoint disabled",
+                keep=row.pk,
             )
 
     return Handler(run=run, policy=ctx.policy("events"), on_dead=on_dead)

@@ -28,6 +28,7 @@ from gateway.delivery.policy import RetryPolicy
 from observability.metrics import Metrics
 from storage import outbox
 from storage.engine import Database
+from storage.errors import DatabaseBusy
 from storage.outbox import Claimed
 from storage.transaction import Transaction
 
@@ -35,6 +36,8 @@ log = structlog.get_logger("gateway.delivery")
 
 Settle = Callable[[Transaction], None]
 BACKLOG_EVERY = 5.0
+# A settling transaction that lost a lock race (a deadlock victim) is tried again.
+SETTLE_ATTEMPTS = 3
 UPKEEP_EVERY = 600.0
 
 
@@ -216,22 +219,31 @@ class OutboxWorker:
             return
 
         def bury(tx: Transaction) -> None:
-            if not outbox.bury(tx.conn, pk=row.pk, owner=self.owner, error=error):
-                raise LeaseLost
+            # The handler's change first: it takes the locks that order concurrent buriers
+            # (an endpoint's row before any of its deliveries).
             if handler is not None and handler.on_dead is not None:
                 handler.on_dead(tx, row, exc)
+            if not outbox.bury(tx.conn, pk=row.pk, owner=self.owner, error=error):
+                raise LeaseLost
 
         await self._settle(row, "dead", bury)
         log.warning("outbox_dead_letter", kind=row.kind, pk=row.pk, error=error)
 
     async def _settle(self, row: Claimed, outcome: str, work: Settle) -> None:
-        try:
-            await self.db.transact(work)
-        except LeaseLost:
-            log.warning("outbox_lease_lost", kind=row.kind, pk=row.pk)
+        for attempt in range(SETTLE_ATTEMPTS):
+            try:
+                await self.db.transact(work)
+            except LeaseLost:
+                log.warning("outbox_lease_lost", kind=row.kind, pk=row.pk)
+                return
+            except DatabaseBusy:
+                if attempt + 1 < SETTLE_ATTEMPTS:
+                    continue
+                log.warning("outbox_settle_failed", kind=row.kind, pk=row.pk, exc_info=True)
+                return
+            except Exception:
+                # The claim runs out and the row is delivered again: at least once.
+                log.warning("outbox_settle_failed", kind=row.kind, pk=row.pk, exc_info=True)
+                return
+            self.metrics.deliveries.labels(row.kind, outcome).inc()
             return
-        except Exception:
-            # The claim runs out and the row is delivered again: at least once.
-            log.warning("outbox_settle_failed", kind=row.kind, pk=row.pk, exc_info=True)
-            return
-        self.metrics.deliveries.labels(row.kind, outcome).inc()

@@ -16,7 +16,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.conftest import user_body
+from tests.conftest import SECRET_KEY, user_body
 from tests.support.server import ServerProcess, serving
 
 ADMIN = "workers-test-token"
@@ -30,6 +30,7 @@ def env(tmp_path: Path, database_url: str) -> dict[str, str]:
         "GATEWAY_DATA_DIR": str(tmp_path / "data"),
         "GATEWAY_DATABASE_URL": database_url,
         "GATEWAY_ADMIN_TOKEN": ADMIN,
+        "GATEWAY_SECRET_KEYS": SECRET_KEY,
         "GATEWAY_LOG_LEVEL": "WARNING",
     }
 
