@@ -34,6 +34,7 @@ from gateway.scim.routes import surface as scim_surface
 from gateway.secret_keys import load_secret_keys
 from gateway.security import SecretBox
 from gateway.settings import Settings
+from gateway.ttl_cache import TtlCache
 from gateway.web.error_handling import HANDLED, ErrorHandlingMiddleware, exception_handler
 from gateway.web.health import routes as health_routes
 from gateway.web.openapi import API, build_openapi
@@ -143,7 +144,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
         )
         worker = _outbox_worker(state)
         try:
-            yield {"app": state, "scim_discovery": Discovery(settings.scim_max_page_size)}
+            yield {
+                "app": state,
+                "scim_discovery": Discovery(settings.scim_max_page_size),
+                "twilio_channels": TtlCache(),
+            }
         finally:
             if worker is not None:
                 await worker.stop()

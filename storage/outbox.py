@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, literal, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, literal, or_, select, update
 
 from storage.tables import OUTBOX
 
@@ -107,27 +107,34 @@ def claim(
     return claimed
 
 
-def _held(pk: int, owner: str) -> Any:
-    return (OUTBOX.c.pk == pk) & (OUTBOX.c.lease_owner == owner) & (OUTBOX.c.status == PENDING)
+# A row still held by its claimer; statements built once (each settles one delivery).
+_HELD = (
+    (OUTBOX.c.pk == bindparam("row_pk"))
+    & (OUTBOX.c.lease_owner == bindparam("owner"))
+    & (OUTBOX.c.status == PENDING)
+)
+_COMPLETE = delete(OUTBOX).where(_HELD)
+_RELEASE_HELD = update(OUTBOX).where(_HELD)
 
 
 def complete(conn: Connection, *, pk: int, owner: str) -> bool:
     """Delete a delivered row; False if ``owner`` no longer holds it."""
-    return conn.execute(delete(OUTBOX).where(_held(pk, owner))).rowcount == 1
+    return conn.execute(_COMPLETE, {"row_pk": pk, "owner": owner}).rowcount == 1
 
 
 def retry_later(conn: Connection, *, pk: int, owner: str, at: float, error: str) -> bool:
     """Free the row for another attempt at ``at``; False if ``owner`` no longer holds it."""
     result = conn.execute(
-        update(OUTBOX)
-        .where(_held(pk, owner))
-        .values(
-            available_at=at,
-            lease_owner=None,
-            lease_until=None,
-            last_error=error[:1000],
-            updated_at=now(),
-        )
+        _RELEASE_HELD,
+        {
+            "row_pk": pk,
+            "owner": owner,
+            "available_at": at,
+            "lease_owner": None,
+            "lease_until": None,
+            "last_error": error[:1000],
+            "updated_at": now(),
+        },
     )
     return result.rowcount == 1
 
@@ -135,15 +142,16 @@ def retry_later(conn: Connection, *, pk: int, owner: str, at: float, error: str)
 def bury(conn: Connection, *, pk: int, owner: str, error: str) -> bool:
     """Move the row to the dead letters; False if ``owner`` no longer holds it."""
     result = conn.execute(
-        update(OUTBOX)
-        .where(_held(pk, owner))
-        .values(
-            status=DEAD,
-            lease_owner=None,
-            lease_until=None,
-            last_error=error[:1000],
-            updated_at=now(),
-        )
+        _RELEASE_HELD,
+        {
+            "row_pk": pk,
+            "owner": owner,
+            "status": DEAD,
+            "lease_owner": None,
+            "lease_until": None,
+            "last_error": error[:1000],
+            "updated_at": now(),
+        },
     )
     return result.rowcount == 1
 

@@ -2,24 +2,49 @@
 
 ``INSERT ... ON CONFLICT DO NOTHING`` leaves the decision to the database: two
 transactions racing with one key cannot both insert it, and the loser learns so from
-the row count instead of an error that would abort a PostgreSQL transaction.
+``RETURNING`` instead of an error that would abort a PostgreSQL transaction. Statements
+are built once per table and shape, as building one costs more than running it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Select, Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+_BUILT: dict[tuple[str, str, tuple[str, ...], int], Any] = {}
 
-def insert_unless_present(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
-    """Insert the row; False when a row with the same unique key is there already."""
-    if conn.dialect.name == "postgresql":
-        statement: Any = postgres_insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        statement = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    # RETURNING rather than the row count, which drivers do not all report for upserts.
-    returned = conn.execute(statement.returning(*table.primary_key.columns)).first()
-    return returned is not None
+
+def _statement(
+    dialect: str, table: Table, columns: tuple[str, ...], only_if: Select[Any] | None
+) -> Any:
+    key = (dialect, table.name, columns, id(only_if))
+    built = _BUILT.get(key)
+    if built is None:
+        make = postgres_insert if dialect == "postgresql" else sqlite_insert
+        source = select(*(bindparam(name, type_=table.c[name].type) for name in columns))
+        if only_if is not None:
+            source = source.where(only_if.exists())
+        built = (
+            make(table)
+            .from_select(list(columns), source)
+            .on_conflict_do_nothing()
+            .returning(*table.primary_key.columns)
+        )
+        _BUILT[key] = built
+    return built
+
+
+def remember(
+    conn: Connection,
+    table: Table,
+    values: dict[str, Any],
+    *,
+    only_if: Select[Any] | None = None,
+) -> bool:
+    """Insert the row; False when a row with the same unique key is there already (or
+    when ``only_if``, a query over the same parameters, finds nothing)."""
+    statement = _statement(conn.dialect.name, table, tuple(values), only_if)
+    return conn.execute(statement, values).first() is not None

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, literal_column, select, update
 
 from gateway.chat.models import (
     CLOSED,
@@ -39,7 +39,7 @@ from storage.tables import (
     utcnow,
 )
 from storage.transaction import Transaction
-from storage.upsert import insert_unless_present
+from storage.upsert import remember
 
 SEND = "message.send"
 # How long a webhook is remembered: CM.com retries for up to a month and has no message
@@ -76,27 +76,74 @@ def _event(
     )
 
 
+# Statements of the inbound path, built once: building a statement costs more than
+# running it (measured: 74 µs built per call against 20 µs prebuilt, on SQLite).
+_CONTACT_AND_OPEN_CONVERSATION = (
+    select(
+        CONTACTS.c.id,
+        CONTACTS.c.name,
+        CONVERSATIONS.c.id.label("conversation_id"),
+    )
+    .select_from(
+        CONTACTS.outerjoin(
+            CONVERSATIONS,
+            (CONVERSATIONS.c.contact_id == CONTACTS.c.id)
+            # A literal, so that the partial unique index on open conversations serves it.
+            & (CONVERSATIONS.c.status == literal_column("'open'")),
+        )
+    )
+    .where(
+        CONTACTS.c.channel_id == bindparam("channel_id"),
+        CONTACTS.c.address == bindparam("address"),
+    )
+)
+_INSERT_CONTACT = insert(CONTACTS)
+_RENAME_CONTACT = (
+    update(CONTACTS).where(CONTACTS.c.id == bindparam("contact_id")).values(name=bindparam("name"))
+)
+_INSERT_CONVERSATION = insert(CONVERSATIONS)
+_INSERT_MESSAGE = insert(MESSAGES)
+_TOUCH_CONVERSATION = (
+    update(CONVERSATIONS)
+    .where(CONVERSATIONS.c.id == bindparam("conversation_id"))
+    .values(last_activity_at=bindparam("moment"))
+)
+_UPDATE_MESSAGE = update(MESSAGES).where(MESSAGES.c.pk == bindparam("message_pk"))
+_CHANNEL_IS_LIVE = select(CHANNELS.c.id).where(
+    CHANNELS.c.id == bindparam("channel_id"), CHANNELS.c.deleted_at.is_(None)
+)
+
+
 def _first_sighting(tx: Transaction, channel_id: str, keys: list[str]) -> bool:
-    """Remember every key; False if any was remembered before (the webhook is a retry)."""
+    """Remember every key; False if any was remembered before (the webhook is a retry).
+
+    A key is remembered only while the channel is live: a webhook for a channel deleted
+    since the receiver looked it up is refused here, inside the transaction (404).
+    """
     moment = time.time()
     fresh = True
     for key in keys:
-        inserted = insert_unless_present(
+        inserted = remember(
             tx.conn,
             WEBHOOK_RECEIPTS,
             {"channel_id": channel_id, "key": key[:128], "received_at": moment},
+            only_if=_CHANNEL_IS_LIVE,
         )
         fresh = fresh and inserted
+    if not fresh and tx.conn.execute(_CHANNEL_IS_LIVE, {"channel_id": channel_id}).first() is None:
+        raise NotFound("No such channel: it was deleted.")
     return fresh
 
 
-def _contact(tx: Transaction, message: InboundMessage) -> dict[str, Any]:
+def _contact_and_conversation(
+    tx: Transaction, message: InboundMessage
+) -> tuple[dict[str, Any], str | None]:
+    """The channel's contact for the sender (created or renamed as needed) and its open
+    conversation's id, if any, in one query."""
     row = tx.conn.execute(
-        select(CONTACTS).where(
-            CONTACTS.c.channel_id == message.channel_id,
-            CONTACTS.c.address == message.contact_address,
-        )
-    ).one_or_none()
+        _CONTACT_AND_OPEN_CONVERSATION,
+        {"channel_id": message.channel_id, "address": message.contact_address},
+    ).first()
     if row is None:
         contact = {
             "id": str(uuid.uuid4()),
@@ -106,42 +153,41 @@ def _contact(tx: Transaction, message: InboundMessage) -> dict[str, Any]:
             "name": message.contact_name,
             "created_at": utcnow(),
         }
-        tx.conn.execute(insert(CONTACTS).values(**contact))
-        return contact
-    contact = dict(row._mapping)
+        tx.conn.execute(_INSERT_CONTACT, contact)
+        return contact, None
+    contact = {"id": row.id, "address": message.contact_address, "name": row.name}
     if message.contact_name and message.contact_name != row.name:
-        tx.conn.execute(
-            update(CONTACTS).where(CONTACTS.c.id == row.id).values(name=message.contact_name)
-        )
+        tx.conn.execute(_RENAME_CONTACT, {"contact_id": row.id, "name": message.contact_name})
         contact["name"] = message.contact_name
-    return contact
+    return contact, row.conversation_id
 
 
 def _open_conversation(
-    tx: Transaction, message: InboundMessage, contact: dict[str, Any], actor: Actor
+    tx: Transaction,
+    message: InboundMessage,
+    contact: dict[str, Any],
+    actor: Actor,
+    found: str | None,
 ) -> str:
     """The contact's open conversation, or a new one (with its event)."""
-    found = tx.conn.execute(
-        select(CONVERSATIONS.c.id).where(
-            CONVERSATIONS.c.contact_id == contact["id"], CONVERSATIONS.c.status == OPEN
-        )
-    ).first()
     if found is not None:
-        return str(found.id)
+        return found
     conversation_id = str(uuid.uuid4())
     now = utcnow()
     tx.conn.execute(
-        insert(CONVERSATIONS).values(
-            id=conversation_id,
-            account_id=message.account_id,
-            channel_id=message.channel_id,
-            contact_id=contact["id"],
-            queue_id=message.queue_id,
-            local_address=message.local_address,
-            status=OPEN,
-            opened_at=now,
-            last_activity_at=now,
-        )
+        _INSERT_CONVERSATION,
+        {
+            "id": conversation_id,
+            "account_id": message.account_id,
+            "channel_id": message.channel_id,
+            "contact_id": contact["id"],
+            "queue_id": message.queue_id,
+            "local_address": message.local_address,
+            "status": OPEN,
+            "opened_at": now,
+            "last_activity_at": now,
+            "closed_at": None,
+        },
     )
     _event(
         tx,
@@ -173,32 +219,33 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
         tx.lock_account(message.account_id)
         if not _first_sighting(tx, message.channel_id, message.dedup_keys):
             return Receipt("duplicate")
-        contact = _contact(tx, message)
-        conversation_id = _open_conversation(tx, message, contact, actor)
+        contact, found = _contact_and_conversation(tx, message)
+        conversation_id = _open_conversation(tx, message, contact, actor, found)
         message_id = str(uuid.uuid4())
         now = utcnow()
         media = [asdict(item) for item in message.media]
         tx.conn.execute(
-            insert(MESSAGES).values(
-                id=message_id,
-                account_id=message.account_id,
-                conversation_id=conversation_id,
-                channel_id=message.channel_id,
-                direction=INBOUND,
-                text=message.text,
-                media=media,
-                provider_message_id=message.provider_message_id,
-                status="received",
-                status_rank=STATUS_RANK["received"],
-                created_at=now,
-                updated_at=now,
-            )
+            _INSERT_MESSAGE,
+            {
+                "id": message_id,
+                "account_id": message.account_id,
+                "conversation_id": conversation_id,
+                "channel_id": message.channel_id,
+                "direction": INBOUND,
+                "text": message.text,
+                "media": media,
+                "provider_message_id": message.provider_message_id,
+                "status": "received",
+                "status_rank": STATUS_RANK["received"],
+                "error_code": None,
+                "error_message": None,
+                "author": None,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
-        tx.conn.execute(
-            update(CONVERSATIONS)
-            .where(CONVERSATIONS.c.id == conversation_id)
-            .values(last_activity_at=now)
-        )
+        if found is not None:
+            tx.conn.execute(_TOUCH_CONVERSATION, {"conversation_id": found, "moment": now})
         _event(
             tx,
             account_id=message.account_id,
@@ -258,9 +305,8 @@ def move_status(
     if rank is None or rank <= row.status_rank:
         if provider_message_id and not row.provider_message_id:
             tx.conn.execute(
-                update(MESSAGES)
-                .where(MESSAGES.c.pk == row.pk)
-                .values(provider_message_id=provider_message_id)
+                _UPDATE_MESSAGE,
+                {"message_pk": row.pk, "provider_message_id": provider_message_id},
             )
         return False
     values: dict[str, Any] = {"status": status, "status_rank": rank, "updated_at": utcnow()}
@@ -269,7 +315,7 @@ def move_status(
     if error_code is not None or error_message is not None:
         values["error_code"] = error_code
         values["error_message"] = error_message[:1000] if error_message else None
-    tx.conn.execute(update(MESSAGES).where(MESSAGES.c.pk == row.pk).values(**values))
+    tx.conn.execute(_UPDATE_MESSAGE, {"message_pk": row.pk, **values})
     _event(
         tx,
         account_id=row.account_id,

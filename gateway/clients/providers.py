@@ -23,7 +23,9 @@ class Providers:
     @classmethod
     def from_settings(cls, settings: Settings) -> Providers:
         """Clients pointed at the configured base URLs (``GATEWAY_*_API_URL``)."""
-        http = new_http_client(settings.outbound_timeout)
+        http = new_http_client(
+            settings.outbound_timeout, connections=settings.outbox_concurrency + 8
+        )
         return cls(
             http=http,
             twilio=TwilioApi(http, settings.twilio_api_url),

@@ -7,11 +7,11 @@ between another attempt and a dead letter; ``Dropped`` means the target is gone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from gateway.accounts.providers import cm_product_token, twilio_credentials
 from gateway.channels.models import webhook_url
@@ -26,6 +26,7 @@ from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.events.service import Actor
 from gateway.security import SecretBox
 from gateway.settings import Settings
+from gateway.ttl_cache import TtlCache
 from storage import outbox
 from storage.engine import Database
 from storage.outbox import Claimed
@@ -53,6 +54,7 @@ class Context:
     secrets: SecretBox
     providers: Providers
     settings: Settings
+    credentials: TtlCache[Any] = field(default_factory=TtlCache)
 
     def policy(self, name: str) -> RetryPolicy:
         """The retry policy of one kind of delivery, as the settings shape it."""
@@ -67,48 +69,53 @@ def _strip_prefix(address: str) -> str:
     return address.split(":", 1)[1] if ":" in address else address
 
 
-def _send_plan(conn: Connection, secrets: SecretBox, message_id: str) -> dict[str, Any]:
-    row = conn.execute(
-        select(
-            MESSAGES.c.id,
-            MESSAGES.c.text,
-            MESSAGES.c.status_rank,
-            CONVERSATIONS.c.local_address,
-            CONTACTS.c.address.label("contact_address"),
-            CHANNELS.c.id.label("channel_id"),
-            CHANNELS.c.account_id,
-            CHANNELS.c.provider,
-            CHANNELS.c.type,
-            CHANNELS.c.number,
-        )
-        .join(CONVERSATIONS, CONVERSATIONS.c.id == MESSAGES.c.conversation_id)
-        .join(CONTACTS, CONTACTS.c.id == CONVERSATIONS.c.contact_id)
-        .join(CHANNELS, CHANNELS.c.id == MESSAGES.c.channel_id)
-        .where(MESSAGES.c.id == message_id)
-    ).one_or_none()
+_SEND_PLAN = (
+    select(
+        MESSAGES.c.id,
+        MESSAGES.c.text,
+        MESSAGES.c.status_rank,
+        CONVERSATIONS.c.local_address,
+        CONTACTS.c.address.label("contact_address"),
+        CHANNELS.c.id.label("channel_id"),
+        CHANNELS.c.account_id,
+        CHANNELS.c.provider,
+        CHANNELS.c.type,
+        CHANNELS.c.number,
+    )
+    .join(CONVERSATIONS, CONVERSATIONS.c.id == MESSAGES.c.conversation_id)
+    .join(CONTACTS, CONTACTS.c.id == CONVERSATIONS.c.contact_id)
+    .join(CHANNELS, CHANNELS.c.id == MESSAGES.c.channel_id)
+    .where(MESSAGES.c.id == bindparam("message_id"))
+)
+
+
+def _send_plan(conn: Connection, message_id: str) -> dict[str, Any]:
+    row = conn.execute(_SEND_PLAN, {"message_id": message_id}).one_or_none()
     if row is None:
         raise Dropped("the message no longer exists")
     if row.status_rank > STATUS_RANK["pending"]:
         raise Dropped("the message was sent already")
-    plan = dict(row._mapping)
-    if row.provider == "twilio":
-        plan["twilio"] = twilio_credentials(conn, secrets, row.account_id)
-    else:
-        plan["cm"] = cm_product_token(conn, secrets, row.account_id)
-    return plan
+    return dict(row._mapping)
+
+
+_MESSAGE = select(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
 
 
 def _message_row(conn: Connection, message_id: str) -> Any:
-    return conn.execute(select(MESSAGES).where(MESSAGES.c.id == message_id)).one_or_none()
+    return conn.execute(_MESSAGE, {"message_id": message_id}).one_or_none()
 
 
 def send_handler(ctx: Context) -> Handler:
     """Agent replies out through Twilio or CM.com; final failures mark the message failed."""
 
     async def run(row: Claimed) -> Settle | None:
-        plan = await ctx.db.query(_send_plan, ctx.secrets, row.target_id)
+        plan = await ctx.db.query(_send_plan, row.target_id)
+        account_id = plan["account_id"]
         if plan["provider"] == "twilio":
-            creds = plan["twilio"]
+            creds = await ctx.credentials.get(
+                "twilio:" + account_id,
+                lambda: ctx.db.query(twilio_credentials, ctx.secrets, account_id),
+            )
             if creds is None:
                 raise ProviderError("the Twilio integration is not configured", retryable=False)
             callback = webhook_url(ctx.settings.public_url, "twilio", plan["channel_id"])
@@ -122,7 +129,10 @@ def send_handler(ctx: Context) -> Handler:
             )
             provider_id, status = sent.sid, sent.status or "queued"
         else:
-            token = plan["cm"]
+            token = await ctx.credentials.get(
+                "cm:" + account_id,
+                lambda: ctx.db.query(cm_product_token, ctx.secrets, account_id),
+            )
             if token is None:
                 raise ProviderError("the CM.com integration is not configured", retryable=False)
             accepted = await ctx.providers.cm.send_message(

@@ -24,6 +24,7 @@ from gateway.chat.models import InboundMessage, Media, StatusUpdate
 from gateway.clients.twilio import TwilioCredentials
 from gateway.events.service import Actor
 from gateway.security import SecretBox
+from gateway.ttl_cache import TtlCache
 from gateway.web.bodies import read_body
 from gateway.web.errors import BadRequest, Forbidden, NotFound, shown
 from gateway.web.state import app_state
@@ -146,9 +147,7 @@ def _media(fields: dict[str, str]) -> list[Media]:
     return media
 
 
-def parse_inbound(
-    channel: ChannelContext, fields: dict[str, str], idempotency_token: str | None
-) -> InboundMessage:
+def parse_inbound(channel: ChannelContext, fields: dict[str, str]) -> InboundMessage:
     """A customer's message from Twilio's parameters."""
     sid = _required(fields, "MessageSid")
     to = _required(fields, "To")
@@ -157,7 +156,10 @@ def parse_inbound(
     text = fields.get("Body")
     if not text and not media:
         raise BadRequest("The message has neither Body nor media.")
-    keys = ["sid:" + sid] + (["token:" + idempotency_token] if idempotency_token else [])
+    # A retried message carries its MessageSid again: that is the key. The idempotency
+    # token identifies a delivery too, but adds nothing here (it matters for status
+    # callbacks, whose MessageSid repeats from one status to the next).
+    keys = ["sid:" + sid]
     return InboundMessage(
         channel_id=channel.id,
         account_id=channel.account_id,
@@ -199,15 +201,21 @@ def parse_status(
 async def receive(request: Request) -> tuple[Response, str]:
     """POST /webhooks/twilio/{channel_id}: verify, parse, store, then acknowledge."""
     state = app_state(request)
-    channel, creds = await state.db.query(
-        _channel_and_credentials, state.secrets, request.path_params["channel_id"]
-    )
+    channel_id = request.path_params["channel_id"]
+    cache: TtlCache[tuple[ChannelContext, TwilioCredentials]] = request.state.twilio_channels
+
+    async def load() -> tuple[ChannelContext, TwilioCredentials]:
+        return await state.db.query(_channel_and_credentials, state.secrets, channel_id)
+
+    channel, creds = await cache.get(channel_id, load)
     body = await read_body(request, limit=MAX_BODY)
     url = _public_url(request)
     params = _parameters(request, body, url)
-    if not signature.matches(
-        creds.auth_token, url, params, request.headers.get("x-twilio-signature")
-    ):
+    presented = request.headers.get("x-twilio-signature")
+    if not signature.matches(creds.auth_token, url, params, presented):
+        # The token may have changed since it was cached: check against the stored one.
+        channel, creds = await cache.get(channel_id, load, fresh=True)
+    if not signature.matches(creds.auth_token, url, params, presented):
         raise Forbidden(
             "X-Twilio-Signature does not match: check that GATEWAY_PUBLIC_URL is the URL "
             "Twilio calls and that the channel's account has the right Auth Token."
@@ -222,6 +230,6 @@ async def receive(request: Request) -> tuple[Response, str]:
         receipt = await chat.apply_status(state.db, update, actor=TWILIO_ACTOR)
     else:
         receipt = await chat.receive_message(
-            state.db, parse_inbound(channel, fields, token), actor=TWILIO_ACTOR
+            state.db, parse_inbound(channel, fields), actor=TWILIO_ACTOR
         )
     return twiml(), "duplicate" if receipt.outcome == "duplicate" else "accepted"
