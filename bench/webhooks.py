@@ -305,9 +305,11 @@ def limit_run(workdir: Path, channels_file: Path, args: argparse.Namespace) -> d
     }
 
 
-def outbox_run(workdir: Path, fake_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Replies queued with delivery off, then sent by one process: messages per second."""
-    data = workdir / "outbox"
+def outbox_run(
+    workdir: Path, fake_url: str, args: argparse.Namespace, workers: int
+) -> dict[str, Any]:
+    """Replies queued with delivery off, then sent by ``workers`` processes: messages/s."""
+    data = workdir / f"outbox-{workers}"
     off = gateway_env(data, None, fake_url, GATEWAY_DELIVERY_ENABLED="false")
     process, url = serve(off, 1, workdir / "outbox.log")
     try:
@@ -334,7 +336,7 @@ def outbox_run(workdir: Path, fake_url: str, args: argparse.Namespace) -> dict[s
         ).scalar_one()
     engine.dispose()
     before = httpx2.get(fake_url + "/_stats").json()["sent"]
-    process, url = serve(gateway_env(data, None, fake_url), 1, workdir / "outbox.log")
+    process, url = serve(gateway_env(data, None, fake_url), workers, workdir / "outbox.log")
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -347,6 +349,7 @@ def outbox_run(workdir: Path, fake_url: str, args: argparse.Namespace) -> dict[s
         stop(process)
     sent = stats["sent"] - before
     return {
+        "workers": workers,
         "queued": queued,
         "sent": sent,
         "seconds": stats["last"] - stats["first"] if stats["first"] else None,
@@ -389,14 +392,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"| {results['limit']['name']} | {limit:,.0f} | 1.00x | {results['limit']['p50_ms']:.1f} | "
         f"{results['limit']['p99_ms']:.1f} | {results['limit']['non_200']} | | |"
     )
-    outbox = results.get("outbox")
-    if outbox:
+    for outbox in results.get("outbox") or []:
         rss = (outbox["memory_kib"].get("vm_rss_kib") or 0) / 1024
         lines += [
             "",
-            f"Outbox: {outbox['queued']:,} replies queued with delivery off, then sent by one "
-            f"process (SQLite) to the fake Twilio API (its own process): "
-            f"**{outbox['per_second']:,.0f} messages/s** ({outbox['sent']:,} in "
+            f"Outbox, {outbox['workers']} worker process(es): {outbox['queued']:,} replies "
+            "queued with delivery off, then sent to the fake Twilio API (a process of its "
+            f"own): **{outbox['per_second']:,.0f} messages/s** ({outbox['sent']:,} in "
             f"{outbox['seconds'] or 0:.1f} s), RSS {rss:.0f} MiB.",
         ]
     lines += [
@@ -490,7 +492,7 @@ def main() -> None:
                         )
                     )
                     print(json.dumps(runs[-1], default=str), flush=True)
-            outbox = outbox_run(workdir, fake_url, args)
+            outbox = [outbox_run(workdir, fake_url, args, workers) for workers in (1, 2)]
             print(json.dumps(outbox), flush=True)
         finally:
             stop(fake)

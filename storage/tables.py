@@ -156,13 +156,15 @@ class ScimClaim(SQLModel, table=True):
 class Event(SQLModel, table=True):
     """One entry of an account's event history, which is also its ordered feed.
 
-    ``seq`` orders the feed: a consumer resumes after the last ``seq`` it has read.
+    ``(tx_order, seq)`` orders the feed: a consumer resumes after the last position it
+    has read.
     """
 
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_account_seq", "account_id", "seq"),
         Index("ix_events_account_time", "account_id", "occurred_at"),
+        Index("ix_events_account_feed", "account_id", "tx_order", "seq"),
     )
 
     seq: int | None = Field(
@@ -170,6 +172,11 @@ class Event(SQLModel, table=True):
     )
     id: str = Field(max_length=36, unique=True)
     account_id: str = Field(max_length=36)
+    # PostgreSQL: the id of the inserting transaction; the feed reads in (tx_order, seq)
+    # order up to the oldest transaction still running (decision 0011). SQLite: 0.
+    tx_order: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     occurred_at: datetime = Field(default_factory=utcnow)
     actor_name: str = Field(max_length=200)
     actor_id: str | None = Field(default=None, max_length=200)

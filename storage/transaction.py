@@ -16,12 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, literal, select
+from sqlalchemy import Connection, bindparam, insert, literal, literal_column, select
 
 from storage.tables import ACCOUNTS, ENDPOINTS, EVENTS, OUTBOX, JSONType, utcnow
 
 EVENT_DELIVERY = "event"
 _INSERT_EVENT = insert(EVENTS)
+# On PostgreSQL each event records its transaction's id, which orders the feed (0011).
+_INSERT_EVENT_POSTGRES = insert(EVENTS).values(
+    tx_order=literal_column("pg_current_xact_id()::text::bigint")
+)
 _INSERT_OUTBOX = insert(OUTBOX)
 # One delivery per enabled endpoint of the account, in the event's own transaction.
 _FAN_OUT = (
@@ -91,10 +95,11 @@ class Transaction:
     def lock_account(self, account_id: str) -> None:
         """Serialise the writers of one account until commit (PostgreSQL; SQLite has one writer).
 
-        The feed is read by ``events.seq``, so the events of one account must commit in
-        ``seq`` order: holding the account row until commit guarantees it. Taking it
-        before any other statement keeps one lock order for every writer, so writers
-        racing for one unique value queue instead of deadlocking (decision 0006).
+        For changes that check the account's state before they write (SCIM's uniqueness
+        claims, admin settings): taking it before any other statement keeps one lock order
+        for every such writer, so writers racing for one unique value queue instead of
+        deadlocking (decision 0006). The feed's order no longer needs it (decision 0011):
+        high-rate writers (webhooks) do without it.
         """
         if account_id in self._locked:
             return
@@ -109,9 +114,9 @@ class Transaction:
         event can never be committed on its own, whoever built this object.
         """
         self._require_open()
-        self.lock_account(event.account_id)
+        postgres = self.conn.dialect.name == "postgresql"
         self.conn.execute(
-            _INSERT_EVENT,
+            _INSERT_EVENT_POSTGRES if postgres else _INSERT_EVENT,
             {
                 "id": event.id,
                 "account_id": event.account_id,

@@ -4,7 +4,9 @@ Each is one ``Database.transact`` unit: the dedup receipts, the contact, the
 conversation, the message, the event (which fans out to the account's endpoints) and,
 for a reply, the outbox row that sends it, all commit together or not at all. The
 receipts are inserted first, under the unique key, so a retried webhook stops before
-it changes anything, also when two copies arrive at once.
+it changes anything, also when two copies arrive at once. These units take no account
+lock (decision 0011): a race for a new contact or conversation is settled by their
+unique keys (``ON CONFLICT DO NOTHING``, then the winner's row is used).
 """
 
 from __future__ import annotations
@@ -97,11 +99,13 @@ _CONTACT_AND_OPEN_CONVERSATION = (
         CONTACTS.c.address == bindparam("address"),
     )
 )
-_INSERT_CONTACT = insert(CONTACTS)
 _RENAME_CONTACT = (
     update(CONTACTS).where(CONTACTS.c.id == bindparam("contact_id")).values(name=bindparam("name"))
 )
-_INSERT_CONVERSATION = insert(CONVERSATIONS)
+_OPEN_CONVERSATION = select(CONVERSATIONS.c.id).where(
+    CONVERSATIONS.c.contact_id == bindparam("contact_id"),
+    CONVERSATIONS.c.status == literal_column("'open'"),
+)
 _INSERT_MESSAGE = insert(MESSAGES)
 _TOUCH_CONVERSATION = (
     update(CONVERSATIONS)
@@ -153,8 +157,13 @@ def _contact_and_conversation(
             "name": message.contact_name,
             "created_at": utcnow(),
         }
-        tx.conn.execute(_INSERT_CONTACT, contact)
-        return contact, None
+        if remember(tx.conn, CONTACTS, contact):
+            return contact, None
+        # A concurrent first message of the same sender created it: use that one.
+        row = tx.conn.execute(
+            _CONTACT_AND_OPEN_CONVERSATION,
+            {"channel_id": message.channel_id, "address": message.contact_address},
+        ).one()
     contact = {"id": row.id, "address": message.contact_address, "name": row.name}
     if message.contact_name and message.contact_name != row.name:
         tx.conn.execute(_RENAME_CONTACT, {"contact_id": row.id, "name": message.contact_name})
@@ -174,8 +183,9 @@ def _open_conversation(
         return found
     conversation_id = str(uuid.uuid4())
     now = utcnow()
-    tx.conn.execute(
-        _INSERT_CONVERSATION,
+    opened = remember(
+        tx.conn,
+        CONVERSATIONS,
         {
             "id": conversation_id,
             "account_id": message.account_id,
@@ -189,6 +199,9 @@ def _open_conversation(
             "closed_at": None,
         },
     )
+    if not opened:
+        # A concurrent message of the same contact opened it: use that one.
+        return str(tx.conn.execute(_OPEN_CONVERSATION, {"contact_id": contact["id"]}).scalar_one())
     _event(
         tx,
         account_id=message.account_id,
@@ -216,7 +229,6 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
     """Store a customer's message in its conversation (opening one if none is open)."""
 
     def work(tx: Transaction) -> Receipt:
-        tx.lock_account(message.account_id)
         if not _first_sighting(tx, message.channel_id, message.dedup_keys):
             return Receipt("duplicate")
         contact, found = _contact_and_conversation(tx, message)
@@ -344,7 +356,6 @@ async def apply_status(db: Database, update_: StatusUpdate, *, actor: Actor) -> 
     """Apply a delivery status if it moves the message forward."""
 
     def work(tx: Transaction) -> Receipt:
-        tx.lock_account(update_.account_id)
         if not _first_sighting(tx, update_.channel_id, update_.dedup_keys):
             return Receipt("duplicate")
         row = _find_sent(tx.conn, update_)
@@ -376,7 +387,6 @@ async def queue_reply(
     """Store an agent's reply and queue its sending, in one transaction."""
 
     def work(tx: Transaction) -> ReplyAccepted:
-        tx.lock_account(account_id)
         found = tx.conn.execute(
             select(CONVERSATIONS.c.status, CONVERSATIONS.c.channel_id, CHANNELS.c.deleted_at)
             .join(CHANNELS, CHANNELS.c.id == CONVERSATIONS.c.channel_id)

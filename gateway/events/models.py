@@ -8,8 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from pydantic.config import JsonDict
 
-# Cursors are decimal sequence numbers in a string, passed back as cursor= or after=.
+# History cursors are decimal sequence numbers in a string, passed back as cursor=.
 CURSOR: JsonDict = {"pattern": "^[0-9]+$"}
+# Feed cursors are opaque: SEQ on SQLite, TX.SEQ on PostgreSQL; passed back as after=.
+FEED_CURSOR: JsonDict = {"pattern": "^[0-9]+(\\.[0-9]+)?$"}
 
 
 class ActorOut(BaseModel):
@@ -48,7 +50,7 @@ class EventPage(BaseModel):
 class FeedItem(BaseModel):
     """One event of the feed, with the normalized object it is about."""
 
-    cursor: str = Field(json_schema_extra=CURSOR)
+    cursor: str = Field(json_schema_extra=FEED_CURSOR)
     id: str
     type: str
     occurred_at: datetime
@@ -60,5 +62,6 @@ class FeedPage(BaseModel):
 
     items: list[FeedItem]
     next_cursor: str = Field(
-        description="Pass as after= to continue; unchanged when empty.", json_schema_extra=CURSOR
+        description="Pass as after= to continue; unchanged when empty.",
+        json_schema_extra=FEED_CURSOR,
     )

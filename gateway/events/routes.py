@@ -128,7 +128,13 @@ async def export_events(request: Request) -> Response:
 
 async def read_feed(request: Request) -> Response:
     state = require_operator(request)
-    after = query_int(request, "after", 0, 0, MAX_INT)
+    after = request.query_params.get("after", "0")
+    try:
+        events.parse_position(after)
+    except ValueError as exc:
+        raise InvalidValue(
+            "after must be a cursor the feed returned (next_cursor), or 0 to start."
+        ) from exc
     limit = query_int(request, "limit", 100, 1, MAX_PAGE)
     account_id = request.path_params["account_id"]
     page = await state.db.query(
@@ -216,8 +222,8 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
             query=(
                 Param(
                     "after",
-                    "Cursor of the last event read (0 to start)",
-                    {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+                    "Cursor of the last event read (next_cursor; 0 to start)",
+                    {"type": "string", "pattern": events.FEED_POSITION.pattern},
                 ),
                 Param(
                     "limit",

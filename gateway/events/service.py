@@ -7,12 +7,13 @@ be written outside the change's transaction, and the two commit together or not 
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Select, select, text, tuple_
 
 from gateway.events.models import ActorOut, EventOut, FeedItem, FeedPage
 from storage.tables import ACCOUNTS, EVENTS
@@ -142,22 +143,73 @@ def history_rows(conn: Connection, account_id: str, criteria: EventFilter) -> li
     return list(conn.execute(query).all())
 
 
-def feed_page(conn: Connection, account_id: str, *, after: int, limit: int) -> FeedPage:
-    """Events in commit order after ``after``, and the cursor to resume from."""
-    rows = conn.execute(
-        select(EVENTS)
-        .where(EVENTS.c.account_id == account_id, EVENTS.c.seq > after)
-        .order_by(EVENTS.c.seq)
-        .limit(limit)
-    ).all()
+FEED_POSITION = re.compile(r"^([0-9]{1,19})(?:\.([0-9]{1,19}))?$")
+_HORIZON = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+
+
+def parse_position(raw: str) -> tuple[int | None, int]:
+    """A feed cursor: ``SEQ`` (SQLite, and cursors of earlier versions) or ``TX.SEQ``."""
+    found = FEED_POSITION.fullmatch(raw)
+    if found is None:
+        raise ValueError(raw)
+    if found.group(2) is None:
+        return None, int(found.group(1))
+    return int(found.group(1)), int(found.group(2))
+
+
+def _postgres_position(
+    conn: Connection, account_id: str, position: tuple[int | None, int]
+) -> tuple[int, int]:
+    tx_order, seq = position
+    if tx_order is not None:
+        return tx_order, seq
+    if seq == 0:
+        return 0, 0
+    found = conn.execute(
+        select(EVENTS.c.tx_order).where(EVENTS.c.account_id == account_id, EVENTS.c.seq == seq)
+    ).scalar_one_or_none()
+    return (found or 0), seq
+
+
+def feed_page(conn: Connection, account_id: str, *, after: str, limit: int) -> FeedPage:
+    """Events in commit order after ``after``, and the cursor to resume from.
+
+    SQLite has one writer: events commit in ``seq`` order, and the cursor is ``seq``.
+    On PostgreSQL transactions commit in any order, so the feed is read in the order of
+    the inserting transactions' ids and only up to the oldest transaction still running
+    (``pg_snapshot_xmin``): nothing can later appear before what was read (decision 0011).
+    """
+    position = parse_position(after)
+    if conn.dialect.name != "postgresql":
+        rows = conn.execute(
+            select(EVENTS)
+            .where(EVENTS.c.account_id == account_id, EVENTS.c.seq > position[1])
+            .order_by(EVENTS.c.seq)
+            .limit(limit)
+        ).all()
+        cursors = [str(row.seq) for row in rows]
+    else:
+        tx_order, seq = _postgres_position(conn, account_id, position)
+        horizon = conn.execute(_HORIZON).scalar_one()
+        rows = conn.execute(
+            select(EVENTS)
+            .where(
+                EVENTS.c.account_id == account_id,
+                tuple_(EVENTS.c.tx_order, EVENTS.c.seq) > (tx_order, seq),
+                EVENTS.c.tx_order < horizon,
+            )
+            .order_by(EVENTS.c.tx_order, EVENTS.c.seq)
+            .limit(limit)
+        ).all()
+        cursors = [f"{row.tx_order}.{row.seq}" for row in rows]
     items = [
         FeedItem(
-            cursor=str(row.seq),
+            cursor=cursor,
             id=row.id,
             type=row.type,
             occurred_at=row.occurred_at,
             data=row.details,
         )
-        for row in rows
+        for row, cursor in zip(rows, cursors, strict=True)
     ]
-    return FeedPage(items=items, next_cursor=str(rows[-1].seq) if rows else str(after))
+    return FeedPage(items=items, next_cursor=cursors[-1] if cursors else after)
