@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -403,10 +404,17 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     lines += [
         "",
-        "Commands: " + "; ".join(f"`{r['command']}`" for r in results["runs"][:1]),
+        "Command of a measured run (REQUESTS: the prepared requests, one per line): "
+        + "; ".join(f"`{_shown(r['command'])}`" for r in results["runs"][:1]),
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _shown(command: str) -> str:
+    """A wrk command as the docs show it: no temporary paths, no port."""
+    command = re.sub(r"'?/tmp/[^ ]*-run\.txt'?", "REQUESTS", command)
+    return re.sub(r"http://127\.0\.0\.1:[0-9]+", "http://127.0.0.1:PORT", command)
 
 
 def write_docs(section: str, path: Path) -> None:
