@@ -341,7 +341,7 @@ def outbox_run(
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            stats = httpx2.get(fake_url + "/_stats").json()
+            stats = httpx2.get(fake_url + f"/_stats?skip={before}").json()
             if stats["sent"] - before >= queued:
                 break
             time.sleep(0.2)

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import threading
 
-from tests.fakes.twilio import new_sid
-from tests.gateway.messaging.conftest import CUSTOMER, QUEUE, Stack, eventually
+from tests.fakes.twilio import new_sid, sign_twilio_json
+from tests.gateway.messaging.conftest import (
+    BUSINESS,
+    CUSTOMER,
+    QUEUE,
+    TWILIO_SID,
+    TWILIO_TOKEN,
+    Stack,
+    eventually,
+)
 
 TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
@@ -152,3 +161,24 @@ def test_a_feed_reader_misses_nothing_while_webhooks_commit_concurrently(stack: 
     assert [e["id"] for e in seen] == [e["id"] for e in everything]
     positions = [tuple(int(p) for p in str(e["cursor"]).split(".")) for e in seen]
     assert positions == sorted(set(positions))
+
+
+def test_a_json_body_is_verified_through_its_body_hash(stack: Stack) -> None:
+    """Twilio signs JSON bodies over the URL with bodySHA256; a changed body is refused."""
+    body = json.dumps(
+        {
+            "MessageSid": new_sid("SM"),
+            "AccountSid": TWILIO_SID,
+            "From": "whatsapp:" + CUSTOMER,
+            "To": "whatsapp:" + BUSINESS,
+            "Body": "sent as JSON",
+        }
+    )
+    url, signature = sign_twilio_json(TWILIO_TOKEN, stack.twilio_channel["webhook_url"], body)
+    path = "/webhooks/" + url.split("/webhooks/", 1)[1]
+    headers = {"X-Twilio-Signature": signature, "Content-Type": "application/json"}
+    assert stack.http.post(path, content=body, headers=headers).status_code == 200
+    tampered = body.replace("sent as JSON", "tampered")
+    assert stack.http.post(path, content=tampered, headers=headers).status_code == 403
+    [conversation] = stack.conversations()
+    assert [m["text"] for m in stack.messages(conversation["id"])] == ["sent as JSON"]

@@ -155,3 +155,28 @@ def test_410_disables_the_endpoint_until_it_is_enabled_and_replayed(stack: Stack
         lambda: "message.received" in {e["type"] for e in stack.cloudlink.received},
         what="replayed delivery",
     )
+
+
+def test_scim_user_changes_are_pushed_to_cloudlink_too(stack: Stack) -> None:
+    """Every normalized change of the account reaches its endpoints, Entra's users too."""
+    keys = stack.api("POST", "/integrations/azure_ad_sync/keys").json()
+    created = stack.http.post(
+        keys["tenant_url"].removeprefix(stack.url) + "/Users",
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "ada@contoso.example",
+            "emails": [{"type": "work", "value": "ada@contoso.example", "primary": True}],
+            "name": {"givenName": "Ada", "familyName": "Lovelace"},
+        },
+        headers={
+            "Authorization": f"Bearer {keys['secret_token']}",
+            "Content-Type": "application/scim+json",
+        },
+    )
+    assert created.status_code == 201, created.text
+    eventually(
+        lambda: "user.created" in {e["type"] for e in stack.cloudlink.received},
+        what="user.created at CloudLink",
+    )
+    [pushed] = stack.cloudlink.events("user.created")
+    assert pushed["data"]["userName"] == "ada@contoso.example"
