@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
-
-from gateway.clients.http import ProviderError, request
+from gateway.clients.http import HttpClient, ProviderError, request
 
 SEND_PATH = "/v1.0/message"
 # CloudLink's channel types, as CM.com names them in ``allowedChannels``.
@@ -66,7 +64,7 @@ def _refusal(body: Any, status: int) -> ProviderError:
 class CmApi:
     """CM.com's messaging gateway at ``base_url`` (``GATEWAY_CM_API_URL``)."""
 
-    def __init__(self, http: httpx2.AsyncClient, base_url: str) -> None:
+    def __init__(self, http: HttpClient, base_url: str) -> None:
         self._http = http
         self._url = base_url.rstrip("/") + SEND_PATH
 
@@ -102,11 +100,11 @@ class CmApi:
             body: Any = response.json()
         except ValueError:
             body = None
-        if response.status_code >= 400:
-            raise _refusal(body, response.status_code)
+        if response.status >= 400:
+            raise _refusal(body, response.status)
         entries = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(entries, list) or not entries:
-            raise _refusal(body, response.status_code)
+            raise _refusal(body, response.status)
         entry = entries[0] if isinstance(entries[0], dict) else {}
         status = str(entry.get("status", ""))
         error_code = entry.get("messageErrorCode")
@@ -114,7 +112,7 @@ class CmApi:
             raise ProviderError(
                 f"sending via CM.com: message refused: {entry.get('messageDetails') or status}",
                 retryable=False,
-                status=response.status_code,
+                status=response.status,
                 code=str(error_code) if error_code is not None else None,
             )
         return CmAccepted(reference=str(entry.get("reference", reference)), status=status)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import httpx2
 from standardwebhooks.webhooks import Webhook
 
 from gateway.clients.destinations import UnsafeDestination, check_destination
-from gateway.clients.http import ProviderError, request
+from gateway.clients.http import HttpClient, ProviderError, request
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (the prefix, not a secret)
 
@@ -33,7 +32,7 @@ def signed_headers(secret: str, message_id: str, body: str, now: datetime) -> di
 
 
 async def deliver_event(
-    http: httpx2.AsyncClient,
+    http: HttpClient,
     *,
     url: str,
     secret: str,
@@ -50,12 +49,12 @@ async def deliver_event(
     response = await request(
         http, "POST", url, what="delivering to the endpoint", content=body, headers=headers
     )
-    if response.status_code == 410:
+    if response.status == 410:
         raise EndpointGone("the endpoint answered 410 Gone", retryable=False, status=410)
-    if 200 <= response.status_code < 300:
-        return response.status_code
+    if 200 <= response.status < 300:
+        return response.status
     raise ProviderError(
-        f"the endpoint answered {response.status_code}",
+        f"the endpoint answered {response.status}",
         retryable=True,
-        status=response.status_code,
+        status=response.status,
     )

@@ -11,15 +11,17 @@ a retry survives a restart.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx2
+import aiohttp
+import orjson
 
 T = TypeVar("T")
 
@@ -41,20 +43,40 @@ class ProviderError(Exception):
         return self.message
 
 
-def new_http_client(timeout: float, connections: int = 64) -> httpx2.AsyncClient:
+HttpClient = aiohttp.ClientSession
+
+
+def new_http_client(timeout: float, connections: int = 64) -> HttpClient:
     """The client of one process: pooled connections, a timeout on every call.
 
-    The pool is sized to the deliveries that run at once: httpcore walks every pooled
-    connection on every request (measured: 14 % of a delivery's CPU with 50 idle ones).
+    aiohttp rather than httpx2 (decision 0012): measured on this project's fake provider,
+    about 130 µs of CPU per request against 820 µs, which was most of a delivery's cost.
+    Create it inside a running event loop (the lifespan, a CLI command's coroutine).
     """
-    return httpx2.AsyncClient(
-        timeout=httpx2.Timeout(timeout, connect=min(timeout, 5.0)),
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 5.0)),
+        connector=aiohttp.TCPConnector(limit=connections),
         headers={"User-Agent": USER_AGENT},
-        follow_redirects=False,
-        limits=httpx2.Limits(
-            max_connections=connections, max_keepalive_connections=max(4, connections // 2)
-        ),
     )
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A response read whole: status, headers and body."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON (``ValueError`` if it is not)."""
+        return orjson.loads(self.body)
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An ``Authorization`` header value for HTTP basic authentication."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -86,27 +108,57 @@ def backoff(attempt: int, *, base: float, cap: float) -> float:
 
 
 async def request(
-    http: httpx2.AsyncClient, method: str, url: str, *, what: str, **kwargs: Any
-) -> httpx2.Response:
+    http: HttpClient,
+    method: str,
+    url: str,
+    *,
+    what: str,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    form: Mapping[str, str | list[str]] | None = None,
+    json: Any = None,
+    content: str | bytes | None = None,
+) -> Reply:
     """One call; transport failures and retryable statuses become ``ProviderError``.
 
     Other statuses are returned for the caller to interpret (each provider words its
-    errors differently).
+    errors differently). Redirects are not followed.
     """
+    body: Any = content
+    if form is not None:
+        body = [
+            (name, item)
+            for name, value in form.items()
+            for item in (value if isinstance(value, list) else [value])
+        ]
     try:
-        response = await http.request(method, url, **kwargs)
-    except httpx2.TimeoutException as exc:
+        async with http.request(
+            method,
+            url,
+            headers=headers,
+            params=params,
+            data=body,
+            json=json,
+            allow_redirects=False,
+        ) as response:
+            reply = Reply(
+                status=response.status,
+                reason=response.reason or "",
+                headers={k.lower(): v for k, v in response.headers.items()},
+                body=await response.read(),
+            )
+    except TimeoutError as exc:
         raise ProviderError(f"{what}: timed out", retryable=True) from exc
-    except httpx2.TransportError as exc:
+    except aiohttp.ClientError as exc:
         raise ProviderError(f"{what}: {type(exc).__name__}", retryable=True) from exc
-    if response.status_code in RETRYABLE_STATUSES:
+    if reply.status in RETRYABLE_STATUSES:
         raise ProviderError(
-            f"{what}: HTTP {response.status_code}",
+            f"{what}: HTTP {reply.status}",
             retryable=True,
-            status=response.status_code,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            status=reply.status,
+            retry_after=parse_retry_after(reply.headers.get("retry-after")),
         )
-    return response
+    return reply
 
 
 async def with_retries(

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx2
-
 from gateway.clients.cmcom import CmApi
-from gateway.clients.http import new_http_client
+from gateway.clients.http import HttpClient, new_http_client
 from gateway.clients.twilio import TwilioApi
 from gateway.settings import Settings
 
@@ -16,13 +14,14 @@ from gateway.settings import Settings
 class Providers:
     """One pooled HTTP client and the provider APIs that use it."""
 
-    http: httpx2.AsyncClient
+    http: HttpClient
     twilio: TwilioApi
     cm: CmApi
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Providers:
-        """Clients pointed at the configured base URLs (``GATEWAY_*_API_URL``)."""
+        """Clients pointed at the configured base URLs (``GATEWAY_*_API_URL``); call it
+        inside the event loop that will use them."""
         http = new_http_client(
             settings.outbound_timeout, connections=settings.outbox_concurrency + 8
         )
@@ -34,4 +33,4 @@ class Providers:
 
     async def close(self) -> None:
         """Close the pooled connections."""
-        await self.http.aclose()
+        await self.http.close()

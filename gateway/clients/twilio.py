@@ -11,9 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx2
-
-from gateway.clients.http import ProviderError, request, with_retries
+from gateway.clients.http import (
+    HttpClient,
+    ProviderError,
+    Reply,
+    basic_auth,
+    request,
+    with_retries,
+)
 
 API = "/2010-04-01"
 
@@ -44,7 +49,7 @@ class SentMessage:
     status: str
 
 
-def _error(response: httpx2.Response, what: str) -> ProviderError:
+def _error(response: Reply, what: str) -> ProviderError:
     try:
         body: Any = response.json()
     except ValueError:
@@ -52,11 +57,11 @@ def _error(response: httpx2.Response, what: str) -> ProviderError:
     if not isinstance(body, dict):
         body = {}
     code = body.get("code")
-    message = body.get("message") or response.reason_phrase
+    message = body.get("message") or response.reason
     return ProviderError(
-        f"{what}: Twilio answered {response.status_code}: {message}",
+        f"{what}: Twilio answered {response.status}: {message}",
         retryable=False,
-        status=response.status_code,
+        status=response.status,
         code=str(code) if code is not None else None,
     )
 
@@ -73,7 +78,7 @@ def _number(item: dict[str, Any]) -> PhoneNumber:
 class TwilioApi:
     """Twilio's REST API at ``base_url`` (``GATEWAY_TWILIO_API_URL``)."""
 
-    def __init__(self, http: httpx2.AsyncClient, base_url: str) -> None:
+    def __init__(self, http: HttpClient, base_url: str) -> None:
         self._http = http
         self._base = base_url.rstrip("/") + API
 
@@ -88,10 +93,10 @@ class TwilioApi:
             method,
             url,
             what=what,
-            auth=(creds.account_sid, creds.auth_token),
+            headers={"Authorization": basic_auth(creds.account_sid, creds.auth_token)},
             **kwargs,
         )
-        if response.status_code >= 400:
+        if response.status >= 400:
             raise _error(response, what)
         body = response.json()
         if not isinstance(body, dict):
@@ -142,7 +147,7 @@ class TwilioApi:
                 "POST",
                 target,
                 "setting the number's SMS webhook",
-                data={"SmsUrl": url, "SmsMethod": "POST"},
+                form={"SmsUrl": url, "SmsMethod": "POST"},
             )
 
         await with_retries(call)
@@ -168,6 +173,6 @@ class TwilioApi:
         if media_urls:
             form["MediaUrl"] = media_urls
         answer = await self._call(
-            creds, "POST", self._account(creds) + "/Messages.json", "sending via Twilio", data=form
+            creds, "POST", self._account(creds) + "/Messages.json", "sending via Twilio", form=form
         )
         return SentMessage(sid=str(answer.get("sid", "")), status=str(answer.get("status", "")))
