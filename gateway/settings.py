@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         default=0.5, gt=0, le=60, description="How often an idle outbox worker looks for work."
     )
     outbox_concurrency: int = Field(
-        default=32, ge=1, le=1000, description="Outbox rows one process delivers at once."
+        default=64, ge=1, le=1000, description="Outbox rows one process delivers at once."
     )
     send_max_attempts: int = Field(
         default=8, ge=1, le=50, description="Attempts to send a reply before it is dead-lettered."
