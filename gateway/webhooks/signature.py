@@ -12,6 +12,7 @@ without its default port. JSON bodies are signed over the URL only, which then c
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -21,17 +22,17 @@ DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 def compute(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> bytes:
-    """The raw HMAC-SHA1 digest Twilio sends base64-encoded."""
-    values: dict[str, set[str]] = {}
-    for name, value in params:
-        values.setdefault(name, set()).add(value)
-    payload = [url]
-    for name in sorted(values):
-        payload.extend(name + value for value in sorted(values[name]))
-    return hmac.new(auth_token.encode(), "".join(payload).encode(), hashlib.sha1).digest()
+    """The raw HMAC-SHA1 digest Twilio sends base64-encoded.
+
+    Names sorted, and each name's distinct values sorted, as Twilio's validator does:
+    sorting the distinct (name, value) pairs gives exactly that order.
+    """
+    payload = url + "".join(name + value for name, value in sorted(set(params)))
+    return hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
 
 
-def _port_variants(url: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def _port_variants(url: str) -> tuple[str, ...]:
     parts = urlsplit(url)
     default = DEFAULT_PORTS.get(parts.scheme)
     host = parts.hostname or ""
@@ -39,10 +40,10 @@ def _port_variants(url: str) -> list[str]:
         host = f"[{host}]"
     if parts.port is None:
         with_port = parts._replace(netloc=f"{parts.netloc}:{default}") if default else parts
-        return [url, urlunsplit(with_port)]
+        return (url, urlunsplit(with_port))
     if parts.port == default:
-        return [url, urlunsplit(parts._replace(netloc=host))]
-    return [url]
+        return (url, urlunsplit(parts._replace(netloc=host)))
+    return (url,)
 
 
 def matches(
