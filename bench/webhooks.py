@@ -250,7 +250,8 @@ def webhook_run(
     process, url = serve(env, workers, workdir / f"{name}.log")
     try:
         channels = set_up(url, accounts)
-        warm_file, run_file = workdir / f"{name}-warm.txt", workdir / f"{name}-run.txt"
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        warm_file, run_file = workdir / f"{slug}-warm.txt", workdir / f"{slug}-run.txt"
         prepare(channels, args.warmup_requests, warm_file)
         prepare(channels, args.requests, run_file)
         warm = load(url, warm_file, args.warmup, args.connections)
@@ -413,7 +414,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def _shown(command: str) -> str:
     """A wrk command as the docs show it: no temporary paths, no port."""
-    command = re.sub(r"'?/tmp/[^ ]*-run\.txt'?", "REQUESTS", command)
+    command = re.sub(r"'?/tmp/\S*?-run\.txt'?", "REQUESTS", command)
     return re.sub(r"http://127\.0\.0\.1:[0-9]+", "http://127.0.0.1:PORT", command)
 
 
@@ -478,7 +479,8 @@ def main() -> None:
                     )
                 )
                 print(json.dumps(runs[-1], default=str), flush=True)
-            limit = limit_run(workdir, workdir / f"{runs[0]['name']}-run.txt", args)
+            first = re.sub(r"[^a-z0-9]+", "-", runs[0]["name"].lower()).strip("-")
+            limit = limit_run(workdir, workdir / f"{first}-run.txt", args)
             print(json.dumps(limit), flush=True)
             if not args.no_postgres:
                 cluster = PostgresCluster()

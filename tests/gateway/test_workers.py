@@ -17,6 +17,7 @@ import httpx2
 import pytest
 
 from tests.conftest import SECRET_KEY, user_body
+from tests.support import feed
 from tests.support.server import ServerProcess, serving
 
 ADMIN = "workers-test-token"
@@ -84,14 +85,7 @@ def test_a_feed_reader_sees_every_event_once_in_order_during_concurrent_writes(
     done = threading.Event()
 
     def follow() -> None:
-        cursor = "0"
-        while True:
-            finished = done.is_set()
-            page = gateway.feed(cursor)
-            seen.extend(page["items"])
-            cursor = page["next_cursor"]
-            if finished and not page["items"]:
-                return
+        seen.extend(feed.follow(gateway.feed, done))
 
     reader = threading.Thread(target=follow)
     reader.start()
@@ -102,7 +96,7 @@ def test_a_feed_reader_sees_every_event_once_in_order_during_concurrent_writes(
     assert statuses == [201] * 80
     everything = gateway.feed("0")["items"]
     assert [e["id"] for e in seen] == [e["id"] for e in everything]
-    cursors = [tuple(int(part) for part in e["cursor"].split(".")) for e in seen]
+    cursors = feed.positions(seen)
     assert cursors == sorted(set(cursors))
 
 

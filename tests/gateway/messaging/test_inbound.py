@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import threading
+from typing import Any
 
 from tests.fakes.twilio import new_sid, sign_twilio_json
 from tests.gateway.messaging.conftest import (
@@ -16,6 +17,7 @@ from tests.gateway.messaging.conftest import (
     Stack,
     eventually,
 )
+from tests.support import feed
 
 TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
@@ -135,18 +137,15 @@ def test_a_new_contacts_concurrent_first_messages_share_one_conversation(stack: 
 def test_a_feed_reader_misses_nothing_while_webhooks_commit_concurrently(stack: Stack) -> None:
     """Webhooks commit without an account lock, in any order on PostgreSQL; a reader
     following the feed meanwhile still sees every event once, in cursor order."""
-    seen: list[dict[str, object]] = []
+    seen: list[dict[str, Any]] = []
     done = threading.Event()
 
     def follow() -> None:
-        cursor = "0"
-        while True:
-            finished = done.is_set()
-            page = stack.api("GET", f"/feed?after={cursor}&limit=50").json()
-            seen.extend(page["items"])
-            cursor = page["next_cursor"]
-            if finished and not page["items"]:
-                return
+        seen.extend(
+            feed.follow(
+                lambda cursor: stack.api("GET", f"/feed?after={cursor}&limit=50").json(), done
+            )
+        )
 
     reader = threading.Thread(target=follow)
     reader.start()
@@ -159,7 +158,7 @@ def test_a_feed_reader_misses_nothing_while_webhooks_commit_concurrently(stack: 
     assert {a.status_code for a in answers} == {200}
     everything = stack.feed()
     assert [e["id"] for e in seen] == [e["id"] for e in everything]
-    positions = [tuple(int(p) for p in str(e["cursor"]).split(".")) for e in seen]
+    positions = feed.positions(seen)
     assert positions == sorted(set(positions))
 
 
