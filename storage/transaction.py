@@ -18,17 +18,18 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, literal, literal_column, select
 
+from storage.prepared import Prepared
 from storage.tables import ACCOUNTS, ENDPOINTS, EVENTS, OUTBOX, JSONType, utcnow
 
 EVENT_DELIVERY = "event"
-_INSERT_EVENT = insert(EVENTS)
+_INSERT_EVENT = Prepared(insert(EVENTS))
 # On PostgreSQL each event records its transaction's id, which orders the feed (0011).
-_INSERT_EVENT_POSTGRES = insert(EVENTS).values(
-    tx_order=literal_column("pg_current_xact_id()::text::bigint")
+_INSERT_EVENT_POSTGRES = Prepared(
+    insert(EVENTS).values(tx_order=literal_column("pg_current_xact_id()::text::bigint"))
 )
 _INSERT_OUTBOX = insert(OUTBOX)
 # One delivery per enabled endpoint of the account, in the event's own transaction.
-_FAN_OUT = (
+_FAN_OUT = Prepared(
     insert(OUTBOX)
     .from_select(
         [
@@ -115,8 +116,8 @@ class Transaction:
         """
         self._require_open()
         postgres = self.conn.dialect.name == "postgresql"
-        self.conn.execute(
-            _INSERT_EVENT_POSTGRES if postgres else _INSERT_EVENT,
+        (_INSERT_EVENT_POSTGRES if postgres else _INSERT_EVENT).run(
+            self.conn,
             {
                 "id": event.id,
                 "account_id": event.account_id,
@@ -132,8 +133,8 @@ class Transaction:
                 "details": event.details,
             },
         )
-        fanned = self.conn.execute(
-            _FAN_OUT,
+        fanned = _FAN_OUT.run(
+            self.conn,
             {
                 "account_id": event.account_id,
                 "payload": {"event_id": event.id},
@@ -141,7 +142,7 @@ class Transaction:
             },
         )
         # RETURNING, as PostgreSQL's driver reports no row count for INSERT ... SELECT.
-        if fanned.first() is not None:
+        if fanned.fetchone() is not None:
             self.enqueued = True
 
     def enqueue(

@@ -14,12 +14,14 @@ from sqlalchemy import Connection, Select, Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-_BUILT: dict[tuple[str, str, tuple[str, ...], int], Any] = {}
+from storage.prepared import Prepared
+
+_BUILT: dict[tuple[str, str, tuple[str, ...], int], Prepared] = {}
 
 
 def _statement(
     dialect: str, table: Table, columns: tuple[str, ...], only_if: Select[Any] | None
-) -> Any:
+) -> Prepared:
     key = (dialect, table.name, columns, id(only_if))
     built = _BUILT.get(key)
     if built is None:
@@ -27,7 +29,7 @@ def _statement(
         source = select(*(bindparam(name, type_=table.c[name].type) for name in columns))
         if only_if is not None:
             source = source.where(only_if.exists())
-        built = (
+        built = Prepared(
             make(table)
             .from_select(list(columns), source)
             .on_conflict_do_nothing()
@@ -47,4 +49,4 @@ def remember(
     """Insert the row; False when a row with the same unique key is there already (or
     when ``only_if``, a query over the same parameters, finds nothing)."""
     statement = _statement(conn.dialect.name, table, tuple(values), only_if)
-    return conn.execute(statement, values).first() is not None
+    return statement.run(conn, values).fetchone() is not None
