@@ -270,15 +270,21 @@ class SqliteWriter:
         """Each unit in its own savepoint; a unit alone needs none (its failure is final)."""
         if len(batch) == 1:
             return [(batch[0], None, batch[0].work(Transaction(connection)))]
+        # The savepoints are the driver's own: SQLAlchemy's nested transactions cost more
+        # than a webhook's statements (measured: 9 % of its CPU). A unit may still open
+        # SQLAlchemy savepoints of its own inside this one.
+        raw = connection.connection.driver_connection
+        assert raw is not None
         outcomes: list[tuple[_Unit, BaseException | None, Any]] = []
         for unit in batch:
-            savepoint = connection.begin_nested()
+            raw.execute("SAVEPOINT unit")
             try:
                 result = unit.work(Transaction(connection))
             except Exception as exc:  # the unit's own failure, reported to its caller
-                savepoint.rollback()
+                raw.execute("ROLLBACK TO unit")
+                raw.execute("RELEASE unit")
                 outcomes.append((unit, exc, None))
             else:
-                savepoint.commit()
+                raw.execute("RELEASE unit")
                 outcomes.append((unit, None, result))
         return outcomes
