@@ -55,7 +55,13 @@ def _welcome(settings: Settings, host: str, port: int, *, public_url_chosen: boo
     click.echo(
         "  next: create an account and its Entra keys with\n"
         f'    {prefix}{command} account create --name "Contoso" --json\n'
-        f"    {prefix}{command} scim-keys ACCOUNT_ID --json",
+        f"    {prefix}{command} scim-keys ACCOUNT_ID --json\n"
+        "  messaging: connect Twilio, add a channel and a CloudLink endpoint with\n"
+        f"    {prefix}{command} integration set-twilio ACCOUNT_ID --name N "
+        "--account-sid AC... --auth-token ...\n"
+        f"    {prefix}{command} channel add ACCOUNT_ID --provider twilio --type whatsapp "
+        "--number +E164 --queue QUEUE_ID --json\n"
+        f"    {prefix}{command} endpoint add ACCOUNT_ID --url https://... --json",
         err=True,
     )
 
