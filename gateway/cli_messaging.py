@@ -21,7 +21,13 @@ from gateway.events.service import OPERATOR_CLI
 @click.argument("account_id")
 @click.option("--name", required=True, help="A name for the integration.")
 @click.option("--account-sid", required=True, help="The Twilio Account SID (AC...).")
-@click.option("--auth-token", required=True, help="The Auth Token (stored encrypted).")
+@click.option(
+    "--auth-token",
+    required=True,
+    envvar="CLOUDLINK_TWILIO_AUTH_TOKEN",
+    help="The Auth Token (stored encrypted); or set CLOUDLINK_TWILIO_AUTH_TOKEN to keep it "
+    "out of the process list and shell history.",
+)
 @JSON
 def set_twilio(
     account_id: str, name: str, account_sid: str, auth_token: str, as_json: bool
@@ -48,7 +54,13 @@ def set_twilio(
 @click.argument("account_id")
 @click.option("--name", required=True, help="A name for the integration.")
 @click.option("--cm-account-id", required=True, help="The CM.com account ID.")
-@click.option("--product-token", required=True, help="The product token (stored encrypted).")
+@click.option(
+    "--product-token",
+    required=True,
+    envvar="CLOUDLINK_CM_PRODUCT_TOKEN",
+    help="The product token (stored encrypted); or set CLOUDLINK_CM_PRODUCT_TOKEN to keep it "
+    "out of the process list and shell history.",
+)
 @JSON
 def set_cm(
     *, account_id: str, name: str, cm_account_id: str, product_token: str, as_json: bool

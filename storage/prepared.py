@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
 Arguments = Callable[[Mapping[str, Any]], Any]
@@ -68,5 +69,13 @@ class Prepared:
         """Execute with ``params`` on the connection's driver cursor; returns the cursor."""
         sql, arguments = self._prepare(conn, tuple(params))
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(sql, arguments(params))
+        driver_error = conn.dialect.loaded_dbapi.Error
+        try:
+            cursor.execute(sql, arguments(params))
+        except driver_error as exc:
+            # Raised as SQLAlchemy would (IntegrityError, OperationalError, ...), so that
+            # the write path maps lock waits and deadlocks as for every other statement.
+            raise DBAPIError.instance(
+                sql, None, exc, driver_error, hide_parameters=True, dialect=conn.dialect
+            ) from exc
         return cursor

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -42,6 +43,7 @@ from storage.tables import CHANNELS, utcnow
 from storage.transaction import Transaction
 
 CLEAR_SMS_URL = "twilio.clear_sms_url"
+log = structlog.get_logger("gateway.channels")
 MAX_PAGE_LENGTH = 100
 
 
@@ -272,7 +274,52 @@ async def add_channel(
         row = tx.conn.execute(select(CHANNELS).where(CHANNELS.c.id == channel_id)).one()
         return channel_out(row, secrets, public_url)
 
-    return await db.transact(work)
+    try:
+        return await db.transact(work)
+    except Exception:
+        if isinstance(creds, TwilioCredentials) and provider_ref is not None:
+            await _restore_sms_url(
+                db,
+                twilio=twilio,
+                creds=creds,
+                account_id=account_id,
+                number_sid=provider_ref,
+                public_url=public_url,
+            )
+        raise
+
+
+async def _restore_sms_url(
+    db: Database,
+    *,
+    twilio: TwilioApi,
+    creds: TwilioCredentials,
+    account_id: str,
+    number_sid: str,
+    public_url: str,
+) -> None:
+    """Point a number back at its live channel (or at nothing) after a failed add.
+
+    The URL was set before the channel was stored; when storing fails, the number must
+    not be left pointing at a channel that does not exist.
+    """
+
+    def live_sms_channel(conn: Connection) -> str | None:
+        found = conn.execute(
+            select(CHANNELS.c.id).where(
+                CHANNELS.c.account_id == account_id,
+                CHANNELS.c.provider_ref == number_sid,
+                CHANNELS.c.deleted_at.is_(None),
+            )
+        ).first()
+        return None if found is None else str(found.id)
+
+    try:
+        live = await db.query(live_sms_channel)
+        url = webhook_url(public_url, "twilio", live) if live else ""
+        await twilio.set_sms_url(creds, number_sid, url)
+    except Exception:  # the add failed already; say so in the log, answer its error
+        log.warning("sms_url_not_restored", number_sid=number_sid, exc_info=True)
 
 
 def _clashing(conn: Connection, account_id: str, provider: str, kind: str, number: str) -> bool:

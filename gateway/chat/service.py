@@ -17,6 +17,8 @@ from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.chat.models import (
     CLOSED,
@@ -107,13 +109,23 @@ _OPEN_CONVERSATION = select(CONVERSATIONS.c.id).where(
     CONVERSATIONS.c.contact_id == bindparam("contact_id"),
     CONVERSATIONS.c.status == literal_column("'open'"),
 )
-_INSERT_MESSAGE = Prepared(insert(MESSAGES))
+# A provider's message id is unique per channel: a second insert is a duplicate.
+_INSERT_MESSAGE = Prepared(
+    sqlite_insert(MESSAGES).on_conflict_do_nothing().returning(MESSAGES.c.pk)
+)
+_INSERT_MESSAGE_POSTGRES = Prepared(
+    postgres_insert(MESSAGES).on_conflict_do_nothing().returning(MESSAGES.c.pk)
+)
 _TOUCH_CONVERSATION = Prepared(
     update(CONVERSATIONS)
     .where(CONVERSATIONS.c.id == bindparam("conversation_id"))
     .values(last_activity_at=bindparam("moment"))
 )
 _UPDATE_MESSAGE = update(MESSAGES).where(MESSAGES.c.pk == bindparam("message_pk"))
+# Forward only, checked by the database: two updates racing cannot move a status back.
+_ADVANCE_MESSAGE = update(MESSAGES).where(
+    MESSAGES.c.pk == bindparam("message_pk"), MESSAGES.c.status_rank < bindparam("below")
+)
 _CHANNEL_IS_LIVE = select(CHANNELS.c.id).where(
     CHANNELS.c.id == bindparam("channel_id"), CHANNELS.c.deleted_at.is_(None)
 )
@@ -222,6 +234,10 @@ def _contact_data(contact: dict[str, Any]) -> dict[str, Any]:
     return {"id": contact["id"], "address": contact["address"], "name": contact["name"]}
 
 
+class AlreadyStored(Exception):
+    """The message is there already; the unit is rolled back and the webhook a duplicate."""
+
+
 async def receive_message(db: Database, message: InboundMessage, *, actor: Actor) -> Receipt:
     """Store a customer's message in its conversation (opening one if none is open)."""
 
@@ -233,7 +249,8 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
         message_id = str(uuid.uuid4())
         now = utcnow()
         media = [asdict(item) for item in message.media]
-        _INSERT_MESSAGE.run(
+        postgres = tx.conn.dialect.name == "postgresql"
+        inserted = (_INSERT_MESSAGE_POSTGRES if postgres else _INSERT_MESSAGE).run(
             tx.conn,
             {
                 "id": message_id,
@@ -253,6 +270,9 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
                 "updated_at": now,
             },
         )
+        if inserted.fetchone() is None:
+            # Its receipt was forgotten, but the message is stored: a very late retry.
+            raise AlreadyStored
         if found is not None:
             _TOUCH_CONVERSATION.run(tx.conn, {"conversation_id": found, "moment": now})
         _event(
@@ -280,7 +300,10 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
         )
         return Receipt("accepted", message_id, conversation_id)
 
-    return await db.transact(work)
+    try:
+        return await db.transact(work)
+    except AlreadyStored:
+        return Receipt("duplicate")
 
 
 def _find_sent(conn: Connection, update_: StatusUpdate) -> Any:
@@ -324,7 +347,10 @@ def move_status(
     if error_code is not None or error_message is not None:
         values["error_code"] = error_code
         values["error_message"] = error_message[:1000] if error_message else None
-    tx.conn.execute(_UPDATE_MESSAGE, {"message_pk": row.pk, **values})
+    advanced = tx.conn.execute(_ADVANCE_MESSAGE, {"message_pk": row.pk, "below": rank, **values})
+    if advanced.rowcount != 1:
+        # A concurrent update moved it as far or further meanwhile: this one is stale.
+        return False
     _event(
         tx,
         account_id=row.account_id,

@@ -14,6 +14,10 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+import aiohttp
+import aiohttp.abc
+from aiohttp.abc import ResolveResult
+
 
 class UnsafeDestination(Exception):
     """The URL may not be called; the message says why and what would be accepted."""
@@ -40,11 +44,45 @@ def _check_shape(url: str, allow_private: bool) -> str:
     return host
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # Addresses that carry an IPv4 address reach that address: judge it instead.
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            ip = embedded
     return ip.is_global and not ip.is_multicast
+
+
+class PublicResolver(aiohttp.abc.AbstractResolver):
+    """A resolver that returns public addresses only, for the connection itself.
+
+    Checking a name and then letting the HTTP client resolve it again would let a name
+    answer a public address to the check and a private one to the connection (DNS
+    rebinding); the connector of endpoint deliveries resolves through this instead.
+    """
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The addresses of ``host`` that are public; ``OSError`` if there are none."""
+        found = await self._inner.resolve(host, port, family)
+        kept = [item for item in found if _public(item["host"])]
+        if not kept:
+            raise OSError(f"{host} resolves to no public address")
+        return kept
+
+    async def close(self) -> None:
+        """Close the inner resolver."""
+        await self._inner.close()
 
 
 async def check_destination(url: str, *, allow_private: bool) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+import aiohttp.abc
 import orjson
 
 T = TypeVar("T")
@@ -46,7 +47,9 @@ class ProviderError(Exception):
 HttpClient = aiohttp.ClientSession
 
 
-def new_http_client(timeout: float, connections: int = 64) -> HttpClient:
+def new_http_client(
+    timeout: float, connections: int = 64, resolver: aiohttp.abc.AbstractResolver | None = None
+) -> HttpClient:
     """The client of one process: pooled connections, a timeout on every call.
 
     aiohttp rather than httpx2 (decision 0012): measured on this project's fake provider,
@@ -55,7 +58,7 @@ def new_http_client(timeout: float, connections: int = 64) -> HttpClient:
     """
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 5.0)),
-        connector=aiohttp.TCPConnector(limit=connections),
+        connector=aiohttp.TCPConnector(limit=connections, resolver=resolver),
         headers={"User-Agent": USER_AGENT},
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.clients.cmcom import CmApi
+from gateway.clients.destinations import PublicResolver
 from gateway.clients.http import HttpClient, new_http_client
 from gateway.clients.twilio import TwilioApi
 from gateway.settings import Settings
@@ -17,6 +18,9 @@ class Providers:
     http: HttpClient
     twilio: TwilioApi
     cm: CmApi
+    # CloudLink endpoints: public addresses only, checked at connection time, unless
+    # private endpoints are allowed.
+    endpoints: HttpClient
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Providers:
@@ -25,12 +29,24 @@ class Providers:
         http = new_http_client(
             settings.outbound_timeout, connections=settings.outbox_concurrency + 8
         )
+        endpoints = (
+            http
+            if settings.allow_private_endpoints
+            else new_http_client(
+                settings.outbound_timeout,
+                connections=settings.outbox_concurrency + 8,
+                resolver=PublicResolver(),
+            )
+        )
         return cls(
             http=http,
             twilio=TwilioApi(http, settings.twilio_api_url),
             cm=CmApi(http, settings.cm_api_url),
+            endpoints=endpoints,
         )
 
     async def close(self) -> None:
         """Close the pooled connections."""
         await self.http.close()
+        if self.endpoints is not self.http:
+            await self.endpoints.close()

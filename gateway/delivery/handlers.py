@@ -208,7 +208,7 @@ def event_handler(ctx: Context) -> Handler:
         if endpoint.status != "enabled":
             raise ProviderError("the endpoint is disabled", retryable=False)
         await deliver_event(
-            ctx.providers.http,
+            ctx.providers.endpoints,
             url=endpoint.url,
             secret=secret,
             message_id=event.id,

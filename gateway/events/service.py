@@ -143,6 +143,7 @@ def history_rows(conn: Connection, account_id: str, criteria: EventFilter) -> li
     return list(conn.execute(query).all())
 
 
+MAX_POSITION = 2**63 - 1
 FEED_POSITION = re.compile(r"^([0-9]{1,19})(?:\.([0-9]{1,19}))?$")
 _HORIZON = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 
@@ -152,9 +153,12 @@ def parse_position(raw: str) -> tuple[int | None, int]:
     found = FEED_POSITION.fullmatch(raw)
     if found is None:
         raise ValueError(raw)
-    if found.group(2) is None:
-        return None, int(found.group(1))
-    return int(found.group(1)), int(found.group(2))
+    numbers = [int(part) for part in found.groups() if part is not None]
+    if any(number > MAX_POSITION for number in numbers):
+        raise ValueError(raw)
+    if len(numbers) == 1:
+        return None, numbers[0]
+    return numbers[0], numbers[1]
 
 
 def _postgres_position(

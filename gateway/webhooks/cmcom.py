@@ -3,8 +3,9 @@
 CM.com does not sign its requests: the channel's URL carries a secret, compared in
 constant time with the stored digest (403 when wrong). It documents no unique message
 id either: an inbound message is remembered by a hash of what identifies it (channel,
-sender, CM.com's time, text and media), so CM.com's retries, every five minutes for
-up to a month, are recognised as long as the receipt is kept (35 days).
+sender, CM.com's reference when it sends one, its time, text and media), so CM.com's
+retries, every five minutes for up to a month, are recognised as long as the receipt is
+kept (35 days).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from gateway.web.state import app_state
 from gateway.webhooks.common import channel_of
 
 CM_ACTOR = Actor("CM.com", "webhook")
+MAX_ADDRESS = 100
+MAX_NAME = 200
 MAX_BODY = 256 * 1024
 # CM.com's status report codes, in the chat model's vocabulary.
 CM_STATUS = {0: "sent", 1: "failed", 2: "delivered", 3: "failed", 4: "read"}
@@ -50,6 +53,12 @@ def _text(value: Any, name: str, *, required: bool = False) -> str | None:
     return str(value)
 
 
+def _bounded(value: str | None, name: str) -> str:
+    if value is None or len(value) > MAX_ADDRESS:
+        raise BadRequest(f"{name} must be at most {MAX_ADDRESS} characters.")
+    return value
+
+
 def _address(channel: ChannelContext, number: str) -> str:
     """The contact's address in the same provider-prefixed form Twilio's use."""
     prefix = {"whatsapp": "whatsapp:", "messenger": "messenger:"}.get(channel.type, "")
@@ -62,6 +71,7 @@ def _content_key(channel: ChannelContext, sender: str, body: dict[str, Any]) -> 
     parts = [
         channel.id,
         sender,
+        str(body.get("reference") or ""),
         str(body.get("timeUtc") or ""),
         str(message.get("text") if isinstance(message, dict) else ""),
         orjson.dumps(media, option=orjson.OPT_SORT_KEYS).decode() if media else "",
@@ -72,8 +82,10 @@ def _content_key(channel: ChannelContext, sender: str, body: dict[str, Any]) -> 
 def parse_inbound(channel: ChannelContext, body: dict[str, Any]) -> InboundMessage:
     """A customer's message from CM.com's MO JSON."""
     sender = _object(body.get("from"), "from")
-    number = _text(sender.get("number"), "from.number", required=True) or ""
-    to = _text(_object(body.get("to"), "to").get("number"), "to.number", required=True) or ""
+    number = _bounded(_text(sender.get("number"), "from.number", required=True), "from.number")
+    to = _bounded(
+        _text(_object(body.get("to"), "to").get("number"), "to.number", required=True), "to.number"
+    )
     message = _object(body.get("message"), "message")
     text = _text(message.get("text"), "message.text")
     media: list[Media] = []
@@ -95,7 +107,7 @@ def parse_inbound(channel: ChannelContext, body: dict[str, Any]) -> InboundMessa
         queue_id=channel.queue_id,
         contact_address=_address(channel, number),
         local_address=to,
-        contact_name=_text(sender.get("name"), "from.name"),
+        contact_name=(_text(sender.get("name"), "from.name") or "")[:MAX_NAME] or None,
         text=text,
         media=media,
         provider_message_id=None,
@@ -123,7 +135,7 @@ def parse_reports(channel: ChannelContext, body: dict[str, Any]) -> list[StatusU
         reference = _text(entry.get("reference"), "reference", required=True)
         status = _object(entry.get("status"), "status")
         code = status.get("code")
-        if isinstance(code, str) and code.isdigit():
+        if isinstance(code, str) and code.isdecimal() and code.isascii() and len(code) < 4:
             code = int(code)
         if not isinstance(code, int) or code not in CM_STATUS:
             raise BadRequest(f"status.code must be one of {sorted(CM_STATUS)}.")

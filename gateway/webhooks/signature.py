@@ -68,4 +68,4 @@ def body_hash_matches(url: str, body: bytes) -> bool:
     """For a JSON body: the URL's ``bodySHA256`` is the body's SHA-256."""
     declared = parse_qs(urlsplit(url).query).get("bodySHA256", [""])[0]
     actual = hashlib.sha256(body).hexdigest()
-    return bool(declared) and hmac.compare_digest(declared.lower(), actual)
+    return bool(declared) and hmac.compare_digest(declared.lower().encode(), actual.encode())

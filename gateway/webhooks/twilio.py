@@ -35,6 +35,7 @@ TWILIO_ACTOR = Actor("Twilio", "webhook")
 # Twilio's own limit is a few kilobytes (1,600 characters of text, ten media URLs).
 MAX_BODY = 64 * 1024
 MAX_MEDIA = 10
+MAX_NAME = 200
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 # Parameters of channel extras kept with an inbound message (buttons, locations, ids).
 EXTRAS = (
@@ -112,10 +113,12 @@ def _fields(request: Request, body: bytes, params: list[tuple[str, str]]) -> dic
     return {str(k): str(v) for k, v in value.items() if isinstance(v, str | int | float)}
 
 
-def _required(fields: dict[str, str], name: str) -> str:
+def _required(fields: dict[str, str], name: str, longest: int = 100) -> str:
     value = fields.get(name, "")
     if not value:
         raise BadRequest(f"The parameter {name} is missing.")
+    if len(value) > longest:
+        raise BadRequest(f"The parameter {name} is longer than {longest} characters.")
     return value
 
 
@@ -166,7 +169,7 @@ def parse_inbound(channel: ChannelContext, fields: dict[str, str]) -> InboundMes
         queue_id=channel.queue_id,
         contact_address=_required(fields, "From"),
         local_address=to,
-        contact_name=fields.get("ProfileName") or None,
+        contact_name=(fields.get("ProfileName") or "")[:MAX_NAME] or None,
         text=text or None,
         media=media,
         provider_message_id=sid,
@@ -192,8 +195,8 @@ def parse_status(
         status=status,
         message_id=next(iter(query.get("message", [])), None),
         provider_message_id=sid,
-        error_code=fields.get("ErrorCode") or None,
-        error_message=fields.get("ErrorMessage") or None,
+        error_code=(fields.get("ErrorCode") or "")[:40] or None,
+        error_message=(fields.get("ErrorMessage") or "")[:1000] or None,
         dedup_keys=keys,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.clients.destinations import UnsafeDestination, check_destination
+from gateway.clients.destinations import PublicResolver, UnsafeDestination, check_destination
 from tests.support.sync import run
 
 
@@ -19,6 +19,8 @@ from tests.support.sync import run
         "https://[::ffff:10.0.0.1]/hook",
         "https://localhost/hook",
         "https://0.0.0.0/hook",
+        "https://[64:ff9b::a00:1]/hook",
+        "https://[2002:7f00:1::]/hook",
     ],
 )
 def test_private_and_loopback_destinations_are_refused(url: str) -> None:
@@ -44,3 +46,18 @@ def test_a_public_address_is_accepted() -> None:
 def test_allowing_private_endpoints_accepts_loopback_http() -> None:
     """An on-premises CloudLink (or a test receiver) on http and loopback is allowed."""
     run(check_destination("http://127.0.0.1:9000/events", allow_private=True))
+
+
+def test_the_delivery_resolver_keeps_public_addresses_only() -> None:
+    """The connection resolves through a resolver that drops private addresses, so a name
+    cannot answer the check with one address and the connection with another."""
+
+    async def scenario() -> None:
+        resolver = PublicResolver()
+        try:
+            with pytest.raises(OSError, match="no public address"):
+                await resolver.resolve("localhost", 443)
+        finally:
+            await resolver.close()
+
+    run(scenario())

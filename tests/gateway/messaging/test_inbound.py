@@ -113,9 +113,9 @@ def test_concurrent_retries_store_one_message(stack: Stack) -> None:
 
 def test_cm_message_is_stored_once_across_retries(stack: Stack) -> None:
     """CM.com's MO JSON opens a conversation; the same content again is a retry."""
-    first = stack.cm_inbound("Hallo", time_utc="2026-11-29T17:00:00")
-    again = stack.cm_inbound("Hallo", time_utc="2026-11-29T17:00:00")
-    later = stack.cm_inbound("Hallo", time_utc="2026-11-29T17:05:00")
+    first = stack.cm_inbound("Hallo", time_utc="2026-11-29T17:00:00", reference="ref-1")
+    again = stack.cm_inbound("Hallo", time_utc="2026-11-29T17:00:00", reference="ref-1")
+    later = stack.cm_inbound("Hallo", time_utc="2026-11-29T17:05:00", reference="ref-2")
     assert [r.status_code for r in (first, again, later)] == [200, 200, 200]
     [conversation] = [c for c in stack.conversations() if c["channel_id"] == stack.cm_channel["id"]]
     assert [m["text"] for m in stack.messages(conversation["id"])] == ["Hallo", "Hallo"]
@@ -181,3 +181,12 @@ def test_a_json_body_is_verified_through_its_body_hash(stack: Stack) -> None:
     assert stack.http.post(path, content=tampered, headers=headers).status_code == 403
     [conversation] = stack.conversations()
     assert [m["text"] for m in stack.messages(conversation["id"])] == ["sent as JSON"]
+
+
+def test_two_identical_cm_messages_in_one_second_are_both_stored(stack: Stack) -> None:
+    """The same text twice within CM.com's one-second time: its reference tells them apart."""
+    for reference in ("ref-a", "ref-b"):
+        answer = stack.cm_inbound("ok", time_utc="2026-11-29T17:00:00", reference=reference)
+        assert answer.status_code == 200
+    [conversation] = [c for c in stack.conversations() if c["channel_id"] == stack.cm_channel["id"]]
+    assert [m["text"] for m in stack.messages(conversation["id"])] == ["ok", "ok"]

@@ -165,6 +165,35 @@ def oversized_cm_body(stack: Stack) -> httpx2.Response:
     return stack.http.post(path, json=body)
 
 
+@case(403, "signature")
+def json_body_hash_not_ascii(stack: Stack) -> httpx2.Response:
+    return stack.http.post(
+        _twilio_path(stack) + "?bodySHA256=%C3%A9",
+        content=b"{}",
+        headers={"Content-Type": "application/json", "X-Twilio-Signature": "bm9wZQ=="},
+    )
+
+
+@case(400, "malformed")
+def sender_too_long(stack: Stack) -> httpx2.Response:
+    params = _params(From="whatsapp:+" + "1" * 300)
+    return stack.http.post(_twilio_path(stack), data=params, headers=_signed(stack, params))
+
+
+@case(400, "malformed")
+def cm_sender_too_long(stack: Stack) -> httpx2.Response:
+    body = mo_message(from_number="3" * 300, to_number=BUSINESS, text="hi")
+    path = "/webhooks/" + stack.cm_channel["webhook_url"].split("/webhooks/", 1)[1]
+    return stack.http.post(path, json=body)
+
+
+@case(400, "malformed")
+def cm_status_code_not_a_number(stack: Stack) -> httpx2.Response:
+    report = {"messages": {"msg": {"reference": "r", "status": {"code": "\u00b2"}}}}
+    path = "/webhooks/" + stack.cm_channel["webhook_url"].split("/webhooks/", 1)[1]
+    return stack.http.post(path, json=report)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_refused_webhooks_store_nothing(stack: Stack, name: str) -> None:
     """Each bad webhook gets its status and a plain-text reason; nothing is stored."""
@@ -200,3 +229,9 @@ def test_signature_holds_behind_a_proxy(
             f"{url}/webhooks/twilio/{stack.twilio_channel['id']}", data=params, headers=direct
         )
         assert refused.status_code == 403
+
+
+def test_a_feed_cursor_beyond_64_bits_is_refused(stack: Stack) -> None:
+    """A cursor no feed returned is a 400, however large."""
+    for after in ("99999999999999999999", "9999999999999999999", "1.9999999999999999999"):
+        assert stack.api("GET", f"/feed?after={after}").status_code == 400
