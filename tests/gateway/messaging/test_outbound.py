@@ -140,6 +140,8 @@ def test_events_reach_cloudlink_once_across_failures(stack: Stack) -> None:
 def test_410_disables_the_endpoint_until_it_is_enabled_and_replayed(stack: Stack) -> None:
     """410 Gone disables the endpoint and dead-letters its deliveries; enabling it and
     replaying delivers them."""
+    # The endpoint's own creation event first, so that the two below are its only rows.
+    eventually(lambda: bool(stack.cloudlink.events("endpoint.created")), what="first delivery")
     stack.cloudlink.fail_always(410)
     assert stack.twilio_inbound("hello").status_code == 200
     eventually(
