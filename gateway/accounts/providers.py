@@ -16,7 +16,6 @@ from sqlalchemy import Connection, insert, select, update
 
 from gateway.accounts.models import CMCOM, TWILIO, CmSettings, IntegrationOut, TwilioSettings
 from gateway.accounts.service import (
-    KINDS,
     admin_event,
     clean_name,
     find_integration,
@@ -196,7 +195,3 @@ def cm_product_token(conn: Connection, secrets: SecretBox, account_id: str) -> s
     """The account's CM.com product token, or None when the integration is not configured."""
     found = integration_secrets(conn, secrets, account_id, CMCOM)
     return None if found is None else found[1]["product_token"]
-
-
-PROVIDER_KINDS = {"twilio": TWILIO, "cm": CMCOM}
-PROVIDER_NAMES = {TWILIO: KINDS[TWILIO], CMCOM: KINDS[CMCOM]}

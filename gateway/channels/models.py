@@ -9,8 +9,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 NUL_FREE = "^[^\\u0000]*$"
-PROVIDERS = ("twilio", "cm")
-TYPES = ("whatsapp", "sms", "messenger")
 CONFIRMATION = "confirm"
 PRINTABLE = "^[\\x21-\\x7e][\\x20-\\x7e]*$"
 E164_PATTERN = "^\\+[1-9][0-9]{6,14}$"

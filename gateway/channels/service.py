@@ -138,18 +138,6 @@ def _live_rows(conn: Connection, account_id: str) -> list[Any]:
     )
 
 
-def channels_of(conn: Connection, account_id: str, provider: str | None = None) -> list[Any]:
-    """The live channel rows of an account (of one provider when given)."""
-    rows = _live_rows(conn, account_id)
-    return [row for row in rows if provider is None or row.provider == provider]
-
-
-def describe(row: Any) -> str:
-    """One channel in a sentence, for messages that list channels."""
-    target = row.number or ", ".join(row.pages)
-    return f"{row.id} ({row.provider} {row.type} {target}, queue {row.queue_id})"
-
-
 async def list_channels(
     db: Database, *, secrets: SecretBox, account_id: str, public_url: str
 ) -> list[ChannelOut]:

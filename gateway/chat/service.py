@@ -11,6 +11,7 @@ unique keys (``ON CONFLICT DO NOTHING``, then the winner's row is used).
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from dataclasses import asdict
@@ -55,30 +56,8 @@ TOKEN_DAYS = 2
 CHAT_EVENT = "Messaging"
 
 
-def _event(
-    tx: Transaction,
-    *,
-    account_id: str,
-    actor: Actor,
-    action: str,
-    asset: str,
-    asset_id: str,
-    type: str,
-    changed: list[str],
-    data: dict[str, Any],
-) -> None:
-    record_event(
-        tx,
-        account_id=account_id,
-        actor=actor,
-        action=action,
-        asset=asset,
-        asset_id=asset_id,
-        event_type=CHAT_EVENT,
-        type=type,
-        properties_changed=changed,
-        details=data,
-    )
+# A change of the chat model in the account's history and feed.
+_event = functools.partial(record_event, event_type=CHAT_EVENT)
 
 
 # Statements of the inbound path, built once: building a statement costs more than
@@ -219,8 +198,8 @@ def _open_conversation(
         asset="Conversation",
         asset_id=conversation_id,
         type="conversation.opened",
-        changed=["status"],
-        data={
+        properties_changed=["status"],
+        details={
             "conversation_id": conversation_id,
             "channel_id": message.channel_id,
             "queue_id": message.queue_id,
@@ -283,8 +262,8 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
             asset="Message",
             asset_id=message_id,
             type="message.received",
-            changed=["text", "media"] if media else ["text"],
-            data={
+            properties_changed=["text", "media"] if media else ["text"],
+            details={
                 "message_id": message_id,
                 "conversation_id": conversation_id,
                 "channel_id": message.channel_id,
@@ -359,8 +338,8 @@ def move_status(
         asset="Message",
         asset_id=row.id,
         type=event_type,
-        changed=sorted(k for k in values if k not in {"status_rank", "updated_at"}),
-        data={
+        properties_changed=sorted(k for k in values if k not in {"status_rank", "updated_at"}),
+        details={
             "message_id": row.id,
             "conversation_id": row.conversation_id,
             "channel_id": row.channel_id,
@@ -456,8 +435,8 @@ async def queue_reply(
             asset="Message",
             asset_id=message_id,
             type="message.queued",
-            changed=["text"],
-            data={
+            properties_changed=["text"],
+            details={
                 "message_id": message_id,
                 "conversation_id": conversation_id,
                 "channel_id": found.channel_id,

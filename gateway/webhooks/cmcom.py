@@ -34,7 +34,6 @@ MAX_NAME = 200
 MAX_BODY = 256 * 1024
 # CM.com's status report codes, in the chat model's vocabulary.
 CM_STATUS = {0: "sent", 1: "failed", 2: "delivered", 3: "failed", 4: "read"}
-CHANNEL_NAMES = {"whatsapp": "whatsapp", "sms": "sms", "facebook messenger": "messenger"}
 
 
 def _object(value: Any, name: str) -> dict[str, Any]:
