@@ -122,38 +122,26 @@ def complete(conn: Connection, *, pk: int, owner: str) -> bool:
     return conn.execute(_COMPLETE, {"row_pk": pk, "owner": owner}).rowcount == 1
 
 
+def _unclaimed(error: str) -> dict[str, Any]:
+    """The values of a row given up by its claimer, with the error that made it so."""
+    return {
+        "lease_owner": None,
+        "lease_until": None,
+        "last_error": error[:1000],
+        "updated_at": now(),
+    }
+
+
 def retry_later(conn: Connection, *, pk: int, owner: str, at: float, error: str) -> bool:
     """Free the row for another attempt at ``at``; False if ``owner`` no longer holds it."""
-    result = conn.execute(
-        _RELEASE_HELD,
-        {
-            "row_pk": pk,
-            "owner": owner,
-            "available_at": at,
-            "lease_owner": None,
-            "lease_until": None,
-            "last_error": error[:1000],
-            "updated_at": now(),
-        },
-    )
-    return result.rowcount == 1
+    values = {"row_pk": pk, "owner": owner, "available_at": at, **_unclaimed(error)}
+    return conn.execute(_RELEASE_HELD, values).rowcount == 1
 
 
 def bury(conn: Connection, *, pk: int, owner: str, error: str) -> bool:
     """Move the row to the dead letters; False if ``owner`` no longer holds it."""
-    result = conn.execute(
-        _RELEASE_HELD,
-        {
-            "row_pk": pk,
-            "owner": owner,
-            "status": DEAD,
-            "lease_owner": None,
-            "lease_until": None,
-            "last_error": error[:1000],
-            "updated_at": now(),
-        },
-    )
-    return result.rowcount == 1
+    values = {"row_pk": pk, "owner": owner, "status": DEAD, **_unclaimed(error)}
+    return conn.execute(_RELEASE_HELD, values).rowcount == 1
 
 
 def bury_target(
@@ -169,13 +157,7 @@ def bury_target(
             OUTBOX.c.status == PENDING,
             OUTBOX.c.pk != (keep if keep is not None else -1),
         )
-        .values(
-            status=DEAD,
-            lease_owner=None,
-            lease_until=None,
-            last_error=error[:1000],
-            updated_at=now(),
-        )
+        .values(status=DEAD, **_unclaimed(error))
     )
     return result.rowcount
 

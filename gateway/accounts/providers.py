@@ -25,8 +25,8 @@ from gateway.accounts.service import (
 from gateway.clients.http import ProviderError
 from gateway.clients.twilio import TwilioApi, TwilioCredentials
 from gateway.events.service import Actor
-from gateway.security import SecretBox, SecretBoxError
-from gateway.web.errors import Conflict, Unprocessable, UpstreamUnavailable
+from gateway.security import SecretBox
+from gateway.web.errors import Unprocessable, UpstreamUnavailable
 from storage.engine import Database
 from storage.tables import INTEGRATIONS, utcnow
 from storage.transaction import Transaction
@@ -69,7 +69,7 @@ async def configure_twilio(
         "account_sid": body.account_sid,
         "auth_token": mask(body.auth_token),
     }
-    secret = _encrypt(secrets, {"auth_token": body.auth_token})
+    secret = secrets.encrypt(json.dumps({"auth_token": body.auth_token}))
     return await _store(
         db,
         account_id=account_id,
@@ -96,7 +96,7 @@ async def configure_cm(
         "cm_account_id": body.cm_account_id,
         "product_token": mask(body.product_token),
     }
-    secret = _encrypt(secrets, {"product_token": body.product_token})
+    secret = secrets.encrypt(json.dumps({"product_token": body.product_token}))
     return await _store(
         db,
         account_id=account_id,
@@ -106,13 +106,6 @@ async def configure_cm(
         actor=actor,
         public_url=public_url,
     )
-
-
-def _encrypt(secrets: SecretBox, values: dict[str, str]) -> str:
-    try:
-        return secrets.encrypt(json.dumps(values))
-    except SecretBoxError as exc:
-        raise Conflict(str(exc)) from exc
 
 
 async def _store(

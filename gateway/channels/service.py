@@ -44,7 +44,6 @@ from storage.transaction import Transaction
 
 CLEAR_SMS_URL = "twilio.clear_sms_url"
 log = structlog.get_logger("gateway.channels")
-MAX_PAGE_LENGTH = 100
 
 
 @dataclass(frozen=True)
@@ -73,11 +72,10 @@ def _check_shape(body: ChannelCreate) -> tuple[str | None, list[str]]:
     if body.type == "messenger":
         if body.number is not None:
             raise InvalidValue("A Messenger channel is bound to pages (--page), not a number.")
-        pages = [page.strip() for page in body.pages]
-        if not pages or any(not page or len(page) > MAX_PAGE_LENGTH for page in pages):
+        pages = list(body.pages)
+        if not pages:
             raise InvalidValue(
-                "A Messenger channel needs one or more Facebook page ids (--page PAGE), "
-                f"each 1..{MAX_PAGE_LENGTH} characters."
+                "A Messenger channel needs one or more Facebook page ids (--page PAGE)."
             )
         if len(set(pages)) != len(pages):
             raise InvalidValue("A page is listed twice.")

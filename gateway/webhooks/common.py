@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -70,9 +71,14 @@ def counted(
     return endpoint
 
 
-async def channel_of(db: Database, channel_id: str, provider: str) -> ChannelContext:
+def provider_channel(conn: Connection, channel_id: str, provider: str) -> ChannelContext:
     """The live channel the URL names, or 404 (unknown, deleted, or another provider's)."""
-    channel = await db.query(live_channel, channel_id)
+    channel = live_channel(conn, channel_id)
     if channel is None or channel.provider != provider:
         raise NotFound("No such channel: it was deleted, or the URL is mistyped.")
     return channel
+
+
+async def channel_of(db: Database, channel_id: str, provider: str) -> ChannelContext:
+    """``provider_channel`` on a database thread."""
+    return await db.query(provider_channel, channel_id, provider)

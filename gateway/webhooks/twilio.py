@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.accounts.providers import twilio_credentials
-from gateway.channels.service import ChannelContext, live_channel
+from gateway.channels.service import ChannelContext
 from gateway.chat import service as chat
 from gateway.chat.models import InboundMessage, Media, StatusUpdate
 from gateway.clients.twilio import TwilioCredentials
@@ -29,7 +29,7 @@ from gateway.web.bodies import read_body
 from gateway.web.errors import BadRequest, Forbidden, NotFound, shown
 from gateway.web.state import app_state
 from gateway.webhooks import signature
-from gateway.webhooks.common import WrongChannel
+from gateway.webhooks.common import WrongChannel, provider_channel
 
 TWILIO_ACTOR = Actor("Twilio", "webhook")
 # Twilio's own limit is a few kilobytes (1,600 characters of text, ten media URLs).
@@ -61,9 +61,7 @@ def twiml() -> Response:
 def _channel_and_credentials(
     conn: Connection, secrets: SecretBox, channel_id: str
 ) -> tuple[ChannelContext, TwilioCredentials]:
-    channel = live_channel(conn, channel_id)
-    if channel is None or channel.provider != "twilio":
-        raise NotFound("No such channel: it was deleted, or the URL is mistyped.")
+    channel = provider_channel(conn, channel_id, "twilio")
     creds = twilio_credentials(conn, secrets, channel.account_id)
     if creds is None:
         raise NotFound("The channel's account has no configured Twilio integration.")
