@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.accounts.routes import BROWSER_ROUTES as ACCOUNT_BROWSER_ROUTES
 from gateway.accounts.routes import OPERATIONS as ACCOUNT_OPERATIONS
 from gateway.channels.routes import OPERATIONS as CHANNEL_OPERATIONS
 from gateway.chat.routes import OPERATIONS as CHAT_OPERATIONS
@@ -29,6 +30,7 @@ from gateway.delivery.handlers import Context, handlers
 from gateway.delivery.routes import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.delivery.worker import OutboxWorker, WorkerSettings
 from gateway.events.routes import OPERATIONS as EVENT_OPERATIONS
+from gateway.presence.routes import OPERATIONS as PRESENCE_OPERATIONS
 from gateway.scim.discovery import Discovery
 from gateway.scim.routes import surface as scim_surface
 from gateway.secret_keys import load_secret_keys
@@ -38,6 +40,7 @@ from gateway.ttl_cache import TtlCache
 from gateway.web.error_handling import HANDLED, ErrorHandlingMiddleware, exception_handler
 from gateway.web.health import routes as health_routes
 from gateway.web.openapi import API, build_openapi
+from gateway.web.pages import HTML_PAGE
 from gateway.web.ratelimit import RateLimiter
 from gateway.web.responses import PROBLEM_JSON, json_response
 from gateway.web.routing import Surface, TemplateRoute
@@ -55,6 +58,7 @@ ADMIN_OPERATIONS = [
     *CHAT_OPERATIONS,
     *DELIVERY_OPERATIONS,
     *EVENT_OPERATIONS,
+    *PRESENCE_OPERATIONS,
 ]
 
 
@@ -156,7 +160,13 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
             db.dispose()
 
     return Starlette(
-        routes=[scim_surface, webhooks_surface, *health_routes, _admin_surface()],
+        routes=[
+            scim_surface,
+            webhooks_surface,
+            *health_routes,
+            _admin_surface(),
+            Surface("/oauth", [*ACCOUNT_BROWSER_ROUTES], HTML_PAGE),
+        ],
         middleware=[
             Middleware(ObservabilityMiddleware, metrics=metrics),
             Middleware(ErrorHandlingMiddleware),

@@ -14,7 +14,7 @@ import tempfile
 
 import click
 
-from gateway import cli_messaging
+from gateway import cli_messaging, cli_presence
 from gateway.accounts import service as accounts
 from gateway.app import migrate_database
 from gateway.cli_common import emit, load_settings, plain, run_service
@@ -223,7 +223,13 @@ def generate_key_command() -> None:
     click.echo(generate_key())
 
 
-for command in (cli_messaging.set_twilio, cli_messaging.set_cm):
+for command in (
+    cli_messaging.set_twilio,
+    cli_messaging.set_cm,
+    cli_presence.set_teams,
+    cli_presence.office365_consent,
+    cli_presence.office365_enable,
+):
     integration.add_command(command)
 for group in (
     cli_messaging.channel,

@@ -22,6 +22,7 @@ from gateway.secret_keys import MissingSecretKeys, load_secret_keys
 from gateway.security import SecretBox
 from gateway.settings import Settings
 from gateway.web.errors import GatewayError
+from observability.logging import configure_logging
 from storage.engine import Database
 from storage.errors import DatabaseUnavailable
 
@@ -31,14 +32,20 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def load_settings() -> Settings:
-    """Settings from the environment, or exit 2 naming each bad variable."""
+    """Settings from the environment, or exit 2 naming each bad variable.
+
+    Log events go to stderr (warnings and worse, unless the level is DEBUG), so that
+    ``--json`` output on stdout stays one JSON document for scripts.
+    """
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         for error in exc.errors():
             name = "GATEWAY_" + "_".join(str(p) for p in error["loc"]).upper()
             click.echo(f"configuration error: {name}: {error['msg']}", err=True)
         sys.exit(2)
+    configure_logging("DEBUG" if settings.log_level == "DEBUG" else "WARNING")
+    return settings
 
 
 def emit(value: Any, as_json: bool, text: str) -> None:

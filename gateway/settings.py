@@ -82,6 +82,23 @@ class Settings(BaseSettings):
         default="https://gw.messaging.cm.com",
         description="Base URL of CM.com's messaging gateway (the gateway adds /v1.0/message).",
     )
+    graph_api_url: str = Field(
+        default="https://graph.microsoft.com",
+        description="Base URL of Microsoft Graph (the gateway adds /v1.0/...).",
+    )
+    login_url: str = Field(
+        default="https://login.microsoftonline.com",
+        description="Base URL of the Microsoft identity platform (the gateway adds "
+        "/{tenant}/oauth2/v2.0/... and reads the signing keys from there).",
+    )
+    o365_client_id: str | None = Field(
+        default=None,
+        description="Client id of the gateway's own multi-tenant app registration, for "
+        "Office 365 admin consent; unset, an account's Teams app is used.",
+    )
+    o365_client_secret: SecretStr | None = Field(
+        default=None, description="Client secret of that app registration."
+    )
     allow_private_endpoints: bool = Field(
         default=False,
         description="Also allow http:// and private or loopback addresses for CloudLink "
@@ -128,7 +145,7 @@ class Settings(BaseSettings):
         description="Seconds an outbound HTTP call (provider API, CloudLink endpoint) may take.",
     )
 
-    @field_validator("public_url", "twilio_api_url", "cm_api_url")
+    @field_validator("public_url", "twilio_api_url", "cm_api_url", "graph_api_url", "login_url")
     @classmethod
     def _public_url_is_http(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

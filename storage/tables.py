@@ -375,6 +375,88 @@ class OutboxRow(SQLModel, table=True):
     updated_at: float = Field(sa_column=Column(Double, nullable=False))
 
 
+class PresenceUser(SQLModel, table=True):
+    """A CloudLink user whose presence the gateway carries, by email, and its Teams user.
+
+    ``teams_user_id`` is looked up once by email / UPN and kept; ``monitor_id`` is the
+    presence monitor whose subscription covers the user. ``written`` is the state last
+    written into Teams (loop suppression: Teams reporting it back is no change).
+    """
+
+    __tablename__ = "presence_users"
+    __table_args__ = (
+        Index("uq_presence_users_account_email", "account_id", "email", unique=True),
+        Index("ix_presence_users_teams", "account_id", "teams_user_id"),
+        Index("ix_presence_users_monitor", "monitor_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    account_id: str = _account_fk()
+    email: str = Field(max_length=320)
+    teams_user_id: str | None = Field(default=None, max_length=64)
+    looked_up_at: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
+    monitor_id: str | None = Field(default=None, max_length=36)
+    written: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PresenceState(SQLModel, table=True):
+    """A user's presence from one source (teams, cloudlink, phone), with the raw data."""
+
+    __tablename__ = "presence_states"
+
+    user_id: str = Field(
+        sa_column=Column(
+            String(36),
+            ForeignKey("presence_users.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    source: str = Field(primary_key=True, max_length=20)
+    availability: str = Field(max_length=40)
+    activity: str = Field(max_length=60)
+    raw: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType, nullable=True))
+    version: int = Field(default=1)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PresenceMonitor(SQLModel, table=True):
+    """A Teams user account whose delegated token holds one presence subscription.
+
+    Secrets (refresh token, PKCE verifier, client state) are encrypted in ``secret``;
+    the pending sign-in's state is kept as a digest. Times are epoch seconds.
+    """
+
+    __tablename__ = "presence_monitors"
+    __table_args__ = (
+        Index("uq_presence_monitors_account_upn", "account_id", "upn", unique=True),
+        Index("ix_presence_monitors_state", "auth_state"),
+        Index("ix_presence_monitors_subscription", "subscription_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    account_id: str = _account_fk()
+    upn: str = Field(max_length=320)
+    status: str = Field(default="not_authorized", max_length=20)
+    tenant_id: str | None = Field(default=None, max_length=64)
+    client_id: str | None = Field(default=None, max_length=64)
+    secret: str | None = Field(default=None)
+    auth_state: str | None = Field(default=None, max_length=64)
+    auth_expires_at: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
+    subscription_id: str | None = Field(default=None, max_length=64)
+    subscription_expires_at: float | None = Field(
+        default=None, sa_column=Column(Double, nullable=True)
+    )
+    # Digest of the user ids the subscription covers: a change means a new subscription.
+    subscription_hash: str | None = Field(default=None, max_length=64)
+    resync_needed: bool = Field(default=False)
+    users: int = Field(default=0)
+    last_error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 def _table(model: type[SQLModel]) -> Table:
     """The Core table of a model, for statements (SQLModel does not type ``__table__``)."""
     table: Table = model.__table__  # type: ignore[attr-defined]
@@ -395,3 +477,6 @@ MESSAGES = _table(Message)
 WEBHOOK_RECEIPTS = _table(WebhookReceipt)
 ENDPOINTS = _table(Endpoint)
 OUTBOX = _table(OutboxRow)
+PRESENCE_USERS = _table(PresenceUser)
+PRESENCE_STATES = _table(PresenceState)
+PRESENCE_MONITORS = _table(PresenceMonitor)

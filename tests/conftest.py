@@ -19,6 +19,7 @@ from storage.engine import Database, make_engine
 from storage.migrate import upgrade
 from tests.fakes.cmcom import FakeCM
 from tests.fakes.loopback import serve_app
+from tests.fakes.microsoft import FakeMicrosoft
 from tests.fakes.twilio import FakeTwilio
 from tests.support.databases import PostgresFactory, postgres_admin_url, sqlite_url
 from tests.support.sync import run
@@ -62,10 +63,11 @@ def database_url(
 
 @dataclass
 class QuietProviders:
-    """Fake Twilio and CM.com APIs that every app of the run calls by default."""
+    """Fake Twilio, CM.com and Microsoft APIs that every app of the run calls by default."""
 
     twilio: FakeTwilio
     cm: FakeCM
+    microsoft: FakeMicrosoft
     urls: dict[str, str]
 
 
@@ -74,8 +76,23 @@ def quiet_providers() -> Iterator[QuietProviders]:
     """No test reaches the real services; a test that scripts a provider's answers starts
     fakes of its own."""
     twilio, cm = FakeTwilio(), FakeCM()
-    with serve_app(twilio.app) as twilio_url, serve_app(cm.app) as cm_url:
-        yield QuietProviders(twilio, cm, {"twilio_api_url": twilio_url, "cm_api_url": cm_url})
+    with (
+        FakeMicrosoft() as microsoft,
+        serve_app(twilio.app) as twilio_url,
+        serve_app(cm.app) as cm_url,
+        serve_app(microsoft.app) as microsoft_url,
+    ):
+        yield QuietProviders(
+            twilio,
+            cm,
+            microsoft,
+            {
+                "twilio_api_url": twilio_url,
+                "cm_api_url": cm_url,
+                "graph_api_url": microsoft_url,
+                "login_url": microsoft_url,
+            },
+        )
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ valid is never refused.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,9 +18,11 @@ from pydantic.json_schema import SkipJsonSchema
 AZURE_AD_SYNC = "azure_ad_sync"
 TWILIO = "twilio"
 CMCOM = "cmcom"
-# The integrations an admin can add in this version; the data model knows more
-# (``service.KINDS``), which a later version will configure.
-AVAILABLE_KINDS = (AZURE_AD_SYNC, TWILIO, CMCOM)
+TEAMS = "microsoft_teams"
+OFFICE365 = "office365"
+# The integrations an admin can add.
+AVAILABLE_KINDS = (AZURE_AD_SYNC, TWILIO, CMCOM, TEAMS, OFFICE365)
+GUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 MAX_NAME = 200
 
 # The characters str.strip() removes, i.e. those for which str.isspace() is true.
@@ -117,6 +119,12 @@ class IntegrationOut(BaseModel):
         description="Azure AD Sync only (absent for the other kinds): paste it into Entra.",
         json_schema_extra=_omitted_url,
     )
+    warnings: list[str] | SkipJsonSchema[None] = Field(
+        default=None,
+        exclude_if=lambda value: not value,
+        description="What the change means for other parts (absent when nothing): e.g. "
+        "presence monitors that need renewal after a tenant or client id change.",
+    )
 
 
 class TwilioSettings(_Body):
@@ -150,6 +158,52 @@ class CmSettings(_Body):
         pattern="^[\\x21-\\x7e]+$",
         description="The product token; stored encrypted, never shown again.",
     )
+
+
+class TeamsSettings(_Body):
+    """The Azure app registration of the account's Microsoft Teams; checked before it is saved
+    (an app token by client credentials)."""
+
+    name: str = _account_name("A name for this integration (the client secret's description)")
+    tenant_id: str = Field(pattern=GUID_PATTERN, description="Directory (tenant) id.")
+    client_id: str = Field(pattern=GUID_PATTERN, description="Application (client) id.")
+    client_secret: str = Field(
+        min_length=8,
+        max_length=200,
+        pattern="^[\\x21-\\x7e]+$",
+        description="The client secret's value; stored encrypted, never shown again.",
+    )
+    secret_expires: date | None = Field(
+        default=None, description="When the client secret expires (the system check warns)."
+    )
+    presence_to_teams: bool | None = Field(
+        default=None,
+        strict=True,
+        description="Write CloudLink presence into Teams; unset keeps the current choice "
+        "(off for a new integration).",
+    )
+    presence_from_teams: bool | None = Field(
+        default=None,
+        strict=True,
+        description="Carry Teams presence into CloudLink through presence monitors; unset "
+        "keeps the current choice (on for a new integration).",
+    )
+
+
+class ConsentOut(BaseModel):
+    """Send ``consent_url`` to an Office 365 administrator of the customer's organization."""
+
+    consent_url: str = Field(json_schema_extra={"pattern": URL_PATTERN})
+    redirect_uri: str = Field(json_schema_extra={"pattern": URL_PATTERN})
+    expires_at: datetime = Field(
+        description="After this, an unanswered request is shown as not detectable."
+    )
+
+
+class Office365Enable(_Body):
+    """Turn the Office 365 integration on or off (after consent was given)."""
+
+    enabled: bool = Field(strict=True)
 
 
 class IntegrationList(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -70,7 +71,7 @@ async def configure_twilio(
         "auth_token": mask(body.auth_token),
     }
     secret = secrets.encrypt(json.dumps({"auth_token": body.auth_token}))
-    return await _store(
+    return await store_integration(
         db,
         account_id=account_id,
         kind=TWILIO,
@@ -97,7 +98,7 @@ async def configure_cm(
         "product_token": mask(body.product_token),
     }
     secret = secrets.encrypt(json.dumps({"product_token": body.product_token}))
-    return await _store(
+    return await store_integration(
         db,
         account_id=account_id,
         kind=CMCOM,
@@ -108,52 +109,89 @@ async def configure_cm(
     )
 
 
-async def _store(
+def put_integration(
+    tx: Transaction,
+    *,
+    account_id: str,
+    kind: str,
+    status: str,
+    config: dict[str, Any],
+    secret: str | None,
+    actor: Actor,
+    public_url: str,
+) -> IntegrationOut:
+    """Insert or replace an integration's status, settings and secret, with its event
+    (the settings in the event leave out what only the gateway needs: ``consent``)."""
+    now = utcnow()
+    existing = find_integration(tx.conn, account_id, kind)
+    if existing is None:
+        tx.conn.execute(
+            insert(INTEGRATIONS).values(
+                id=str(uuid.uuid4()),
+                account_id=account_id,
+                kind=kind,
+                status=status,
+                config=config,
+                secret=secret,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    else:
+        tx.conn.execute(
+            update(INTEGRATIONS)
+            .where(INTEGRATIONS.c.id == existing.id)
+            .values(status=status, config=config, secret=secret, updated_at=now)
+        )
+    shown = {key: value for key, value in config.items() if key != "consent"}
+    admin_event(
+        tx,
+        account_id=account_id,
+        actor=actor,
+        action="Create" if existing is None else "Edit",
+        asset="Integration",
+        asset_id=kind,
+        type="integration.configured",
+        properties_changed=sorted({*shown, "status"}),
+        details={"kind": kind, "status": status, **shown},
+    )
+    return integration_out(find_integration(tx.conn, account_id, kind), public_url)
+
+
+async def store_integration(
     db: Database,
     *,
     account_id: str,
     kind: str,
     config: dict[str, Any],
-    secret: str,
+    secret: str | None,
     actor: Actor,
     public_url: str,
+    status: str = ACTIVE,
+    also: Callable[[Transaction, dict[str, Any]], list[str]] | None = None,
 ) -> IntegrationOut:
+    """``put_integration`` in a transaction of its own, under the account's lock.
+
+    ``also`` runs in the same transaction with the previous settings and returns warnings
+    for the answer (what the change means elsewhere).
+    """
+
     def work(tx: Transaction) -> IntegrationOut:
         tx.lock_account(account_id)
         require_account(tx.conn, account_id)
-        now = utcnow()
         existing = find_integration(tx.conn, account_id, kind)
-        if existing is None:
-            tx.conn.execute(
-                insert(INTEGRATIONS).values(
-                    id=str(uuid.uuid4()),
-                    account_id=account_id,
-                    kind=kind,
-                    status=ACTIVE,
-                    config=config,
-                    secret=secret,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        else:
-            tx.conn.execute(
-                update(INTEGRATIONS)
-                .where(INTEGRATIONS.c.id == existing.id)
-                .values(status=ACTIVE, config=config, secret=secret, updated_at=now)
-            )
-        admin_event(
+        warnings = also(tx, dict(existing.config) if existing is not None else {}) if also else []
+        stored = put_integration(
             tx,
             account_id=account_id,
+            kind=kind,
+            status=status,
+            config=config,
+            secret=secret,
             actor=actor,
-            action="Create" if existing is None else "Edit",
-            asset="Integration",
-            asset_id=kind,
-            type="integration.configured",
-            properties_changed=sorted(config),
-            details={"kind": kind, **config},
+            public_url=public_url,
         )
-        return integration_out(find_integration(tx.conn, account_id, kind), public_url)
+        return stored.model_copy(update={"warnings": warnings or None})
 
     return await db.transact(work)
 

@@ -7,13 +7,16 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.accounts import models, providers
+from gateway.accounts import models, office365, providers, teams
 from gateway.accounts import service as accounts
 from gateway.events.service import OPERATOR_API
 from gateway.web.auth import require_operator
 from gateway.web.bodies import read_model
 from gateway.web.openapi import ACCOUNT, API, Header, Operation, Param
+from gateway.web.pages import page
 from gateway.web.responses import model_response
+from gateway.web.routing import TemplateRoute
+from gateway.web.state import app_state
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -107,6 +110,72 @@ async def set_cm(request: Request) -> Response:
         public_url=state.settings.public_url,
     )
     return model_response(item)
+
+
+async def set_teams(request: Request) -> Response:
+    state = require_operator(request)
+    body = await read_model(request, models.TeamsSettings)
+    item = await teams.configure_teams(
+        state.db,
+        secrets=state.secrets,
+        identity=state.providers.identity,
+        account_id=request.path_params["account_id"],
+        body=body,
+        actor=OPERATOR_API,
+        public_url=state.settings.public_url,
+    )
+    return model_response(item)
+
+
+async def office365_consent(request: Request) -> Response:
+    state = require_operator(request)
+    consent = await office365.request_consent(
+        state.db,
+        identity=state.providers.identity,
+        settings=state.settings,
+        account_id=request.path_params["account_id"],
+        actor=OPERATOR_API,
+    )
+    return model_response(consent, headers={"Cache-Control": "no-store"})
+
+
+async def office365_enable(request: Request) -> Response:
+    state = require_operator(request)
+    body = await read_model(request, models.Office365Enable)
+    item = await office365.enable_office365(
+        state.db,
+        account_id=request.path_params["account_id"],
+        enabled=body.enabled,
+        actor=OPERATOR_API,
+        public_url=state.settings.public_url,
+    )
+    return model_response(item)
+
+
+async def office365_answer(request: Request) -> Response:
+    """GET /oauth/office365: the administrator's browser, back from the consent page."""
+    state = app_state(request)
+    query = request.query_params
+    item = await office365.record_consent(
+        state.db,
+        state=query.get("state", "")[:200],
+        error=query.get("error") or None,
+        description=query.get("error_description") or None,
+        tenant=query.get("tenant") or None,
+        actor=office365.CONSENT_ACTOR,
+        public_url=state.settings.public_url,
+    )
+    if item.status == office365.GRANTED:
+        return page(
+            "Consent granted",
+            "Thank you: CloudLink may now use Microsoft Office 365 for your organization. "
+            "You can close this window and tell your CloudLink administrator.",
+        )
+    return page(
+        "Consent not granted",
+        f"Microsoft reported: {query.get('error_description') or query.get('error')}. "
+        "Tell your CloudLink administrator; a new consent link can be requested.",
+    )
 
 
 async def generate_keys(request: Request) -> Response:
@@ -213,6 +282,39 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
     ),
     (
         Operation(
+            "PUT",
+            ACCOUNT + "/integrations/microsoft_teams/settings",
+            "Configure Microsoft Teams (the app is checked with the identity platform first)",
+            body=models.TeamsSettings,
+            response=models.IntegrationOut,
+            errors=(422,),
+        ),
+        set_teams,
+    ),
+    (
+        Operation(
+            "POST",
+            ACCOUNT + "/integrations/office365/consent",
+            "Request Office 365 admin consent (a new link; earlier ones stop working)",
+            response=models.ConsentOut,
+            headers=(NO_STORE,),
+            errors=(409,),
+        ),
+        office365_consent,
+    ),
+    (
+        Operation(
+            "PUT",
+            ACCOUNT + "/integrations/office365/enabled",
+            "Enable or disable Office 365 (after consent was granted or not detectable)",
+            body=models.Office365Enable,
+            response=models.IntegrationOut,
+            errors=(409,),
+        ),
+        office365_enable,
+    ),
+    (
+        Operation(
             "POST",
             ACCOUNT + "/integrations/azure_ad_sync/keys",
             "Generate SCIM keys (the previous token stops working)",
@@ -221,4 +323,9 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
         ),
         generate_keys,
     ),
+]
+
+# The administrator's browser comes back here: no operator token, the state is the proof.
+BROWSER_ROUTES = [
+    TemplateRoute(office365.CONSENT_PATH, office365_answer, methods=["GET"]),
 ]

@@ -7,6 +7,7 @@ together; reads go through ``Database.query``.
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from typing import Any
 
@@ -17,6 +18,8 @@ from gateway.accounts.models import (
     AZURE_AD_SYNC,
     CMCOM,
     MAX_NAME,
+    OFFICE365,
+    TEAMS,
     TWILIO,
     AccountOut,
     IntegrationOut,
@@ -37,8 +40,8 @@ KINDS = {
     AZURE_AD_SYNC: "Azure AD Sync",
     TWILIO: "Twilio",
     CMCOM: "CM.com",
-    "microsoft_teams": "Microsoft Teams",
-    "office365": "Microsoft Office 365",
+    TEAMS: "Microsoft Teams",
+    OFFICE365: "Microsoft Office 365",
 }
 
 
@@ -53,12 +56,29 @@ def _account_out(row: Any) -> AccountOut:
     )
 
 
+def shown_status(kind: str, status: str, config: dict[str, Any]) -> str:
+    """The status to show: an Office 365 consent request nobody answered in time is not
+    detectable (the administrator may have consented without coming back)."""
+    if kind == OFFICE365 and status == "consent_pending":
+        consent = config.get("consent") or {}
+        if float(consent.get("expires_at", 0)) < time.time():
+            return "consent_not_detected"
+    return status
+
+
+def _shown_config(config: dict[str, Any]) -> dict[str, Any]:
+    consent = config.get("consent")
+    if not isinstance(consent, dict) or "state" not in consent:
+        return dict(config)
+    return {**config, "consent": {k: v for k, v in consent.items() if k != "state"}}
+
+
 def integration_out(row: Any, public_url: str) -> IntegrationOut:
     return IntegrationOut(
         kind=row.kind,
         name=KINDS.get(row.kind, row.kind),
-        status=row.status,
-        config=row.config,
+        status=shown_status(row.kind, row.status, row.config),
+        config=_shown_config(row.config),
         created_at=row.created_at,
         updated_at=row.updated_at,
         tenant_url=tenant_url(public_url, row.account_id) if row.kind == AZURE_AD_SYNC else None,

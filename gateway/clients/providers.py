@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from gateway.clients.cmcom import CmApi
 from gateway.clients.destinations import PublicResolver
+from gateway.clients.graph import GraphApi
 from gateway.clients.http import HttpClient, new_http_client
+from gateway.clients.identity import IdentityPlatform
 from gateway.clients.twilio import TwilioApi
 from gateway.settings import Settings
 
@@ -18,6 +20,8 @@ class Providers:
     http: HttpClient
     twilio: TwilioApi
     cm: CmApi
+    identity: IdentityPlatform
+    graph: GraphApi
     # CloudLink endpoints: public addresses only, checked at connection time, unless
     # private endpoints are allowed.
     endpoints: HttpClient
@@ -42,6 +46,8 @@ class Providers:
             http=http,
             twilio=TwilioApi(http, settings.twilio_api_url),
             cm=CmApi(http, settings.cm_api_url),
+            identity=IdentityPlatform(http, settings.login_url),
+            graph=GraphApi(http, settings.graph_api_url),
             endpoints=endpoints,
         )
 

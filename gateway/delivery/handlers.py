@@ -22,8 +22,10 @@ from gateway.clients.events import EndpointGone, deliver_event
 from gateway.clients.http import ProviderError
 from gateway.clients.providers import Providers
 from gateway.delivery.policy import RetryPolicy, policies
+from gateway.delivery.presence_writes import PresenceWriter, presence_write_handler
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.events.service import Actor
+from gateway.presence.service import WRITE
 from gateway.security import SecretBox
 from gateway.settings import Settings
 from gateway.ttl_cache import TtlCache
@@ -258,4 +260,12 @@ def handlers(ctx: Context) -> dict[str, Handler]:
         SEND: send_handler(ctx),
         EVENT_DELIVERY: event_handler(ctx),
         CLEAR_SMS_URL: clear_sms_url_handler(ctx),
+        WRITE: presence_write_handler(
+            ctx.db,
+            ctx.secrets,
+            PresenceWriter(
+                ctx.providers.graph, ctx.providers.identity, processes=ctx.settings.workers
+            ),
+            ctx.policy("sends"),
+        ),
     }

@@ -10,7 +10,7 @@ matched every user would make Entra link the wrong account or create duplicates.
 Every leaf is built to be TRUE or FALSE, never NULL (a comparison on an absent value
 is FALSE), so ``not`` and ``ne`` mean what SCIM says they mean.
 
-userName, emails and the login id compare by their folded key (``rules.fold``: NFKC,
+userName, emails and the login id compare by their folded key (``gateway.folding.fold``: NFKC,
 case folding, no surrounding whitespace), the same key that makes them unique, so
 ``userName eq "Alice@Contoso.com "`` finds ``alice@contoso.com``, and so does the
 same address in fullwidth letters (U+FF41...).
@@ -30,13 +30,13 @@ from typing import Any, Literal
 from scim2_filter_parser import ast
 from sqlalchemy import ColumnElement, and_, bindparam, exists, func, not_, or_, select, true
 
+from gateway.folding import fold
 from gateway.scim.filter_parsing import (
     MAX_FILTER_LENGTH,
     PLACEHOLDER,
     parse_shape,
     split_literals,
 )
-from gateway.scim.rules import fold
 from gateway.scim.schema import CLOUDLINK_USER, CORE_USER, ENTERPRISE_USER
 from gateway.web.errors import InvalidFilter, InvalidValue, shown
 from gateway.web.params import parse_iso8601
@@ -56,7 +56,7 @@ class Target:
     """A filterable single-valued attribute: its SQL expression and how it compares.
 
     A ``key`` target is a folded key column (the filter value is folded by
-    ``rules.fold``); a ``ci`` target is ``lower()`` of a stored value (the filter value
+    ``gateway.folding.fold``); a ``ci`` target is ``lower()`` of a stored value (the filter value
     is lower-cased to match).
     """
 

@@ -18,13 +18,13 @@ types, three phone types, one address type, and a handful of roles at most.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import phonenumbers
 
+from gateway.folding import fold
 from gateway.scim.schema import (
     ADDRESS_TYPES,
     CLOUDLINK_USER,
@@ -52,17 +52,6 @@ CLAIM_ATTRIBUTES = {
     "extension": f"{CLOUDLINK_USER}:extension",
     "loginId": f"{CLOUDLINK_USER}:loginId",
 }
-
-
-def fold(value: str) -> str:
-    """The comparison key of a case-insensitive string: NFKC, case folded, stripped.
-
-    NFKC makes compatibility forms (fullwidth letters, ligatures) the letters they stand
-    for; case folding goes further than lower-casing (``ß`` is ``ss``); NFKC again
-    because folding can undo the normal form. The key may be longer than the value.
-    """
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value).casefold())
-    return folded.strip()
 
 
 @dataclass(frozen=True)

@@ -25,3 +25,15 @@ def follow(page: Page, done: threading.Event) -> list[dict[str, Any]]:
 def positions(items: list[dict[str, Any]]) -> list[tuple[int, ...]]:
     """The feed positions of ``items`` (``SEQ`` or ``TX.SEQ`` cursors), comparable."""
     return [tuple(int(part) for part in str(item["cursor"]).split(".")) for item in items]
+
+
+def read_all(page: Page) -> list[dict[str, Any]]:
+    """Every event of the feed from the start, in order."""
+    items: list[dict[str, Any]] = []
+    cursor = "0"
+    while True:
+        found = page(cursor)
+        items.extend(found["items"])
+        if not found["items"]:
+            return items
+        cursor = found["next_cursor"]

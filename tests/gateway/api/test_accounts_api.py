@@ -69,7 +69,7 @@ def test_generate_keys_adds_azure_ad_sync_and_never_shows_the_token_again(
 def test_integrations_add_twice_conflicts_and_remove_revokes(
     client: TestClient, admin_headers: dict[str, str]
 ) -> None:
-    """Adding twice is 409; removing twice is 404; unavailable kinds are refused."""
+    """Adding twice is 409; removing twice is 404; unknown kinds are refused."""
     account = client.post("/api/v1/accounts", json={"name": "Acme"}, headers=admin_headers).json()
     base = f"/api/v1/accounts/{account['id']}/integrations"
     assert (
@@ -80,7 +80,7 @@ def test_integrations_add_twice_conflicts_and_remove_revokes(
     )
     assert (
         client.post(base, json={"kind": "microsoft_teams"}, headers=admin_headers).status_code
-        == 400
+        == 201
     )
     assert client.post(base, json={"kind": "fax"}, headers=admin_headers).status_code == 400
     assert client.delete(f"{base}/azure_ad_sync", headers=admin_headers).status_code == 204

@@ -30,23 +30,26 @@ from schemathesis.schemas import BaseSchema
 from sqlalchemy import func, select, update
 
 from gateway.accounts import service as accounts
-from gateway.accounts.models import CmSettings, TwilioSettings
+from gateway.accounts.models import CmSettings, TeamsSettings, TwilioSettings
 from gateway.accounts.providers import configure_cm, configure_twilio
+from gateway.accounts.teams import configure_teams
 from gateway.app import create_app, open_database
 from gateway.channels.models import ChannelCreate
 from gateway.channels.service import add_channel
 from gateway.chat import service as chat
 from gateway.chat.models import InboundMessage
 from gateway.clients.http import new_http_client
+from gateway.clients.identity import IdentityPlatform
 from gateway.clients.twilio import TwilioApi
 from gateway.delivery.endpoints import add_endpoint
 from gateway.events.service import OPERATOR_CLI
+from gateway.scim import service as scim
 from gateway.security import SecretBox
 from gateway.settings import Settings
 from storage.engine import Database
 from storage.tables import OUTBOX
 from storage.transaction import Transaction
-from tests.conftest import ADMIN_TOKEN, PUBLIC_URL, QuietProviders
+from tests.conftest import ADMIN_TOKEN, PUBLIC_URL, QuietProviders, user_body
 from tests.support.sync import run
 
 ACCOUNT_ID = "account_id"
@@ -71,6 +74,10 @@ CHECKS = (
 SEEDED_SID = "AC" + "5e" * 16
 SEEDED_TOKEN = "seeded-auth-token-0123456789"
 SEEDED_NUMBER = "+14155550142"
+SEEDED_TENANT = "5eed0000-0000-4000-8000-000000000001"
+SEEDED_CLIENT = "5eed0000-0000-4000-8000-000000000002"
+SEEDED_SECRET = "seeded-client-secret-0123456789"
+SEEDED_EMAIL = "user1@contoso.example"
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,24 @@ async def seed_account(db: Database, settings: Settings, providers: QuietProvide
             actor=OPERATOR_CLI,
             public_url=PUBLIC_URL,
         )
+    providers.microsoft.add_tenant(SEEDED_TENANT)
+    providers.microsoft.add_app(SEEDED_TENANT, SEEDED_CLIENT, SEEDED_SECRET)
+    async with new_http_client(5.0) as http:
+        await configure_teams(
+            db,
+            secrets=secrets,
+            identity=IdentityPlatform(http, settings.login_url),
+            account_id=account.id,
+            body=TeamsSettings(
+                name="Seeded",
+                tenant_id=SEEDED_TENANT,
+                client_id=SEEDED_CLIENT,
+                client_secret=SEEDED_SECRET,
+            ),
+            actor=OPERATOR_CLI,
+            public_url=PUBLIC_URL,
+        )
+    await scim.create_user(db, scim.Tenant(account.id, PUBLIC_URL), user_body(1))
     receipt = await chat.receive_message(
         db,
         InboundMessage(
@@ -165,6 +190,7 @@ async def seed_account(db: Database, settings: Settings, providers: QuietProvide
             "conversation_id": str(receipt.conversation_id),
             "message_id": str(receipt.message_id),
             "endpoint_id": endpoint.id,
+            "email": SEEDED_EMAIL,
         }
     )
 
@@ -246,6 +272,19 @@ def use_seeded_data(schema: BaseSchema, seeded: Seeded) -> None:
             and next(turns) % 3 == 0
         ):
             case.body = {**case.body, "account_sid": SEEDED_SID, "auth_token": SEEDED_TOKEN}
+        if (
+            case.path.endswith("/microsoft_teams/settings")
+            and isinstance(case.body, dict)
+            and next(turns) % 3 == 0
+        ):
+            case.body = {
+                **case.body,
+                "tenant_id": SEEDED_TENANT,
+                "client_id": SEEDED_CLIENT,
+                "client_secret": SEEDED_SECRET,
+            }
+        if case.path.endswith("/presence") and isinstance(case.body, dict) and next(turns) % 2:
+            case.body = {**case.body, "user": SEEDED_EMAIL}
         if (
             case.path.endswith("/channels/delete")
             and isinstance(case.body, dict)

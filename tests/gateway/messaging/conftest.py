@@ -8,7 +8,6 @@ each, and a CloudLink endpoint whose signatures the fake receiver verifies.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from tests.fakes.cloudlink import FakeCloudLink
 from tests.fakes.cmcom import FakeCM, mo_message
 from tests.fakes.loopback import serve_app
 from tests.fakes.twilio import FakeTwilio, inbound_message_params, new_sid, sign_twilio
+from tests.support.feed import read_all
 from tests.support.live import free_port, live_server
 
 TWILIO_SID = "AC" + "1f" * 16
@@ -88,14 +88,7 @@ class Stack:
 
     def feed(self) -> list[dict[str, Any]]:
         """Every event of the account's feed, in order."""
-        items: list[dict[str, Any]] = []
-        cursor = "0"
-        while True:
-            page = self.api("GET", f"/feed?after={cursor}&limit=500").json()
-            items.extend(page["items"])
-            if not page["items"]:
-                return items
-            cursor = page["next_cursor"]
+        return read_all(lambda cursor: self.api("GET", f"/feed?after={cursor}&limit=500").json())
 
     def feed_types(self) -> list[str]:
         """The types of the feed's events, in order."""
@@ -112,16 +105,6 @@ class Stack:
             "GET", f"/conversations/{conversation_id}/messages"
         ).json()["items"]
         return found
-
-
-def eventually(check: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    """Wait until ``check()`` holds (deliveries happen in the background)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def set_up_account(stack: Stack) -> None:

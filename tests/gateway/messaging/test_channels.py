@@ -10,8 +10,8 @@ from tests.gateway.messaging.conftest import (
     TWILIO_SID,
     TWILIO_TOKEN,
     Stack,
-    eventually,
 )
+from tests.support.waiting import eventually
 
 SMS_NUMBER = "+14155550123"
 

@@ -15,9 +15,9 @@ from tests.gateway.messaging.conftest import (
     TWILIO_SID,
     TWILIO_TOKEN,
     Stack,
-    eventually,
 )
 from tests.support import feed
+from tests.support.waiting import eventually
 
 TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tests.fakes.twilio import new_sid
-from tests.gateway.messaging.conftest import Stack, eventually
+from tests.gateway.messaging.conftest import Stack
+from tests.support.waiting import eventually
 
 
 def _metric(stack: Stack, name: str) -> dict[str, float]:

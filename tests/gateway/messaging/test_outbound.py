@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from tests.fakes.cmcom import delivery_report, send_report
-from tests.gateway.messaging.conftest import BUSINESS, CUSTOMER, Stack, eventually
+from tests.gateway.messaging.conftest import BUSINESS, CUSTOMER, Stack
 from tests.support.sync import run
+from tests.support.waiting import eventually
 
 
 def _reply(stack: Stack, text: str = "On its way!", *, via: str = "twilio") -> dict[str, Any]:

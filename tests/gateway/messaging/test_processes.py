@@ -26,8 +26,9 @@ from tests.conftest import ADMIN_TOKEN, SECRET_KEY
 from tests.fakes.cloudlink import FakeCloudLink
 from tests.fakes.cmcom import FakeCM
 from tests.fakes.twilio import FakeTwilio, new_sid
-from tests.gateway.messaging.conftest import Stack, eventually, set_up_account
+from tests.gateway.messaging.conftest import Stack, set_up_account
 from tests.support.server import ServerProcess, serving
+from tests.support.waiting import eventually
 
 Fakes = tuple[FakeTwilio, FakeCM, FakeCloudLink, dict[str, str]]
 

@@ -1,0 +1,132 @@
+"""The CLI's Microsoft commands: the Teams integration, Office 365 consent, presence.
+Same service functions and write path as the admin API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from gateway.accounts import office365, teams
+from gateway.accounts.models import TeamsSettings
+from gateway.cli_common import JSON, Tools, emit, model_of, plain, run_with_tools
+from gateway.events.service import OPERATOR_CLI
+
+ON_OFF = click.Choice(["on", "off"])
+
+
+def _toggle(value: str | None) -> bool | None:
+    return None if value is None else value == "on"
+
+
+@click.command("set-teams")
+@click.argument("account_id")
+@click.option("--name", required=True, help="A name (the client secret's description).")
+@click.option("--tenant-id", required=True, help="Directory (tenant) id of the Azure app.")
+@click.option("--client-id", required=True, help="Application (client) id of the Azure app.")
+@click.option(
+    "--client-secret",
+    required=True,
+    envvar="CLOUDLINK_TEAMS_CLIENT_SECRET",
+    help="The client secret's value (stored encrypted); or set CLOUDLINK_TEAMS_CLIENT_SECRET "
+    "to keep it out of the process list and shell history.",
+)
+@click.option(
+    "--secret-expires",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="When the client secret expires (YYYY-MM-DD); the system check warns before.",
+)
+@click.option(
+    "--presence-to-teams", type=ON_OFF, default=None, help="Write CloudLink presence into Teams."
+)
+@click.option(
+    "--presence-from-teams",
+    type=ON_OFF,
+    default=None,
+    help="Carry Teams presence into CloudLink (through presence monitors).",
+)
+@JSON
+def set_teams(
+    *,
+    account_id: str,
+    name: str,
+    tenant_id: str,
+    client_id: str,
+    client_secret: str,
+    secret_expires: datetime | None,
+    presence_to_teams: str | None,
+    presence_from_teams: str | None,
+    as_json: bool,
+) -> None:
+    """Connect the account's Microsoft Teams (the app is checked with Microsoft first)."""
+    body = model_of(
+        TeamsSettings,
+        name=name,
+        tenant_id=tenant_id,
+        client_id=client_id,
+        client_secret=client_secret,
+        secret_expires=secret_expires.date() if secret_expires else None,
+        presence_to_teams=_toggle(presence_to_teams),
+        presence_from_teams=_toggle(presence_from_teams),
+    )
+
+    async def work(tools: Tools) -> object:
+        return await teams.configure_teams(
+            tools.db,
+            secrets=tools.secrets,
+            identity=tools.providers.identity,
+            account_id=account_id,
+            body=body,
+            actor=OPERATOR_CLI,
+            public_url=tools.settings.public_url,
+        )
+
+    item = run_with_tools(work)
+    warnings = getattr(item, "warnings", None) or []
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    emit(plain(item), as_json, f"microsoft_teams configured for {account_id}")
+
+
+@click.command("office365-consent")
+@click.argument("account_id")
+@JSON
+def office365_consent(account_id: str, as_json: bool) -> None:
+    """A link for an Office 365 administrator to grant consent (valid one hour)."""
+
+    async def work(tools: Tools) -> object:
+        return await office365.request_consent(
+            tools.db,
+            identity=tools.providers.identity,
+            settings=tools.settings,
+            account_id=account_id,
+            actor=OPERATOR_CLI,
+        )
+
+    consent = run_with_tools(work)
+    emit(
+        plain(consent),
+        as_json,
+        f"send this link to an Office 365 administrator:\n{getattr(consent, 'consent_url', '')}",
+    )
+
+
+@click.command("office365-enable")
+@click.argument("account_id")
+@click.option("--off", is_flag=True, help="Disable instead.")
+@JSON
+def office365_enable(account_id: str, off: bool, as_json: bool) -> None:
+    """Enable Office 365 once consent was granted (or could not be detected)."""
+
+    async def work(tools: Tools) -> object:
+        return await office365.enable_office365(
+            tools.db,
+            account_id=account_id,
+            enabled=not off,
+            actor=OPERATOR_CLI,
+            public_url=tools.settings.public_url,
+        )
+
+    item = run_with_tools(work)
+    emit(plain(item), as_json, f"office365 {getattr(item, 'status', '')}")

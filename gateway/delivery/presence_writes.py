@@ -1,0 +1,302 @@
+"""CloudLink presence into Teams: ``presence.write`` rows, sent as ``$batch`` of setPresence.
+
+Mapping (Graph accepts only some pairs in a presence session): Available → Available /
+Available; Busy in a conference → Busy / InAConferenceCall, any other Busy → Busy /
+InACall; DoNotDisturb → DoNotDisturb / Presenting; Away and BeRightBack → Away / Away;
+Offline → the gateway's session is cleared (``clearPresence``), so Teams shows what the
+user's own clients say. The session id is the app's client id. Sessions rather than the
+user's preferred presence: preferred presence is the user's own choice in Teams and
+overrides every session; CloudLink reports what the user is doing (a call, a meeting),
+which is what sessions are for.
+
+A session lasts ``expirationDuration`` (one hour here), and an Available one fades after
+five minutes unless it is written again, so each write leaves a refresh row behind it
+(four minutes for Available, fifty for the others); a newer change makes that row due at
+once and its handler sends the newest state.
+
+Rows of one tenant are grouped into ``$batch`` requests of up to 20, and a token bucket
+keeps the process within its share of Graph's presence budget (1,500 requests per 30 s
+per app and tenant, divided among the worker processes). An item throttled on its own
+(429 in the batch answer) is retried by the outbox after its ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Connection, and_, select, update
+
+from gateway.accounts.teams import TeamsConfig, teams_config
+from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi
+from gateway.clients.http import ProviderError
+from gateway.clients.identity import AppCredentials, IdentityPlatform
+from gateway.delivery.policy import RetryPolicy
+from gateway.delivery.worker import Dropped, Handler, Settle
+from gateway.presence.models import CLOUDLINK
+from gateway.presence.service import WRITE, states_of
+from gateway.security import SecretBox
+from storage.engine import Database
+from storage.outbox import Claimed
+from storage.tables import OUTBOX, PRESENCE_USERS, utcnow
+from storage.transaction import Transaction
+
+# Graph's presence budget per app and tenant.
+BUDGET = 1500
+BUDGET_SECONDS = 30.0
+SESSION = "PT1H"
+REFRESH_AVAILABLE = 240.0
+REFRESH_OTHER = 3000.0
+BATCH_WINDOW = 0.02
+# A user Teams does not know is looked up again after this long (they may be added).
+LOOKUP_AGAIN = 3600.0
+
+
+def teams_request(
+    availability: str, activity: str, *, client_id: str, user_id: str, item_id: str
+) -> BatchRequest:
+    """The Graph call that shows this CloudLink state in Teams."""
+    base = f"/users/{quote(user_id, safe='')}/presence"
+    if availability == "Offline":
+        return BatchRequest(item_id, "POST", base + "/clearPresence", {"sessionId": client_id})
+    if availability in ("Available", "AvailableIdle"):
+        pair = ("Available", "Available")
+    elif availability in ("Busy", "BusyIdle"):
+        pair = ("Busy", "InAConferenceCall" if activity == "InAConferenceCall" else "InACall")
+    elif availability == "DoNotDisturb":
+        pair = ("DoNotDisturb", "Presenting")
+    else:
+        pair = ("Away", "Away")
+    return BatchRequest(
+        item_id,
+        "POST",
+        base + "/setPresence",
+        {
+            "sessionId": client_id,
+            "availability": pair[0],
+            "activity": pair[1],
+            "expirationDuration": SESSION,
+        },
+    )
+
+
+class TokenBucket:
+    """``rate`` requests a second on average, ``burst`` at once; ``take`` waits its turn."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self, count: int) -> None:
+        """Wait until ``count`` requests fit in the budget, then spend them."""
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+                self._at = now
+                if self._tokens >= count:
+                    self._tokens -= count
+                    return
+                await asyncio.sleep((count - self._tokens) / self.rate)
+
+
+@dataclass
+class _Pending:
+    request: BatchRequest
+    answer: asyncio.Future[BatchResponse]
+
+
+@dataclass
+class _Tenant:
+    creds: AppCredentials
+    bucket: TokenBucket
+    waiting: list[_Pending] = field(default_factory=list)
+    flushing: asyncio.Task[None] | None = None
+
+
+class PresenceWriter:
+    """Groups the writes of each tenant into ``$batch`` requests within its budget."""
+
+    def __init__(self, graph: GraphApi, identity: IdentityPlatform, *, processes: int) -> None:
+        self.graph = graph
+        self.identity = identity
+        self.rate = BUDGET / BUDGET_SECONDS / max(1, processes)
+        self._tenants: dict[tuple[str, str], _Tenant] = {}
+
+    async def write(self, creds: AppCredentials, request: BatchRequest) -> BatchResponse:
+        """Send one request in the tenant's next batch; its own answer."""
+        key = (creds.tenant_id, creds.client_id)
+        tenant = self._tenants.get(key)
+        if tenant is None or tenant.creds != creds:
+            bucket = tenant.bucket if tenant is not None else TokenBucket(self.rate, MAX_BATCH)
+            tenant = self._tenants[key] = _Tenant(creds, bucket)
+        pending = _Pending(request, asyncio.get_running_loop().create_future())
+        tenant.waiting.append(pending)
+        if tenant.flushing is None or tenant.flushing.done():
+            tenant.flushing = asyncio.create_task(self._flush(tenant))
+        return await pending.answer
+
+    async def _flush(self, tenant: _Tenant) -> None:
+        await asyncio.sleep(BATCH_WINDOW)
+        while tenant.waiting:
+            group, tenant.waiting = tenant.waiting[:MAX_BATCH], tenant.waiting[MAX_BATCH:]
+            await tenant.bucket.take(len(group))
+            try:
+                answers = await self._send(tenant.creds, [p.request for p in group])
+            except Exception as exc:  # the whole batch failed: each write retries on its own
+                for pending in group:
+                    if not pending.answer.done():
+                        pending.answer.set_exception(exc)
+                continue
+            for pending, answer in zip(group, answers, strict=True):
+                if not pending.answer.done():
+                    pending.answer.set_result(answer)
+
+    async def _send(
+        self, creds: AppCredentials, requests: list[BatchRequest]
+    ) -> list[BatchResponse]:
+        token = await self.identity.app_token(creds)
+        try:
+            return await self.graph.batch(token.token, requests)
+        except ProviderError as exc:
+            if exc.status != 401:
+                raise
+        # The cached token was refused (secret rotated or revoked): one fresh try.
+        token = await self.identity.app_token(creds, fresh=True)
+        return await self.graph.batch(token.token, requests)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    config: TeamsConfig
+    email: str
+    teams_user_id: str | None
+    looked_up_at: float | None
+    state: tuple[str, str]
+
+
+def _plan(conn: Connection, secrets: SecretBox, row: Claimed) -> _Plan:
+    user = conn.execute(
+        select(PRESENCE_USERS).where(PRESENCE_USERS.c.id == row.target_id)
+    ).one_or_none()
+    if user is None:
+        raise Dropped("the user's presence was removed")
+    config = teams_config(conn, secrets, user.account_id)
+    if config is None or not config.presence_to_teams:
+        raise Dropped("the account no longer writes presence into Teams")
+    state = states_of(conn, user.id).get(CLOUDLINK)
+    if state is None:
+        raise Dropped("no CloudLink presence to write")
+    return _Plan(
+        config,
+        user.email,
+        user.teams_user_id,
+        user.looked_up_at,
+        (state.availability, state.activity),
+    )
+
+
+def queue_refresh(tx: Transaction, account_id: str, user_id: str, delay: float) -> None:
+    """A later write of the same user, unless one is waiting already."""
+    waiting = tx.conn.execute(
+        select(OUTBOX.c.pk).where(
+            and_(
+                OUTBOX.c.kind == WRITE,
+                OUTBOX.c.target_id == user_id,
+                OUTBOX.c.status == "pending",
+                OUTBOX.c.lease_owner.is_(None),
+            )
+        )
+    ).first()
+    if waiting is None:
+        tx.enqueue(account_id=account_id, kind=WRITE, target_id=user_id, payload={}, delay=delay)
+
+
+def _answer_error(answer: BatchResponse) -> ProviderError:
+    body: dict[str, Any] = answer.body if isinstance(answer.body, dict) else {}
+    found = body.get("error")
+    error: dict[str, Any] = found if isinstance(found, dict) else {}
+    code = str(error.get("code") or answer.status)
+    message = str(error.get("message") or "")
+    retryable = answer.status in (408, 429) or answer.status >= 500
+    return ProviderError(
+        f"setPresence: Graph answered {answer.status} {code}: {message}",
+        retryable=retryable,
+        status=answer.status,
+        code=code,
+        retry_after=answer.retry_after,
+    )
+
+
+def presence_write_handler(
+    db: Database,
+    secrets: SecretBox,
+    writer: PresenceWriter,
+    policy: RetryPolicy,
+) -> Handler:
+    """Write the newest CloudLink state of a user into Teams."""
+
+    async def run(row: Claimed) -> Settle | None:
+        plan = await db.query(_plan, secrets, row)
+        creds = plan.config.credentials
+        teams_user_id = plan.teams_user_id
+        looked_up = plan.looked_up_at
+        if teams_user_id is None:
+            if looked_up is not None and time.time() - looked_up < LOOKUP_AGAIN:
+                raise Dropped("the user is not in the tenant's directory")
+            token = await writer.identity.app_token(creds)
+            found = await writer.graph.user(token.token, plan.email)
+            looked_up = time.time()
+            teams_user_id = found.id if found is not None else None
+            if teams_user_id is None:
+                await db.transact(lambda tx: _remember_lookup(tx, row.target_id, None, looked_up))
+                raise Dropped("the user is not in the tenant's directory")
+        request = teams_request(
+            *plan.state, client_id=creds.client_id, user_id=teams_user_id, item_id="1"
+        )
+        answer = await writer.write(creds, request)
+        cleared = request.url.endswith("/clearPresence") and answer.status == 404
+        if not answer.ok and not cleared:
+            raise _answer_error(answer)
+        availability, activity = plan.state
+        written = {
+            "availability": (request.body or {}).get("availability", availability),
+            "activity": (request.body or {}).get("activity", activity),
+            "at": time.time(),
+        }
+
+        def settle(tx: Transaction) -> None:
+            _remember_lookup(tx, row.target_id, teams_user_id, looked_up, written=written)
+            if availability != "Offline":
+                delay = (
+                    REFRESH_AVAILABLE if written["availability"] == "Available" else REFRESH_OTHER
+                )
+                queue_refresh(tx, row.account_id, row.target_id, delay)
+
+        return settle
+
+    return Handler(run=run, policy=policy)
+
+
+def _remember_lookup(
+    tx: Transaction,
+    user_id: str,
+    teams_user_id: str | None,
+    looked_up_at: float | None,
+    *,
+    written: dict[str, Any] | None = None,
+) -> None:
+    values: dict[str, Any] = {
+        "teams_user_id": teams_user_id,
+        "looked_up_at": looked_up_at,
+        "updated_at": utcnow(),
+    }
+    if written is not None:
+        values["written"] = written
+    tx.conn.execute(update(PRESENCE_USERS).where(PRESENCE_USERS.c.id == user_id).values(**values))

@@ -1,0 +1,1 @@
+"""Presence per source (Teams, CloudLink, phone) and combined, in both directions."""

@@ -1,0 +1,108 @@
+"""Presence as the gateway keeps it: Graph's names, per source, and combined.
+
+Availability and activity use Microsoft Graph's vocabulary (``Available``, ``Busy``,
+``InACall``, ...) everywhere, in the API, the events and the database, so that nothing is
+lost in translation between Teams and CloudLink.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TEAMS = "teams"
+CLOUDLINK = "cloudlink"
+PHONE = "phone"
+SOURCES = (TEAMS, CLOUDLINK, PHONE)
+
+AVAILABILITIES = (
+    "Available",
+    "AvailableIdle",
+    "Away",
+    "BeRightBack",
+    "Busy",
+    "BusyIdle",
+    "DoNotDisturb",
+    "Offline",
+    "PresenceUnknown",
+)
+# Which source wins the combined state: the most engaged one. Someone in a call on the
+# phone is busy whatever Teams says; someone active anywhere is not away.
+RANK = {
+    "DoNotDisturb": 7,
+    "Busy": 6,
+    "BusyIdle": 5,
+    "Available": 4,
+    "AvailableIdle": 3,
+    "BeRightBack": 2,
+    "Away": 2,
+    "Offline": 1,
+    "PresenceUnknown": 0,
+}
+MAX_ACTIVITY = 60
+
+
+class PresenceChange(BaseModel):
+    """A CloudLink presence change of one user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(
+        min_length=3,
+        max_length=320,
+        pattern="^[^@\\s\\u0000]+@[^@\\s\\u0000]+$",
+        description="The user's email address, as provisioned.",
+    )
+    availability: Literal[
+        "Available",
+        "AvailableIdle",
+        "Away",
+        "BeRightBack",
+        "Busy",
+        "BusyIdle",
+        "DoNotDisturb",
+        "Offline",
+    ] = Field(description="Graph's availability names.")
+    activity: str = Field(
+        min_length=1,
+        max_length=MAX_ACTIVITY,
+        pattern="^[A-Za-z]+$",
+        description="Graph's activity names (Available, InACall, InAConferenceCall, Away, "
+        "Presenting, OffWork, ...).",
+    )
+
+
+class Accepted(BaseModel):
+    """The change is stored; writing it into Teams follows through the outbox."""
+
+    status: Literal["accepted", "unchanged"]
+
+
+class SourceState(BaseModel):
+    """One source's view of a user's presence."""
+
+    availability: str
+    activity: str
+    updated_at: datetime
+
+
+class PresenceCheck(BaseModel):
+    """Everything the gateway knows of one user's presence (the console's user check)."""
+
+    email: str
+    combined: SourceState | None
+    sources: dict[str, SourceState]
+    teams_user_id: str | None
+    teams_raw: dict[str, Any] | None = Field(description="The last presence Graph returned.")
+    written_to_teams: dict[str, Any] | None = Field(
+        description="The state last written into Teams, and when."
+    )
+
+
+def combine(states: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """The combined state of per-source ``(availability, activity)`` pairs."""
+    if not states:
+        return None
+    return max(states.values(), key=lambda pair: RANK.get(pair[0], 0))

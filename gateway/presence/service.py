@@ -1,0 +1,303 @@
+"""Presence changes: each one a ``Database.transact`` unit with its event and outbox row.
+
+A CloudLink change stores the user's ``cloudlink`` state, records ``presence.changed``
+and, when the account writes presence into Teams, leaves one ``presence.write`` row for
+the user: a pending row is reused, and its handler reads the newest state when it runs,
+so only the newest state of a user is sent however many changes were waiting. A Teams
+change stores the ``teams`` state and records the event.
+
+Loop suppression, both ways: a Teams change equal to what the gateway itself wrote into
+Teams lately is that write coming back, stored without an event; a CloudLink change equal
+to what Teams shows already is not written into Teams again.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, select, update
+
+from gateway.accounts.models import TEAMS as TEAMS_INTEGRATION
+from gateway.accounts.service import find_integration, require_account
+from gateway.events.service import Actor, record_event
+from gateway.folding import fold
+from gateway.presence.models import (
+    CLOUDLINK,
+    TEAMS,
+    Accepted,
+    PresenceChange,
+    PresenceCheck,
+    SourceState,
+    combine,
+)
+from gateway.web.errors import NotFound
+from storage.engine import Database
+from storage.tables import (
+    OUTBOX,
+    PRESENCE_STATES,
+    PRESENCE_USERS,
+    SCIM_CLAIMS,
+    utcnow,
+)
+from storage.transaction import Transaction
+from storage.upsert import remember
+
+WRITE = "presence.write"
+PRESENCE_EVENT = "Presence"
+# How long a state the gateway wrote into Teams is expected back as a notification.
+ECHO_SECONDS = 600.0
+
+_event = functools.partial(record_event, event_type=PRESENCE_EVENT)
+
+_USER = select(PRESENCE_USERS).where(
+    PRESENCE_USERS.c.account_id == bindparam("account_id"),
+    PRESENCE_USERS.c.email == bindparam("email"),
+)
+_STATES = select(PRESENCE_STATES).where(PRESENCE_STATES.c.user_id == bindparam("user_id"))
+
+
+def is_cloudlink_user(conn: Connection, account_id: str, email: str) -> bool:
+    """Whether a provisioned user of the account has this email address."""
+    found = conn.execute(
+        select(SCIM_CLAIMS.c.user_pk).where(
+            SCIM_CLAIMS.c.account_id == account_id,
+            SCIM_CLAIMS.c.kind.in_(("email", "userName")),
+            SCIM_CLAIMS.c.value_key == fold(email),
+        )
+    ).first()
+    return found is not None
+
+
+def presence_user(tx: Transaction, account_id: str, email: str) -> Any:
+    """The user's presence row, created on first use (a race is settled by the unique key)."""
+    key = fold(email)
+    now = utcnow()
+    remember(
+        tx.conn,
+        PRESENCE_USERS,
+        {
+            "id": str(uuid.uuid4()),
+            "account_id": account_id,
+            "email": key,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    return tx.conn.execute(_USER, {"account_id": account_id, "email": key}).one()
+
+
+def states_of(conn: Connection, user_id: str) -> dict[str, Any]:
+    """The user's stored state rows by source."""
+    return {row.source: row for row in conn.execute(_STATES, {"user_id": user_id})}
+
+
+def _put_state(
+    tx: Transaction, user_id: str, source: str, state: tuple[str, str], raw: dict[str, Any] | None
+) -> bool:
+    """Store one source's ``(availability, activity)``; False when it was that already (only
+    ``raw`` refreshed)."""
+    availability, activity = state
+    current = states_of(tx.conn, user_id).get(source)
+    now = utcnow()
+    if current is None:
+        if remember(
+            tx.conn,
+            PRESENCE_STATES,
+            {
+                "user_id": user_id,
+                "source": source,
+                "availability": availability,
+                "activity": activity,
+                "raw": raw,
+                "version": 1,
+                "updated_at": now,
+            },
+        ):
+            return True
+        current = states_of(tx.conn, user_id)[source]
+    same = (current.availability, current.activity) == (availability, activity)
+    values: dict[str, Any] = (
+        {"raw": raw}
+        if same
+        else {
+            "availability": availability,
+            "activity": activity,
+            "raw": raw,
+            "version": current.version + 1,
+            "updated_at": now,
+        }
+    )
+    tx.conn.execute(
+        update(PRESENCE_STATES)
+        .where(PRESENCE_STATES.c.user_id == user_id, PRESENCE_STATES.c.source == source)
+        .values(**values)
+    )
+    return not same
+
+
+def _combined(conn: Connection, user_id: str) -> dict[str, str] | None:
+    pairs = {
+        source: (row.availability, row.activity) for source, row in states_of(conn, user_id).items()
+    }
+    found = combine(pairs)
+    return None if found is None else {"availability": found[0], "activity": found[1]}
+
+
+def _changed_event(
+    tx: Transaction, user: Any, source: str, state: tuple[str, str], actor: Actor
+) -> None:
+    availability, activity = state
+    _event(
+        tx,
+        account_id=user.account_id,
+        actor=actor,
+        action="Edit",
+        asset="Presence",
+        asset_id=user.email,
+        type="presence.changed",
+        properties_changed=["availability", "activity"],
+        details={
+            "email": user.email,
+            "source": source,
+            "availability": availability,
+            "activity": activity,
+            "combined": _combined(tx.conn, user.id),
+        },
+    )
+
+
+def writes_to_teams(conn: Connection, account_id: str) -> bool:
+    """Whether the account writes CloudLink presence into Teams."""
+    row = find_integration(conn, account_id, TEAMS_INTEGRATION)
+    return row is not None and row.status == "active" and bool(row.config.get("presence_to_teams"))
+
+
+def queue_write(tx: Transaction, account_id: str, user_id: str) -> None:
+    """One pending ``presence.write`` per user: reuse a waiting row (due now), else add one."""
+    moment = time.time()
+    reused = tx.conn.execute(
+        update(OUTBOX)
+        .where(
+            and_(
+                OUTBOX.c.kind == WRITE,
+                OUTBOX.c.target_id == user_id,
+                OUTBOX.c.status == "pending",
+                OUTBOX.c.lease_owner.is_(None),
+            )
+        )
+        .values(available_at=moment, updated_at=moment)
+    )
+    if reused.rowcount == 0:
+        tx.enqueue(account_id=account_id, kind=WRITE, target_id=user_id, payload={})
+
+
+def _shown_by_teams(conn: Connection, user_id: str, availability: str, activity: str) -> bool:
+    teams = states_of(conn, user_id).get(TEAMS)
+    return teams is not None and (teams.availability, teams.activity) == (availability, activity)
+
+
+async def change_cloudlink_presence(
+    db: Database, *, account_id: str, change: PresenceChange, actor: Actor
+) -> Accepted:
+    """Store a CloudLink presence change; it goes into Teams through the outbox."""
+
+    def work(tx: Transaction) -> Accepted:
+        require_account(tx.conn, account_id)
+        if not is_cloudlink_user(tx.conn, account_id, change.user):
+            raise NotFound(
+                f"No user of this account has the email address {change.user!r}; presence is "
+                "kept for provisioned users only."
+            )
+        user = presence_user(tx, account_id, change.user)
+        if not _put_state(tx, user.id, CLOUDLINK, (change.availability, change.activity), None):
+            return Accepted(status="unchanged")
+        _changed_event(tx, user, CLOUDLINK, (change.availability, change.activity), actor)
+        if writes_to_teams(tx.conn, account_id) and not _shown_by_teams(
+            tx.conn, user.id, change.availability, change.activity
+        ):
+            queue_write(tx, account_id, user.id)
+        return Accepted(status="accepted")
+
+    return await db.transact(work)
+
+
+def apply_teams_presence(
+    tx: Transaction,
+    *,
+    account_id: str,
+    teams_user_id: str,
+    availability: str,
+    activity: str,
+    raw: dict[str, Any] | None,
+    actor: Actor,
+) -> int:
+    """Store Teams' state of a user (as Graph reported it); returns how many events.
+
+    A state equal to what the gateway wrote into Teams lately is its own write coming
+    back: stored, no event.
+    """
+    events = 0
+    users = tx.conn.execute(
+        select(PRESENCE_USERS).where(
+            PRESENCE_USERS.c.account_id == account_id,
+            PRESENCE_USERS.c.teams_user_id == teams_user_id,
+        )
+    ).all()
+    for user in users:
+        if not _put_state(tx, user.id, TEAMS, (availability, activity), raw):
+            continue
+        written = user.written or {}
+        echo = (
+            written.get("availability") == availability
+            and written.get("activity") == activity
+            and time.time() - float(written.get("at", 0)) < ECHO_SECONDS
+        )
+        if not echo:
+            _changed_event(tx, user, TEAMS, (availability, activity), actor)
+            events += 1
+    return events
+
+
+async def user_check(db: Database, *, account_id: str, email: str) -> PresenceCheck:
+    """What the gateway knows of one user's presence: per source, combined, raw Teams data."""
+
+    def read(conn: Connection) -> PresenceCheck:
+        require_account(conn, account_id)
+        user = conn.execute(_USER, {"account_id": account_id, "email": fold(email)}).one_or_none()
+        if user is None:
+            if not is_cloudlink_user(conn, account_id, email):
+                raise NotFound(f"No user of this account has the email address {email!r}.")
+            return PresenceCheck(
+                email=fold(email),
+                combined=None,
+                sources={},
+                teams_user_id=None,
+                teams_raw=None,
+                written_to_teams=None,
+            )
+        states = states_of(conn, user.id)
+        sources = {
+            source: SourceState(
+                availability=row.availability, activity=row.activity, updated_at=row.updated_at
+            )
+            for source, row in states.items()
+        }
+        combined = None
+        if sources:
+            best = combine({s: (v.availability, v.activity) for s, v in sources.items()})
+            winner = next(v for v in sources.values() if best == (v.availability, v.activity))
+            combined = winner
+        teams = states.get(TEAMS)
+        return PresenceCheck(
+            email=user.email,
+            combined=combined,
+            sources=sources,
+            teams_user_id=user.teams_user_id,
+            teams_raw=teams.raw if teams is not None else None,
+            written_to_teams=user.written,
+        )
+
+    return await db.query(read)

@@ -1,0 +1,132 @@
+"""A running gateway wired to the fake identity platform and Graph over loopback HTTP.
+
+Each test gets an account with three provisioned users (through the gateway's own SCIM
+endpoint, as Entra would), the same users in the fake tenant, and the account's Teams
+integration configured with the fake app (CloudLink → Teams on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import pytest
+
+from gateway.settings import Settings
+from tests.conftest import ADMIN_TOKEN, user_body
+from tests.fakes.loopback import serve_app
+from tests.fakes.microsoft import FakeMicrosoft
+from tests.support.feed import read_all
+from tests.support.live import free_port, live_server
+
+TENANT = "6a1d3f0e-8a41-4d7e-9b55-2f1c0c1b7e01"
+CLIENT_ID = "3f2b6c1a-5d4e-4f60-8a7b-9c0d1e2f3a4b"
+CLIENT_SECRET = "fake~client~secret~0123456789"
+USERS = ("user1@contoso.example", "user2@contoso.example", "user3@contoso.example")
+
+
+@dataclass
+class TeamsStack:
+    """The gateway, the fake Microsoft, and the account set up on them."""
+
+    url: str
+    http: httpx2.Client
+    microsoft: FakeMicrosoft
+    microsoft_url: str
+    account_id: str = ""
+    teams_ids: dict[str, str] = field(default_factory=dict)
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
+        """Call the admin API of the test's account (``path`` after the account)."""
+        return self.http.request(method, f"/api/v1/accounts/{self.account_id}{path}", **kwargs)
+
+    def set_teams(self, **overrides: Any) -> httpx2.Response:
+        """PUT the Teams integration (the fake app's values unless overridden)."""
+        body = {
+            "name": "Teams",
+            "tenant_id": TENANT,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "presence_to_teams": True,
+            **overrides,
+        }
+        return self.api("PUT", "/integrations/microsoft_teams/settings", json=body)
+
+    def feed(self) -> list[dict[str, Any]]:
+        """Every event of the account's feed, in order."""
+        return read_all(lambda cursor: self.api("GET", f"/feed?after={cursor}&limit=500").json())
+
+    def integration(self, kind: str) -> dict[str, Any] | None:
+        """One integration of the account as the API lists it."""
+        items = self.api("GET", "/integrations").json()["items"]
+        return next((item for item in items if item["kind"] == kind), None)
+
+
+def provision(stack: TeamsStack) -> None:
+    """An account whose users came through SCIM, and the same users in the fake tenant."""
+    stack.account_id = stack.http.post("/api/v1/accounts", json={"name": "Contoso"}).json()["id"]
+    stack.api("POST", "/integrations", json={"kind": "azure_ad_sync"})
+    keys = stack.api("POST", "/integrations/azure_ad_sync/keys").json()
+    scim = {"Authorization": f"Bearer {keys['secret_token']}"}
+    for n, email in enumerate(USERS, start=1):
+        created = stack.http.post(
+            keys["tenant_url"].removeprefix(stack.url) + "/Users",
+            json=user_body(n),
+            headers=scim,
+        )
+        assert created.status_code == 201, created.text
+        stack.teams_ids[email] = stack.microsoft.add_user(TENANT, email)
+
+
+@pytest.fixture
+def microsoft() -> Iterator[tuple[FakeMicrosoft, str]]:
+    """The fake identity platform and Graph on a loopback port, with the account's app."""
+    with FakeMicrosoft() as fake, serve_app(fake.app) as url:
+        fake.add_tenant(TENANT)
+        fake.base_url = url
+        yield fake, url
+
+
+@pytest.fixture
+def teams_settings(
+    make_settings: Callable[..., Settings], microsoft: tuple[FakeMicrosoft, str]
+) -> Callable[..., Settings]:
+    """Settings of a gateway on ``port`` that calls the fake Microsoft."""
+    url = microsoft[1]
+
+    def build(port: int, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "public_url": f"http://127.0.0.1:{port}",
+            "graph_api_url": url,
+            "login_url": url,
+            "outbox_poll_seconds": 0.05,
+            "outbox_retry_scale": 0.01,
+            "send_max_attempts": 4,
+        }
+        values.update(overrides)
+        return make_settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def teams_stack(
+    teams_settings: Callable[..., Settings], microsoft: tuple[FakeMicrosoft, str]
+) -> Iterator[TeamsStack]:
+    """A live gateway whose account has provisioned users and its app in the fake tenant."""
+    fake, fake_url = microsoft
+    port = free_port()
+    fake.add_app(
+        TENANT, CLIENT_ID, CLIENT_SECRET, redirect_uris=[f"http://127.0.0.1:{port}/oauth/office365"]
+    )
+    with (
+        live_server(teams_settings(port), port) as url,
+        httpx2.Client(
+            base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+        ) as http,
+    ):
+        stack = TeamsStack(url=url, http=http, microsoft=fake, microsoft_url=fake_url)
+        provision(stack)
+        yield stack
