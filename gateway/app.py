@@ -26,10 +26,12 @@ from gateway.channels.routes import OPERATIONS as CHANNEL_OPERATIONS
 from gateway.chat.routes import OPERATIONS as CHAT_OPERATIONS
 from gateway.chat.service import forget_old_receipts
 from gateway.clients.providers import Providers
+from gateway.delivery.graph_batching import Budgets
 from gateway.delivery.handlers import Context, handlers
 from gateway.delivery.routes import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.delivery.worker import OutboxWorker, WorkerSettings
 from gateway.events.routes import OPERATIONS as EVENT_OPERATIONS
+from gateway.presence.routes import BROWSER_ROUTES as PRESENCE_BROWSER_ROUTES
 from gateway.presence.routes import OPERATIONS as PRESENCE_OPERATIONS
 from gateway.scim.discovery import Discovery
 from gateway.scim.routes import surface as scim_surface
@@ -109,7 +111,11 @@ def _outbox_worker(state: AppState) -> OutboxWorker | None:
     if not settings.delivery_enabled:
         return None
     context = Context(
-        db=state.db, secrets=state.secrets, providers=state.providers, settings=settings
+        db=state.db,
+        secrets=state.secrets,
+        providers=state.providers,
+        settings=settings,
+        budgets=Budgets(processes=settings.workers),
     )
     worker = OutboxWorker(
         state.db,
@@ -152,6 +158,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
                 "app": state,
                 "scim_discovery": Discovery(settings.scim_max_page_size),
                 "twilio_channels": TtlCache(),
+                "graph_watchers": TtlCache(),
             }
         finally:
             if worker is not None:
@@ -165,7 +172,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
             webhooks_surface,
             *health_routes,
             _admin_surface(),
-            Surface("/oauth", [*ACCOUNT_BROWSER_ROUTES], HTML_PAGE),
+            Surface("/oauth", [*ACCOUNT_BROWSER_ROUTES, *PRESENCE_BROWSER_ROUTES], HTML_PAGE),
         ],
         middleware=[
             Middleware(ObservabilityMiddleware, metrics=metrics),

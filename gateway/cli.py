@@ -236,5 +236,6 @@ for group in (
     cli_messaging.endpoint,
     cli_messaging.dead_letter,
     cli_messaging.conversation,
+    cli_presence.monitor,
 ):
     main.add_command(group)

@@ -9,8 +9,10 @@ import click
 
 from gateway.accounts import office365, teams
 from gateway.accounts.models import TeamsSettings
-from gateway.cli_common import JSON, Tools, emit, model_of, plain, run_with_tools
+from gateway.cli_common import JSON, Tools, emit, model_of, plain, run_service, run_with_tools
 from gateway.events.service import OPERATOR_CLI
+from gateway.presence import monitors
+from gateway.presence.models import MonitorAdd
 
 ON_OFF = click.Choice(["on", "off"])
 
@@ -130,3 +132,81 @@ def office365_enable(account_id: str, off: bool, as_json: bool) -> None:
 
     item = run_with_tools(work)
     emit(plain(item), as_json, f"office365 {getattr(item, 'status', '')}")
+
+
+@click.group("monitor")
+def monitor() -> None:
+    """Presence monitors: Teams accounts that watch the presence of up to 650 users each."""
+
+
+@monitor.command("add")
+@click.argument("account_id")
+@click.option("--upn", required=True, help="The monitor account's user principal name.")
+@JSON
+def monitor_add(account_id: str, upn: str, as_json: bool) -> None:
+    """Add a monitor; follow (or send) its authorize_url to sign it in."""
+    body = model_of(MonitorAdd, upn=upn)
+
+    async def work(tools: Tools) -> object:
+        return await monitors.add_monitor(
+            tools.db,
+            secrets=tools.secrets,
+            public_url=tools.settings.public_url,
+            account_id=account_id,
+            upn=body.upn,
+            actor=OPERATOR_CLI,
+        )
+
+    added = run_with_tools(work)
+    emit(
+        plain(added),
+        as_json,
+        f"monitor {getattr(added, 'id', '')} added; sign it in at:\n"
+        f"{getattr(added, 'authorize_url', '')}",
+    )
+
+
+@monitor.command("list")
+@click.argument("account_id")
+@JSON
+def monitor_list(account_id: str, as_json: bool) -> None:
+    """The monitors, their status and users, and whether they are enough."""
+    found = run_service(monitors.list_monitors, account_id=account_id)
+    lines = [f"{m.id}  {m.upn}  {m.status}  {m.users} user(s)" for m in found.items]
+    if found.warning:
+        lines.append(f"warning: {found.warning}")
+    if as_json:
+        emit(plain(found.items), True, "")
+        return
+    emit(None, False, "\n".join(lines) or "no monitors")
+
+
+@monitor.command("renew")
+@click.argument("account_id")
+@click.argument("monitor_id")
+@JSON
+def monitor_renew(account_id: str, monitor_id: str, as_json: bool) -> None:
+    """A new sign-in link (retry, renew after a secret or app change, copy URL)."""
+
+    async def work(tools: Tools) -> object:
+        return await monitors.renew_monitor(
+            tools.db,
+            secrets=tools.secrets,
+            public_url=tools.settings.public_url,
+            account_id=account_id,
+            monitor_id=monitor_id,
+        )
+
+    renewed = run_with_tools(work)
+    emit(plain(renewed), as_json, f"sign it in at:\n{getattr(renewed, 'authorize_url', '')}")
+
+
+@monitor.command("delete")
+@click.argument("account_id")
+@click.argument("monitor_id")
+def monitor_delete(account_id: str, monitor_id: str) -> None:
+    """Remove a monitor (its users move to the others)."""
+    run_service(
+        monitors.delete_monitor, account_id=account_id, monitor_id=monitor_id, actor=OPERATOR_CLI
+    )
+    click.echo(f"removed {monitor_id}")

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     o365_client_secret: SecretStr | None = Field(
         default=None, description="Client secret of that app registration."
     )
+    presence_upkeep_seconds: float = Field(
+        default=120.0,
+        ge=0.2,
+        le=600,
+        description="Longest wait between two upkeeps of a presence monitor (token refresh, "
+        "subscription renewal); it also bounds how soon a revoked monitor shows.",
+    )
     allow_private_endpoints: bool = Field(
         default=False,
         description="Also allow http:// and private or loopback addresses for CloudLink "

@@ -450,6 +450,8 @@ class PresenceMonitor(SQLModel, table=True):
     )
     # Digest of the user ids the subscription covers: a change means a new subscription.
     subscription_hash: str | None = Field(default=None, max_length=64)
+    # Digest of the subscription's clientState, checked on every notification item.
+    client_state: str | None = Field(default=None, max_length=64)
     resync_needed: bool = Field(default=False)
     users: int = Field(default=0)
     last_error: str | None = Field(default=None, max_length=1000)

@@ -21,11 +21,20 @@ from gateway.chat.service import SEND, move_status
 from gateway.clients.events import EndpointGone, deliver_event
 from gateway.clients.http import ProviderError
 from gateway.clients.providers import Providers
+from gateway.delivery.graph_batching import Budgets
 from gateway.delivery.policy import RetryPolicy, policies
+from gateway.delivery.presence_jobs import (
+    GraphTools,
+    directory_handler,
+    unsubscribe_handler,
+    upkeep_handler,
+)
+from gateway.delivery.presence_reads import PresenceReader, presence_read_handler
 from gateway.delivery.presence_writes import PresenceWriter, presence_write_handler
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.events.service import Actor
-from gateway.presence.service import WRITE
+from gateway.presence.monitors import DIRECTORY, UNSUBSCRIBE, UPKEEP
+from gateway.presence.service import READ, WRITE
 from gateway.security import SecretBox
 from gateway.settings import Settings
 from gateway.ttl_cache import TtlCache
@@ -57,6 +66,7 @@ class Context:
     providers: Providers
     settings: Settings
     credentials: TtlCache[Any] = field(default_factory=TtlCache)
+    budgets: Budgets = field(default_factory=lambda: Budgets(processes=1))
 
     def policy(self, name: str) -> RetryPolicy:
         """The retry policy of one kind of delivery, as the settings shape it."""
@@ -256,16 +266,31 @@ def clear_sms_url_handler(ctx: Context) -> Handler:
 
 def handlers(ctx: Context) -> dict[str, Handler]:
     """Every kind of outbox row the gateway writes, and its handler."""
+    tools = GraphTools(
+        ctx.db,
+        ctx.secrets,
+        ctx.providers.graph,
+        ctx.providers.identity,
+        ctx.settings.public_url,
+        upkeep_every=ctx.settings.presence_upkeep_seconds,
+    )
     return {
         SEND: send_handler(ctx),
         EVENT_DELIVERY: event_handler(ctx),
         CLEAR_SMS_URL: clear_sms_url_handler(ctx),
+        READ: presence_read_handler(
+            ctx.db,
+            ctx.secrets,
+            PresenceReader(ctx.providers.graph, ctx.providers.identity, ctx.budgets),
+            ctx.policy("sends"),
+        ),
+        DIRECTORY: directory_handler(tools, ctx.policy("upkeep")),
+        UPKEEP: upkeep_handler(tools, ctx.policy("upkeep")),
+        UNSUBSCRIBE: unsubscribe_handler(tools, ctx.policy("upkeep")),
         WRITE: presence_write_handler(
             ctx.db,
             ctx.secrets,
-            PresenceWriter(
-                ctx.providers.graph, ctx.providers.identity, processes=ctx.settings.workers
-            ),
+            PresenceWriter(ctx.providers.graph, ctx.providers.identity, ctx.budgets),
             ctx.policy("sends"),
         ),
     }

@@ -22,35 +22,31 @@ per app and tenant, divided among the worker processes). An item throttled on it
 
 from __future__ import annotations
 
-import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, select, update
 
 from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AppCredentials, IdentityPlatform
+from gateway.delivery.graph_batching import Budgets, TenantBatcher, with_app_token
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.presence.models import CLOUDLINK
-from gateway.presence.service import WRITE, states_of
+from gateway.presence.service import WRITE, queue_once, states_of
 from gateway.security import SecretBox
 from storage.engine import Database
 from storage.outbox import Claimed
-from storage.tables import OUTBOX, PRESENCE_USERS, utcnow
+from storage.tables import PRESENCE_USERS, utcnow
 from storage.transaction import Transaction
 
-# Graph's presence budget per app and tenant.
-BUDGET = 1500
-BUDGET_SECONDS = 30.0
 SESSION = "PT1H"
 REFRESH_AVAILABLE = 240.0
 REFRESH_OTHER = 3000.0
-BATCH_WINDOW = 0.02
 # A user Teams does not know is looked up again after this long (they may be added).
 LOOKUP_AGAIN = 3600.0
 
@@ -83,93 +79,23 @@ def teams_request(
     )
 
 
-class TokenBucket:
-    """``rate`` requests a second on average, ``burst`` at once; ``take`` waits its turn."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._at = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def take(self, count: int) -> None:
-        """Wait until ``count`` requests fit in the budget, then spend them."""
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-                self._at = now
-                if self._tokens >= count:
-                    self._tokens -= count
-                    return
-                await asyncio.sleep((count - self._tokens) / self.rate)
-
-
-@dataclass
-class _Pending:
-    request: BatchRequest
-    answer: asyncio.Future[BatchResponse]
-
-
-@dataclass
-class _Tenant:
-    creds: AppCredentials
-    bucket: TokenBucket
-    waiting: list[_Pending] = field(default_factory=list)
-    flushing: asyncio.Task[None] | None = None
-
-
 class PresenceWriter:
     """Groups the writes of each tenant into ``$batch`` requests within its budget."""
 
-    def __init__(self, graph: GraphApi, identity: IdentityPlatform, *, processes: int) -> None:
+    def __init__(self, graph: GraphApi, identity: IdentityPlatform, budgets: Budgets) -> None:
         self.graph = graph
         self.identity = identity
-        self.rate = BUDGET / BUDGET_SECONDS / max(1, processes)
-        self._tenants: dict[tuple[str, str], _Tenant] = {}
+
+        async def send(creds: AppCredentials, items: list[BatchRequest]) -> list[BatchResponse]:
+            return await with_app_token(identity, creds, lambda token: graph.batch(token, items))
+
+        self._batcher: TenantBatcher[BatchRequest, BatchResponse] = TenantBatcher(
+            send, budgets, size=MAX_BATCH, cost=lambda count: count
+        )
 
     async def write(self, creds: AppCredentials, request: BatchRequest) -> BatchResponse:
         """Send one request in the tenant's next batch; its own answer."""
-        key = (creds.tenant_id, creds.client_id)
-        tenant = self._tenants.get(key)
-        if tenant is None or tenant.creds != creds:
-            bucket = tenant.bucket if tenant is not None else TokenBucket(self.rate, MAX_BATCH)
-            tenant = self._tenants[key] = _Tenant(creds, bucket)
-        pending = _Pending(request, asyncio.get_running_loop().create_future())
-        tenant.waiting.append(pending)
-        if tenant.flushing is None or tenant.flushing.done():
-            tenant.flushing = asyncio.create_task(self._flush(tenant))
-        return await pending.answer
-
-    async def _flush(self, tenant: _Tenant) -> None:
-        await asyncio.sleep(BATCH_WINDOW)
-        while tenant.waiting:
-            group, tenant.waiting = tenant.waiting[:MAX_BATCH], tenant.waiting[MAX_BATCH:]
-            await tenant.bucket.take(len(group))
-            try:
-                answers = await self._send(tenant.creds, [p.request for p in group])
-            except Exception as exc:  # the whole batch failed: each write retries on its own
-                for pending in group:
-                    if not pending.answer.done():
-                        pending.answer.set_exception(exc)
-                continue
-            for pending, answer in zip(group, answers, strict=True):
-                if not pending.answer.done():
-                    pending.answer.set_result(answer)
-
-    async def _send(
-        self, creds: AppCredentials, requests: list[BatchRequest]
-    ) -> list[BatchResponse]:
-        token = await self.identity.app_token(creds)
-        try:
-            return await self.graph.batch(token.token, requests)
-        except ProviderError as exc:
-            if exc.status != 401:
-                raise
-        # The cached token was refused (secret rotated or revoked): one fresh try.
-        token = await self.identity.app_token(creds, fresh=True)
-        return await self.graph.batch(token.token, requests)
+        return await self._batcher.submit(creds, request)
 
 
 @dataclass(frozen=True)
@@ -200,22 +126,6 @@ def _plan(conn: Connection, secrets: SecretBox, row: Claimed) -> _Plan:
         user.looked_up_at,
         (state.availability, state.activity),
     )
-
-
-def queue_refresh(tx: Transaction, account_id: str, user_id: str, delay: float) -> None:
-    """A later write of the same user, unless one is waiting already."""
-    waiting = tx.conn.execute(
-        select(OUTBOX.c.pk).where(
-            and_(
-                OUTBOX.c.kind == WRITE,
-                OUTBOX.c.target_id == user_id,
-                OUTBOX.c.status == "pending",
-                OUTBOX.c.lease_owner.is_(None),
-            )
-        )
-    ).first()
-    if waiting is None:
-        tx.enqueue(account_id=account_id, kind=WRITE, target_id=user_id, payload={}, delay=delay)
 
 
 def _answer_error(answer: BatchResponse) -> ProviderError:
@@ -277,7 +187,9 @@ def presence_write_handler(
                 delay = (
                     REFRESH_AVAILABLE if written["availability"] == "Available" else REFRESH_OTHER
                 )
-                queue_refresh(tx, row.account_id, row.target_id, delay)
+                queue_once(
+                    tx, account_id=row.account_id, kind=WRITE, target_id=row.target_id, delay=delay
+                )
 
         return settle
 

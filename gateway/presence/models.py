@@ -106,3 +106,47 @@ def combine(states: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
     if not states:
         return None
     return max(states.values(), key=lambda pair: RANK.get(pair[0], 0))
+
+
+class MonitorAdd(BaseModel):
+    """A presence monitor to add: a Teams user account created for it in Azure."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upn: str = Field(
+        min_length=3,
+        max_length=320,
+        pattern="^[^@\\s\\u0000]+@[^@\\s\\u0000]+$",
+        description="The monitor account's user principal name.",
+    )
+
+
+class MonitorOut(BaseModel):
+    """A presence monitor (its tokens are never shown)."""
+
+    id: str
+    upn: str
+    status: str = Field(
+        description="not_authorized, authorized, subscribed or needs_update (sign in again)."
+    )
+    users: int = Field(description="How many users its subscription watches.")
+    subscription_expires_at: float | None = Field(
+        description="When its subscription ends unless renewed (epoch seconds)."
+    )
+    last_error: str | None
+    authorize_url: str | None = Field(
+        default=None,
+        description="Sign-in link (valid a week; each visit starts a fresh sign-in); given "
+        "when the monitor is added or renewed.",
+    )
+
+
+class MonitorList(BaseModel):
+    """The account's monitors, and whether they are enough for its users."""
+
+    items: list[MonitorOut]
+    users_monitorable: int = Field(description="Users of the account found in Teams.")
+    users_watched: int = Field(description="Users covered by a live subscription.")
+    monitors_needed: int = Field(description="Authorized monitors those users need (650 each).")
+    monitors_authorized: int
+    warning: str | None = Field(description="Set when too few monitors are authorized.")

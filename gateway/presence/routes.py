@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from gateway.events.service import OPERATOR_API
-from gateway.presence import models
+from gateway.presence import models, monitors
 from gateway.presence import service as presence
 from gateway.web.auth import require_operator
 from gateway.web.bodies import read_model
-from gateway.web.openapi import ACCOUNT, Operation, Param
+from gateway.web.openapi import ACCOUNT, Header, Operation, Param
+from gateway.web.pages import page
 from gateway.web.responses import model_response
+from gateway.web.routing import TemplateRoute
+from gateway.web.state import app_state
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -37,13 +40,141 @@ async def check_presence(request: Request) -> Response:
     return model_response(found)
 
 
+async def add_monitor(request: Request) -> Response:
+    state = require_operator(request)
+    body = await read_model(request, models.MonitorAdd)
+    added = await monitors.add_monitor(
+        state.db,
+        secrets=state.secrets,
+        public_url=state.settings.public_url,
+        account_id=request.path_params["account_id"],
+        upn=body.upn,
+        actor=OPERATOR_API,
+    )
+    return model_response(added, 201, headers={"Cache-Control": "no-store"})
+
+
+async def list_monitors(request: Request) -> Response:
+    state = require_operator(request)
+    found = await monitors.list_monitors(state.db, account_id=request.path_params["account_id"])
+    return model_response(found)
+
+
+async def renew_monitor(request: Request) -> Response:
+    state = require_operator(request)
+    renewed = await monitors.renew_monitor(
+        state.db,
+        secrets=state.secrets,
+        public_url=state.settings.public_url,
+        account_id=request.path_params["account_id"],
+        monitor_id=request.path_params["monitor_id"],
+    )
+    return model_response(renewed, headers={"Cache-Control": "no-store"})
+
+
+async def delete_monitor(request: Request) -> Response:
+    state = require_operator(request)
+    await monitors.delete_monitor(
+        state.db,
+        account_id=request.path_params["account_id"],
+        monitor_id=request.path_params["monitor_id"],
+        actor=OPERATOR_API,
+    )
+    return Response(status_code=204)
+
+
+async def start_sign_in(request: Request) -> Response:
+    """GET /oauth/monitor/start: a monitor's link, on to the identity platform's sign-in."""
+    state = app_state(request)
+    url = await monitors.start_sign_in(
+        state.db,
+        secrets=state.secrets,
+        identity=state.providers.identity,
+        public_url=state.settings.public_url,
+        link=request.query_params.get("m", "")[:200],
+    )
+    return RedirectResponse(url, 302, headers={"Cache-Control": "no-store"})
+
+
+async def finish_sign_in(request: Request) -> Response:
+    """GET /oauth/monitor: back from the sign-in with a code (or an error)."""
+    state = app_state(request)
+    query = request.query_params
+    monitor = await monitors.finish_sign_in(
+        state.db,
+        secrets=state.secrets,
+        identity=state.providers.identity,
+        public_url=state.settings.public_url,
+        state=query.get("state", "")[:200],
+        code=query.get("code") or None,
+        error=query.get("error_description") or query.get("error") or None,
+    )
+    return page(
+        "Presence monitor authorized",
+        f"{monitor.upn} is authorized: it will watch the presence of up to 650 users. You "
+        "can close this window.",
+    )
+
+
 EMAIL = Param(
     "email",
     "The user's email address; one no user of the account has is answered 404.",
-    {"type": "string", "maxLength": 320},
+    {"type": "string", "maxLength": 320, "pattern": "@"},
+)
+MONITOR_ID = Param(
+    "monitor_id",
+    "A presence monitor's id; an unknown one is answered 404.",
+    {"type": "string", "maxLength": 36},
+)
+MONITORS = ACCOUNT + "/presence/monitors"
+NO_STORE = Header(
+    "Cache-Control", "The sign-in link must not be kept by caches.", {"type": "string"}
 )
 
 OPERATIONS: list[tuple[Operation, Handler]] = [
+    (
+        Operation(
+            "GET",
+            MONITORS,
+            "List presence monitors, and whether enough are authorized",
+            response=models.MonitorList,
+        ),
+        list_monitors,
+    ),
+    (
+        Operation(
+            "POST",
+            MONITORS,
+            "Add a presence monitor (its authorize_url signs it in)",
+            201,
+            models.MonitorAdd,
+            models.MonitorOut,
+            headers=(NO_STORE,),
+            errors=(409,),
+        ),
+        add_monitor,
+    ),
+    (
+        Operation(
+            "POST",
+            MONITORS + "/{monitor_id}/renew",
+            "A new sign-in link for a monitor (retry, renew, copy URL)",
+            response=models.MonitorOut,
+            path_params=(MONITOR_ID,),
+            headers=(NO_STORE,),
+        ),
+        renew_monitor,
+    ),
+    (
+        Operation(
+            "DELETE",
+            MONITORS + "/{monitor_id}",
+            "Remove a presence monitor (its users move to the others)",
+            204,
+            path_params=(MONITOR_ID,),
+        ),
+        delete_monitor,
+    ),
     (
         Operation(
             "POST",
@@ -65,4 +196,10 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
         ),
         check_presence,
     ),
+]
+
+# The monitor's browser: no operator token, the link and the state are the proof.
+BROWSER_ROUTES = [
+    TemplateRoute(monitors.START_PATH, start_sign_in, methods=["GET"]),
+    TemplateRoute(monitors.CALLBACK_PATH, finish_sign_in, methods=["GET"]),
 ]

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, select, update
+from sqlalchemy import Connection, and_, bindparam, case, select, update
 
 from gateway.accounts.models import TEAMS as TEAMS_INTEGRATION
 from gateway.accounts.service import find_integration, require_account
@@ -46,6 +46,8 @@ from storage.transaction import Transaction
 from storage.upsert import remember
 
 WRITE = "presence.write"
+# Teams presence to read back after a basic notification (one pending per user).
+READ = "presence.read"
 PRESENCE_EVENT = "Presence"
 # How long a state the gateway wrote into Teams is expected back as a notification.
 ECHO_SECONDS = 600.0
@@ -175,23 +177,35 @@ def writes_to_teams(conn: Connection, account_id: str) -> bool:
     return row is not None and row.status == "active" and bool(row.config.get("presence_to_teams"))
 
 
-def queue_write(tx: Transaction, account_id: str, user_id: str) -> None:
-    """One pending ``presence.write`` per user: reuse a waiting row (due now), else add one."""
-    moment = time.time()
+def queue_once(
+    tx: Transaction, *, account_id: str, kind: str, target_id: str, delay: float = 0.0
+) -> None:
+    """One pending job per target: a waiting row is made due by ``delay`` from now if that
+    is sooner, else a row is added. A row being worked on does not count: the change it
+    did not see gets a run of its own."""
+    at = time.time() + delay
     reused = tx.conn.execute(
         update(OUTBOX)
         .where(
             and_(
-                OUTBOX.c.kind == WRITE,
-                OUTBOX.c.target_id == user_id,
+                OUTBOX.c.kind == kind,
+                OUTBOX.c.target_id == target_id,
                 OUTBOX.c.status == "pending",
                 OUTBOX.c.lease_owner.is_(None),
             )
         )
-        .values(available_at=moment, updated_at=moment)
+        .values(
+            available_at=case((OUTBOX.c.available_at > at, at), else_=OUTBOX.c.available_at),
+            updated_at=time.time(),
+        )
     )
     if reused.rowcount == 0:
-        tx.enqueue(account_id=account_id, kind=WRITE, target_id=user_id, payload={})
+        tx.enqueue(account_id=account_id, kind=kind, target_id=target_id, payload={}, delay=delay)
+
+
+def queue_write(tx: Transaction, account_id: str, user_id: str) -> None:
+    """The user's pending ``presence.write``, due now (its handler sends the newest state)."""
+    queue_once(tx, account_id=account_id, kind=WRITE, target_id=user_id)
 
 
 def _shown_by_teams(conn: Connection, user_id: str, availability: str, activity: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.channels.models import WEBHOOK_PREFIX
 from gateway.web.routing import Surface, TemplateRoute
-from gateway.webhooks import cmcom, twilio
+from gateway.webhooks import cmcom, graph, twilio
 from gateway.webhooks.common import PLAIN_TEXT, counted
 
 surface = Surface(
@@ -18,6 +18,16 @@ surface = Surface(
         TemplateRoute(
             WEBHOOK_PREFIX + "/cm/{channel_id}/{secret}",
             counted("cm", cmcom.receive),
+            methods=["POST"],
+        ),
+        TemplateRoute(
+            WEBHOOK_PREFIX + "/graph/notifications",
+            counted("graph", graph.notifications),
+            methods=["POST"],
+        ),
+        TemplateRoute(
+            WEBHOOK_PREFIX + "/graph/lifecycle",
+            counted("graph", graph.lifecycle),
             methods=["POST"],
         ),
     ],

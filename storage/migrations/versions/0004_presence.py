@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("subscription_id", sa.String(length=64), nullable=True),
         sa.Column("subscription_expires_at", sa.Double(), nullable=True),
         sa.Column("subscription_hash", sa.String(length=64), nullable=True),
+        sa.Column("client_state", sa.String(length=64), nullable=True),
         sa.Column("resync_needed", sa.Boolean(), nullable=False),
         sa.Column("users", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.String(length=1000), nullable=True),

@@ -58,6 +58,16 @@ class TeamsStack:
         """Every event of the account's feed, in order."""
         return read_all(lambda cursor: self.api("GET", f"/feed?after={cursor}&limit=500").json())
 
+    def sign_in(self, authorize_url: str) -> httpx2.Response:
+        """A browser following a monitor's link: the gateway, Microsoft, back to the gateway."""
+        with httpx2.Client(timeout=10, follow_redirects=True) as browser:
+            return browser.get(authorize_url)
+
+    def monitors(self) -> dict[str, Any]:
+        """The account's monitors, as the API lists them."""
+        found: dict[str, Any] = self.api("GET", "/presence/monitors").json()
+        return found
+
     def integration(self, kind: str) -> dict[str, Any] | None:
         """One integration of the account as the API lists it."""
         items = self.api("GET", "/integrations").json()["items"]
@@ -104,6 +114,7 @@ def teams_settings(
             "outbox_poll_seconds": 0.05,
             "outbox_retry_scale": 0.01,
             "send_max_attempts": 4,
+            "presence_upkeep_seconds": 1.0,
         }
         values.update(overrides)
         return make_settings(**values)
@@ -119,7 +130,13 @@ def teams_stack(
     fake, fake_url = microsoft
     port = free_port()
     fake.add_app(
-        TENANT, CLIENT_ID, CLIENT_SECRET, redirect_uris=[f"http://127.0.0.1:{port}/oauth/office365"]
+        TENANT,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        redirect_uris=[
+            f"http://127.0.0.1:{port}/oauth/office365",
+            f"http://127.0.0.1:{port}/oauth/monitor",
+        ],
     )
     with (
         live_server(teams_settings(port), port) as url,

@@ -1,0 +1,143 @@
+"""Grouping the Graph calls of many outbox rows: per tenant, in batches, within a budget.
+
+Each outbox row is handled on its own (claimed, retried, settled alone), but Graph is
+called for many of them at once: a presence write joins a ``$batch`` of up to 20, a
+presence read a ``getPresencesByUserId`` of up to 650 ids. A ``TenantBatcher`` collects
+what the rows of one tenant submit within a short window and hands each row its own
+answer. Both kinds share one token bucket per tenant: Graph's presence budget (1,500
+requests per 30 s per app and tenant) is counted across them, divided among the gateway's
+processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from gateway.clients.http import ProviderError
+from gateway.clients.identity import AccessToken, AppCredentials, IdentityPlatform
+
+T = TypeVar("T")
+R = TypeVar("R")
+A = TypeVar("A")
+
+BUDGET = 1500
+BUDGET_SECONDS = 30.0
+WINDOW = 0.02
+
+
+class TokenBucket:
+    """``rate`` requests a second on average, ``burst`` at once; ``take`` waits its turn."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self, count: int) -> None:
+        """Wait until ``count`` requests fit in the budget, then spend them."""
+        count = min(count, int(self.burst))
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+                self._at = now
+                if self._tokens >= count:
+                    self._tokens -= count
+                    return
+                await asyncio.sleep((count - self._tokens) / self.rate)
+
+
+class Budgets:
+    """One presence budget per (tenant, app), this process's share of Graph's."""
+
+    def __init__(self, *, processes: int) -> None:
+        self.rate = BUDGET / BUDGET_SECONDS / max(1, processes)
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+
+    def of(self, creds: AppCredentials) -> TokenBucket:
+        """The bucket of the app's tenant."""
+        key = (creds.tenant_id, creds.client_id)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, burst=max(20.0, self.rate))
+        return bucket
+
+
+async def with_app_token(
+    identity: IdentityPlatform, creds: AppCredentials, call: Callable[[str], Awaitable[A]]
+) -> A:
+    """``call`` with the app's token; a 401 (a revoked or rotated secret) gets a fresh one."""
+    token: AccessToken = await identity.app_token(creds)
+    try:
+        return await call(token.token)
+    except ProviderError as exc:
+        if exc.status != 401:
+            raise
+    token = await identity.app_token(creds, fresh=True)
+    return await call(token.token)
+
+
+@dataclass
+class _Pending(Generic[T, R]):
+    item: T
+    answer: asyncio.Future[R]
+
+
+@dataclass
+class _Queue(Generic[T, R]):
+    creds: AppCredentials
+    waiting: list[_Pending[T, R]] = field(default_factory=list)
+    flushing: asyncio.Task[None] | None = None
+
+
+class TenantBatcher(Generic[T, R]):
+    """Submit items one by one; ``send`` gets up to ``size`` of one tenant at a time and
+    answers one result per item, in order. ``cost`` is what a batch spends of the budget."""
+
+    def __init__(
+        self,
+        send: Callable[[AppCredentials, list[T]], Awaitable[list[R]]],
+        budgets: Budgets,
+        *,
+        size: int,
+        cost: Callable[[int], int],
+    ) -> None:
+        self._send = send
+        self._budgets = budgets
+        self._size = size
+        self._cost = cost
+        self._queues: dict[tuple[str, str, str], _Queue[T, R]] = {}
+
+    async def submit(self, creds: AppCredentials, item: T) -> R:
+        """The item's answer, from the tenant's next batch."""
+        key = (creds.tenant_id, creds.client_id, creds.client_secret)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(creds)
+        pending: _Pending[T, R] = _Pending(item, asyncio.get_running_loop().create_future())
+        queue.waiting.append(pending)
+        if queue.flushing is None or queue.flushing.done():
+            queue.flushing = asyncio.create_task(self._flush(queue))
+        return await pending.answer
+
+    async def _flush(self, queue: _Queue[T, R]) -> None:
+        await asyncio.sleep(WINDOW)
+        while queue.waiting:
+            group, queue.waiting = queue.waiting[: self._size], queue.waiting[self._size :]
+            await self._budgets.of(queue.creds).take(self._cost(len(group)))
+            try:
+                answers = await self._send(queue.creds, [pending.item for pending in group])
+            except Exception as exc:  # the whole call failed: each row retries on its own
+                for pending in group:
+                    if not pending.answer.done():
+                        pending.answer.set_exception(exc)
+                continue
+            for pending, answer in zip(group, answers, strict=True):
+                if not pending.answer.done():
+                    pending.answer.set_result(answer)

@@ -1,0 +1,170 @@
+"""Microsoft Graph's change and lifecycle notifications for presence subscriptions.
+
+The validation handshake (``?validationToken=``) is answered at once with the token as
+plain text, touching nothing: Graph allows 10 seconds and creating a subscription waits
+on it. A notification POST carries items of possibly many subscriptions; each item is
+checked on its own against its subscription's ``clientState``, which names the monitor
+(``MONITOR_ID.SECRET``; the secret is kept as a digest), so that an item is recognised even
+before the subscription's id is recorded. Items that fail are dropped, the others stored:
+a basic notification (only the user's id, Graph's behaviour since 2024) leaves one pending
+``presence.read`` per user, read back in batches by the outbox. The answer, 202, goes
+after that commit; nothing stored means no 202 (a 5xx, and Graph delivers again).
+
+Lifecycle items (``reauthorizationRequired``, ``subscriptionRemoved``, ``missed``) mark
+the monitor for a resync and make its upkeep job due now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy import Connection, select, update
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from gateway.presence.monitors import UPKEEP
+from gateway.presence.service import READ, queue_once
+from gateway.security import token_matches
+from gateway.ttl_cache import TtlCache
+from gateway.web.bodies import read_body
+from gateway.web.errors import BadRequest
+from gateway.web.state import app_state
+from storage.tables import PRESENCE_MONITORS
+from storage.transaction import Transaction
+
+log = structlog.get_logger("gateway.webhooks.graph")
+
+MAX_BODY = 4 * 1024 * 1024
+MAX_ITEMS = 1000
+MAX_TOKEN = 1024
+
+
+@dataclass(frozen=True)
+class Watcher:
+    """What an item's clientState is checked against: its monitor's account and digest."""
+
+    monitor_id: str
+    account_id: str
+    client_state: str | None
+
+
+def _watcher(conn: Connection, monitor_id: str) -> Watcher | None:
+    row = conn.execute(
+        select(
+            PRESENCE_MONITORS.c.id, PRESENCE_MONITORS.c.account_id, PRESENCE_MONITORS.c.client_state
+        ).where(PRESENCE_MONITORS.c.id == monitor_id)
+    ).one_or_none()
+    return None if row is None else Watcher(row.id, row.account_id, row.client_state)
+
+
+def handshake(request: Request) -> Response | None:
+    """The answer to Graph's validation request, if this is one."""
+    token = request.query_params.get("validationToken")
+    if token is None:
+        return None
+    return PlainTextResponse(token[:MAX_TOKEN], headers={"Cache-Control": "no-store"})
+
+
+async def _items(request: Request) -> list[dict[str, Any]]:
+    body = await read_body(request, limit=MAX_BODY)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("The notification body is not JSON.") from exc
+    value = payload.get("value") if isinstance(payload, dict) else None
+    if not isinstance(value, list) or len(value) > MAX_ITEMS:
+        raise BadRequest(f"The notification body needs a value list of at most {MAX_ITEMS}.")
+    return [item for item in value if isinstance(item, dict)]
+
+
+async def _checked(
+    request: Request, items: list[dict[str, Any]]
+) -> list[tuple[Watcher, dict[str, Any]]]:
+    """The items whose clientState is their monitor's, each with its monitor."""
+    state = app_state(request)
+    cache: TtlCache[Watcher | None] = request.state.graph_watchers
+    kept: list[tuple[Watcher, dict[str, Any]]] = []
+    for item in items:
+        presented = item.get("clientState")
+        monitor_id, _, secret = str(presented or "").partition(".")
+        if not monitor_id or not secret or len(monitor_id) > 36:
+            log.warning("graph_item_refused", reason="client_state")
+            continue
+
+        async def load(key: str = monitor_id) -> Watcher | None:
+            return await state.db.query(_watcher, key)
+
+        watcher = await cache.get(monitor_id, load)
+        if (
+            watcher is None
+            or not watcher.client_state
+            or not token_matches(secret, watcher.client_state)
+        ):
+            watcher = await cache.get(monitor_id, load, fresh=True)
+        if (
+            watcher is None
+            or not watcher.client_state
+            or not token_matches(secret, watcher.client_state)
+        ):
+            log.warning("graph_item_refused", reason="client_state")
+            continue
+        kept.append((watcher, item))
+    return kept
+
+
+def _user_id(item: dict[str, Any]) -> str | None:
+    data = item.get("resourceData")
+    if isinstance(data, dict) and isinstance(data.get("id"), str):
+        return str(data["id"])[:64]
+    resource = str(item.get("resource") or "")
+    if "('" in resource and resource.endswith("')"):
+        return resource.split("('", 1)[1][:-2][:64]
+    return None
+
+
+async def notifications(request: Request) -> tuple[Response, str]:
+    """POST /webhooks/graph/notifications: store what changed, then 202."""
+    answer = handshake(request)
+    if answer is not None:
+        return answer, "validation"
+    kept = await _checked(request, await _items(request))
+    reads = {
+        (watcher.account_id, user_id)
+        for watcher, item in kept
+        if (user_id := _user_id(item)) is not None
+    }
+    if reads:
+
+        def work(tx: Transaction) -> None:
+            for account_id, user_id in sorted(reads):
+                queue_once(tx, account_id=account_id, kind=READ, target_id=user_id)
+
+        await app_state(request).db.transact(work)
+    return Response(status_code=202), "accepted" if kept else "ignored"
+
+
+async def lifecycle(request: Request) -> tuple[Response, str]:
+    """POST /webhooks/graph/lifecycle: a subscription needs care; its upkeep runs now."""
+    answer = handshake(request)
+    if answer is not None:
+        return answer, "validation"
+    kept = await _checked(request, await _items(request))
+    monitors = {(watcher.account_id, watcher.monitor_id) for watcher, _ in kept}
+    for _, item in kept:
+        log.info("graph_lifecycle", lifecycle_event=str(item.get("lifecycleEvent"))[:40])
+    if monitors:
+
+        def work(tx: Transaction) -> None:
+            for account_id, monitor_id in sorted(monitors):
+                tx.conn.execute(
+                    update(PRESENCE_MONITORS)
+                    .where(PRESENCE_MONITORS.c.id == monitor_id)
+                    .values(resync_needed=True)
+                )
+                queue_once(tx, account_id=account_id, kind=UPKEEP, target_id=monitor_id)
+
+        await app_state(request).db.transact(work)
+    return Response(status_code=202), "accepted" if kept else "ignored"

@@ -1,0 +1,164 @@
+"""Teams → CloudLink: monitors sign in, subscribe for their users, and keep it up."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.gateway.presence.conftest import TENANT, USERS, TeamsStack
+from tests.support.waiting import eventually
+
+MONITOR = "monitor1@contoso.example"
+
+
+def _monitor(stack: TeamsStack) -> dict[str, Any]:
+    items: list[dict[str, Any]] = stack.monitors()["items"]
+    return items[0]
+
+
+def _subscribed_monitor(stack: TeamsStack) -> dict[str, Any]:
+    """Add the monitor, sign it in, and wait until its subscription covers the users."""
+    stack.microsoft.add_user(TENANT, MONITOR)
+    added = stack.api("POST", "/presence/monitors", json={"upn": MONITOR})
+    assert added.status_code == 201, added.text
+    body = added.json()
+    assert body["status"] == "not_authorized"
+    page = stack.sign_in(body["authorize_url"])
+    assert page.status_code == 200, page.text
+    assert "authorized" in page.text
+    eventually(
+        lambda: _monitor(stack)["status"] == "subscribed" and _monitor(stack)["users"] == 3,
+        what="the monitor subscribed for the three users",
+    )
+    return _monitor(stack)
+
+
+def _teams_events(stack: TeamsStack) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in stack.feed()
+        if e["type"] == "presence.changed" and e["data"]["source"] == "teams"
+    ]
+
+
+def test_a_signed_in_monitor_subscribes_and_teams_changes_reach_the_feed(
+    teams_stack: TeamsStack,
+) -> None:
+    """Sign-in with PKCE, a subscription for the users, and a Teams change in the feed."""
+    assert teams_stack.set_teams().status_code == 200
+    _subscribed_monitor(teams_stack)
+    subscriptions = teams_stack.microsoft.subscriptions()
+    assert len(subscriptions) == 1
+    assert subscriptions[0]["notificationUrl"].endswith("/webhooks/graph/notifications")
+    listing = teams_stack.monitors()
+    assert listing["users_monitorable"] == 3
+    assert listing["monitors_needed"] == 1
+    assert listing["warning"] is None
+    user = teams_stack.teams_ids[USERS[1]]
+    teams_stack.microsoft.set_teams_presence(user, "DoNotDisturb", "Presenting")
+    eventually(
+        lambda: any(
+            e["data"]["email"] == USERS[1] and e["data"]["availability"] == "DoNotDisturb"
+            for e in _teams_events(teams_stack)
+        ),
+        what="the Teams change in the feed",
+    )
+    check = teams_stack.api("GET", f"/presence/{USERS[1]}").json()
+    assert check["sources"]["teams"]["activity"] == "Presenting"
+    assert check["teams_raw"]["id"] == user
+
+
+def test_a_state_written_into_teams_does_not_come_back(teams_stack: TeamsStack) -> None:
+    """CloudLink → Teams → notification: stored as Teams' state, but no Teams event."""
+    assert teams_stack.set_teams().status_code == 200
+    _subscribed_monitor(teams_stack)
+    before = len(_teams_events(teams_stack))
+    answer = teams_stack.api(
+        "POST", "/presence", json={"user": USERS[0], "availability": "Busy", "activity": "InACall"}
+    )
+    assert answer.status_code == 202
+    eventually(
+        lambda: (
+            (
+                teams_stack.api("GET", f"/presence/{USERS[0]}").json()["sources"].get("teams") or {}
+            ).get("availability")
+            == "Busy"
+        ),
+        what="Teams' state read back",
+    )
+    assert len(_teams_events(teams_stack)) == before
+
+
+def test_a_dropped_subscription_is_recreated(teams_stack: TeamsStack) -> None:
+    """A subscription Graph dropped silently is noticed at renewal and made again."""
+    assert teams_stack.set_teams().status_code == 200
+    first = _subscribed_monitor(teams_stack)
+    old = teams_stack.microsoft.subscriptions()[0]["id"]
+    teams_stack.microsoft.drop_subscription(old)
+    eventually(
+        lambda: [s["id"] for s in teams_stack.microsoft.subscriptions()] not in ([], [old]),
+        what="a new subscription",
+    )
+    assert _monitor(teams_stack)["id"] == first["id"]
+
+
+def test_a_revoked_monitor_becomes_not_authorized(teams_stack: TeamsStack) -> None:
+    """invalid_grant at the next refresh: the monitor shows not_authorized and why."""
+    assert teams_stack.set_teams().status_code == 200
+    _subscribed_monitor(teams_stack)
+    teams_stack.microsoft.revoke_refresh_tokens(MONITOR)
+    eventually(lambda: _monitor(teams_stack)["status"] == "not_authorized", what="not authorized")
+    assert "invalid_grant" in (_monitor(teams_stack)["last_error"] or "")
+    assert teams_stack.monitors()["warning"] is not None
+
+
+def test_reauthorization_required_is_answered(teams_stack: TeamsStack) -> None:
+    """A lifecycle event makes the upkeep run: the subscription is renewed and resynced."""
+    assert teams_stack.set_teams().status_code == 200
+    _subscribed_monitor(teams_stack)
+    subscription = teams_stack.microsoft.subscriptions()[0]["id"]
+    reads = sum(1 for _, path in teams_stack.microsoft.requests if "getPresencesByUserId" in path)
+    status = asyncio.run(teams_stack.microsoft.send_lifecycle(subscription))
+    assert status == 202
+    eventually(
+        lambda: (
+            sum(1 for _, path in teams_stack.microsoft.requests if "getPresencesByUserId" in path)
+            > reads
+        ),
+        what="a resync after the lifecycle event",
+    )
+
+
+def test_a_sign_in_as_another_account_is_refused(teams_stack: TeamsStack) -> None:
+    """The monitor's link signs in only its own UPN."""
+    assert teams_stack.set_teams().status_code == 200
+    added = teams_stack.api("POST", "/presence/monitors", json={"upn": "ghost@contoso.example"})
+    assert added.status_code == 201
+    page = teams_stack.sign_in(added.json()["authorize_url"])
+    assert page.status_code == 400
+    assert _monitor(teams_stack)["status"] == "not_authorized"
+
+
+def test_webhook_refuses_items_without_the_client_state(teams_stack: TeamsStack) -> None:
+    """A forged notification (wrong clientState) is acknowledged and stores nothing."""
+    assert teams_stack.set_teams().status_code == 200
+    forged = {
+        "value": [
+            {
+                "subscriptionId": "x",
+                "clientState": "nobody.guess",
+                "changeType": "updated",
+                "resource": "communications/presences('abc')",
+                "resourceData": {"id": "abc"},
+            }
+        ]
+    }
+    answer = teams_stack.http.post("/webhooks/graph/notifications", json=forged)
+    assert answer.status_code == 202
+    handshake = teams_stack.http.post(
+        "/webhooks/graph/notifications", params={"validationToken": "a token+with spaces"}
+    )
+    assert handshake.status_code == 200
+    assert handshake.text == "a token+with spaces"
+    assert handshake.headers["content-type"].startswith("text/plain")
+    assert teams_stack.http.post("/webhooks/graph/notifications", content=b"{").status_code == 400
