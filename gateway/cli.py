@@ -237,5 +237,6 @@ for group in (
     cli_messaging.dead_letter,
     cli_messaging.conversation,
     cli_presence.monitor,
+    cli_presence.presence,
 ):
     main.add_command(group)

@@ -3,7 +3,10 @@ Same service functions and write path as the admin API."""
 
 from __future__ import annotations
 
+import sys
+import time
 from datetime import datetime
+from typing import Any
 
 import click
 
@@ -11,7 +14,7 @@ from gateway.accounts import office365, teams
 from gateway.accounts.models import TeamsSettings
 from gateway.cli_common import JSON, Tools, emit, model_of, plain, run_service, run_with_tools
 from gateway.events.service import OPERATOR_CLI
-from gateway.presence import monitors
+from gateway.presence import check, monitors, service
 from gateway.presence.models import MonitorAdd
 
 ON_OFF = click.Choice(["on", "off"])
@@ -210,3 +213,59 @@ def monitor_delete(account_id: str, monitor_id: str) -> None:
         monitors.delete_monitor, account_id=account_id, monitor_id=monitor_id, actor=OPERATOR_CLI
     )
     click.echo(f"removed {monitor_id}")
+
+
+@click.group("presence")
+def presence() -> None:
+    """Verify and troubleshoot Teams presence."""
+
+
+@presence.command("check")
+@click.argument("account_id")
+@JSON
+def presence_check(account_id: str, as_json: bool) -> None:
+    """The system check: each item with its status and what to do."""
+
+    async def work(tools: Tools) -> object:
+        return await check.system_check(
+            tools.db,
+            secrets=tools.secrets,
+            identity=tools.providers.identity,
+            http=tools.providers.http,
+            public_url=tools.settings.public_url,
+            account_id=account_id,
+        )
+
+    found: Any = run_with_tools(work)
+    lines = [
+        f"{i.status:7} {i.name}: {i.detail}" + (f"\n        → {i.action}" if i.action else "")
+        for i in found.items
+    ]
+    emit(plain(found), as_json, "\n".join(lines))
+    if found.status == "error":
+        sys.exit(3)
+
+
+@presence.command("user")
+@click.argument("account_id")
+@click.argument("email")
+@JSON
+def presence_user(account_id: str, email: str, as_json: bool) -> None:
+    """One user's presence: per source, combined, and the raw Teams data."""
+    found: Any = run_service(service.user_check, account_id=account_id, email=email)
+    sources = ", ".join(f"{k}: {v.availability}/{v.activity}" for k, v in found.sources.items())
+    emit(plain(found), as_json, f"{found.email}: {sources or 'no presence yet'}")
+
+
+@presence.command("sync")
+@click.argument("account_id")
+@click.option("--wait", is_flag=True, help="Wait until every monitor has read back its users.")
+@JSON
+def presence_sync(account_id: str, wait: bool, as_json: bool) -> None:
+    """Sync all: every monitor reads back its users' presence (with progress)."""
+    status: Any = run_service(check.sync_all, account_id=account_id)
+    while wait and not status.done:
+        click.echo(f"{status.users - status.users_pending}/{status.users} user(s) synced", err=True)
+        time.sleep(1)
+        status = run_service(check.sync_status, account_id=account_id)
+    emit(plain(status), as_json, f"sync all: {status.monitors_pending} monitor(s) pending")

@@ -272,6 +272,7 @@ def handlers(ctx: Context) -> dict[str, Handler]:
         ctx.providers.graph,
         ctx.providers.identity,
         ctx.settings.public_url,
+        ctx.budgets,
         upkeep_every=ctx.settings.presence_upkeep_seconds,
     )
     return {

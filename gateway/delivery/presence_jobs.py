@@ -30,9 +30,15 @@ from urllib.parse import quote
 from sqlalchemy import Connection, select, update
 
 from gateway.accounts.teams import NEEDS_UPDATE, TeamsConfig, teams_config
-from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi
+from gateway.clients.graph import (
+    MAX_BATCH,
+    MAX_PRESENCE_IDS,
+    BatchRequest,
+    BatchResponse,
+    GraphApi,
+)
 from gateway.clients.identity import IdentityError, IdentityPlatform
-from gateway.delivery.graph_batching import with_app_token
+from gateway.delivery.graph_batching import Budgets, with_app_token
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.presence_reads import apply_presence
 from gateway.delivery.worker import Dropped, Handler, Settle
@@ -291,6 +297,7 @@ class GraphTools:
     graph: GraphApi
     identity: IdentityPlatform
     public_url: str
+    budgets: Budgets
     upkeep_every: float = UPKEEP_AT_MOST
 
 
@@ -395,6 +402,9 @@ class _Upkeep:
             async def read(app_token: str) -> list[dict[str, Any]]:
                 return await graph.presences(app_token, users)
 
+            # A resync spends the tenant's presence budget like any other read.
+            calls = -(-len(users) // MAX_PRESENCE_IDS)
+            await self.tools.budgets.of(config.credentials).take(calls)
             presences = await with_app_token(self.tools.identity, config.credentials, read)
         lifetime = (expires_at - time.time()) if expires_at else UPKEEP_AT_MOST * 2
         longest = self.tools.upkeep_every

@@ -150,3 +150,31 @@ class MonitorList(BaseModel):
     monitors_needed: int = Field(description="Authorized monitors those users need (650 each).")
     monitors_authorized: int
     warning: str | None = Field(description="Set when too few monitors are authorized.")
+
+
+class CheckItem(BaseModel):
+    """One item of the system check."""
+
+    name: str = Field(
+        description="token, permissions, secret_expiry, monitors, subscriptions, notification_url"
+    )
+    status: Literal["ok", "warning", "error"]
+    detail: str
+    action: str | None = Field(default=None, description="What to do when it does not hold.")
+
+
+class SystemCheck(BaseModel):
+    """The Teams presence configuration, checked item by item."""
+
+    status: Literal["ok", "warning", "error"] = Field(description="The worst item's status.")
+    items: list[CheckItem]
+
+
+class SyncStatus(BaseModel):
+    """How far "sync all" has come: monitors (and their users) still to read back."""
+
+    monitors: int
+    monitors_pending: int
+    users: int
+    users_pending: int
+    done: bool

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.events.service import OPERATOR_API
-from gateway.presence import models, monitors
+from gateway.presence import check, models, monitors
 from gateway.presence import service as presence
 from gateway.web.auth import require_operator
 from gateway.web.bodies import read_model
@@ -83,6 +83,31 @@ async def delete_monitor(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def system_check(request: Request) -> Response:
+    state = require_operator(request)
+    found = await check.system_check(
+        state.db,
+        secrets=state.secrets,
+        identity=state.providers.identity,
+        http=state.providers.http,
+        public_url=state.settings.public_url,
+        account_id=request.path_params["account_id"],
+    )
+    return model_response(found)
+
+
+async def sync_all(request: Request) -> Response:
+    state = require_operator(request)
+    started = await check.sync_all(state.db, account_id=request.path_params["account_id"])
+    return model_response(started, 202)
+
+
+async def sync_status(request: Request) -> Response:
+    state = require_operator(request)
+    found = await check.sync_status(state.db, account_id=request.path_params["account_id"])
+    return model_response(found)
+
+
 async def start_sign_in(request: Request) -> Response:
     """GET /oauth/monitor/start: a monitor's link, on to the identity platform's sign-in."""
     state = app_state(request)
@@ -132,6 +157,36 @@ NO_STORE = Header(
 )
 
 OPERATIONS: list[tuple[Operation, Handler]] = [
+    (
+        Operation(
+            "GET",
+            ACCOUNT + "/presence/check",
+            "Verify the Teams presence configuration, item by item",
+            response=models.SystemCheck,
+            errors=(409,),
+        ),
+        system_check,
+    ),
+    (
+        Operation(
+            "POST",
+            ACCOUNT + "/presence/sync",
+            "Sync all: every monitor reads back its users' presence",
+            202,
+            response=models.SyncStatus,
+            errors=(409,),
+        ),
+        sync_all,
+    ),
+    (
+        Operation(
+            "GET",
+            ACCOUNT + "/presence/sync",
+            "How far sync all has come",
+            response=models.SyncStatus,
+        ),
+        sync_status,
+    ),
     (
         Operation(
             "GET",

@@ -16,7 +16,7 @@ def _monitor(stack: TeamsStack) -> dict[str, Any]:
     return items[0]
 
 
-def _subscribed_monitor(stack: TeamsStack) -> dict[str, Any]:
+def subscribed_monitor(stack: TeamsStack) -> dict[str, Any]:
     """Add the monitor, sign it in, and wait until its subscription covers the users."""
     stack.microsoft.add_user(TENANT, MONITOR)
     added = stack.api("POST", "/presence/monitors", json={"upn": MONITOR})
@@ -46,7 +46,7 @@ def test_a_signed_in_monitor_subscribes_and_teams_changes_reach_the_feed(
 ) -> None:
     """Sign-in with PKCE, a subscription for the users, and a Teams change in the feed."""
     assert teams_stack.set_teams().status_code == 200
-    _subscribed_monitor(teams_stack)
+    subscribed_monitor(teams_stack)
     subscriptions = teams_stack.microsoft.subscriptions()
     assert len(subscriptions) == 1
     assert subscriptions[0]["notificationUrl"].endswith("/webhooks/graph/notifications")
@@ -71,7 +71,7 @@ def test_a_signed_in_monitor_subscribes_and_teams_changes_reach_the_feed(
 def test_a_state_written_into_teams_does_not_come_back(teams_stack: TeamsStack) -> None:
     """CloudLink → Teams → notification: stored as Teams' state, but no Teams event."""
     assert teams_stack.set_teams().status_code == 200
-    _subscribed_monitor(teams_stack)
+    subscribed_monitor(teams_stack)
     before = len(_teams_events(teams_stack))
     answer = teams_stack.api(
         "POST", "/presence", json={"user": USERS[0], "availability": "Busy", "activity": "InACall"}
@@ -92,7 +92,7 @@ def test_a_state_written_into_teams_does_not_come_back(teams_stack: TeamsStack) 
 def test_a_dropped_subscription_is_recreated(teams_stack: TeamsStack) -> None:
     """A subscription Graph dropped silently is noticed at renewal and made again."""
     assert teams_stack.set_teams().status_code == 200
-    first = _subscribed_monitor(teams_stack)
+    first = subscribed_monitor(teams_stack)
     old = teams_stack.microsoft.subscriptions()[0]["id"]
     teams_stack.microsoft.drop_subscription(old)
     eventually(
@@ -105,7 +105,7 @@ def test_a_dropped_subscription_is_recreated(teams_stack: TeamsStack) -> None:
 def test_a_revoked_monitor_becomes_not_authorized(teams_stack: TeamsStack) -> None:
     """invalid_grant at the next refresh: the monitor shows not_authorized and why."""
     assert teams_stack.set_teams().status_code == 200
-    _subscribed_monitor(teams_stack)
+    subscribed_monitor(teams_stack)
     teams_stack.microsoft.revoke_refresh_tokens(MONITOR)
     eventually(lambda: _monitor(teams_stack)["status"] == "not_authorized", what="not authorized")
     assert "invalid_grant" in (_monitor(teams_stack)["last_error"] or "")
@@ -115,7 +115,7 @@ def test_a_revoked_monitor_becomes_not_authorized(teams_stack: TeamsStack) -> No
 def test_reauthorization_required_is_answered(teams_stack: TeamsStack) -> None:
     """A lifecycle event makes the upkeep run: the subscription is renewed and resynced."""
     assert teams_stack.set_teams().status_code == 200
-    _subscribed_monitor(teams_stack)
+    subscribed_monitor(teams_stack)
     subscription = teams_stack.microsoft.subscriptions()[0]["id"]
     reads = sum(1 for _, path in teams_stack.microsoft.requests if "getPresencesByUserId" in path)
     status = asyncio.run(teams_stack.microsoft.send_lifecycle(subscription))

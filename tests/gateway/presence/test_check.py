@@ -1,0 +1,81 @@
+"""Verify configuration: the system check names what is wrong and what to do; sync all."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.gateway.presence.conftest import CLIENT_ID, CLIENT_SECRET, TENANT, TeamsStack
+from tests.gateway.presence.test_monitors import subscribed_monitor
+from tests.support.waiting import eventually
+
+
+def _items(stack: TeamsStack) -> dict[str, dict[str, Any]]:
+    answer = stack.api("GET", "/presence/check")
+    assert answer.status_code == 200, answer.text
+    return {item["name"]: item for item in answer.json()["items"]}
+
+
+def test_a_healthy_configuration_passes_every_item(teams_stack: TeamsStack) -> None:
+    """Token, permissions, secret expiry, monitors, subscriptions and the URL: all ok."""
+    assert teams_stack.set_teams(secret_expires="2031-01-01").status_code == 200
+    subscribed_monitor(teams_stack)
+    answer = teams_stack.api("GET", "/presence/check").json()
+    assert {item["name"]: item["status"] for item in answer["items"]} == {
+        "token": "ok",
+        "permissions": "ok",
+        "secret_expiry": "ok",
+        "monitors": "ok",
+        "subscriptions": "ok",
+        "notification_url": "ok",
+    }
+    assert answer["status"] == "ok"
+
+
+def test_an_expired_client_secret_is_reported(teams_stack: TeamsStack) -> None:
+    """Once the secret expires, the token item fails with Microsoft's code and the expiry
+    item says to create a new secret."""
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    assert teams_stack.set_teams(secret_expires=yesterday).status_code == 200
+    teams_stack.microsoft.add_app(
+        TENANT,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        secret_expires=datetime.now(UTC) - timedelta(days=1),
+    )
+    items = _items(teams_stack)
+    assert items["token"]["status"] == "error"
+    assert "AADSTS7000222" in items["token"]["detail"]
+    assert items["secret_expiry"]["status"] == "error"
+    assert "new client secret" in items["secret_expiry"]["action"]
+
+
+def test_missing_monitors_and_permissions_are_named(teams_stack: TeamsStack) -> None:
+    """Users to watch and no monitor: an error saying to add one; a missing role too."""
+    teams_stack.microsoft.add_app(
+        TENANT, CLIENT_ID, CLIENT_SECRET, application_permissions=["User.Read.All"]
+    )
+    assert teams_stack.set_teams().status_code == 200
+    items = _items(teams_stack)
+    assert items["permissions"]["status"] == "error"
+    assert "Presence.ReadWrite.All" in items["permissions"]["action"]
+    assert items["secret_expiry"]["status"] == "warning"
+
+
+def test_sync_all_reads_every_user_back(teams_stack: TeamsStack) -> None:
+    """Sync all is accepted, shows progress, and ends with every monitor read back."""
+    assert teams_stack.set_teams().status_code == 200
+    subscribed_monitor(teams_stack)
+    reads = sum(1 for _, path in teams_stack.microsoft.requests if "getPresencesByUserId" in path)
+    started = teams_stack.api("POST", "/presence/sync")
+    assert started.status_code == 202, started.text
+    assert started.json()["monitors"] == 1
+    eventually(lambda: teams_stack.api("GET", "/presence/sync").json()["done"], what="synced")
+    after = sum(1 for _, path in teams_stack.microsoft.requests if "getPresencesByUserId" in path)
+    assert after > reads
+
+
+def test_without_teams_there_is_nothing_to_check(teams_stack: TeamsStack) -> None:
+    """No Teams integration: 409 for the check and for sync all."""
+    assert teams_stack.api("GET", "/presence/check").status_code == 409
+    assert teams_stack.api("POST", "/presence/sync").status_code == 409
