@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     o365_client_secret: SecretStr | None = Field(
         default=None, description="Client secret of that app registration."
     )
+    presence_resource_data: bool = Field(
+        default=True,
+        description="Presence subscriptions ask Graph for the new state in each notification "
+        "(encrypted with the gateway's certificate); off, the state is read back after each "
+        "notification.",
+    )
     presence_upkeep_seconds: float = Field(
         default=120.0,
         ge=0.2,

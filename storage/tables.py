@@ -450,13 +450,34 @@ class PresenceMonitor(SQLModel, table=True):
     )
     # Digest of the user ids the subscription covers: a change means a new subscription.
     subscription_hash: str | None = Field(default=None, max_length=64)
+    # The certificate Graph encrypts this subscription's resource data with.
+    certificate_id: str | None = Field(default=None, max_length=36)
     # Digest of the subscription's clientState, checked on every notification item.
     client_state: str | None = Field(default=None, max_length=64)
     resync_needed: bool = Field(default=False)
+    # One upkeep at a time per monitor, across processes: a run holds it until then.
+    upkeep_until: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
     users: int = Field(default=0)
     last_error: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class NotificationCertificate(SQLModel, table=True):
+    """A key pair Graph encrypts resource data with; the private key encrypted at rest.
+
+    Several are live during a rotation: new subscriptions get the newest, older ones
+    keep decrypting until their subscriptions move on or they expire.
+    """
+
+    __tablename__ = "notification_certificates"
+
+    id: str = Field(primary_key=True, max_length=36)
+    certificate: str
+    private_key: str
+    thumbprint: str = Field(max_length=64)
+    not_after: float = Field(sa_column=Column(Double, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -482,3 +503,4 @@ OUTBOX = _table(OutboxRow)
 PRESENCE_USERS = _table(PresenceUser)
 PRESENCE_STATES = _table(PresenceState)
 PRESENCE_MONITORS = _table(PresenceMonitor)
+NOTIFICATION_CERTIFICATES = _table(NotificationCertificate)

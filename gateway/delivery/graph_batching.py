@@ -17,8 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from gateway.clients.graph import GraphApi
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AccessToken, AppCredentials, IdentityPlatform
+from gateway.security import SecretBox
+from storage.engine import Database
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -141,3 +144,17 @@ class TenantBatcher(Generic[T, R]):
             for pending, answer in zip(group, answers, strict=True):
                 if not pending.answer.done():
                     pending.answer.set_result(answer)
+
+
+@dataclass(frozen=True)
+class GraphTools:
+    """What the subscription jobs use: the database, the key ring, the Microsoft clients."""
+
+    db: Database
+    secrets: SecretBox
+    graph: GraphApi
+    identity: IdentityPlatform
+    public_url: str
+    budgets: Budgets
+    upkeep_every: float = 120.0
+    resource_data: bool = True

@@ -21,14 +21,10 @@ from gateway.chat.service import SEND, move_status
 from gateway.clients.events import EndpointGone, deliver_event
 from gateway.clients.http import ProviderError
 from gateway.clients.providers import Providers
-from gateway.delivery.graph_batching import Budgets
+from gateway.delivery.graph_batching import Budgets, GraphTools
 from gateway.delivery.policy import RetryPolicy, policies
-from gateway.delivery.presence_jobs import (
-    GraphTools,
-    directory_handler,
-    unsubscribe_handler,
-    upkeep_handler,
-)
+from gateway.delivery.presence_directory import directory_handler
+from gateway.delivery.presence_jobs import unsubscribe_handler, upkeep_handler
 from gateway.delivery.presence_reads import PresenceReader, presence_read_handler
 from gateway.delivery.presence_writes import PresenceWriter, presence_write_handler
 from gateway.delivery.worker import Dropped, Handler, Settle
@@ -274,6 +270,7 @@ def handlers(ctx: Context) -> dict[str, Handler]:
         ctx.settings.public_url,
         ctx.budgets,
         upkeep_every=ctx.settings.presence_upkeep_seconds,
+        resource_data=ctx.settings.presence_resource_data,
     )
     return {
         SEND: send_handler(ctx),

@@ -1,13 +1,10 @@
-"""Subscription upkeep as outbox jobs: the directory of an account, each monitor's upkeep.
+"""Subscription upkeep as outbox jobs (the directory job is ``presence_directory``).
 
-Jobs are outbox rows like any other side effect: claimed with a lease, so several
-gateway processes never work on one at once, retried on failure, and each run leaves its
-next run behind (``queue_once``), so they go on after a restart.
+Jobs are outbox rows like any other side effect: claimed with a lease, retried on
+failure, and each run leaves its next run behind (``queue_once``), so they go on after a
+restart. A monitor's upkeep also holds the monitor itself while it runs
+(``upkeep_until``), so two runs of it, in one process or several, never overlap.
 
-- ``presence.directory`` (per account, every 10 minutes and when monitors change): finds
-  the provisioned users in Teams (by email / UPN, once, in ``$batch`` lookups), spreads
-  them over the authorized monitors, at most 650 each, keeping users where they are, and
-  makes the upkeep of every monitor whose users changed due now.
 - ``presence.upkeep`` (per monitor): refreshes the monitor's tokens (the new refresh token
   replaces the old; ``invalid_grant`` and kin make it ``not_authorized``), then creates,
   renews or replaces its subscription with the monitor's delegated token, and reads back
@@ -25,212 +22,39 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, or_, select, update
 
 from gateway.accounts.teams import NEEDS_UPDATE, TeamsConfig, teams_config
 from gateway.clients.graph import (
-    MAX_BATCH,
     MAX_PRESENCE_IDS,
-    BatchRequest,
-    BatchResponse,
-    GraphApi,
 )
-from gateway.clients.identity import IdentityError, IdentityPlatform
-from gateway.delivery.graph_batching import Budgets, with_app_token
+from gateway.clients.http import ProviderError
+from gateway.clients.identity import IdentityError
+from gateway.delivery.graph_batching import GraphTools, with_app_token
 from gateway.delivery.policy import RetryPolicy
-from gateway.delivery.presence_reads import apply_presence
 from gateway.delivery.worker import Dropped, Handler, Settle
+from gateway.presence.certificates import current_certificate
 from gateway.presence.monitors import (
     AUTHORIZED,
     DIRECTORY,
     LIVE,
-    MONITOR_USERS,
     NOT_AUTHORIZED,
     SUBSCRIBED,
     UPKEEP,
     MonitorSecrets,
 )
-from gateway.presence.service import presence_user, queue_once
+from gateway.presence.service import apply_graph_presence, queue_once
 from gateway.security import SecretBox, token_digest
-from storage.engine import Database
 from storage.outbox import Claimed
-from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, SCIM_CLAIMS, SCIM_USERS, utcnow
+from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, utcnow
 from storage.transaction import Transaction
 
-DIRECTORY_EVERY = 600.0
-LOOKUP_AGAIN = 3600.0
 UPKEEP_AT_MOST = 120.0
 UPKEEP_AT_LEAST = 10.0
+# How long one upkeep run may hold its monitor (a crashed run frees it after this).
+UPKEEP_LEASE = 60.0
 SUBSCRIPTION_MINUTES = 60
-
-
-# -- directory ------------------------------------------------------------------------
-
-
-def _provisioned_emails(conn: Connection, account_id: str) -> list[str]:
-    rows = conn.execute(
-        select(SCIM_CLAIMS.c.value_key)
-        .join(SCIM_USERS, SCIM_USERS.c.pk == SCIM_CLAIMS.c.user_pk)
-        .where(
-            SCIM_CLAIMS.c.account_id == account_id,
-            SCIM_CLAIMS.c.kind == "email",
-            SCIM_USERS.c.active.is_(True),
-        )
-        .order_by(SCIM_CLAIMS.c.value_key)
-    )
-    return [row.value_key for row in rows]
-
-
-def _directory_plan(
-    conn: Connection, secrets: SecretBox, account_id: str
-) -> tuple[TeamsConfig, list[str]]:
-    config = teams_config(conn, secrets, account_id)
-    if config is None or not config.presence_from_teams:
-        raise Dropped("the account does not carry Teams presence")
-    emails = _provisioned_emails(conn, account_id)
-    known = {
-        row.email: row
-        for row in conn.execute(
-            select(PRESENCE_USERS).where(PRESENCE_USERS.c.account_id == account_id)
-        )
-    }
-    moment = time.time()
-    unknown = [
-        email
-        for email in emails
-        if email not in known
-        or (
-            known[email].teams_user_id is None
-            and moment - float(known[email].looked_up_at or 0) > LOOKUP_AGAIN
-        )
-    ]
-    return config, unknown
-
-
-async def _look_up(
-    graph: GraphApi, identity: IdentityPlatform, config: TeamsConfig, emails: list[str]
-) -> dict[str, str | None]:
-    """Each email's Teams user id (None: not in the directory), 20 lookups a ``$batch``."""
-    found: dict[str, str | None] = {}
-    for start in range(0, len(emails), MAX_BATCH):
-        chunk = emails[start : start + MAX_BATCH]
-        requests = [
-            BatchRequest(
-                str(i), "GET", f"/users/{quote(email, safe='@')}?$select=id,userPrincipalName"
-            )
-            for i, email in enumerate(chunk)
-        ]
-
-        async def call(token: str, batch: list[BatchRequest] = requests) -> list[BatchResponse]:
-            return await graph.batch(token, batch)
-
-        answers = await with_app_token(identity, config.credentials, call)
-        for email, answer in zip(chunk, answers, strict=True):
-            if answer.ok and isinstance(answer.body, dict) and answer.body.get("id"):
-                found[email] = str(answer.body["id"])
-            elif answer.status == 404:
-                found[email] = None
-    return found
-
-
-def rebalance(tx: Transaction, account_id: str) -> list[str]:
-    """Spread the account's Teams users over its live monitors; the monitors that changed."""
-    monitors = [
-        row.id
-        for row in tx.conn.execute(
-            select(PRESENCE_MONITORS.c.id)
-            .where(
-                PRESENCE_MONITORS.c.account_id == account_id,
-                PRESENCE_MONITORS.c.status.in_(LIVE),
-            )
-            .order_by(PRESENCE_MONITORS.c.created_at)
-        )
-    ]
-    users = tx.conn.execute(
-        select(PRESENCE_USERS.c.id, PRESENCE_USERS.c.monitor_id)
-        .where(
-            PRESENCE_USERS.c.account_id == account_id,
-            PRESENCE_USERS.c.teams_user_id.is_not(None),
-        )
-        .order_by(PRESENCE_USERS.c.email)
-    ).all()
-    load: dict[str, list[str]] = {monitor: [] for monitor in monitors}
-    waiting: list[str] = []
-    for user in users:
-        if user.monitor_id in load and len(load[user.monitor_id]) < MONITOR_USERS:
-            load[user.monitor_id].append(user.id)
-        else:
-            waiting.append(user.id)
-    for user_id in waiting:
-        roomiest = min(monitors, key=lambda m: len(load[m]), default=None)
-        if roomiest is None or len(load[roomiest]) >= MONITOR_USERS:
-            break
-        load[roomiest].append(user_id)
-    before = {user.id: user.monitor_id for user in users}
-    after = {user_id: monitor for monitor, ids in load.items() for user_id in ids}
-    changed: set[str] = set()
-    moves: dict[str | None, list[str]] = {}
-    for user_id, old in before.items():
-        new = after.get(user_id)
-        if new != old:
-            moves.setdefault(new, []).append(user_id)
-            changed.update(m for m in (old, new) if m in load)
-    for target, ids in moves.items():
-        for start in range(0, len(ids), 500):
-            tx.conn.execute(
-                update(PRESENCE_USERS)
-                .where(PRESENCE_USERS.c.id.in_(ids[start : start + 500]))
-                .values(monitor_id=target)
-            )
-    for monitor, ids in load.items():
-        tx.conn.execute(
-            update(PRESENCE_MONITORS)
-            .where(PRESENCE_MONITORS.c.id == monitor)
-            .values(users=len(ids))
-        )
-    return sorted(changed)
-
-
-def directory_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
-    """Find the account's users in Teams and spread them over its monitors."""
-
-    async def run(row: Claimed) -> Settle | None:
-        config, unknown = await tools.db.query(_directory_plan, tools.secrets, row.target_id)
-        found = await _look_up(tools.graph, tools.identity, config, unknown)
-        moment = time.time()
-
-        def settle(tx: Transaction) -> None:
-            for email, teams_id in found.items():
-                user = presence_user(tx, row.target_id, email)
-                tx.conn.execute(
-                    update(PRESENCE_USERS)
-                    .where(PRESENCE_USERS.c.id == user.id)
-                    .values(teams_user_id=teams_id, looked_up_at=moment, updated_at=utcnow())
-                )
-            for monitor_id in rebalance(tx, row.target_id):
-                queue_once(tx, account_id=row.target_id, kind=UPKEEP, target_id=monitor_id)
-            queue_once(
-                tx,
-                account_id=row.target_id,
-                kind=DIRECTORY,
-                target_id=row.target_id,
-                delay=DIRECTORY_EVERY,
-            )
-
-        return settle
-
-    def on_dead(tx: Transaction, row: Claimed, exc: Exception) -> None:
-        queue_once(
-            tx,
-            account_id=row.account_id,
-            kind=DIRECTORY,
-            target_id=row.target_id,
-            delay=DIRECTORY_EVERY,
-        )
-
-    return Handler(run=run, policy=policy, on_dead=on_dead)
 
 
 # -- a monitor's upkeep ---------------------------------------------------------------
@@ -263,6 +87,31 @@ def _upkeep_plan(
     )
 
 
+def _take_upkeep(tx: Transaction, monitor_id: str) -> bool:
+    """Hold the monitor's upkeep for ``UPKEEP_LEASE`` seconds; False if another run holds it.
+
+    A monitor that is gone is not held: the plan then drops the job.
+    """
+    moment = time.time()
+    exists = tx.conn.execute(
+        select(PRESENCE_MONITORS.c.id).where(PRESENCE_MONITORS.c.id == monitor_id)
+    ).first()
+    if exists is None:
+        return True
+    taken = tx.conn.execute(
+        update(PRESENCE_MONITORS)
+        .where(
+            PRESENCE_MONITORS.c.id == monitor_id,
+            or_(
+                PRESENCE_MONITORS.c.upkeep_until.is_(None),
+                PRESENCE_MONITORS.c.upkeep_until < moment,
+            ),
+        )
+        .values(upkeep_until=moment + UPKEEP_LEASE)
+    )
+    return bool(taken.rowcount == 1)
+
+
 def _set_monitor(tx: Transaction, monitor_id: str, **values: Any) -> None:
     tx.conn.execute(
         update(PRESENCE_MONITORS)
@@ -288,19 +137,6 @@ def _signed_out(monitor: Any, message: str) -> Settle:
     return settle
 
 
-@dataclass(frozen=True)
-class GraphTools:
-    """What the subscription jobs use: the database, the key ring, the Microsoft clients."""
-
-    db: Database
-    secrets: SecretBox
-    graph: GraphApi
-    identity: IdentityPlatform
-    public_url: str
-    budgets: Budgets
-    upkeep_every: float = UPKEEP_AT_MOST
-
-
 def upkeep_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
     """Keep a monitor's subscription alive and its users' presence current."""
     upkeep = _Upkeep(tools)
@@ -313,7 +149,7 @@ def upkeep_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
             account_id=row.account_id,
             kind=UPKEEP,
             target_id=row.target_id,
-            delay=UPKEEP_AT_MOST,
+            delay=tools.upkeep_every,
         )
 
     return Handler(run=upkeep.run, policy=policy, on_dead=on_dead)
@@ -324,6 +160,26 @@ class _Upkeep:
     tools: GraphTools
 
     async def run(self, row: Claimed) -> Settle | None:
+        """One upkeep at a time per monitor: taken here, given back with the settle."""
+        db = self.tools.db
+        if not await db.transact(lambda tx: _take_upkeep(tx, row.target_id)):
+            raise ProviderError(
+                "another upkeep of this monitor is running", retryable=True, retry_after=1.0
+            )
+        try:
+            settle = await self._run(row)
+        except BaseException:
+            await db.transact(lambda tx: _set_monitor(tx, row.target_id, upkeep_until=None))
+            raise
+
+        def settle_and_release(tx: Transaction) -> None:
+            if settle is not None:
+                settle(tx)
+            _set_monitor(tx, row.target_id, upkeep_until=None)
+
+        return settle_and_release
+
+    async def _run(self, row: Claimed) -> Settle | None:
         db, secrets = self.tools.db, self.tools.secrets
         monitor, config, kept, users = await db.query(_upkeep_plan, secrets, row.target_id)
         if config is None or not config.presence_from_teams:
@@ -370,7 +226,14 @@ class _Upkeep:
         self, monitor: Any, token: str, users: list[str], config: TeamsConfig
     ) -> Settle:
         graph = self.tools.graph
-        digest = hashlib.sha256(",".join(users).encode()).hexdigest()
+        certificate = (
+            await current_certificate(self.tools.db, self.tools.secrets)
+            if self.tools.resource_data
+            else None
+        )
+        # A new certificate (rotation) or a new set of users means a new subscription.
+        covered = [*users, certificate.id if certificate is not None else ""]
+        digest = hashlib.sha256(",".join(covered).encode()).hexdigest()
         resync = bool(monitor.resync_needed)
         client_state = monitor.client_state
         if not users:
@@ -393,6 +256,9 @@ class _Upkeep:
                 lifecycle_url=self.tools.public_url + "/webhooks/graph/lifecycle",
                 expires_at=datetime.now(UTC) + timedelta(minutes=SUBSCRIPTION_MINUTES),
                 client_state=f"{monitor.id}.{secret}",
+                certificate=(certificate.id, certificate.certificate_der_b64)
+                if certificate is not None
+                else None,
             )
             subscription_id, expires_at = created.id, created.expires_at.timestamp()
             resync = True
@@ -419,11 +285,12 @@ class _Upkeep:
                 subscription_expires_at=expires_at,
                 subscription_hash=digest if subscription_id else None,
                 client_state=client_state,
+                certificate_id=certificate.id if certificate is not None else None,
                 resync_needed=False,
                 last_error=None,
             )
             for presence in presences:
-                apply_presence(tx, monitor.account_id, presence)
+                apply_graph_presence(tx, monitor.account_id, presence)
             queue_once(
                 tx, account_id=monitor.account_id, kind=UPKEEP, target_id=monitor.id, delay=delay
             )

@@ -19,14 +19,11 @@ from gateway.clients.identity import AppCredentials, IdentityPlatform
 from gateway.delivery.graph_batching import Budgets, TenantBatcher, with_app_token
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.worker import Dropped, Handler, Settle
-from gateway.events.service import Actor
-from gateway.presence.service import apply_teams_presence
+from gateway.presence.service import apply_graph_presence
 from gateway.security import SecretBox
 from storage.engine import Database
 from storage.outbox import Claimed
 from storage.transaction import Transaction
-
-TEAMS_ACTOR = Actor("Microsoft Teams", "graph")
 
 
 class PresenceReader:
@@ -57,19 +54,6 @@ def _config(conn: Connection, secrets: SecretBox, account_id: str) -> TeamsConfi
     return config
 
 
-def apply_presence(tx: Transaction, account_id: str, presence: dict[str, Any]) -> int:
-    """Store one presence resource Graph returned; how many events it made."""
-    return apply_teams_presence(
-        tx,
-        account_id=account_id,
-        teams_user_id=str(presence.get("id", "")),
-        availability=str(presence.get("availability") or "PresenceUnknown")[:40],
-        activity=str(presence.get("activity") or "PresenceUnknown")[:60],
-        raw=presence,
-        actor=TEAMS_ACTOR,
-    )
-
-
 def presence_read_handler(
     db: Database, secrets: SecretBox, reader: PresenceReader, policy: RetryPolicy
 ) -> Handler:
@@ -82,7 +66,7 @@ def presence_read_handler(
             raise Dropped("Graph has no presence for the user")
 
         def settle(tx: Transaction) -> None:
-            apply_presence(tx, row.account_id, presence)
+            apply_graph_presence(tx, row.account_id, presence)
 
         return settle
 

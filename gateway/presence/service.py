@@ -275,6 +275,22 @@ def apply_teams_presence(
     return events
 
 
+TEAMS_ACTOR = Actor("Microsoft Teams", "graph")
+
+
+def apply_graph_presence(tx: Transaction, account_id: str, presence: dict[str, Any]) -> int:
+    """Store one presence resource as Graph gives it (read back or in a notification)."""
+    return apply_teams_presence(
+        tx,
+        account_id=account_id,
+        teams_user_id=str(presence.get("id", ""))[:64],
+        availability=str(presence.get("availability") or "PresenceUnknown")[:40],
+        activity=str(presence.get("activity") or "PresenceUnknown")[:60],
+        raw=presence,
+        actor=TEAMS_ACTOR,
+    )
+
+
 async def user_check(db: Database, *, account_id: str, email: str) -> PresenceCheck:
     """What the gateway knows of one user's presence: per source, combined, raw Teams data."""
 

@@ -26,12 +26,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from gateway.presence.monitors import UPKEEP
-from gateway.presence.service import READ, queue_once
+from gateway.presence.service import READ, apply_graph_presence, queue_once
 from gateway.security import token_matches
 from gateway.ttl_cache import TtlCache
 from gateway.web.bodies import read_body
 from gateway.web.errors import BadRequest
 from gateway.web.state import app_state
+from gateway.webhooks.graph_data import resource_data
 from storage.tables import PRESENCE_MONITORS
 from storage.transaction import Transaction
 
@@ -49,15 +50,23 @@ class Watcher:
     monitor_id: str
     account_id: str
     client_state: str | None
+    tenant_id: str | None
+    client_id: str | None
 
 
 def _watcher(conn: Connection, monitor_id: str) -> Watcher | None:
     row = conn.execute(
         select(
-            PRESENCE_MONITORS.c.id, PRESENCE_MONITORS.c.account_id, PRESENCE_MONITORS.c.client_state
+            PRESENCE_MONITORS.c.id,
+            PRESENCE_MONITORS.c.account_id,
+            PRESENCE_MONITORS.c.client_state,
+            PRESENCE_MONITORS.c.tenant_id,
+            PRESENCE_MONITORS.c.client_id,
         ).where(PRESENCE_MONITORS.c.id == monitor_id)
     ).one_or_none()
-    return None if row is None else Watcher(row.id, row.account_id, row.client_state)
+    if row is None:
+        return None
+    return Watcher(row.id, row.account_id, row.client_state, row.tenant_id, row.client_id)
 
 
 def handshake(request: Request) -> Response | None:
@@ -68,7 +77,8 @@ def handshake(request: Request) -> Response | None:
     return PlainTextResponse(token[:MAX_TOKEN], headers={"Cache-Control": "no-store"})
 
 
-async def _items(request: Request) -> list[dict[str, Any]]:
+async def _payload(request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The notification document and its items."""
     body = await read_body(request, limit=MAX_BODY)
     try:
         payload = orjson.loads(body)
@@ -77,7 +87,7 @@ async def _items(request: Request) -> list[dict[str, Any]]:
     value = payload.get("value") if isinstance(payload, dict) else None
     if not isinstance(value, list) or len(value) > MAX_ITEMS:
         raise BadRequest(f"The notification body needs a value list of at most {MAX_ITEMS}.")
-    return [item for item in value if isinstance(item, dict)]
+    return payload, [item for item in value if isinstance(item, dict)]
 
 
 async def _checked(
@@ -130,15 +140,24 @@ async def notifications(request: Request) -> tuple[Response, str]:
     answer = handshake(request)
     if answer is not None:
         return answer, "validation"
-    kept = await _checked(request, await _items(request))
+    payload, items = await _payload(request)
+    kept = await _checked(request, items)
+    rich = [(w, item) for w, item in kept if isinstance(item.get("encryptedContent"), dict)]
+    basic = [(w, item) for w, item in kept if not isinstance(item.get("encryptedContent"), dict)]
+    presences: list[tuple[str, dict[str, Any]]] = []
+    if rich:
+        presences, unread = await resource_data(request, payload, rich)
+        basic.extend(unread)
     reads = {
         (watcher.account_id, user_id)
-        for watcher, item in kept
+        for watcher, item in basic
         if (user_id := _user_id(item)) is not None
     }
-    if reads:
+    if presences or reads:
 
         def work(tx: Transaction) -> None:
+            for account_id, presence in presences:
+                apply_graph_presence(tx, account_id, presence)
             for account_id, user_id in sorted(reads):
                 queue_once(tx, account_id=account_id, kind=READ, target_id=user_id)
 
@@ -151,7 +170,8 @@ async def lifecycle(request: Request) -> tuple[Response, str]:
     answer = handshake(request)
     if answer is not None:
         return answer, "validation"
-    kept = await _checked(request, await _items(request))
+    _, items = await _payload(request)
+    kept = await _checked(request, items)
     monitors = {(watcher.account_id, watcher.monitor_id) for watcher, _ in kept}
     for _, item in kept:
         log.info("graph_lifecycle", lifecycle_event=str(item.get("lifecycleEvent"))[:40])

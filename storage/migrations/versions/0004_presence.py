@@ -19,6 +19,16 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table(
+        "notification_certificates",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("certificate", sa.Text(), nullable=False),
+        sa.Column("private_key", sa.Text(), nullable=False),
+        sa.Column("thumbprint", sa.String(length=64), nullable=False),
+        sa.Column("not_after", sa.Double(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
         "presence_monitors",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("account_id", sa.String(length=36), nullable=False),
@@ -32,8 +42,10 @@ def upgrade() -> None:
         sa.Column("subscription_id", sa.String(length=64), nullable=True),
         sa.Column("subscription_expires_at", sa.Double(), nullable=True),
         sa.Column("subscription_hash", sa.String(length=64), nullable=True),
+        sa.Column("certificate_id", sa.String(length=36), nullable=True),
         sa.Column("client_state", sa.String(length=64), nullable=True),
         sa.Column("resync_needed", sa.Boolean(), nullable=False),
+        sa.Column("upkeep_until", sa.Double(), nullable=True),
         sa.Column("users", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.String(length=1000), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -109,3 +121,4 @@ def downgrade() -> None:
         batch_op.drop_index("ix_presence_monitors_state")
 
     op.drop_table("presence_monitors")
+    op.drop_table("notification_certificates")

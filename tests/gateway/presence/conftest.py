@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from sqlalchemy import create_engine, text
 
 from gateway.settings import Settings
 from tests.conftest import ADMIN_TOKEN, user_body
@@ -35,8 +36,19 @@ class TeamsStack:
     http: httpx2.Client
     microsoft: FakeMicrosoft
     microsoft_url: str
+    database_url: str = ""
     account_id: str = ""
     teams_ids: dict[str, str] = field(default_factory=dict)
+
+    def sql(self, statement: str, **params: Any) -> list[Any]:
+        """Run SQL on the gateway's database (to age a certificate, say)."""
+        engine = create_engine(self.database_url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(text(statement), params)
+                return list(result) if result.returns_rows else []
+        finally:
+            engine.dispose()
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
         """Call the admin API of the test's account (``path`` after the account)."""
@@ -123,12 +135,21 @@ def teams_settings(
 
 
 @pytest.fixture
+def stack_overrides() -> dict[str, Any]:
+    """Settings a test changes (parametrize it to override)."""
+    return {}
+
+
+@pytest.fixture
 def teams_stack(
-    teams_settings: Callable[..., Settings], microsoft: tuple[FakeMicrosoft, str]
+    teams_settings: Callable[..., Settings],
+    microsoft: tuple[FakeMicrosoft, str],
+    stack_overrides: dict[str, Any],
 ) -> Iterator[TeamsStack]:
     """A live gateway whose account has provisioned users and its app in the fake tenant."""
     fake, fake_url = microsoft
     port = free_port()
+    settings = teams_settings(port, **stack_overrides)
     fake.add_app(
         TENANT,
         CLIENT_ID,
@@ -139,11 +160,17 @@ def teams_stack(
         ],
     )
     with (
-        live_server(teams_settings(port), port) as url,
+        live_server(settings, port) as url,
         httpx2.Client(
             base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
         ) as http,
     ):
-        stack = TeamsStack(url=url, http=http, microsoft=fake, microsoft_url=fake_url)
+        stack = TeamsStack(
+            url=url,
+            http=http,
+            microsoft=fake,
+            microsoft_url=fake_url,
+            database_url=settings.effective_database_url,
+        )
         provision(stack)
         yield stack

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
+
+import pytest
 
 from tests.gateway.presence.conftest import TENANT, USERS, TeamsStack
 from tests.support.waiting import eventually
@@ -162,3 +165,70 @@ def test_webhook_refuses_items_without_the_client_state(teams_stack: TeamsStack)
     assert handshake.text == "a token+with spaces"
     assert handshake.headers["content-type"].startswith("text/plain")
     assert teams_stack.http.post("/webhooks/graph/notifications", content=b"{").status_code == 400
+
+
+def _reads(stack: TeamsStack) -> int:
+    return sum(1 for _, path in stack.microsoft.requests if "getPresencesByUserId" in path)
+
+
+def test_rich_notifications_carry_the_state_without_a_read_back(teams_stack: TeamsStack) -> None:
+    """With resource data, the encrypted state is decrypted and stored; no read is needed."""
+    assert teams_stack.set_teams().status_code == 200
+    subscribed_monitor(teams_stack)
+    assert teams_stack.microsoft.subscriptions()[0]["includeResourceData"] is True
+    reads = _reads(teams_stack)
+    teams_stack.microsoft.set_teams_presence(teams_stack.teams_ids[USERS[2]], "Away", "Away")
+    eventually(
+        lambda: any(
+            e["data"]["email"] == USERS[2] and e["data"]["availability"] == "Away"
+            for e in _teams_events(teams_stack)
+        ),
+        what="the Teams change in the feed",
+    )
+    assert _reads(teams_stack) == reads
+
+
+@pytest.mark.parametrize("stack_overrides", [{"presence_resource_data": False}])
+def test_basic_notifications_are_read_back(teams_stack: TeamsStack) -> None:
+    """Without resource data, a notification names the user and the state is read back."""
+    assert teams_stack.set_teams().status_code == 200
+    subscribed_monitor(teams_stack)
+    assert not teams_stack.microsoft.subscriptions()[0].get("includeResourceData")
+    reads = _reads(teams_stack)
+    teams_stack.microsoft.set_teams_presence(teams_stack.teams_ids[USERS[0]], "Busy", "InACall")
+    eventually(
+        lambda: any(
+            e["data"]["email"] == USERS[0] and e["data"]["availability"] == "Busy"
+            for e in _teams_events(teams_stack)
+        ),
+        what="the Teams change in the feed",
+    )
+    assert _reads(teams_stack) > reads
+
+
+def test_a_rotated_certificate_replaces_the_subscription(teams_stack: TeamsStack) -> None:
+    """When the certificate nears its end a new one is made; the subscription moves to it
+    and notifications still decrypt."""
+    assert teams_stack.set_teams().status_code == 200
+    subscribed_monitor(teams_stack)
+    first = teams_stack.microsoft.subscriptions()[0]
+    old_certificate = first["encryptionCertificateId"]
+    teams_stack.sql(
+        "UPDATE notification_certificates SET not_after = :soon",
+        soon=time.time() + 3600,
+    )
+    eventually(
+        lambda: (
+            [s["encryptionCertificateId"] for s in teams_stack.microsoft.subscriptions()]
+            not in ([], [old_certificate])
+        ),
+        what="a subscription with the new certificate",
+    )
+    assert len(teams_stack.sql("SELECT id FROM notification_certificates")) == 2
+    teams_stack.microsoft.set_teams_presence(
+        teams_stack.teams_ids[USERS[1]], "BeRightBack", "BeRightBack"
+    )
+    eventually(
+        lambda: any(e["data"]["availability"] == "BeRightBack" for e in _teams_events(teams_stack)),
+        what="a notification decrypted with the new certificate",
+    )

@@ -1,0 +1,197 @@
+"""The directory of an account, as an outbox job: its users in Teams, spread over monitors.
+
+``presence.directory`` (per account, every 10 minutes and when monitors change) finds the
+provisioned users in Teams (by email / UPN, once, in ``$batch`` lookups), spreads them over
+the authorized monitors, at most 650 each, keeping users where they are, and makes the
+upkeep of every monitor whose users changed due now.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+from sqlalchemy import Connection, select, update
+
+from gateway.accounts.teams import TeamsConfig, teams_config
+from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi
+from gateway.clients.identity import IdentityPlatform
+from gateway.delivery.graph_batching import GraphTools, with_app_token
+from gateway.delivery.policy import RetryPolicy
+from gateway.delivery.worker import Dropped, Handler, Settle
+from gateway.presence.monitors import DIRECTORY, LIVE, MONITOR_USERS, UPKEEP
+from gateway.presence.service import presence_user, queue_once
+from gateway.security import SecretBox
+from storage.outbox import Claimed
+from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, SCIM_CLAIMS, SCIM_USERS, utcnow
+from storage.transaction import Transaction
+
+DIRECTORY_EVERY = 600.0
+LOOKUP_AGAIN = 3600.0
+
+
+def _provisioned_emails(conn: Connection, account_id: str) -> list[str]:
+    rows = conn.execute(
+        select(SCIM_CLAIMS.c.value_key)
+        .join(SCIM_USERS, SCIM_USERS.c.pk == SCIM_CLAIMS.c.user_pk)
+        .where(
+            SCIM_CLAIMS.c.account_id == account_id,
+            SCIM_CLAIMS.c.kind == "email",
+            SCIM_USERS.c.active.is_(True),
+        )
+        .order_by(SCIM_CLAIMS.c.value_key)
+    )
+    return [row.value_key for row in rows]
+
+
+def _directory_plan(
+    conn: Connection, secrets: SecretBox, account_id: str
+) -> tuple[TeamsConfig, list[str]]:
+    config = teams_config(conn, secrets, account_id)
+    if config is None or not config.presence_from_teams:
+        raise Dropped("the account does not carry Teams presence")
+    emails = _provisioned_emails(conn, account_id)
+    known = {
+        row.email: row
+        for row in conn.execute(
+            select(PRESENCE_USERS).where(PRESENCE_USERS.c.account_id == account_id)
+        )
+    }
+    moment = time.time()
+    unknown = [
+        email
+        for email in emails
+        if email not in known
+        or (
+            known[email].teams_user_id is None
+            and moment - float(known[email].looked_up_at or 0) > LOOKUP_AGAIN
+        )
+    ]
+    return config, unknown
+
+
+async def _look_up(
+    graph: GraphApi, identity: IdentityPlatform, config: TeamsConfig, emails: list[str]
+) -> dict[str, str | None]:
+    """Each email's Teams user id (None: not in the directory), 20 lookups a ``$batch``."""
+    found: dict[str, str | None] = {}
+    for start in range(0, len(emails), MAX_BATCH):
+        chunk = emails[start : start + MAX_BATCH]
+        requests = [
+            BatchRequest(
+                str(i), "GET", f"/users/{quote(email, safe='@')}?$select=id,userPrincipalName"
+            )
+            for i, email in enumerate(chunk)
+        ]
+
+        async def call(token: str, batch: list[BatchRequest] = requests) -> list[BatchResponse]:
+            return await graph.batch(token, batch)
+
+        answers = await with_app_token(identity, config.credentials, call)
+        for email, answer in zip(chunk, answers, strict=True):
+            if answer.ok and isinstance(answer.body, dict) and answer.body.get("id"):
+                found[email] = str(answer.body["id"])
+            elif answer.status == 404:
+                found[email] = None
+    return found
+
+
+def rebalance(tx: Transaction, account_id: str) -> list[str]:
+    """Spread the account's Teams users over its live monitors; the monitors that changed."""
+    monitors = [
+        row.id
+        for row in tx.conn.execute(
+            select(PRESENCE_MONITORS.c.id)
+            .where(
+                PRESENCE_MONITORS.c.account_id == account_id,
+                PRESENCE_MONITORS.c.status.in_(LIVE),
+            )
+            .order_by(PRESENCE_MONITORS.c.created_at)
+        )
+    ]
+    users = tx.conn.execute(
+        select(PRESENCE_USERS.c.id, PRESENCE_USERS.c.monitor_id)
+        .where(
+            PRESENCE_USERS.c.account_id == account_id,
+            PRESENCE_USERS.c.teams_user_id.is_not(None),
+        )
+        .order_by(PRESENCE_USERS.c.email)
+    ).all()
+    load: dict[str, list[str]] = {monitor: [] for monitor in monitors}
+    waiting: list[str] = []
+    for user in users:
+        if user.monitor_id in load and len(load[user.monitor_id]) < MONITOR_USERS:
+            load[user.monitor_id].append(user.id)
+        else:
+            waiting.append(user.id)
+    for user_id in waiting:
+        roomiest = min(monitors, key=lambda m: len(load[m]), default=None)
+        if roomiest is None or len(load[roomiest]) >= MONITOR_USERS:
+            break
+        load[roomiest].append(user_id)
+    before = {user.id: user.monitor_id for user in users}
+    after = {user_id: monitor for monitor, ids in load.items() for user_id in ids}
+    changed: set[str] = set()
+    moves: dict[str | None, list[str]] = {}
+    for user_id, old in before.items():
+        new = after.get(user_id)
+        if new != old:
+            moves.setdefault(new, []).append(user_id)
+            changed.update(m for m in (old, new) if m in load)
+    for target, ids in moves.items():
+        for start in range(0, len(ids), 500):
+            tx.conn.execute(
+                update(PRESENCE_USERS)
+                .where(PRESENCE_USERS.c.id.in_(ids[start : start + 500]))
+                .values(monitor_id=target)
+            )
+    for monitor, ids in load.items():
+        tx.conn.execute(
+            update(PRESENCE_MONITORS)
+            .where(PRESENCE_MONITORS.c.id == monitor)
+            .values(users=len(ids))
+        )
+    return sorted(changed)
+
+
+def directory_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
+    """Find the account's users in Teams and spread them over its monitors."""
+
+    async def run(row: Claimed) -> Settle | None:
+        config, unknown = await tools.db.query(_directory_plan, tools.secrets, row.target_id)
+        found = await _look_up(tools.graph, tools.identity, config, unknown)
+        moment = time.time()
+
+        def settle(tx: Transaction) -> None:
+            # Directory runs of one account are serialised by its lock: rebalancing reads
+            # the assignment it rewrites.
+            tx.lock_account(row.target_id)
+            for email, teams_id in found.items():
+                user = presence_user(tx, row.target_id, email)
+                tx.conn.execute(
+                    update(PRESENCE_USERS)
+                    .where(PRESENCE_USERS.c.id == user.id)
+                    .values(teams_user_id=teams_id, looked_up_at=moment, updated_at=utcnow())
+                )
+            for monitor_id in rebalance(tx, row.target_id):
+                queue_once(tx, account_id=row.target_id, kind=UPKEEP, target_id=monitor_id)
+            queue_once(
+                tx,
+                account_id=row.target_id,
+                kind=DIRECTORY,
+                target_id=row.target_id,
+                delay=DIRECTORY_EVERY,
+            )
+
+        return settle
+
+    def on_dead(tx: Transaction, row: Claimed, exc: Exception) -> None:
+        queue_once(
+            tx,
+            account_id=row.account_id,
+            kind=DIRECTORY,
+            target_id=row.target_id,
+            delay=DIRECTORY_EVERY,
+        )
+
+    return Handler(run=run, policy=policy, on_dead=on_dead)
