@@ -77,7 +77,7 @@ def set_teams(
     )
 
     async def work(tools: Tools) -> object:
-        return await teams.configure_teams(
+        stored = await teams.configure_teams(
             tools.db,
             secrets=tools.secrets,
             identity=tools.providers.identity,
@@ -86,6 +86,8 @@ def set_teams(
             actor=OPERATOR_CLI,
             public_url=tools.settings.public_url,
         )
+        await monitors.resume(tools.db, secrets=tools.secrets, account_id=account_id)
+        return stored
 
     item = run_with_tools(work)
     warnings = getattr(item, "warnings", None) or []

@@ -354,6 +354,8 @@ class OutboxRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_outbox_due", "status", "available_at"),
         Index("ix_outbox_account", "account_id", "status"),
+        # One pending job per target (presence writes, monitor upkeep) is looked up by it.
+        Index("ix_outbox_target", "kind", "target_id", "status"),
     )
 
     pk: int | None = Field(
@@ -392,7 +394,7 @@ class PresenceUser(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=36)
     account_id: str = _account_fk()
-    email: str = Field(max_length=320)
+    email: str = Field(max_length=512)
     teams_user_id: str | None = Field(default=None, max_length=64)
     looked_up_at: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
     monitor_id: str | None = Field(default=None, max_length=36)

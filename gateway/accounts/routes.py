@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.accounts import models, office365, providers, teams
+from gateway.accounts import models, office365, providers
 from gateway.accounts import service as accounts
 from gateway.events.service import OPERATOR_API
 from gateway.web.auth import require_operator
@@ -104,21 +104,6 @@ async def set_cm(request: Request) -> Response:
     item = await providers.configure_cm(
         state.db,
         secrets=state.secrets,
-        account_id=request.path_params["account_id"],
-        body=body,
-        actor=OPERATOR_API,
-        public_url=state.settings.public_url,
-    )
-    return model_response(item)
-
-
-async def set_teams(request: Request) -> Response:
-    state = require_operator(request)
-    body = await read_model(request, models.TeamsSettings)
-    item = await teams.configure_teams(
-        state.db,
-        secrets=state.secrets,
-        identity=state.providers.identity,
         account_id=request.path_params["account_id"],
         body=body,
         actor=OPERATOR_API,
@@ -279,17 +264,6 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
             response=models.IntegrationOut,
         ),
         set_cm,
-    ),
-    (
-        Operation(
-            "PUT",
-            ACCOUNT + "/integrations/microsoft_teams/settings",
-            "Configure Microsoft Teams (the app is checked with the identity platform first)",
-            body=models.TeamsSettings,
-            response=models.IntegrationOut,
-            errors=(422,),
-        ),
-        set_teams,
     ),
     (
         Operation(

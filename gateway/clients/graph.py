@@ -279,11 +279,18 @@ class GraphApi:
                 json={"expirationDateTime": graph_time(expires_at)},
             )
         except GraphError as exc:
-            if exc.status == 404:
+            # 403: the subscription belongs to another app (the client id changed).
+            if exc.status in (403, 404):
                 return None
             raise
         answer = reply.json()
         return Subscription(str(answer["id"]), parse_graph_time(answer["expirationDateTime"]))
+
+    async def list_subscriptions(self, token: str) -> list[dict[str, Any]]:
+        """The subscriptions the token's user and app hold."""
+        reply = await self.call(token, "GET", "/subscriptions", what="list subscriptions")
+        value = reply.json().get("value", [])
+        return [item for item in value if isinstance(item, dict)]
 
     async def reauthorize_subscription(self, token: str, subscription_id: str) -> bool:
         """Answer a ``reauthorizationRequired``; False when the subscription is gone."""
@@ -310,5 +317,5 @@ class GraphApi:
                 what="delete subscription",
             )
         except GraphError as exc:
-            if exc.status != 404:
+            if exc.status not in (403, 404):
                 raise

@@ -144,7 +144,9 @@ class IdentityPlatform:
     def _endpoint(self, tenant: str, path: str) -> str:
         return f"{self.login_url}/{quote(tenant, safe='')}{path}"
 
-    async def _token(self, tenant: str, form: dict[str, str], what: str) -> dict[str, Any]:
+    async def _token(
+        self, tenant: str, form: dict[str, str], what: str, *, attempts: int = 3
+    ) -> dict[str, Any]:
         async def call() -> Reply:
             return await request(
                 self._http,
@@ -154,7 +156,7 @@ class IdentityPlatform:
                 form=form,
             )
 
-        reply = await with_retries(call)
+        reply = await with_retries(call, attempts=attempts)
         if reply.status != 200:
             raise _error(reply, what)
         try:
@@ -288,6 +290,9 @@ class IdentityPlatform:
                 "scope": " ".join(MONITOR_SCOPES),
             },
             "token refresh",
+            # Never repeated blindly: a refresh the platform processed spent the old token,
+            # and a repeat of it would be refused as reused.
+            attempts=1,
         )
         return self._user_tokens(body)
 

@@ -16,6 +16,7 @@ restart. A monitor's upkeep also holds the monitor itself while it runs
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets as random
 import time
@@ -26,9 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, or_, select, update
 
 from gateway.accounts.teams import NEEDS_UPDATE, TeamsConfig, teams_config
-from gateway.clients.graph import (
-    MAX_PRESENCE_IDS,
-)
+from gateway.clients.graph import MAX_PRESENCE_IDS, GraphError, Subscription
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import IdentityError
 from gateway.delivery.graph_batching import GraphTools, with_app_token
@@ -43,9 +42,12 @@ from gateway.presence.monitors import (
     SUBSCRIBED,
     UPKEEP,
     MonitorSecrets,
+    change_secrets,
 )
 from gateway.presence.service import apply_graph_presence, queue_once
 from gateway.security import SecretBox, token_digest
+from storage.engine import Database
+from storage.errors import DatabaseBusy
 from storage.outbox import Claimed
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, utcnow
 from storage.transaction import Transaction
@@ -54,7 +56,9 @@ UPKEEP_AT_MOST = 120.0
 UPKEEP_AT_LEAST = 10.0
 # How long one upkeep run may hold its monitor (a crashed run frees it after this).
 UPKEEP_LEASE = 60.0
-SUBSCRIPTION_MINUTES = 60
+KEEP_ATTEMPTS = 5
+# Graph allows 60; a little less, so that a clock ahead of Graph's is not refused.
+SUBSCRIPTION_MINUTES = 55
 
 
 # -- a monitor's upkeep ---------------------------------------------------------------
@@ -87,17 +91,19 @@ def _upkeep_plan(
     )
 
 
-def _take_upkeep(tx: Transaction, monitor_id: str) -> bool:
-    """Hold the monitor's upkeep for ``UPKEEP_LEASE`` seconds; False if another run holds it.
+def _take_upkeep(tx: Transaction, monitor_id: str) -> tuple[bool, bool]:
+    """Hold the monitor's upkeep for ``UPKEEP_LEASE`` seconds: (taken, resync wanted).
 
-    A monitor that is gone is not held: the plan then drops the job.
+    The resync request is taken with it (cleared here), so that one arriving while this
+    run goes on is kept for the next. A monitor that is gone is not held: the plan then
+    drops the job.
     """
     moment = time.time()
-    exists = tx.conn.execute(
-        select(PRESENCE_MONITORS.c.id).where(PRESENCE_MONITORS.c.id == monitor_id)
+    found = tx.conn.execute(
+        select(PRESENCE_MONITORS.c.resync_needed).where(PRESENCE_MONITORS.c.id == monitor_id)
     ).first()
-    if exists is None:
-        return True
+    if found is None:
+        return True, False
     taken = tx.conn.execute(
         update(PRESENCE_MONITORS)
         .where(
@@ -107,9 +113,26 @@ def _take_upkeep(tx: Transaction, monitor_id: str) -> bool:
                 PRESENCE_MONITORS.c.upkeep_until < moment,
             ),
         )
-        .values(upkeep_until=moment + UPKEEP_LEASE)
+        .values(upkeep_until=moment + UPKEEP_LEASE, resync_needed=False)
     )
-    return bool(taken.rowcount == 1)
+    return bool(taken.rowcount == 1), bool(found.resync_needed)
+
+
+async def _keep_refresh_token(
+    db: Database, secrets: SecretBox, monitor_id: str, refresh_token: str
+) -> None:
+    """Store a new refresh token; a lock wait is tried again, as the old one is spent."""
+    for attempt in range(1, KEEP_ATTEMPTS + 1):
+        try:
+            await db.transact(
+                lambda tx: change_secrets(tx, secrets, monitor_id, refresh_token=refresh_token)
+            )
+        except DatabaseBusy:
+            if attempt == KEEP_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.2 * attempt)
+        else:
+            return
 
 
 def _set_monitor(tx: Transaction, monitor_id: str, **values: Any) -> None:
@@ -127,9 +150,6 @@ def _signed_out(monitor: Any, message: str) -> Settle:
             monitor.id,
             status=NOT_AUTHORIZED,
             last_error=message[:1000],
-            subscription_id=None,
-            subscription_expires_at=None,
-            subscription_hash=None,
         )
         # Its users move to the monitors still authorized.
         queue_once(tx, account_id=monitor.account_id, kind=DIRECTORY, target_id=monitor.account_id)
@@ -162,14 +182,19 @@ class _Upkeep:
     async def run(self, row: Claimed) -> Settle | None:
         """One upkeep at a time per monitor: taken here, given back with the settle."""
         db = self.tools.db
-        if not await db.transact(lambda tx: _take_upkeep(tx, row.target_id)):
+        taken, resync = await db.transact(lambda tx: _take_upkeep(tx, row.target_id))
+        if not taken:
             raise ProviderError(
                 "another upkeep of this monitor is running", retryable=True, retry_after=1.0
             )
         try:
-            settle = await self._run(row)
+            settle = await self._run(row, resync)
         except BaseException:
-            await db.transact(lambda tx: _set_monitor(tx, row.target_id, upkeep_until=None))
+            # Given back, with the resync it took if there was one.
+            values: dict[str, Any] = {"upkeep_until": None}
+            if resync:
+                values["resync_needed"] = True
+            await db.transact(lambda tx: _set_monitor(tx, row.target_id, **values))
             raise
 
         def settle_and_release(tx: Transaction) -> None:
@@ -179,7 +204,7 @@ class _Upkeep:
 
         return settle_and_release
 
-    async def _run(self, row: Claimed) -> Settle | None:
+    async def _run(self, row: Claimed, resync: bool) -> Settle | None:
         db, secrets = self.tools.db, self.tools.secrets
         monitor, config, kept, users = await db.query(_upkeep_plan, secrets, row.target_id)
         if config is None or not config.presence_from_teams:
@@ -196,17 +221,65 @@ class _Upkeep:
         try:
             tokens = await self.tools.identity.refresh(creds, kept.refresh_token)
         except IdentityError as exc:
-            if exc.signed_out or exc.bad_client:
+            if exc.signed_out:
                 return _signed_out(monitor, str(exc))
+            if exc.bad_client:
+                # The app's secret, not the monitor: the system check shows it, and the
+                # monitor goes on once the secret is renewed.
+                raise ProviderError(
+                    f"the Teams app is refused ({exc}); renew its client secret",
+                    retryable=True,
+                ) from exc
             raise
-        sealed = MonitorSecrets(
-            start=kept.start,
-            start_expires=kept.start_expires,
-            refresh_token=tokens.refresh_token or kept.refresh_token,
-        ).sealed(secrets)
-        # The new refresh token first: the old one stops working once this one is issued.
-        await db.transact(lambda tx: _set_monitor(tx, monitor.id, secret=sealed))
-        return await self._subscribe(monitor, tokens.access.token, users, config)
+        if tokens.refresh_token:
+            # The new refresh token first: the old one stops working once this is issued.
+            await _keep_refresh_token(db, secrets, monitor.id, tokens.refresh_token)
+        return await self._subscribe(monitor, tokens.access.token, users, config, resync)
+
+    async def _create(
+        self,
+        token: str,
+        users: list[str],
+        *,
+        client_state: str,
+        certificate: tuple[str, str] | None,
+    ) -> Subscription:
+        """A new subscription; one left over from an earlier run (Graph allows one per user
+        and app: 409) is deleted first when it points at this gateway."""
+        graph = self.tools.graph
+        url = self.tools.public_url + "/webhooks/graph/notifications"
+
+        async def create() -> Subscription:
+            return await graph.create_subscription(
+                token,
+                user_ids=users,
+                notification_url=url,
+                lifecycle_url=self.tools.public_url + "/webhooks/graph/lifecycle",
+                expires_at=datetime.now(UTC) + timedelta(minutes=SUBSCRIPTION_MINUTES),
+                client_state=client_state,
+                certificate=certificate,
+            )
+
+        try:
+            return await create()
+        except GraphError as exc:
+            if exc.status != 409:
+                raise
+        leftovers = [
+            item
+            for item in await graph.list_subscriptions(token)
+            if item.get("notificationUrl") == url and item.get("id")
+        ]
+        if not leftovers:
+            raise ProviderError(
+                "Graph holds another presence subscription for this monitor and app (not "
+                "this gateway's): delete it, or use another monitor account.",
+                retryable=False,
+                status=409,
+            )
+        for item in leftovers:
+            await graph.delete_subscription(token, str(item["id"]))
+        return await create()
 
     async def _subscription(
         self, monitor: Any, token: str, users: list[str], digest: str
@@ -223,7 +296,7 @@ class _Upkeep:
         return None, None
 
     async def _subscribe(
-        self, monitor: Any, token: str, users: list[str], config: TeamsConfig
+        self, monitor: Any, token: str, users: list[str], config: TeamsConfig, resync: bool
     ) -> Settle:
         graph = self.tools.graph
         certificate = (
@@ -234,7 +307,6 @@ class _Upkeep:
         # A new certificate (rotation) or a new set of users means a new subscription.
         covered = [*users, certificate.id if certificate is not None else ""]
         digest = hashlib.sha256(",".join(covered).encode()).hexdigest()
-        resync = bool(monitor.resync_needed)
         client_state = monitor.client_state
         if not users:
             if monitor.subscription_id:
@@ -249,12 +321,9 @@ class _Upkeep:
             await self.tools.db.transact(
                 lambda tx: _set_monitor(tx, monitor.id, client_state=client_state)
             )
-            created = await graph.create_subscription(
+            created = await self._create(
                 token,
-                user_ids=users,
-                notification_url=self.tools.public_url + "/webhooks/graph/notifications",
-                lifecycle_url=self.tools.public_url + "/webhooks/graph/lifecycle",
-                expires_at=datetime.now(UTC) + timedelta(minutes=SUBSCRIPTION_MINUTES),
+                users,
                 client_state=f"{monitor.id}.{secret}",
                 certificate=(certificate.id, certificate.certificate_der_b64)
                 if certificate is not None
@@ -263,6 +332,7 @@ class _Upkeep:
             subscription_id, expires_at = created.id, created.expires_at.timestamp()
             resync = True
         presences: list[dict[str, Any]] = []
+        read_at = utcnow()
         if resync and users:
 
             async def read(app_token: str) -> list[dict[str, Any]]:
@@ -271,6 +341,7 @@ class _Upkeep:
             # A resync spends the tenant's presence budget like any other read.
             calls = -(-len(users) // MAX_PRESENCE_IDS)
             await self.tools.budgets.of(config.credentials).take(calls)
+            read_at = utcnow()
             presences = await with_app_token(self.tools.identity, config.credentials, read)
         lifetime = (expires_at - time.time()) if expires_at else UPKEEP_AT_MOST * 2
         longest = self.tools.upkeep_every
@@ -286,11 +357,11 @@ class _Upkeep:
                 subscription_hash=digest if subscription_id else None,
                 client_state=client_state,
                 certificate_id=certificate.id if certificate is not None else None,
-                resync_needed=False,
                 last_error=None,
             )
             for presence in presences:
-                apply_graph_presence(tx, monitor.account_id, presence)
+                # A notification stored since the read is newer than what was read.
+                apply_graph_presence(tx, monitor.account_id, presence, read_at=read_at)
             queue_once(
                 tx, account_id=monitor.account_id, kind=UPKEEP, target_id=monitor.id, delay=delay
             )

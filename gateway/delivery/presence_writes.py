@@ -105,6 +105,7 @@ class _Plan:
     teams_user_id: str | None
     looked_up_at: float | None
     state: tuple[str, str]
+    written: dict[str, Any] | None
 
 
 def _plan(conn: Connection, secrets: SecretBox, row: Claimed) -> _Plan:
@@ -125,6 +126,7 @@ def _plan(conn: Connection, secrets: SecretBox, row: Claimed) -> _Plan:
         user.teams_user_id,
         user.looked_up_at,
         (state.availability, state.activity),
+        user.written,
     )
 
 
@@ -170,23 +172,29 @@ def presence_write_handler(
         request = teams_request(
             *plan.state, client_id=creds.client_id, user_id=teams_user_id, item_id="1"
         )
+        body = request.body or {}
+        pair = (body.get("availability"), body.get("activity"))
+        previous = plan.written or {}
+        if body.get("availability") is None:
+            written: dict[str, Any] | None = None  # cleared: Teams shows the user's own clients
+        elif (previous.get("availability"), previous.get("activity")) == pair:
+            written = previous  # a refresh: Teams shows this already, no echo to expect
+        else:
+            written = {"availability": pair[0], "activity": pair[1], "at": time.time()}
+        # Recorded before Graph is called, so that its echo is recognised whenever it comes.
+        await db.transact(
+            lambda tx: _remember_lookup(
+                tx, row.target_id, teams_user_id, looked_up, written=written
+            )
+        )
         answer = await writer.write(creds, request)
         cleared = request.url.endswith("/clearPresence") and answer.status == 404
         if not answer.ok and not cleared:
             raise _answer_error(answer)
-        availability, activity = plan.state
-        written = {
-            "availability": (request.body or {}).get("availability", availability),
-            "activity": (request.body or {}).get("activity", activity),
-            "at": time.time(),
-        }
 
         def settle(tx: Transaction) -> None:
-            _remember_lookup(tx, row.target_id, teams_user_id, looked_up, written=written)
-            if availability != "Offline":
-                delay = (
-                    REFRESH_AVAILABLE if written["availability"] == "Available" else REFRESH_OTHER
-                )
+            if written is not None:
+                delay = REFRESH_AVAILABLE if pair[0] == "Available" else REFRESH_OTHER
                 queue_once(
                     tx, account_id=row.account_id, kind=WRITE, target_id=row.target_id, delay=delay
                 )
@@ -204,11 +212,11 @@ def _remember_lookup(
     *,
     written: dict[str, Any] | None = None,
 ) -> None:
+    """Record the user's Teams id (or that there is none) and the state written last."""
     values: dict[str, Any] = {
         "teams_user_id": teams_user_id,
         "looked_up_at": looked_up_at,
         "updated_at": utcnow(),
     }
-    if written is not None:
-        values["written"] = written
+    values["written"] = written
     tx.conn.execute(update(PRESENCE_USERS).where(PRESENCE_USERS.c.id == user_id).values(**values))

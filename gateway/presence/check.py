@@ -240,12 +240,20 @@ async def sync_all(db: Database, *, account_id: str) -> SyncStatus:
 
 def _sync_status(conn: Connection, account_id: str) -> SyncStatus:
     rows = conn.execute(
-        select(PRESENCE_MONITORS.c.resync_needed, PRESENCE_MONITORS.c.users).where(
+        select(
+            PRESENCE_MONITORS.c.resync_needed,
+            PRESENCE_MONITORS.c.upkeep_until,
+            PRESENCE_MONITORS.c.users,
+        ).where(
             PRESENCE_MONITORS.c.account_id == account_id,
             PRESENCE_MONITORS.c.status.in_(LIVE),
         )
     ).all()
-    pending: Any = [row for row in rows if row.resync_needed]
+    moment = time.time()
+    # Still to read back, or reading now (an upkeep takes the request when it starts).
+    pending: Any = [
+        row for row in rows if row.resync_needed or float(row.upkeep_until or 0) > moment
+    ]
     return SyncStatus(
         monitors=len(rows),
         monitors_pending=len(pending),

@@ -16,6 +16,7 @@ Statuses: ``not_authorized`` (never signed in, or its grant is gone), ``authoriz
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -35,13 +36,14 @@ from gateway.folding import fold
 from gateway.presence.models import MonitorList, MonitorOut
 from gateway.presence.service import queue_once
 from gateway.security import SecretBox, token_digest, token_matches
-from gateway.web.errors import BadRequest, Conflict, NotFound, UpstreamUnavailable
+from gateway.web.errors import BadRequest, Conflict, InvalidValue, NotFound, UpstreamUnavailable
 from storage.engine import Database
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, utcnow
 from storage.transaction import Transaction
 from storage.upsert import remember
 
 MONITOR_USERS = 650
+MAX_UPN = 320
 START_PATH = "/oauth/monitor/start"
 CALLBACK_PATH = "/oauth/monitor"
 START_SECONDS = 7 * 86400.0
@@ -108,23 +110,34 @@ def find_monitor(conn: Connection, account_id: str, monitor_id: str) -> Any:
     return row
 
 
-def _start_link(
-    box: SecretBox, public_url: str, row_id: str, kept: MonitorSecrets
-) -> tuple[str, str]:
+def _start_link(public_url: str, row_id: str) -> tuple[str, dict[str, Any]]:
+    """A new week-long start link, and the secrets fields that recognise it."""
     token = random.token_urlsafe(24)
-    sealed = MonitorSecrets(
-        start=token_digest(token),
-        start_expires=time.time() + START_SECONDS,
-        verifier=None,
-        refresh_token=kept.refresh_token,
-    ).sealed(box)
-    return f"{public_url}{START_PATH}?m={row_id}.{token}", sealed
+    fields = {"start": token_digest(token), "start_expires": time.time() + START_SECONDS}
+    return f"{public_url}{START_PATH}?m={row_id}.{token}", fields
+
+
+def change_secrets(tx: Transaction, box: SecretBox, monitor_id: str, **fields: Any) -> None:
+    """Change some of a monitor's secrets, reading the others in this transaction (locked
+    on PostgreSQL), so that a sign-in, a renewal and an upkeep never undo each other's."""
+    query = select(PRESENCE_MONITORS.c.secret).where(PRESENCE_MONITORS.c.id == monitor_id)
+    if tx.conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    current = MonitorSecrets.opened(box, tx.conn.execute(query).scalar_one_or_none())
+    tx.conn.execute(
+        update(PRESENCE_MONITORS)
+        .where(PRESENCE_MONITORS.c.id == monitor_id)
+        .values(secret=dataclasses.replace(current, **fields).sealed(box), updated_at=utcnow())
+    )
 
 
 async def add_monitor(
     db: Database, *, secrets: SecretBox, public_url: str, account_id: str, upn: str, actor: Actor
 ) -> MonitorOut:
     """Add a monitor by UPN; the answer's ``authorize_url`` signs it in."""
+
+    if len(fold(upn)) > MAX_UPN:
+        raise InvalidValue(f"upn must be at most {MAX_UPN} characters once normalised.")
 
     def work(tx: Transaction) -> MonitorOut:
         require_account(tx.conn, account_id)
@@ -134,7 +147,8 @@ async def add_monitor(
                 "(`cloudlink-gateway integration set-teams`): monitors sign in to its app."
             )
         monitor_id = str(uuid.uuid4())
-        url, sealed = _start_link(secrets, public_url, monitor_id, MonitorSecrets())
+        url, fields = _start_link(public_url, monitor_id)
+        sealed = MonitorSecrets(**fields).sealed(secrets)
         now = utcnow()
         added = remember(
             tx.conn,
@@ -176,13 +190,8 @@ async def renew_monitor(
 
     def work(tx: Transaction) -> MonitorOut:
         row = find_monitor(tx.conn, account_id, monitor_id)
-        kept = MonitorSecrets.opened(secrets, row.secret)
-        url, sealed = _start_link(secrets, public_url, row.id, kept)
-        tx.conn.execute(
-            update(PRESENCE_MONITORS)
-            .where(PRESENCE_MONITORS.c.id == row.id)
-            .values(secret=sealed, updated_at=utcnow())
-        )
+        url, fields = _start_link(public_url, row.id)
+        change_secrets(tx, secrets, row.id, **fields)
         return monitor_out(find_monitor(tx.conn, account_id, monitor_id), url)
 
     return await db.transact(work)
@@ -304,21 +313,11 @@ async def start_sign_in(
             raise Conflict("The account's Microsoft Teams integration is not configured.")
         verifier, challenge = pkce_pair()
         nonce = random.token_urlsafe(24)
-        sealed = MonitorSecrets(
-            start=kept.start,
-            start_expires=kept.start_expires,
-            verifier=verifier,
-            refresh_token=kept.refresh_token,
-        ).sealed(secrets)
+        change_secrets(tx, secrets, row.id, verifier=verifier)
         tx.conn.execute(
             update(PRESENCE_MONITORS)
             .where(PRESENCE_MONITORS.c.id == row.id)
-            .values(
-                auth_state=token_digest(nonce),
-                auth_expires_at=time.time() + SIGN_IN_SECONDS,
-                secret=sealed,
-                updated_at=utcnow(),
-            )
+            .values(auth_state=token_digest(nonce), auth_expires_at=time.time() + SIGN_IN_SECONDS)
         )
         return identity.authorize_url(
             config.credentials,
@@ -380,9 +379,7 @@ async def finish_sign_in(
 
     def work(tx: Transaction) -> MonitorOut:
         current = _pending(tx.conn, monitor_id, nonce)
-        sealed = MonitorSecrets(
-            start=kept.start, start_expires=kept.start_expires, refresh_token=tokens.refresh_token
-        ).sealed(secrets)
+        change_secrets(tx, secrets, current.id, verifier=None, refresh_token=tokens.refresh_token)
         tx.conn.execute(
             update(PRESENCE_MONITORS)
             .where(PRESENCE_MONITORS.c.id == current.id)
@@ -390,7 +387,6 @@ async def finish_sign_in(
                 status=AUTHORIZED,
                 tenant_id=config.credentials.tenant_id,
                 client_id=config.credentials.client_id,
-                secret=sealed,
                 auth_state=None,
                 auth_expires_at=None,
                 last_error=None,
@@ -423,5 +419,25 @@ async def _failed(db: Database, monitor_id: str, message: str) -> None:
             .where(PRESENCE_MONITORS.c.id == monitor_id)
             .values(last_error=message, updated_at=utcnow())
         )
+
+    await db.transact(work)
+
+
+async def resume(db: Database, *, secrets: SecretBox, account_id: str) -> None:
+    """Start the account's presence jobs again (after its Teams settings were saved)."""
+
+    def work(tx: Transaction) -> None:
+        config = teams_config(tx.conn, secrets, account_id)
+        if config is None or not config.presence_from_teams:
+            return
+        queue_once(tx, account_id=account_id, kind=DIRECTORY, target_id=account_id)
+        rows = tx.conn.execute(
+            select(PRESENCE_MONITORS.c.id).where(
+                PRESENCE_MONITORS.c.account_id == account_id,
+                PRESENCE_MONITORS.c.status.in_(LIVE),
+            )
+        )
+        for row in rows:
+            queue_once(tx, account_id=account_id, kind=UPKEEP, target_id=row.id)
 
     await db.transact(work)

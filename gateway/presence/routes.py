@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from gateway.accounts.models import IntegrationOut, TeamsSettings
+from gateway.accounts.teams import configure_teams
 from gateway.events.service import OPERATOR_API
 from gateway.presence import check, models, monitors
 from gateway.presence import service as presence
@@ -83,6 +85,25 @@ async def delete_monitor(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def set_teams(request: Request) -> Response:
+    state = require_operator(request)
+    body = await read_model(request, TeamsSettings)
+    item = await configure_teams(
+        state.db,
+        secrets=state.secrets,
+        identity=state.providers.identity,
+        account_id=request.path_params["account_id"],
+        body=body,
+        actor=OPERATOR_API,
+        public_url=state.settings.public_url,
+    )
+    # Saved settings may turn Teams → CloudLink back on: its jobs start again.
+    await monitors.resume(
+        state.db, secrets=state.secrets, account_id=request.path_params["account_id"]
+    )
+    return model_response(item)
+
+
 async def system_check(request: Request) -> Response:
     state = require_operator(request)
     found = await check.system_check(
@@ -157,6 +178,17 @@ NO_STORE = Header(
 )
 
 OPERATIONS: list[tuple[Operation, Handler]] = [
+    (
+        Operation(
+            "PUT",
+            ACCOUNT + "/integrations/microsoft_teams/settings",
+            "Configure Microsoft Teams (the app is checked with the identity platform first)",
+            body=TeamsSettings,
+            response=IntegrationOut,
+            errors=(422,),
+        ),
+        set_teams,
+    ),
     (
         Operation(
             "GET",

@@ -6,9 +6,12 @@ the user: a pending row is reused, and its handler reads the newest state when i
 so only the newest state of a user is sent however many changes were waiting. A Teams
 change stores the ``teams`` state and records the event.
 
-Loop suppression, both ways: a Teams change equal to what the gateway itself wrote into
-Teams lately is that write coming back, stored without an event; a CloudLink change equal
-to what Teams shows already is not written into Teams again.
+Loop suppression: the state the gateway writes into Teams is recorded before it is sent;
+Teams reporting exactly that state back (once, within ten minutes) is the write's echo,
+stored as Teams' state without an event, so CloudLink never hears its own change back
+as a Teams change and nothing bounces. A CloudLink change that equals what is in Teams
+already is written all the same (it only refreshes the gateway's session) and its echo is
+suppressed the same way.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from __future__ import annotations
 import functools
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, select, update
+from sqlalchemy import Connection, bindparam, case, or_, select, update
 
 from gateway.accounts.models import TEAMS as TEAMS_INTEGRATION
 from gateway.accounts.service import find_integration, require_account
@@ -171,6 +175,10 @@ def _changed_event(
     )
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def writes_to_teams(conn: Connection, account_id: str) -> bool:
     """Whether the account writes CloudLink presence into Teams."""
     row = find_integration(conn, account_id, TEAMS_INTEGRATION)
@@ -181,22 +189,27 @@ def queue_once(
     tx: Transaction, *, account_id: str, kind: str, target_id: str, delay: float = 0.0
 ) -> None:
     """One pending job per target: a waiting row is made due by ``delay`` from now if that
-    is sooner, else a row is added. A row being worked on does not count: the change it
-    did not see gets a run of its own."""
-    at = time.time() + delay
+    is sooner, else a row is added.
+
+    A row being worked on does not count: the change it did not see gets a run of its own.
+    Handlers that must not overlap with themselves hold their target while they run (a
+    monitor's upkeep); presence writes read the newest state and go out in order.
+    """
+    moment = time.time()
+    at = moment + delay
     reused = tx.conn.execute(
         update(OUTBOX)
         .where(
-            and_(
-                OUTBOX.c.kind == kind,
-                OUTBOX.c.target_id == target_id,
-                OUTBOX.c.status == "pending",
-                OUTBOX.c.lease_owner.is_(None),
-            )
+            OUTBOX.c.kind == kind,
+            OUTBOX.c.target_id == target_id,
+            OUTBOX.c.account_id == account_id,
+            OUTBOX.c.status == "pending",
+            # Unclaimed, or claimed by a worker whose lease ran out (it is free again).
+            or_(OUTBOX.c.lease_owner.is_(None), OUTBOX.c.lease_until <= moment),
         )
         .values(
             available_at=case((OUTBOX.c.available_at > at, at), else_=OUTBOX.c.available_at),
-            updated_at=time.time(),
+            updated_at=moment,
         )
     )
     if reused.rowcount == 0:
@@ -206,11 +219,6 @@ def queue_once(
 def queue_write(tx: Transaction, account_id: str, user_id: str) -> None:
     """The user's pending ``presence.write``, due now (its handler sends the newest state)."""
     queue_once(tx, account_id=account_id, kind=WRITE, target_id=user_id)
-
-
-def _shown_by_teams(conn: Connection, user_id: str, availability: str, activity: str) -> bool:
-    teams = states_of(conn, user_id).get(TEAMS)
-    return teams is not None and (teams.availability, teams.activity) == (availability, activity)
 
 
 async def change_cloudlink_presence(
@@ -229,9 +237,7 @@ async def change_cloudlink_presence(
         if not _put_state(tx, user.id, CLOUDLINK, (change.availability, change.activity), None):
             return Accepted(status="unchanged")
         _changed_event(tx, user, CLOUDLINK, (change.availability, change.activity), actor)
-        if writes_to_teams(tx.conn, account_id) and not _shown_by_teams(
-            tx.conn, user.id, change.availability, change.activity
-        ):
+        if writes_to_teams(tx.conn, account_id):
             queue_write(tx, account_id, user.id)
         return Accepted(status="accepted")
 
@@ -247,6 +253,7 @@ def apply_teams_presence(
     activity: str,
     raw: dict[str, Any] | None,
     actor: Actor,
+    read_at: datetime | None = None,
 ) -> int:
     """Store Teams' state of a user (as Graph reported it); returns how many events.
 
@@ -261,15 +268,28 @@ def apply_teams_presence(
         )
     ).all()
     for user in users:
+        if read_at is not None:
+            stored = states_of(tx.conn, user.id).get(TEAMS)
+            if stored is not None and _aware(stored.updated_at) > read_at:
+                continue
         if not _put_state(tx, user.id, TEAMS, (availability, activity), raw):
             continue
         written = user.written or {}
         echo = (
-            written.get("availability") == availability
+            not written.get("echoed")
+            and written.get("availability") == availability
             and written.get("activity") == activity
             and time.time() - float(written.get("at", 0)) < ECHO_SECONDS
         )
-        if not echo:
+        if echo:
+            # The gateway's own write coming back, once: a later return to the same
+            # state is the user's and is reported.
+            tx.conn.execute(
+                update(PRESENCE_USERS)
+                .where(PRESENCE_USERS.c.id == user.id)
+                .values(written={**written, "echoed": True})
+            )
+        else:
             _changed_event(tx, user, TEAMS, (availability, activity), actor)
             events += 1
     return events
@@ -278,8 +298,11 @@ def apply_teams_presence(
 TEAMS_ACTOR = Actor("Microsoft Teams", "graph")
 
 
-def apply_graph_presence(tx: Transaction, account_id: str, presence: dict[str, Any]) -> int:
-    """Store one presence resource as Graph gives it (read back or in a notification)."""
+def apply_graph_presence(
+    tx: Transaction, account_id: str, presence: dict[str, Any], *, read_at: datetime | None = None
+) -> int:
+    """Store one presence resource as Graph gives it (read back or in a notification);
+    ``read_at``: when it was read, so that a state stored since is not overwritten."""
     return apply_teams_presence(
         tx,
         account_id=account_id,
@@ -288,6 +311,7 @@ def apply_graph_presence(tx: Transaction, account_id: str, presence: dict[str, A
         activity=str(presence.get("activity") or "PresenceUnknown")[:60],
         raw=presence,
         actor=TEAMS_ACTOR,
+        read_at=read_at,
     )
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import structlog
 from sqlalchemy import Connection, select, update
 from starlette.requests import Request
@@ -29,7 +28,7 @@ from gateway.presence.monitors import UPKEEP
 from gateway.presence.service import READ, apply_graph_presence, queue_once
 from gateway.security import token_matches
 from gateway.ttl_cache import TtlCache
-from gateway.web.bodies import read_body
+from gateway.web.bodies import decode_json_object, read_body
 from gateway.web.errors import BadRequest
 from gateway.web.state import app_state
 from gateway.webhooks.graph_data import resource_data
@@ -41,6 +40,7 @@ log = structlog.get_logger("gateway.webhooks.graph")
 MAX_BODY = 4 * 1024 * 1024
 MAX_ITEMS = 1000
 MAX_TOKEN = 1024
+UUID_CHARACTERS = frozenset("0123456789abcdef-")
 
 
 @dataclass(frozen=True)
@@ -79,12 +79,9 @@ def handshake(request: Request) -> Response | None:
 
 async def _payload(request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The notification document and its items."""
-    body = await read_body(request, limit=MAX_BODY)
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest("The notification body is not JSON.") from exc
-    value = payload.get("value") if isinstance(payload, dict) else None
+    # Syntax, depth and NUL characters checked as for every JSON body.
+    payload = decode_json_object(await read_body(request, limit=MAX_BODY))
+    value = payload.get("value")
     if not isinstance(value, list) or len(value) > MAX_ITEMS:
         raise BadRequest(f"The notification body needs a value list of at most {MAX_ITEMS}.")
     return payload, [item for item in value if isinstance(item, dict)]
@@ -97,42 +94,49 @@ async def _checked(
     state = app_state(request)
     cache: TtlCache[Watcher | None] = request.state.graph_watchers
     kept: list[tuple[Watcher, dict[str, Any]]] = []
+    refused = 0
     for item in items:
         presented = item.get("clientState")
         monitor_id, _, secret = str(presented or "").partition(".")
-        if not monitor_id or not secret or len(monitor_id) > 36:
-            log.warning("graph_item_refused", reason="client_state")
+        if not _is_uuid(monitor_id) or not secret or len(secret) > MAX_TOKEN:
+            refused += 1
             continue
 
         async def load(key: str = monitor_id) -> Watcher | None:
             return await state.db.query(_watcher, key)
 
         watcher = await cache.get(monitor_id, load)
-        if (
-            watcher is None
-            or not watcher.client_state
-            or not token_matches(secret, watcher.client_state)
-        ):
+        if watcher is not None and not _matches(watcher, secret):
+            # The subscription may have been replaced since this was cached.
             watcher = await cache.get(monitor_id, load, fresh=True)
-        if (
-            watcher is None
-            or not watcher.client_state
-            or not token_matches(secret, watcher.client_state)
-        ):
-            log.warning("graph_item_refused", reason="client_state")
+        if watcher is None or not _matches(watcher, secret):
+            refused += 1
             continue
         kept.append((watcher, item))
+    if refused:
+        log.warning("graph_items_refused", reason="client_state", count=refused)
     return kept
+
+
+def _is_uuid(value: str) -> bool:
+    return len(value) == 36 and UUID_CHARACTERS.issuperset(value.lower())
+
+
+def _matches(watcher: Watcher, secret: str) -> bool:
+    return bool(watcher.client_state) and token_matches(secret, str(watcher.client_state))
 
 
 def _user_id(item: dict[str, Any]) -> str | None:
     data = item.get("resourceData")
+    found = None
     if isinstance(data, dict) and isinstance(data.get("id"), str):
-        return str(data["id"])[:64]
-    resource = str(item.get("resource") or "")
-    if "('" in resource and resource.endswith("')"):
-        return resource.split("('", 1)[1][:-2][:64]
-    return None
+        found = str(data["id"])
+    else:
+        resource = str(item.get("resource") or "")
+        if "('" in resource and resource.endswith("')"):
+            found = resource.split("('", 1)[1][:-2]
+    # Teams user ids are object ids (GUIDs); anything else names no user.
+    return found.lower() if found is not None and _is_uuid(found.lower()) else None
 
 
 async def notifications(request: Request) -> tuple[Response, str]:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import structlog
 from starlette.requests import Request
 
@@ -106,7 +107,11 @@ async def resource_data(
     presences: list[tuple[str, dict[str, Any]]] = []
     unread: list[tuple[Any, dict[str, Any]]] = []
     for (watcher, item), found in zip(rich, decrypted, strict=True):
-        if found is None or not isinstance(found.get("id"), str):
+        if (
+            found is None
+            or not isinstance(found.get("id"), str)
+            or b"\\u0000" in orjson.dumps(found)
+        ):
             log.warning("graph_resource_data_refused")
             unread.append((watcher, item))
         else:

@@ -18,6 +18,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index("ix_outbox_target", ["kind", "target_id", "status"], unique=False)
     op.create_table(
         "notification_certificates",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -66,7 +68,7 @@ def upgrade() -> None:
         "presence_users",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("account_id", sa.String(length=36), nullable=False),
-        sa.Column("email", sa.String(length=320), nullable=False),
+        sa.Column("email", sa.String(length=512), nullable=False),
         sa.Column("teams_user_id", sa.String(length=64), nullable=True),
         sa.Column("looked_up_at", sa.Double(), nullable=True),
         sa.Column("monitor_id", sa.String(length=36), nullable=True),
@@ -122,3 +124,5 @@ def downgrade() -> None:
 
     op.drop_table("presence_monitors")
     op.drop_table("notification_certificates")
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_target")

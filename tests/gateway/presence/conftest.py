@@ -86,19 +86,20 @@ class TeamsStack:
         return next((item for item in items if item["kind"] == kind), None)
 
 
-def provision(stack: TeamsStack) -> None:
-    """An account whose users came through SCIM, and the same users in the fake tenant."""
+def provision(stack: TeamsStack, count: int = len(USERS)) -> None:
+    """An account whose users came through SCIM, and the same users in the fake tenant
+    (``user1@contoso.example``, ...)."""
     stack.account_id = stack.http.post("/api/v1/accounts", json={"name": "Contoso"}).json()["id"]
     stack.api("POST", "/integrations", json={"kind": "azure_ad_sync"})
     keys = stack.api("POST", "/integrations/azure_ad_sync/keys").json()
     scim = {"Authorization": f"Bearer {keys['secret_token']}"}
-    for n, email in enumerate(USERS, start=1):
+    for n in range(1, count + 1):
+        body = user_body(n)
         created = stack.http.post(
-            keys["tenant_url"].removeprefix(stack.url) + "/Users",
-            json=user_body(n),
-            headers=scim,
+            keys["tenant_url"].removeprefix(stack.url) + "/Users", json=body, headers=scim
         )
         assert created.status_code == 201, created.text
+        email = body["emails"][0]["value"]
         stack.teams_ids[email] = stack.microsoft.add_user(TENANT, email)
 
 

@@ -232,3 +232,68 @@ def test_a_rotated_certificate_replaces_the_subscription(teams_stack: TeamsStack
         lambda: any(e["data"]["availability"] == "BeRightBack" for e in _teams_events(teams_stack)),
         what="a notification decrypted with the new certificate",
     )
+
+
+def test_a_quick_change_back_in_cloudlink_reaches_teams(teams_stack: TeamsStack) -> None:
+    """Busy then Available at once: Teams ends Available, not stuck on the call."""
+    assert teams_stack.set_teams().status_code == 200
+    subscribed_monitor(teams_stack)
+    user = USERS[0]
+    for availability, activity in (("Busy", "InACall"), ("Available", "Available")):
+        answer = teams_stack.api(
+            "POST",
+            "/presence",
+            json={"user": user, "availability": availability, "activity": activity},
+        )
+        assert answer.status_code == 202
+    eventually(
+        lambda: (
+            teams_stack.microsoft.presence(teams_stack.teams_ids[user])["availability"]
+            == "Available"
+        ),
+        what="Teams showing Available",
+    )
+
+
+def test_a_real_teams_change_back_to_the_written_state_is_reported(
+    teams_stack: TeamsStack,
+) -> None:
+    """The echo of a write is swallowed once; the user's own return to it later is news."""
+    assert teams_stack.set_teams().status_code == 200
+    subscribed_monitor(teams_stack)
+    user, teams_id = USERS[1], teams_stack.teams_ids[USERS[1]]
+    assert (
+        teams_stack.api(
+            "POST",
+            "/presence",
+            json={"user": user, "availability": "Available", "activity": "Available"},
+        ).status_code
+        == 202
+    )
+    eventually(
+        lambda: (
+            (teams_stack.api("GET", f"/presence/{user}").json()["sources"].get("teams") or {}).get(
+                "availability"
+            )
+            == "Available"
+        ),
+        what="the write's echo stored",
+    )
+    echoes = [e for e in _teams_events(teams_stack) if e["data"]["email"] == user]
+    teams_stack.microsoft.set_teams_presence(teams_id, "DoNotDisturb", "Presenting")
+    eventually(
+        lambda: (
+            len([e for e in _teams_events(teams_stack) if e["data"]["email"] == user]) > len(echoes)
+        ),
+        what="the meeting reported",
+    )
+    teams_stack.microsoft.set_teams_presence(teams_id, "Available", "Available")
+    eventually(
+        lambda: (
+            [e for e in _teams_events(teams_stack) if e["data"]["email"] == user][-1]["data"][
+                "availability"
+            ]
+            == "Available"
+        ),
+        what="the return to Available reported",
+    )
