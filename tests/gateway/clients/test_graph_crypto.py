@@ -20,13 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from jwt.algorithms import RSAAlgorithm
 
+from gateway.clients import graph_crypto
 from gateway.clients.graph_crypto import (
     GRAPH_NOTIFICATIONS_APP_ID,
     EncryptionCertificate,
     ResourceDataError,
     ValidationTokenError,
 )
-from gateway.webhooks import graph_crypto
 
 CURRENT = graph_crypto.new_certificate(certificate_id="current")
 PREVIOUS = graph_crypto.new_certificate(certificate_id="previous")
