@@ -1,8 +1,10 @@
-"""``make demo``: watch a WhatsApp message arrive, an agent reply go out, its status return.
+"""``make demo``: a WhatsApp message in, a reply out, its status back; then Teams presence
+both ways.
 
 Runs the real gateway (``cloudlink-gateway serve``) on the embedded SQLite default in a
-temporary data directory, with the fakes the tests use standing in for Twilio's API and
-a CloudLink event receiver. Every step is a command or a request an operator would make.
+temporary data directory, with the fakes the tests use standing in for Twilio's API, a
+CloudLink event receiver, and the Microsoft identity platform with Graph. Every step is a
+command or a request an operator would make.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Any
 
 import httpx2
 
+from tests.conftest import user_body
 from tests.fakes.cloudlink import FakeCloudLink
 from tests.fakes.loopback import serve_app
+from tests.fakes.microsoft import FakeMicrosoft
 from tests.fakes.twilio import FakeTwilio, inbound_message_params, new_sid, sign_twilio
 from tests.support.live import free_port
 
@@ -29,6 +33,10 @@ SID = "AC" + "de" * 16
 TOKEN = "demo-twilio-auth-token-0123456789"
 BUSINESS = "+14155550100"
 CUSTOMER = "+31612345678"
+TENANT = "6a1d3f0e-8a41-4d7e-9b55-2f1c0c1b7e01"
+CLIENT = "3f2b6c1a-5d4e-4f60-8a7b-9c0d1e2f3a4b"
+CLIENT_SECRET = "demo~teams~client~secret~0123"
+MONITOR = "presence-monitor@contoso.example"
 
 
 def say(text: str) -> None:
@@ -74,9 +82,13 @@ def main() -> None:
     admin = secrets.token_hex(16)
     with (
         tempfile.TemporaryDirectory(prefix="cloudlink-demo-") as data,
+        FakeMicrosoft() as microsoft,
         serve_app(twilio.app) as twilio_url,
         serve_app(cloudlink.app) as cloudlink_url,
+        serve_app(microsoft.app) as microsoft_url,
     ):
+        microsoft.add_tenant(TENANT)
+        microsoft.add_app(TENANT, CLIENT, CLIENT_SECRET)
         env = {
             **os.environ,
             "GATEWAY_DATA_DIR": str(Path(data) / "data"),
@@ -84,12 +96,17 @@ def main() -> None:
             "GATEWAY_ADMIN_TOKEN": admin,
             "GATEWAY_TWILIO_API_URL": twilio_url,
             "GATEWAY_ALLOW_PRIVATE_ENDPOINTS": "true",
+            "GATEWAY_GRAPH_API_URL": microsoft_url,
+            "GATEWAY_LOGIN_URL": microsoft_url,
             "GATEWAY_OUTBOX_POLL_SECONDS": "0.1",
             "GATEWAY_LOG_LEVEL": "WARNING",
         }
         env.pop("GATEWAY_SECRET_KEYS", None)
         env.pop("GATEWAY_DATABASE_URL", None)
-        say(f"Fake Twilio API on {twilio_url}, fake CloudLink receiver on {cloudlink_url}")
+        say(
+            f"Fake Twilio API on {twilio_url}, fake CloudLink receiver on {cloudlink_url}, "
+            f"fake Microsoft identity platform and Graph on {microsoft_url}"
+        )
         server = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
             env=env,
@@ -100,7 +117,8 @@ def main() -> None:
                 base_url=public, headers={"Authorization": f"Bearer {admin}"}, timeout=10
             ) as http:
                 wait_for(lambda: _ready(http), "the gateway to start")
-                run_story(env, http, twilio, cloudlink, cloudlink_url)
+                account_id = run_story(env, http, twilio, cloudlink, cloudlink_url)
+                run_presence(env, http, microsoft, account_id)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -119,7 +137,7 @@ def run_story(
     twilio: FakeTwilio,
     cloudlink: FakeCloudLink,
     cloudlink_url: str,
-) -> None:
+) -> str:
     say("1. An account, its Twilio integration, a WhatsApp channel and a CloudLink endpoint")
     account = command(env, "account", "create", "--name", "Contoso", "--json")
     account_id = account["id"]
@@ -196,7 +214,80 @@ def run_story(
     show(http.get(f"{base}/messages/{reply['id']}").json())
     feed = http.get(base + "/feed").json()["items"]
     print("Feed:", [item["type"] for item in feed])
-    say("Done: message in, reply out, status back, every event pushed to CloudLink.")
+    say("Messaging done: message in, reply out, status back, every event pushed to CloudLink.")
+    return str(account_id)
+
+
+def run_presence(
+    env: dict[str, str], http: httpx2.Client, microsoft: FakeMicrosoft, account_id: str
+) -> None:
+    base = f"/api/v1/accounts/{account_id}"
+    say("6. Ada is provisioned by Entra (SCIM), and is a Teams user of the tenant")
+    keys = command(env, "scim-keys", account_id, "--json")
+    body = user_body("ada")
+    created = http.post(
+        keys["tenant_url"].removeprefix(str(http.base_url).rstrip("/")) + "/Users",
+        json=body,
+        headers={"Authorization": f"Bearer {keys['secret_token']}"},
+    )
+    print(f"POST {keys['tenant_url']}/Users -> {created.status_code}")
+    email = body["emails"][0]["value"]
+    ada = microsoft.add_user(TENANT, email)
+
+    say("7. The account's Microsoft Teams integration (checked with the identity platform)")
+    command(
+        env,
+        "integration",
+        "set-teams",
+        account_id,
+        "--name",
+        "Contoso Teams",
+        "--tenant-id",
+        TENANT,
+        "--client-id",
+        CLIENT,
+        "--client-secret",
+        CLIENT_SECRET,
+        "--secret-expires",
+        "2031-01-01",
+        "--presence-to-teams",
+        "on",
+    )
+
+    say("8. CloudLink → Teams: Ada starts a call in CloudLink")
+    answer = http.post(
+        base + "/presence", json={"user": email, "availability": "Busy", "activity": "InACall"}
+    )
+    print(f"POST {base}/presence -> {answer.status_code} {answer.text}")
+    wait_for(lambda: microsoft.presence(ada)["availability"] == "Busy", "Teams to show Busy")
+    print("Teams shows:", microsoft.presence(ada))
+
+    say("9. Teams → CloudLink: a presence monitor signs in and subscribes")
+    microsoft.add_user(TENANT, MONITOR)
+    monitor = command(env, "monitor", "add", account_id, "--upn", MONITOR, "--json")
+    with httpx2.Client(follow_redirects=True, timeout=10) as browser:
+        page = browser.get(monitor["authorize_url"])
+    print(f"sign-in at {monitor['authorize_url'].split('?')[0]} -> {page.status_code}")
+    wait_for(
+        lambda: http.get(base + "/presence/monitors").json()["users_watched"] == 1,
+        "the monitor to subscribe",
+    )
+    command(env, "monitor", "list", account_id)
+
+    say("10. Ada goes Do Not Disturb in Teams: Graph notifies, the feed shows it")
+    microsoft.set_teams_presence(ada, "DoNotDisturb", "Presenting")
+    wait_for(
+        lambda: any(
+            e["type"] == "presence.changed" and e["data"]["source"] == "teams"
+            for e in http.get(base + "/feed?limit=500").json()["items"]
+        ),
+        "the Teams change in the feed",
+    )
+    show(http.get(f"{base}/presence/{email}").json())
+
+    say("11. Verify configuration (the system check)")
+    command(env, "presence", "check", account_id)
+    say("Done: messaging, and presence both ways.")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from urllib.parse import quote
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi
@@ -21,7 +24,7 @@ from gateway.delivery.graph_batching import GraphTools, with_app_token
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.presence.monitors import DIRECTORY, LIVE, MONITOR_USERS, UPKEEP
-from gateway.presence.service import presence_user, queue_once
+from gateway.presence.service import queue_once
 from gateway.security import SecretBox
 from storage.outbox import Claimed
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, SCIM_CLAIMS, SCIM_USERS, utcnow
@@ -105,6 +108,56 @@ async def _look_up(
     return found
 
 
+_RECORD_LOOKUP = (
+    update(PRESENCE_USERS)
+    .where(
+        PRESENCE_USERS.c.account_id == bindparam("account"),
+        PRESENCE_USERS.c.email == bindparam("key"),
+    )
+    .values(
+        teams_user_id=bindparam("teams_user_id"),
+        looked_up_at=bindparam("moment"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+def _record_lookups(
+    tx: Transaction, account_id: str, found: dict[str, str | None], moment: float
+) -> None:
+    """Every looked-up user's row (added if new) with its Teams id, in two statements."""
+    if not found:
+        return
+    now = utcnow()
+    make = postgres_insert if tx.conn.dialect.name == "postgresql" else sqlite_insert
+    tx.conn.execute(
+        make(PRESENCE_USERS).on_conflict_do_nothing(),
+        [
+            {
+                "id": str(uuid.uuid4()),
+                "account_id": account_id,
+                "email": email,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for email in found
+        ],
+    )
+    tx.conn.execute(
+        _RECORD_LOOKUP,
+        [
+            {
+                "account": account_id,
+                "key": email,
+                "teams_user_id": teams_id,
+                "moment": moment,
+                "now": now,
+            }
+            for email, teams_id in found.items()
+        ],
+    )
+
+
 def rebalance(tx: Transaction, account_id: str) -> list[str]:
     """Spread the account's Teams users over its live monitors; the monitors that changed."""
     monitors = [
@@ -157,7 +210,7 @@ def rebalance(tx: Transaction, account_id: str) -> list[str]:
     for monitor, ids in load.items():
         tx.conn.execute(
             update(PRESENCE_MONITORS)
-            .where(PRESENCE_MONITORS.c.id == monitor)
+            .where(PRESENCE_MONITORS.c.id == monitor, PRESENCE_MONITORS.c.users != len(ids))
             .values(users=len(ids))
         )
     return sorted(changed)
@@ -177,13 +230,7 @@ def directory_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
             # Directory runs of one account are serialised by its lock: rebalancing reads
             # the assignment it rewrites.
             tx.lock_account(row.target_id)
-            for email, teams_id in found.items():
-                user = presence_user(tx, row.target_id, email)
-                tx.conn.execute(
-                    update(PRESENCE_USERS)
-                    .where(PRESENCE_USERS.c.id == user.id)
-                    .values(teams_user_id=teams_id, looked_up_at=moment, updated_at=utcnow())
-                )
+            _record_lookups(tx, row.target_id, found, moment)
             for monitor_id in rebalance(tx, row.target_id):
                 queue_once(tx, account_id=row.target_id, kind=UPKEEP, target_id=monitor_id)
             queue_once(

@@ -22,7 +22,10 @@ per app and tenant, divided among the worker processes). An item throttled on it
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -92,6 +95,19 @@ class PresenceWriter:
         self._batcher: TenantBatcher[BatchRequest, BatchResponse] = TenantBatcher(
             send, budgets, size=MAX_BATCH, cost=lambda count: count
         )
+        self._users: dict[str, asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def one_at_a_time(self, user_id: str) -> AsyncIterator[None]:
+        """The writes of one user in this process, one after the other, so that a newer
+        state is never overtaken by an older one still on its way."""
+        lock = self._users.setdefault(user_id, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._users.get(user_id) is lock:
+                del self._users[user_id]
 
     async def write(self, creds: AppCredentials, request: BatchRequest) -> BatchResponse:
         """Send one request in the tenant's next batch; its own answer."""
@@ -105,6 +121,7 @@ class _Plan:
     teams_user_id: str | None
     looked_up_at: float | None
     state: tuple[str, str]
+    version: int
     written: dict[str, Any] | None
 
 
@@ -126,6 +143,7 @@ def _plan(conn: Connection, secrets: SecretBox, row: Claimed) -> _Plan:
         user.teams_user_id,
         user.looked_up_at,
         (state.availability, state.activity),
+        state.version,
         user.written,
     )
 
@@ -155,6 +173,10 @@ def presence_write_handler(
     """Write the newest CloudLink state of a user into Teams."""
 
     async def run(row: Claimed) -> Settle | None:
+        async with writer.one_at_a_time(row.target_id):
+            return await write(row)
+
+    async def write(row: Claimed) -> Settle | None:
         plan = await db.query(_plan, secrets, row)
         creds = plan.config.credentials
         teams_user_id = plan.teams_user_id
@@ -181,12 +203,16 @@ def presence_write_handler(
             written = previous  # a refresh: Teams shows this already, no echo to expect
         else:
             written = {"availability": pair[0], "activity": pair[1], "at": time.time()}
-        # Recorded before Graph is called, so that its echo is recognised whenever it comes.
-        await db.transact(
-            lambda tx: _remember_lookup(
-                tx, row.target_id, teams_user_id, looked_up, written=written
+        if written is not None:
+            written = {**written, "version": plan.version}
+        # Recorded before Graph is called, so that its echo is recognised whenever it comes;
+        # a write of an older state than one recorded already (another process) stops here.
+        if not await db.transact(
+            lambda tx: _record_write(
+                tx, row.target_id, teams_user_id, looked_up, written=written, plan=plan
             )
-        )
+        ):
+            raise Dropped("a newer state of the user was written meanwhile")
         answer = await writer.write(creds, request)
         cleared = request.url.endswith("/clearPresence") and answer.status == 404
         if not answer.ok and not cleared:
@@ -202,6 +228,26 @@ def presence_write_handler(
         return settle
 
     return Handler(run=run, policy=policy)
+
+
+def _record_write(
+    tx: Transaction,
+    user_id: str,
+    teams_user_id: str | None,
+    looked_up_at: float | None,
+    *,
+    written: dict[str, Any] | None,
+    plan: _Plan,
+) -> bool:
+    """Record the state about to be written, unless a newer one was recorded already."""
+    query = select(PRESENCE_USERS.c.written).where(PRESENCE_USERS.c.id == user_id)
+    if tx.conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    current = tx.conn.execute(query).scalar_one_or_none() or {}
+    if int(current.get("version", 0)) > plan.version:
+        return False
+    _remember_lookup(tx, user_id, teams_user_id, looked_up_at, written=written)
+    return True
 
 
 def _remember_lookup(

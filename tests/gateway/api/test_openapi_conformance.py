@@ -43,11 +43,12 @@ from gateway.clients.identity import IdentityPlatform
 from gateway.clients.twilio import TwilioApi
 from gateway.delivery.endpoints import add_endpoint
 from gateway.events.service import OPERATOR_CLI
+from gateway.presence.monitors import add_monitor
 from gateway.scim import service as scim
 from gateway.security import SecretBox
 from gateway.settings import Settings
 from storage.engine import Database
-from storage.tables import OUTBOX
+from storage.tables import OUTBOX, PRESENCE_MONITORS
 from storage.transaction import Transaction
 from tests.conftest import ADMIN_TOKEN, PUBLIC_URL, QuietProviders, user_body
 from tests.support.sync import run
@@ -157,6 +158,22 @@ async def seed_account(db: Database, settings: Settings, providers: QuietProvide
             public_url=PUBLIC_URL,
         )
     await scim.create_user(db, scim.Tenant(account.id, PUBLIC_URL), user_body(1))
+    monitor = await add_monitor(
+        db,
+        secrets=secrets,
+        public_url=PUBLIC_URL,
+        account_id=account.id,
+        upn="monitor@contoso.example",
+        actor=OPERATOR_CLI,
+    )
+    # Signed in, as far as sync all is concerned (no delivery runs in this test).
+    await db.transact(
+        lambda tx: tx.conn.execute(
+            update(PRESENCE_MONITORS)
+            .where(PRESENCE_MONITORS.c.id == monitor.id)
+            .values(status="authorized")
+        )
+    )
     receipt = await chat.receive_message(
         db,
         InboundMessage(
@@ -191,6 +208,7 @@ async def seed_account(db: Database, settings: Settings, providers: QuietProvide
             "message_id": str(receipt.message_id),
             "endpoint_id": endpoint.id,
             "email": SEEDED_EMAIL,
+            "monitor_id": monitor.id,
         }
     )
 
