@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
@@ -84,3 +86,24 @@ def test_without_an_app_the_link_cannot_be_built(teams_stack: TeamsStack) -> Non
     answer = teams_stack.api("POST", "/integrations/office365/consent")
     assert answer.status_code == 409
     assert "GATEWAY_O365_CLIENT_ID" in answer.json()["detail"]
+
+
+def test_an_unanswered_request_is_not_detectable_and_can_be_enabled(
+    teams_stack: TeamsStack,
+) -> None:
+    """No answer within the hour: consent_not_detected, which may still be enabled."""
+    assert teams_stack.set_teams().status_code == 200
+    _consent(teams_stack)
+    teams_stack.sql(
+        "UPDATE integrations SET config = :config WHERE kind = 'office365'",
+        config=json.dumps(
+            {
+                **teams_stack.integration("office365")["config"],  # type: ignore[index]
+                "consent": {"state": "0" * 64, "expires_at": time.time() - 1},
+            }
+        ),
+    )
+    assert teams_stack.integration("office365")["status"] == "consent_not_detected"  # type: ignore[index]
+    enabled = teams_stack.api("PUT", "/integrations/office365/enabled", json={"enabled": True})
+    assert enabled.status_code == 200, enabled.text
+    assert enabled.json()["status"] == "enabled"

@@ -64,3 +64,16 @@ def test_presence_toggle_is_kept_when_omitted(teams_stack: TeamsStack) -> None:
     renewed = teams_stack.set_teams(presence_to_teams=None)
     assert renewed.status_code == 200, renewed.text
     assert renewed.json()["config"]["presence_to_teams"] is True
+
+
+def test_a_new_tenant_or_client_id_marks_monitors_for_renewal(teams_stack: TeamsStack) -> None:
+    """Monitors signed in to the old app show needs_update, and the answer warns about it."""
+    assert teams_stack.set_teams().status_code == 200
+    added = teams_stack.api("POST", "/presence/monitors", json={"upn": "m@contoso.example"})
+    assert added.status_code == 201
+    other_client = "0f0f0f0f-2222-4333-8444-555566667777"
+    teams_stack.microsoft.add_app(TENANT, other_client, CLIENT_SECRET)
+    changed = teams_stack.set_teams(client_id=other_client)
+    assert changed.status_code == 200, changed.text
+    assert "needs_update" in changed.json()["warnings"][0]
+    assert teams_stack.monitors()["items"][0]["status"] == "needs_update"
