@@ -76,7 +76,7 @@ def set_up(url: str, fake: FakeMicrosoft, users: int) -> tuple[httpx2.Client, st
     base = f"/api/v1/accounts/{account}"
     http.post(base + "/integrations", json={"kind": "azure_ad_sync"})
     keys = http.post(base + "/integrations/azure_ad_sync/keys").json()
-    path = keys["tenant_url"].removeprefix(url) + "/Users"
+    path = "/scim/v2/" + keys["tenant_url"].rsplit("/scim/v2/", 1)[1] + "/Users"
     scim = {"Authorization": f"Bearer {keys['secret_token']}"}
 
     def create(n: int) -> str:
@@ -271,7 +271,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"| sync all, {sync['users']:,} users ({sync['reads']} reads of ≤ 650) | "
             f"**{sync['seconds']} s** against a lower bound of {sync['lower_bound_s']} s "
             f"({sync['ratio']}x) | within 1.2x |",
-            f"| memory of the gateway after the run | {results['memory_kib'] // 1024} MiB RSS | |",
+            f"| memory of the gateway after the run | "
+            f"{(results['memory_kib']['vm_rss_kib'] or 0) // 1024} MiB RSS, peak "
+            f"{(results['memory_kib']['vm_hwm_kib'] or 0) // 1024} MiB | |",
             "",
             f"Ingest command (REQUESTS: the prepared POSTs, one per line): `{ing['command']}`",
             SECTION_END,
@@ -311,6 +313,8 @@ def main() -> None:
         with serve_app(fake.app) as fake_url:
             env = gateway_env(workdir / "data", None, fake_url)
             env.update({"GATEWAY_GRAPH_API_URL": fake_url, "GATEWAY_LOGIN_URL": fake_url})
+            # Graph calls the gateway back: its public URL is the one it serves on.
+            env.pop("GATEWAY_PUBLIC_URL", None)
             process, url = serve(env, 1, workdir / "gateway.log")
             try:
                 http, base, emails = set_up(url, fake, args.users)
