@@ -98,8 +98,9 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def _unverified_claims(jwt: str | None) -> dict[str, Any]:
-    """The payload of a JWT read without verification (see ``UserTokens``)."""
+def unverified_claims(jwt: str | None) -> dict[str, Any]:
+    """The payload of a JWT read without verification: for tokens that came straight from
+    the token endpoint over TLS (see ``UserTokens``)."""
     if not jwt or jwt.count(".") != 2:
         return {}
     payload = jwt.split(".")[1]
@@ -245,7 +246,7 @@ class IdentityPlatform:
         return self._endpoint(tenant, "/v2.0/adminconsent") + "?" + query
 
     def _user_tokens(self, body: dict[str, Any]) -> UserTokens:
-        claims = _unverified_claims(body.get("id_token")) or _unverified_claims(
+        claims = unverified_claims(body.get("id_token")) or unverified_claims(
             body.get("access_token")
         )
         upn = claims.get("preferred_username") or claims.get("upn")

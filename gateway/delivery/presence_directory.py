@@ -33,6 +33,7 @@ from storage.transaction import Transaction
 DIRECTORY_EVERY = 600.0
 LOOKUPS_PER_RUN = 2000
 LOOKUPS_AT_ONCE = 4
+# A user Teams does not know is looked up again after this long (they may be added).
 LOOKUP_AGAIN = 3600.0
 
 

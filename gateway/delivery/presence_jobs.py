@@ -43,6 +43,7 @@ from gateway.presence.monitors import (
     UPKEEP,
     MonitorSecrets,
     change_secrets,
+    set_monitor,
 )
 from gateway.presence.service import apply_graph_presence, queue_once
 from gateway.security import SecretBox, token_digest
@@ -135,17 +136,9 @@ async def _keep_refresh_token(
             return
 
 
-def _set_monitor(tx: Transaction, monitor_id: str, **values: Any) -> None:
-    tx.conn.execute(
-        update(PRESENCE_MONITORS)
-        .where(PRESENCE_MONITORS.c.id == monitor_id)
-        .values(updated_at=utcnow(), **values)
-    )
-
-
 def _signed_out(monitor: Any, message: str) -> Settle:
     def settle(tx: Transaction) -> None:
-        _set_monitor(
+        set_monitor(
             tx,
             monitor.id,
             status=NOT_AUTHORIZED,
@@ -163,7 +156,7 @@ def upkeep_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
 
     def on_dead(tx: Transaction, row: Claimed, exc: Exception) -> None:
         # Upkeep never stops: the failure is shown on the monitor and the job comes back.
-        _set_monitor(tx, row.target_id, last_error=str(exc)[:1000])
+        set_monitor(tx, row.target_id, last_error=str(exc)[:1000])
         queue_once(
             tx,
             account_id=row.account_id,
@@ -194,13 +187,13 @@ class _Upkeep:
             values: dict[str, Any] = {"upkeep_until": None}
             if resync:
                 values["resync_needed"] = True
-            await db.transact(lambda tx: _set_monitor(tx, row.target_id, **values))
+            await db.transact(lambda tx: set_monitor(tx, row.target_id, **values))
             raise
 
         def settle_and_release(tx: Transaction) -> None:
             if settle is not None:
                 settle(tx)
-            _set_monitor(tx, row.target_id, upkeep_until=None)
+            set_monitor(tx, row.target_id, upkeep_until=None)
 
         return settle_and_release
 
@@ -213,7 +206,7 @@ class _Upkeep:
         if (monitor.tenant_id, monitor.client_id) != (creds.tenant_id, creds.client_id):
 
             def needs_update(tx: Transaction) -> None:
-                _set_monitor(tx, monitor.id, status=NEEDS_UPDATE)
+                set_monitor(tx, monitor.id, status=NEEDS_UPDATE)
 
             return needs_update
         if not kept.refresh_token:
@@ -319,7 +312,7 @@ class _Upkeep:
             client_state = token_digest(secret)
             # Recorded before Graph is asked, so that the first notifications are recognised.
             await self.tools.db.transact(
-                lambda tx: _set_monitor(tx, monitor.id, client_state=client_state)
+                lambda tx: set_monitor(tx, monitor.id, client_state=client_state)
             )
             created = await self._create(
                 token,
@@ -348,7 +341,7 @@ class _Upkeep:
         delay = max(min(UPKEEP_AT_LEAST, longest), min(longest, lifetime / 2))
 
         def settle(tx: Transaction) -> None:
-            _set_monitor(
+            set_monitor(
                 tx,
                 monitor.id,
                 status=SUBSCRIBED if subscription_id else AUTHORIZED,

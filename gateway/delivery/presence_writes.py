@@ -33,11 +33,12 @@ from urllib.parse import quote
 from sqlalchemy import Connection, select, update
 
 from gateway.accounts.teams import TeamsConfig, teams_config
-from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi
+from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi, GraphUser
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AppCredentials, IdentityPlatform
 from gateway.delivery.graph_batching import Budgets, TenantBatcher, with_app_token
 from gateway.delivery.policy import RetryPolicy
+from gateway.delivery.presence_directory import LOOKUP_AGAIN
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.presence.models import CLOUDLINK
 from gateway.presence.service import WRITE, queue_once, states_of
@@ -50,8 +51,6 @@ from storage.transaction import Transaction
 SESSION = "PT1H"
 REFRESH_AVAILABLE = 240.0
 REFRESH_OTHER = 3000.0
-# A user Teams does not know is looked up again after this long (they may be added).
-LOOKUP_AGAIN = 3600.0
 
 
 def teams_request(
@@ -184,8 +183,12 @@ def presence_write_handler(
         if teams_user_id is None:
             if looked_up is not None and time.time() - looked_up < LOOKUP_AGAIN:
                 raise Dropped("the user is not in the tenant's directory")
-            token = await writer.identity.app_token(creds)
-            found = await writer.graph.user(token.token, plan.email)
+            email = plan.email
+
+            async def look_up(token: str) -> GraphUser | None:
+                return await writer.graph.user(token, email)
+
+            found = await with_app_token(writer.identity, creds, look_up)
             looked_up = time.time()
             teams_user_id = found.id if found is not None else None
             if teams_user_id is None:
@@ -259,10 +262,13 @@ def _remember_lookup(
     written: dict[str, Any] | None = None,
 ) -> None:
     """Record the user's Teams id (or that there is none) and the state written last."""
-    values: dict[str, Any] = {
-        "teams_user_id": teams_user_id,
-        "looked_up_at": looked_up_at,
-        "updated_at": utcnow(),
-    }
-    values["written"] = written
-    tx.conn.execute(update(PRESENCE_USERS).where(PRESENCE_USERS.c.id == user_id).values(**values))
+    tx.conn.execute(
+        update(PRESENCE_USERS)
+        .where(PRESENCE_USERS.c.id == user_id)
+        .values(
+            teams_user_id=teams_user_id,
+            looked_up_at=looked_up_at,
+            written=written,
+            updated_at=utcnow(),
+        )
+    )

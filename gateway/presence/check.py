@@ -13,20 +13,18 @@ upkeep, now; its reads go through the tenant's presence budget like any other.
 
 from __future__ import annotations
 
-import base64
 import math
 import secrets as random
 import time
 from datetime import date
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, func, select, update
 
 from gateway.accounts.service import require_account
 from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.http import HttpClient, ProviderError, request
-from gateway.clients.identity import IdentityError, IdentityPlatform
+from gateway.clients.identity import IdentityError, IdentityPlatform, unverified_claims
 from gateway.presence.models import CheckItem, SyncStatus, SystemCheck
 from gateway.presence.monitors import LIVE, MONITOR_USERS, SUBSCRIBED, UPKEEP
 from gateway.presence.service import queue_once
@@ -43,12 +41,7 @@ FROM_TEAMS_ROLES = ("User.Read.All",)
 
 def _roles(token: str) -> set[str]:
     """The roles of an app token (read, not verified: it came from the token endpoint)."""
-    try:
-        payload = token.split(".")[1]
-        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return set()
-    roles = claims.get("roles") if isinstance(claims, dict) else None
+    roles = unverified_claims(token).get("roles")
     return {str(role) for role in roles} if isinstance(roles, list) else set()
 
 

@@ -101,11 +101,14 @@ class PresenceCheck(BaseModel):
     )
 
 
+def rank(availability: str) -> int:
+    """How engaged an availability is: the highest-ranked source is the combined state."""
+    return RANK.get(availability, 0)
+
+
 def combine(states: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
     """The combined state of per-source ``(availability, activity)`` pairs."""
-    if not states:
-        return None
-    return max(states.values(), key=lambda pair: RANK.get(pair[0], 0))
+    return max(states.values(), key=lambda pair: rank(pair[0]), default=None)
 
 
 class MonitorAdd(BaseModel):

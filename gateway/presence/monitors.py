@@ -412,15 +412,17 @@ async def finish_sign_in(
     return await db.transact(work)
 
 
-async def _failed(db: Database, monitor_id: str, message: str) -> None:
-    def work(tx: Transaction) -> None:
-        tx.conn.execute(
-            update(PRESENCE_MONITORS)
-            .where(PRESENCE_MONITORS.c.id == monitor_id)
-            .values(last_error=message, updated_at=utcnow())
-        )
+def set_monitor(tx: Transaction, monitor_id: str, **values: Any) -> None:
+    """Change columns of a monitor (and its ``updated_at``)."""
+    tx.conn.execute(
+        update(PRESENCE_MONITORS)
+        .where(PRESENCE_MONITORS.c.id == monitor_id)
+        .values(updated_at=utcnow(), **values)
+    )
 
-    await db.transact(work)
+
+async def _failed(db: Database, monitor_id: str, message: str) -> None:
+    await db.transact(lambda tx: set_monitor(tx, monitor_id, last_error=message))
 
 
 async def resume(db: Database, *, secrets: SecretBox, account_id: str) -> None:

@@ -36,6 +36,7 @@ from gateway.presence.models import (
     PresenceCheck,
     SourceState,
     combine,
+    rank,
 )
 from gateway.web.errors import NotFound
 from storage.engine import Database
@@ -339,15 +340,10 @@ async def user_check(db: Database, *, account_id: str, email: str) -> PresenceCh
             )
             for source, row in states.items()
         }
-        combined = None
-        if sources:
-            best = combine({s: (v.availability, v.activity) for s, v in sources.items()})
-            winner = next(v for v in sources.values() if best == (v.availability, v.activity))
-            combined = winner
         teams = states.get(TEAMS)
         return PresenceCheck(
             email=user.email,
-            combined=combined,
+            combined=max(sources.values(), key=lambda s: rank(s.availability), default=None),
             sources=sources,
             teams_user_id=user.teams_user_id,
             teams_raw=teams.raw if teams is not None else None,
