@@ -3,8 +3,9 @@
     python bench/presence.py          # every measurement; rewrites its docs section
     python bench/presence.py --quick  # a short check of the harness (1,000 users)
 
-What it measures, on a fresh embedded default (SQLite, synchronous FULL), against the fake
-identity platform and Graph of ``tests/fakes`` in this process:
+What it measures, on a fresh embedded default (SQLite, synchronous FULL) served by
+``--workers`` processes (2: one per core of the machine it was written on), against the
+fake identity platform and Graph of ``tests/fakes`` in this process:
 
 - Set-up: N users provisioned through the gateway's SCIM endpoint and present in the fake
   tenant, the account's Teams app, and N / 625 monitors signed in (authorization code with
@@ -17,6 +18,7 @@ identity platform and Graph of ``tests/fakes`` in this process:
 - Sync all: every monitor reads back all its users, until the gateway reports it done;
   compared with the lower bound the fake's limits allow (its presence budget, and the
   time it takes to answer the 650-id reads at best, all at once).
+- Ingest again with ``--also-workers`` processes (1) on the same database.
 """
 
 from __future__ import annotations
@@ -248,6 +250,15 @@ def sync_all(
 
 def markdown(results: dict[str, Any]) -> str:
     m, lat, ing, sync = results["machine"], results["latency"], results["ingest"], results["sync"]
+    other = results.get("ingest_other")
+    plural = "es" if results["workers"] != 1 else ""
+    rows = []
+    if other:
+        rows.append(
+            f"| the same ingest with {other['workers']} process"
+            f"{'es' if other['workers'] != 1 else ''} | {other['items_per_s']:,} items/s, p99 "
+            f"{other['p99_ms']} ms, {other['non_202']} answers other than 202 | |"
+        )
     return "\n".join(
         [
             SECTION_START,
@@ -256,7 +267,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"`python bench/presence.py`, {results['date']}, commit {results['commit']}, "
             f"{m.get('CPU', '')}, {m.get('nproc', '')} CPUs; wrk {results['wrk']}. "
             "The embedded default (SQLite, "
-            f"synchronous FULL), one worker, {sync['users']:,} users over "
+            f"synchronous FULL), {results['workers']} gateway process{plural} "
+            f"(`serve --workers {results['workers']}`), {sync['users']:,} users over "
             f"{math.ceil(sync['users'] / PER_MONITOR)} monitors, against the fake identity "
             "platform and Graph (`tests/fakes/microsoft.py`) in the benchmark's process.",
             "",
@@ -266,6 +278,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| **{ing['items_per_s']:,} items/s** ({ing['posts_per_s']:,} POSTs/s), p99 "
             f"{ing['p99_ms']} ms, {ing['non_202']} answers other than 202 | ≥ 3,000/s, p99 well "
             "under 3 s |",
+            *rows,
             f"| Teams change → gateway ({lat['changes']} changes) | p50 {lat['p50_ms']} ms, p99 "
             f"{lat['p99_ms']} ms, max {lat['max_ms']} ms | within 10 s |",
             f"| sync all, {sync['users']:,} users ({sync['reads']} reads of ≤ 650) | "
@@ -300,6 +313,15 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=4000, help="prepared notification POSTs")
     parser.add_argument("--items", type=int, default=10, help="items per POST")
     parser.add_argument("--changes", type=int, default=50)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="gateway processes (one per core here)"
+    )
+    parser.add_argument(
+        "--also-workers",
+        type=int,
+        default=1,
+        help="ingest again with this many processes on the same database (0: no)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--json", type=Path)
@@ -315,7 +337,7 @@ def main() -> None:
             env.update({"GATEWAY_GRAPH_API_URL": fake_url, "GATEWAY_LOGIN_URL": fake_url})
             # Graph calls the gateway back: its public URL is the one it serves on.
             env.pop("GATEWAY_PUBLIC_URL", None)
-            process, url = serve(env, 1, workdir / "gateway.log")
+            process, url = serve(env, args.workers, workdir / "gateway.log")
             try:
                 http, base, emails = set_up(url, fake, args.users)
                 print("set up", flush=True)
@@ -328,13 +350,24 @@ def main() -> None:
                 memory = memory_kib(tree(process.pid))
             finally:
                 stop(process)
+            other = None
+            if args.also_workers:
+                # The same database, served by another number of processes: ingest only.
+                process, url = serve(env, args.also_workers, workdir / "gateway-other.log")
+                try:
+                    other = {"workers": args.also_workers, **ingest(url, fake, workdir, args)}
+                    print(json.dumps(other), flush=True)
+                finally:
+                    stop(process)
     results = {
         "commit": commit(),
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine_info(wrk_version()),
         "wrk": wrk_version(),
         "latency": lat,
+        "workers": args.workers,
         "ingest": ing,
+        "ingest_other": other,
         "sync": sync,
         "memory_kib": memory,
     }

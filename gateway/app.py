@@ -47,7 +47,7 @@ from gateway.web.ratelimit import RateLimiter
 from gateway.web.responses import PROBLEM_JSON, json_response
 from gateway.web.routing import Surface, TemplateRoute
 from gateway.web.state import AppState
-from gateway.webhooks.graph_data import CertificateRing
+from gateway.webhooks.graph_data import CertificateRing, VerifiedTokens
 from gateway.webhooks.routes import surface as webhooks_surface
 from observability.logging import configure_logging
 from observability.metrics import Metrics
@@ -154,18 +154,21 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
             providers=providers,
         )
         worker = _outbox_worker(state)
+        certificates = CertificateRing()
         try:
             yield {
                 "app": state,
                 "scim_discovery": Discovery(settings.scim_max_page_size),
                 "twilio_channels": TtlCache(),
                 "graph_watchers": TtlCache(),
-                "graph_certificates": CertificateRing(),
+                "graph_certificates": certificates,
+                "graph_tokens": VerifiedTokens(),
             }
         finally:
             if worker is not None:
                 await worker.stop()
             await providers.close()
+            certificates.close()
             db.dispose()
 
     return Starlette(

@@ -31,6 +31,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+import math
 import time
 import uuid
 from collections.abc import Collection, Mapping, Sequence
@@ -245,8 +246,9 @@ def verify_validation_tokens(
     tenant_ids: Collection[str],
     now: float | None = None,
     leeway: float = TOKEN_LEEWAY_SECONDS,
-) -> None:
-    """Check every validation token of a notification POST that carries resource data.
+) -> tuple[float, float]:
+    """Check every validation token of a notification POST that carries resource data;
+    returns the times between which all of them hold (the caller may remember them).
 
     Each must be an RS256 JWT signed by a key of ``jwks`` (the identity platform's
     ``{"keys": [...]}``, matched by ``kid``), for one of our ``client_ids``, from Graph's
@@ -259,13 +261,16 @@ def verify_validation_tokens(
     when = time.time() if now is None else now
     issuers = {f"https://sts.windows.net/{tenant}/" for tenant in tenant_ids}
     issuers |= {issuer.lower() for issuer in issuers}
+    since, until = -math.inf, math.inf
     for index, token in enumerate(tokens):
         try:
-            _verify_token(
+            nbf, exp = _verify_token(
                 token, jwks=jwks, client_ids=client_ids, issuers=issuers, now=when, leeway=leeway
             )
         except (jwt.PyJWTError, ValidationTokenError) as exc:
             raise ValidationTokenError(f"validationTokens[{index}]: {exc}") from None
+        since, until = max(since, nbf - leeway), min(until, exp + leeway)
+    return since, until
 
 
 def _verify_token(
@@ -276,7 +281,7 @@ def _verify_token(
     issuers: Collection[str],
     now: float,
     leeway: float,
-) -> None:
+) -> tuple[float, float]:
     header = jwt.get_unverified_header(token)
     kid = header.get("kid")
     if header.get("alg") != "RS256" or not isinstance(kid, str):
@@ -305,6 +310,7 @@ def _verify_token(
         raise ValidationTokenError("expired")
     if nbf - leeway > now:
         raise ValidationTokenError("not yet valid")
+    return float(nbf), float(exp)
 
 
 def _signing_key(jwks: Mapping[str, Any], kid: str) -> jwt.PyJWK:

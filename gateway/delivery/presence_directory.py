@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Select, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -37,8 +38,9 @@ LOOKUPS_AT_ONCE = 4
 LOOKUP_AGAIN = 3600.0
 
 
-def _provisioned_emails(conn: Connection, account_id: str) -> list[str]:
-    rows = conn.execute(
+def _provisioned(account_id: str) -> Select[Any]:
+    """The folded email addresses of the account's active provisioned users."""
+    return (
         select(SCIM_CLAIMS.c.value_key)
         .join(SCIM_USERS, SCIM_USERS.c.pk == SCIM_CLAIMS.c.user_pk)
         .where(
@@ -46,8 +48,11 @@ def _provisioned_emails(conn: Connection, account_id: str) -> list[str]:
             SCIM_CLAIMS.c.kind == "email",
             SCIM_USERS.c.active.is_(True),
         )
-        .order_by(SCIM_CLAIMS.c.value_key)
     )
+
+
+def _provisioned_emails(conn: Connection, account_id: str) -> list[str]:
+    rows = conn.execute(_provisioned(account_id).order_by(SCIM_CLAIMS.c.value_key))
     return [row.value_key for row in rows]
 
 
@@ -177,6 +182,8 @@ def rebalance(tx: Transaction, account_id: str) -> list[str]:
         .where(
             PRESENCE_USERS.c.account_id == account_id,
             PRESENCE_USERS.c.teams_user_id.is_not(None),
+            # A user deleted, deactivated or re-addressed in provisioning is let go.
+            PRESENCE_USERS.c.email.in_(_provisioned(account_id)),
         )
         .order_by(PRESENCE_USERS.c.email)
     ).all()
@@ -192,7 +199,14 @@ def rebalance(tx: Transaction, account_id: str) -> list[str]:
         if roomiest is None or len(load[roomiest]) >= MONITOR_USERS:
             break
         load[roomiest].append(user_id)
-    before = {user.id: user.monitor_id for user in users}
+    released = tx.conn.execute(
+        select(PRESENCE_USERS.c.id, PRESENCE_USERS.c.monitor_id).where(
+            PRESENCE_USERS.c.account_id == account_id,
+            PRESENCE_USERS.c.monitor_id.is_not(None),
+            PRESENCE_USERS.c.email.not_in(_provisioned(account_id)),
+        )
+    ).all()
+    before = {user.id: user.monitor_id for user in [*users, *released]}
     after = {user_id: monitor for monitor, ids in load.items() for user_id in ids}
     changed: set[str] = set()
     moves: dict[str | None, list[str]] = {}

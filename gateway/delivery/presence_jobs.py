@@ -34,6 +34,7 @@ from gateway.delivery.graph_batching import GraphTools, with_app_token
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.presence.certificates import current_certificate
+from gateway.presence.from_teams import apply_graph_presences
 from gateway.presence.monitors import (
     AUTHORIZED,
     DIRECTORY,
@@ -45,7 +46,7 @@ from gateway.presence.monitors import (
     change_secrets,
     set_monitor,
 )
-from gateway.presence.service import apply_graph_presence, queue_once
+from gateway.presence.service import queue_once
 from gateway.security import SecretBox, token_digest
 from storage.engine import Database
 from storage.errors import DatabaseBusy
@@ -352,9 +353,8 @@ class _Upkeep:
                 certificate_id=certificate.id if certificate is not None else None,
                 last_error=None,
             )
-            for presence in presences:
-                # A notification stored since the read is newer than what was read.
-                apply_graph_presence(tx, monitor.account_id, presence, read_at=read_at)
+            # A notification stored since the read is newer than what was read.
+            apply_graph_presences(tx, monitor.account_id, presences, read_at=read_at)
             queue_once(
                 tx, account_id=monitor.account_id, kind=UPKEEP, target_id=monitor.id, delay=delay
             )

@@ -19,7 +19,7 @@ from gateway.clients.identity import AppCredentials, IdentityPlatform
 from gateway.delivery.graph_batching import Budgets, TenantBatcher, with_app_token
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.worker import Dropped, Handler, Settle
-from gateway.presence.service import apply_graph_presence
+from gateway.presence.from_teams import apply_graph_presences
 from gateway.security import SecretBox
 from storage.engine import Database
 from storage.outbox import Claimed
@@ -66,7 +66,7 @@ def presence_read_handler(
             raise Dropped("Graph has no presence for the user")
 
         def settle(tx: Transaction) -> None:
-            apply_graph_presence(tx, row.account_id, presence)
+            apply_graph_presences(tx, row.account_id, [presence])
 
         return settle
 

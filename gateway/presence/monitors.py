@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from gateway.accounts.service import require_account
 from gateway.accounts.teams import teams_config
@@ -38,6 +38,7 @@ from gateway.presence.service import queue_once
 from gateway.security import SecretBox, token_digest, token_matches
 from gateway.web.errors import BadRequest, Conflict, InvalidValue, NotFound, UpstreamUnavailable
 from storage.engine import Database
+from storage.prepared import Prepared
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, utcnow
 from storage.transaction import Transaction
 from storage.upsert import remember
@@ -56,8 +57,27 @@ UPKEEP = "presence.upkeep"
 DIRECTORY = "presence.directory"
 UNSUBSCRIBE = "presence.unsubscribe"
 MONITOR_ACTOR = Actor("Presence monitor", "sign-in")
+# A provisioning burst (Entra sends users one by one) settles into one directory run,
+# so that subscriptions are not replaced at every user.
+DIRECTORY_SETTLE = 15.0
+
+_HAS_MONITOR = Prepared(
+    select(PRESENCE_MONITORS.c.id)
+    .where(PRESENCE_MONITORS.c.account_id == bindparam("account_id"))
+    .limit(1)
+)
 
 _event = functools.partial(record_event, event_type="Presence")
+
+
+def users_changed(tx: Transaction, account_id: str) -> None:
+    """A provisioned user was added, changed or removed: when the account watches Teams
+    presence, its directory job runs shortly, finding new users in Teams and releasing
+    the ones no longer provisioned."""
+    if _HAS_MONITOR.run(tx.conn, {"account_id": account_id}).fetchone() is not None:
+        queue_once(
+            tx, account_id=account_id, kind=DIRECTORY, target_id=account_id, delay=DIRECTORY_SETTLE
+        )
 
 
 class SignInLinkInvalid(BadRequest):

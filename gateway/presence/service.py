@@ -3,8 +3,8 @@
 A CloudLink change stores the user's ``cloudlink`` state, records ``presence.changed``
 and, when the account writes presence into Teams, leaves one ``presence.write`` row for
 the user: a pending row is reused, and its handler reads the newest state when it runs,
-so only the newest state of a user is sent however many changes were waiting. A Teams
-change stores the ``teams`` state and records the event.
+so only the newest state of a user is sent however many changes were waiting. Teams
+changes arrive many at a time and are stored by ``from_teams``.
 
 Loop suppression: the state the gateway writes into Teams is recorded before it is sent;
 Teams reporting exactly that state back (once, within ten minutes) is the write's echo,
@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, or_, select, update
@@ -38,6 +37,7 @@ from gateway.presence.models import (
     combine,
     rank,
 )
+from gateway.presence.states import States
 from gateway.web.errors import NotFound
 from storage.engine import Database
 from storage.tables import (
@@ -101,62 +101,19 @@ def states_of(conn: Connection, user_id: str) -> dict[str, Any]:
     return {row.source: row for row in conn.execute(_STATES, {"user_id": user_id})}
 
 
-def _put_state(
-    tx: Transaction, user_id: str, source: str, state: tuple[str, str], raw: dict[str, Any] | None
-) -> bool:
-    """Store one source's ``(availability, activity)``; False when it was that already (only
-    ``raw`` refreshed)."""
-    availability, activity = state
-    current = states_of(tx.conn, user_id).get(source)
-    now = utcnow()
-    if current is None:
-        if remember(
-            tx.conn,
-            PRESENCE_STATES,
-            {
-                "user_id": user_id,
-                "source": source,
-                "availability": availability,
-                "activity": activity,
-                "raw": raw,
-                "version": 1,
-                "updated_at": now,
-            },
-        ):
-            return True
-        current = states_of(tx.conn, user_id)[source]
-    same = (current.availability, current.activity) == (availability, activity)
-    values: dict[str, Any] = (
-        {"raw": raw}
-        if same
-        else {
-            "availability": availability,
-            "activity": activity,
-            "raw": raw,
-            "version": current.version + 1,
-            "updated_at": now,
-        }
-    )
-    tx.conn.execute(
-        update(PRESENCE_STATES)
-        .where(PRESENCE_STATES.c.user_id == user_id, PRESENCE_STATES.c.source == source)
-        .values(**values)
-    )
-    return not same
-
-
-def _combined(conn: Connection, user_id: str) -> dict[str, str] | None:
-    pairs = {
-        source: (row.availability, row.activity) for source, row in states_of(conn, user_id).items()
-    }
-    found = combine(pairs)
-    return None if found is None else {"availability": found[0], "activity": found[1]}
-
-
-def _changed_event(
-    tx: Transaction, user: Any, source: str, state: tuple[str, str], actor: Actor
+def changed_event(
+    tx: Transaction,
+    user: Any,
+    source: str,
+    state: tuple[str, str],
+    actor: Actor,
+    *,
+    combined: dict[str, tuple[str, str]],
 ) -> None:
+    """Record ``presence.changed`` for one source's new state of the user; ``combined``:
+    every source's state of the user now."""
     availability, activity = state
+    together = combine(combined)
     _event(
         tx,
         account_id=user.account_id,
@@ -171,13 +128,11 @@ def _changed_event(
             "source": source,
             "availability": availability,
             "activity": activity,
-            "combined": _combined(tx.conn, user.id),
+            "combined": None
+            if together is None
+            else {"availability": together[0], "activity": together[1]},
         },
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def writes_to_teams(conn: Connection, account_id: str) -> bool:
@@ -235,85 +190,16 @@ async def change_cloudlink_presence(
                 "kept for provisioned users only."
             )
         user = presence_user(tx, account_id, change.user)
-        if not _put_state(tx, user.id, CLOUDLINK, (change.availability, change.activity), None):
+        pair = (change.availability, change.activity)
+        stored = States(tx.conn, [user.id])
+        if not stored.put(user.id, CLOUDLINK, pair, None, utcnow()):
             return Accepted(status="unchanged")
-        _changed_event(tx, user, CLOUDLINK, (change.availability, change.activity), actor)
+        changed_event(tx, user, CLOUDLINK, pair, actor, combined=stored.pairs(user.id))
         if writes_to_teams(tx.conn, account_id):
             queue_write(tx, account_id, user.id)
         return Accepted(status="accepted")
 
     return await db.transact(work)
-
-
-def apply_teams_presence(
-    tx: Transaction,
-    *,
-    account_id: str,
-    teams_user_id: str,
-    availability: str,
-    activity: str,
-    raw: dict[str, Any] | None,
-    actor: Actor,
-    read_at: datetime | None = None,
-) -> int:
-    """Store Teams' state of a user (as Graph reported it); returns how many events.
-
-    A state equal to what the gateway wrote into Teams lately is its own write coming
-    back: stored, no event.
-    """
-    events = 0
-    users = tx.conn.execute(
-        select(PRESENCE_USERS).where(
-            PRESENCE_USERS.c.account_id == account_id,
-            PRESENCE_USERS.c.teams_user_id == teams_user_id,
-        )
-    ).all()
-    for user in users:
-        if read_at is not None:
-            stored = states_of(tx.conn, user.id).get(TEAMS)
-            if stored is not None and _aware(stored.updated_at) > read_at:
-                continue
-        if not _put_state(tx, user.id, TEAMS, (availability, activity), raw):
-            continue
-        written = user.written or {}
-        echo = (
-            not written.get("echoed")
-            and written.get("availability") == availability
-            and written.get("activity") == activity
-            and time.time() - float(written.get("at", 0)) < ECHO_SECONDS
-        )
-        if echo:
-            # The gateway's own write coming back, once: a later return to the same
-            # state is the user's and is reported.
-            tx.conn.execute(
-                update(PRESENCE_USERS)
-                .where(PRESENCE_USERS.c.id == user.id)
-                .values(written={**written, "echoed": True})
-            )
-        else:
-            _changed_event(tx, user, TEAMS, (availability, activity), actor)
-            events += 1
-    return events
-
-
-TEAMS_ACTOR = Actor("Microsoft Teams", "graph")
-
-
-def apply_graph_presence(
-    tx: Transaction, account_id: str, presence: dict[str, Any], *, read_at: datetime | None = None
-) -> int:
-    """Store one presence resource as Graph gives it (read back or in a notification);
-    ``read_at``: when it was read, so that a state stored since is not overwritten."""
-    return apply_teams_presence(
-        tx,
-        account_id=account_id,
-        teams_user_id=str(presence.get("id", ""))[:64],
-        availability=str(presence.get("availability") or "PresenceUnknown")[:40],
-        activity=str(presence.get("activity") or "PresenceUnknown")[:60],
-        raw=presence,
-        actor=TEAMS_ACTOR,
-        read_at=read_at,
-    )
 
 
 async def user_check(db: Database, *, account_id: str, email: str) -> PresenceCheck:

@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from gateway.events.service import SCIM_ACTOR, record_event
+from gateway.presence.monitors import users_changed
 from gateway.scim import repository as repo
 from gateway.scim.filters import compile_filter
 from gateway.scim.parsing import apply_patch, parse_patch, parse_user, stored_user
@@ -137,6 +138,16 @@ def _record(
         properties_changed=changed_properties(before, after),
         details=after if after is not None else (before or {}),
     )
+    if _presence_matters(before, after):
+        users_changed(tx, tenant.account_id)
+
+
+def _presence_matters(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
+    """Whether the change adds, removes or re-addresses a user Teams presence may watch."""
+    if before is None or after is None:
+        return True
+    keys = ("email", "otherEmail", "active")
+    return any(before.get(key) != after.get(key) for key in keys)
 
 
 async def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dict[str, Any]:

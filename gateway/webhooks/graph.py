@@ -7,7 +7,8 @@ checked on its own against its subscription's ``clientState``, which names the m
 (``MONITOR_ID.SECRET``; the secret is kept as a digest), so that an item is recognised even
 before the subscription's id is recorded. Items that fail are dropped, the others stored:
 a basic notification (only the user's id, Graph's behaviour since 2024) leaves one pending
-``presence.read`` per user, read back in batches by the outbox. The answer, 202, goes
+``presence.read`` per user, read back in batches by the outbox; a rich one's state is
+stored with the others of the POST, once however often Graph delivers it. The answer, 202, goes
 after that commit; nothing stored means no 202 (a 5xx, and Graph delivers again).
 
 Lifecycle items (``reauthorizationRequired``, ``subscriptionRemoved``, ``missed``) mark
@@ -16,6 +17,7 @@ the monitor for a resync and make its upkeep job due now.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +26,18 @@ from sqlalchemy import Connection, select, update
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from gateway.presence.from_teams import apply_graph_presences
 from gateway.presence.monitors import UPKEEP
-from gateway.presence.service import READ, apply_graph_presence, queue_once
+from gateway.presence.service import READ, queue_once
 from gateway.security import token_matches
 from gateway.ttl_cache import TtlCache
 from gateway.web.bodies import decode_json_object, read_body
 from gateway.web.errors import BadRequest
 from gateway.web.state import app_state
 from gateway.webhooks.graph_data import resource_data
-from storage.tables import PRESENCE_MONITORS
+from storage.tables import PRESENCE_MONITORS, WEBHOOK_RECEIPTS
 from storage.transaction import Transaction
+from storage.upsert import remember
 
 log = structlog.get_logger("gateway.webhooks.graph")
 
@@ -139,6 +143,21 @@ def _user_id(item: dict[str, Any]) -> str | None:
     return found.lower() if found is not None and _is_uuid(found.lower()) else None
 
 
+def _first_delivery(tx: Transaction, watcher: Watcher, item: dict[str, Any]) -> bool:
+    """Whether this rich item is new, not Graph delivering again a POST it thinks failed.
+
+    Each item's ``dataSignature`` is an HMAC under a key drawn for it, so it names the
+    item; it is remembered (for days, like webhook receipts) per monitor. A replayed
+    sequence of states would otherwise be reported again as changes.
+    """
+    signature = str(item["encryptedContent"].get("dataSignature") or "")[:100]
+    return remember(
+        tx.conn,
+        WEBHOOK_RECEIPTS,
+        {"channel_id": watcher.monitor_id, "key": "graph:" + signature, "received_at": time.time()},
+    )
+
+
 async def notifications(request: Request) -> tuple[Response, str]:
     """POST /webhooks/graph/notifications: store what changed, then 202."""
     answer = handshake(request)
@@ -148,7 +167,7 @@ async def notifications(request: Request) -> tuple[Response, str]:
     kept = await _checked(request, items)
     rich = [(w, item) for w, item in kept if isinstance(item.get("encryptedContent"), dict)]
     basic = [(w, item) for w, item in kept if not isinstance(item.get("encryptedContent"), dict)]
-    presences: list[tuple[str, dict[str, Any]]] = []
+    presences: list[tuple[Watcher, dict[str, Any], dict[str, Any]]] = []
     if rich:
         presences, unread = await resource_data(request, payload, rich)
         basic.extend(unread)
@@ -160,8 +179,12 @@ async def notifications(request: Request) -> tuple[Response, str]:
     if presences or reads:
 
         def work(tx: Transaction) -> None:
-            for account_id, presence in presences:
-                apply_graph_presence(tx, account_id, presence)
+            by_account: dict[str, list[dict[str, Any]]] = {}
+            for watcher, item, presence in presences:
+                if _first_delivery(tx, watcher, item):
+                    by_account.setdefault(watcher.account_id, []).append(presence)
+            for account_id, found in sorted(by_account.items()):
+                apply_graph_presences(tx, account_id, found)
             for account_id, user_id in sorted(reads):
                 queue_once(tx, account_id=account_id, kind=READ, target_id=user_id)
 

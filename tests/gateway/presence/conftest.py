@@ -39,6 +39,8 @@ class TeamsStack:
     database_url: str = ""
     account_id: str = ""
     teams_ids: dict[str, str] = field(default_factory=dict)
+    scim_users: str = ""
+    scim_headers: dict[str, str] = field(default_factory=dict)
 
     def sql(self, statement: str, **params: Any) -> list[Any]:
         """Run SQL on the gateway's database (to age a certificate, say)."""
@@ -80,6 +82,21 @@ class TeamsStack:
         found: dict[str, Any] = self.api("GET", "/presence/monitors").json()
         return found
 
+    def scim(self, method: str, path: str = "", **kwargs: Any) -> httpx2.Response:
+        """Call the account's SCIM ``/Users`` endpoint as Entra would."""
+        return self.http.request(
+            method, self.scim_users + path, headers=self.scim_headers, **kwargs
+        )
+
+    def add_user(self, n: int) -> str:
+        """Provision user ``n`` through SCIM and add them to the fake tenant; their email."""
+        body = user_body(n)
+        email: str = body["emails"][0]["value"]
+        self.teams_ids[email] = self.microsoft.add_user(TENANT, email)
+        created = self.scim("POST", json=body)
+        assert created.status_code == 201, created.text
+        return email
+
     def integration(self, kind: str) -> dict[str, Any] | None:
         """One integration of the account as the API lists it."""
         items = self.api("GET", "/integrations").json()["items"]
@@ -92,15 +109,10 @@ def provision(stack: TeamsStack, count: int = len(USERS)) -> None:
     stack.account_id = stack.http.post("/api/v1/accounts", json={"name": "Contoso"}).json()["id"]
     stack.api("POST", "/integrations", json={"kind": "azure_ad_sync"})
     keys = stack.api("POST", "/integrations/azure_ad_sync/keys").json()
-    scim = {"Authorization": f"Bearer {keys['secret_token']}"}
+    stack.scim_users = keys["tenant_url"].removeprefix(stack.url) + "/Users"
+    stack.scim_headers = {"Authorization": f"Bearer {keys['secret_token']}"}
     for n in range(1, count + 1):
-        body = user_body(n)
-        created = stack.http.post(
-            keys["tenant_url"].removeprefix(stack.url) + "/Users", json=body, headers=scim
-        )
-        assert created.status_code == 201, created.text
-        email = body["emails"][0]["value"]
-        stack.teams_ids[email] = stack.microsoft.add_user(TENANT, email)
+        stack.add_user(n)
 
 
 @pytest.fixture

@@ -1,0 +1,165 @@
+"""Users' presence per source, read for many users at once and written in step.
+
+A unit that stores presence (a CloudLink change, a notification POST, a read-back of 650
+users) reads the current state of its users in one query (locked on PostgreSQL, in one
+order, so that two processes storing the same users queue instead of racing), works out
+the changes in memory and writes them with statements compiled once. A state equal to
+the stored one only refreshes its raw data; a new one bumps the version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
+
+from storage.prepared import Prepared
+from storage.tables import PRESENCE_STATES
+from storage.upsert import remember
+
+# Ids per IN list: far below every backend's limit on parameters.
+CHUNK = 500
+
+_SET_STATE = Prepared(
+    update(PRESENCE_STATES)
+    .where(
+        PRESENCE_STATES.c.user_id == bindparam("state_user"),
+        PRESENCE_STATES.c.source == bindparam("state_source"),
+    )
+    .values(
+        availability=bindparam("availability"),
+        activity=bindparam("activity"),
+        raw=bindparam("raw"),
+        version=bindparam("version"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+_SET_RAW = Prepared(
+    update(PRESENCE_STATES)
+    .where(
+        PRESENCE_STATES.c.user_id == bindparam("state_user"),
+        PRESENCE_STATES.c.source == bindparam("state_source"),
+    )
+    .values(raw=bindparam("raw"))
+)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One source's state of a user, as stored."""
+
+    availability: str
+    activity: str
+    version: int
+    updated_at: datetime
+
+
+def chunks(values: Sequence[str]) -> Iterator[list[str]]:
+    """``values`` in lists short enough for one IN."""
+    for start in range(0, len(values), CHUNK):
+        yield list(values[start : start + CHUNK])
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _load(conn: Connection, user_ids: Sequence[str]) -> dict[str, dict[str, Stored]]:
+    """Every source's state of the users; on PostgreSQL locked until commit."""
+    found: dict[str, dict[str, Stored]] = {}
+    for chunk in chunks(sorted(set(user_ids))):
+        query = (
+            select(
+                PRESENCE_STATES.c.user_id,
+                PRESENCE_STATES.c.source,
+                PRESENCE_STATES.c.availability,
+                PRESENCE_STATES.c.activity,
+                PRESENCE_STATES.c.version,
+                PRESENCE_STATES.c.updated_at,
+            )
+            .where(PRESENCE_STATES.c.user_id.in_(chunk))
+            .order_by(PRESENCE_STATES.c.user_id, PRESENCE_STATES.c.source)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        for row in conn.execute(query):
+            found.setdefault(row.user_id, {})[row.source] = Stored(
+                row.availability, row.activity, row.version, _aware(row.updated_at)
+            )
+    return found
+
+
+class States:
+    """The stored states of some users, kept in step with what the unit writes."""
+
+    def __init__(self, conn: Connection, user_ids: Sequence[str]) -> None:
+        self._conn = conn
+        self._states = _load(conn, user_ids)
+
+    def get(self, user_id: str, source: str) -> Stored | None:
+        """The user's state from ``source``, if any."""
+        return self._states.get(user_id, {}).get(source)
+
+    def pairs(self, user_id: str) -> dict[str, tuple[str, str]]:
+        """Every source's ``(availability, activity)`` of the user, as stored now."""
+        return {
+            source: (stored.availability, stored.activity)
+            for source, stored in self._states.get(user_id, {}).items()
+        }
+
+    def put(
+        self,
+        user_id: str,
+        source: str,
+        pair: tuple[str, str],
+        raw: dict[str, Any] | None,
+        now: datetime,
+    ) -> bool:
+        """Store one source's ``(availability, activity)``; False when it was that already
+        (only ``raw`` refreshed)."""
+        sources = self._states.setdefault(user_id, {})
+        current = sources.get(source)
+        availability, activity = pair
+        if current is None:
+            inserted = remember(
+                self._conn,
+                PRESENCE_STATES,
+                {
+                    "user_id": user_id,
+                    "source": source,
+                    "availability": availability,
+                    "activity": activity,
+                    "raw": raw,
+                    "version": 1,
+                    "updated_at": now,
+                },
+            )
+            if inserted:
+                sources[source] = Stored(availability, activity, 1, now)
+                return True
+            # Another unit stored the user's first state since the read: take it.
+            current = _load(self._conn, [user_id])[user_id][source]
+            sources[source] = current
+        where = {"state_user": user_id, "state_source": source}
+        if (current.availability, current.activity) == pair:
+            _SET_RAW.run(self._conn, {**where, "raw": raw})
+            return False
+        version = current.version + 1
+        _SET_STATE.run(
+            self._conn,
+            {
+                **where,
+                "availability": availability,
+                "activity": activity,
+                "raw": raw,
+                "version": version,
+                "updated_at": now,
+            },
+        )
+        sources[source] = replace(
+            current, availability=availability, activity=activity, version=version, updated_at=now
+        )
+        return True
