@@ -28,6 +28,7 @@ import asyncio
 import json
 import math
 import random
+import re
 import sys
 import tempfile
 import time
@@ -103,13 +104,27 @@ def set_up(url: str, fake: FakeMicrosoft, users: int) -> tuple[httpx2.Client, st
             fake.add_user(TENANT, upn)
             added = http.post(base + "/presence/monitors", json={"upn": upn}).json()
             browser.get(added["authorize_url"]).raise_for_status()
+    monitors = math.ceil(users / PER_MONITOR)
+
+    def settled() -> bool:
+        # Every user assigned, and every monitor's subscription made for its users (monitors
+        # whose users moved while others were added replace theirs).
+        listing = http.get(base + "/presence/monitors").json()
+        live = fake.graph.subscriptions()
+        covered = sum(str(s["resource"]).count("'") // 2 for s in live)
+        return (
+            listing["users_watched"] == users
+            and all(m["status"] == "subscribed" for m in listing["items"])
+            and len(live) == monitors
+            and covered == users
+        )
+
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        listing = http.get(base + "/presence/monitors").json()
-        if listing["users_watched"] == users:
+        if settled():
             return http, base, emails
         time.sleep(0.5)
-    raise RuntimeError(f"not every user got watched: {listing}")
+    raise RuntimeError("not every user got watched within 10 minutes")
 
 
 def latency(
@@ -288,10 +303,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"{(results['memory_kib']['vm_rss_kib'] or 0) // 1024} MiB RSS, peak "
             f"{(results['memory_kib']['vm_hwm_kib'] or 0) // 1024} MiB | |",
             "",
-            f"Ingest command (REQUESTS: the prepared POSTs, one per line): `{ing['command']}`",
+            "Ingest command (REQUESTS: the prepared POSTs, one per line): "
+            f"`{_portable(ing['command'])}`",
             SECTION_END,
         ]
     )
+
+
+def _portable(command: str) -> str:
+    """The command without this run's port and temporary directory."""
+    command = re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:PORT", command)
+    return re.sub(r"\S*/notifications\.txt", "REQUESTS", command)
 
 
 def write_docs(section: str, path: Path) -> None:

@@ -282,3 +282,17 @@ def test_garbage_and_wrong_algorithms_are_refused() -> None:
         graph_crypto.verify_validation_tokens(
             [token()], {"keys": []}, client_ids=[CLIENT_ID], tenant_ids=[TENANT_ID], now=NOW
         )
+
+
+def test_the_tokens_hold_from_the_latest_start_to_the_earliest_end() -> None:
+    """What a caller may remember: the window in which every token of the POST holds,
+    clock skew allowed."""
+    since, until = graph_crypto.verify_validation_tokens(
+        [token(nbf=int(NOW) - 100, exp=int(NOW) + 900), token(nbf=int(NOW) - 50)],
+        JWKS,
+        client_ids=[CLIENT_ID],
+        tenant_ids=[TENANT_ID],
+        now=NOW,
+    )
+    assert since == NOW - 50 - graph_crypto.TOKEN_LEEWAY_SECONDS
+    assert until == NOW + 900 + graph_crypto.TOKEN_LEEWAY_SECONDS
