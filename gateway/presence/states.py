@@ -4,7 +4,8 @@ A unit that stores presence (a CloudLink change, a notification POST, a read-bac
 users) reads the current state of its users in one query (locked on PostgreSQL, in one
 order, so that two processes storing the same users queue instead of racing), works out
 the changes in memory and writes them with statements compiled once. A state equal to
-the stored one only refreshes its raw data; a new one bumps the version.
+the stored one only refreshes its raw data, if that changed; a new one bumps the
+version.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Stored:
     activity: str
     version: int
     updated_at: datetime
+    raw: dict[str, Any] | None = None
 
 
 def chunks(values: Sequence[str]) -> Iterator[list[str]]:
@@ -79,6 +81,7 @@ def _load(conn: Connection, user_ids: Sequence[str]) -> dict[str, dict[str, Stor
                 PRESENCE_STATES.c.activity,
                 PRESENCE_STATES.c.version,
                 PRESENCE_STATES.c.updated_at,
+                PRESENCE_STATES.c.raw,
             )
             .where(PRESENCE_STATES.c.user_id.in_(chunk))
             .order_by(PRESENCE_STATES.c.user_id, PRESENCE_STATES.c.source)
@@ -87,7 +90,7 @@ def _load(conn: Connection, user_ids: Sequence[str]) -> dict[str, dict[str, Stor
             query = query.with_for_update()
         for row in conn.execute(query):
             found.setdefault(row.user_id, {})[row.source] = Stored(
-                row.availability, row.activity, row.version, _aware(row.updated_at)
+                row.availability, row.activity, row.version, _aware(row.updated_at), row.raw
             )
     return found
 
@@ -138,14 +141,17 @@ class States:
                 },
             )
             if inserted:
-                sources[source] = Stored(availability, activity, 1, now)
+                sources[source] = Stored(availability, activity, 1, now, raw)
                 return True
             # Another unit stored the user's first state since the read: take it.
             current = _load(self._conn, [user_id])[user_id][source]
             sources[source] = current
         where = {"state_user": user_id, "state_source": source}
         if (current.availability, current.activity) == pair:
-            _SET_RAW.run(self._conn, {**where, "raw": raw})
+            # A read-back of users in step with Teams writes nothing.
+            if current.raw != raw:
+                _SET_RAW.run(self._conn, {**where, "raw": raw})
+                sources[source] = replace(current, raw=raw)
             return False
         version = current.version + 1
         _SET_STATE.run(
@@ -159,7 +165,5 @@ class States:
                 "updated_at": now,
             },
         )
-        sources[source] = replace(
-            current, availability=availability, activity=activity, version=version, updated_at=now
-        )
+        sources[source] = Stored(availability, activity, version, now, raw)
         return True

@@ -116,35 +116,33 @@ def _subscribed_ids(stack: TeamsStack) -> str:
 
 
 def test_the_directory_follows_provisioning(teams_stack: TeamsStack) -> None:
-    """A user provisioned after the monitor subscribed is watched within seconds (the
-    directory runs once provisioning settles, not at its next periodic run); a
-    deactivated or deleted one is let go."""
+    """Users provisioned, deactivated or deleted after the monitor subscribed are taken in
+    or let go within seconds (the directory runs once provisioning settles, not at its
+    next periodic run)."""
     assert teams_stack.set_teams().status_code == 200
     subscribed_monitor(teams_stack)
-    email = teams_stack.add_user(4)
-    eventually(
-        lambda: (
-            _watched(teams_stack) == 4
-            and teams_stack.teams_ids[email] in _subscribed_ids(teams_stack)
-        ),
-        timeout=60,
-        what="the new user in the subscription",
-    )
-    users = teams_stack.scim("GET", params={"filter": f'userName eq "{USERS[0]}"'}).json()
-    first = users["Resources"][0]["id"]
+    added = teams_stack.add_user(4)
+
+    def scim_id(email: str) -> str:
+        found = teams_stack.scim("GET", params={"filter": f'userName eq "{email}"'}).json()
+        return str(found["Resources"][0]["id"])
+
     deactivate = {
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "replace", "path": "active", "value": False}],
     }
-    assert teams_stack.scim("PATCH", f"/{first}", json=deactivate).status_code == 200
-    eventually(
-        lambda: (
-            _watched(teams_stack) == 3
-            and teams_stack.teams_ids[USERS[0]] not in _subscribed_ids(teams_stack)
-        ),
-        timeout=60,
-        what="the deactivated user let go",
-    )
-    users = teams_stack.scim("GET", params={"filter": f'userName eq "{email}"'}).json()
-    assert teams_stack.scim("DELETE", f"/{users['Resources'][0]['id']}").status_code == 204
-    eventually(lambda: _watched(teams_stack) == 2, timeout=60, what="the deleted user let go")
+    answer = teams_stack.scim("PATCH", f"/{scim_id(USERS[0])}", json=deactivate)
+    assert answer.status_code == 200
+    assert teams_stack.scim("DELETE", f"/{scim_id(USERS[1])}").status_code == 204
+
+    def followed() -> bool:
+        watched = _subscribed_ids(teams_stack)
+        return (
+            _watched(teams_stack) == 2
+            and teams_stack.teams_ids[added] in watched
+            and teams_stack.teams_ids[USERS[2]] in watched
+            and teams_stack.teams_ids[USERS[0]] not in watched
+            and teams_stack.teams_ids[USERS[1]] not in watched
+        )
+
+    eventually(followed, timeout=60, what="the subscription following provisioning")
