@@ -17,6 +17,7 @@ restart. A monitor's upkeep also holds the monitor itself while it runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets as random
 import time
@@ -29,7 +30,7 @@ from sqlalchemy import Connection, or_, select, update
 from gateway.accounts.teams import NEEDS_UPDATE, TeamsConfig, teams_config
 from gateway.clients.graph import MAX_PRESENCE_IDS, GraphError, Subscription
 from gateway.clients.http import ProviderError
-from gateway.clients.identity import IdentityError
+from gateway.clients.identity import AppCredentials, IdentityError, UserTokens
 from gateway.delivery.graph_batching import GraphTools, with_app_token
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.worker import Dropped, Handler, Settle
@@ -137,6 +138,33 @@ async def _keep_refresh_token(
             return
 
 
+async def _refreshed(
+    tools: GraphTools, monitor_id: str, creds: AppCredentials, refresh_token: str
+) -> UserTokens:
+    """The monitor's new tokens, its new refresh token stored, as one step that
+    cancellation cannot split.
+
+    The identity platform may spend the old refresh token as soon as it issues the new
+    one, so an upkeep cancelled between the two (its time ran out, the process stops)
+    would otherwise leave the monitor with a spent token and sign it out at the next
+    run. Cancelled, the step still finishes before the cancellation goes on.
+    """
+
+    async def step() -> UserTokens:
+        tokens = await tools.identity.refresh(creds, refresh_token)
+        if tokens.refresh_token:
+            await _keep_refresh_token(tools.db, tools.secrets, monitor_id, tokens.refresh_token)
+        return tokens
+
+    task = asyncio.ensure_future(step())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
 def _signed_out(monitor: Any, message: str) -> Settle:
     def settle(tx: Transaction) -> None:
         set_monitor(
@@ -213,7 +241,7 @@ class _Upkeep:
         if not kept.refresh_token:
             return _signed_out(monitor, "No refresh token: sign the monitor in again.")
         try:
-            tokens = await self.tools.identity.refresh(creds, kept.refresh_token)
+            tokens = await _refreshed(self.tools, monitor.id, creds, kept.refresh_token)
         except IdentityError as exc:
             if exc.signed_out:
                 return _signed_out(monitor, str(exc))
@@ -225,9 +253,6 @@ class _Upkeep:
                     retryable=True,
                 ) from exc
             raise
-        if tokens.refresh_token:
-            # The new refresh token first: the old one stops working once this is issued.
-            await _keep_refresh_token(db, secrets, monitor.id, tokens.refresh_token)
         return await self._subscribe(monitor, tokens.access.token, users, config, resync)
 
     async def _create(

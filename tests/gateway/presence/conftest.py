@@ -7,8 +7,11 @@ integration configured with the fake app (CloudLink → Teams on).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -16,11 +19,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from gateway.settings import Settings
-from tests.conftest import ADMIN_TOKEN, user_body
+from tests.conftest import ADMIN_TOKEN, SECRET_KEY, user_body
 from tests.fakes.loopback import serve_app
 from tests.fakes.microsoft import FakeMicrosoft
 from tests.support.feed import read_all
 from tests.support.live import free_port, live_server
+from tests.support.server import ServerProcess, serving
 
 TENANT = "6a1d3f0e-8a41-4d7e-9b55-2f1c0c1b7e01"
 CLIENT_ID = "3f2b6c1a-5d4e-4f60-8a7b-9c0d1e2f3a4b"
@@ -41,6 +45,8 @@ class TeamsStack:
     teams_ids: dict[str, str] = field(default_factory=dict)
     scim_users: str = ""
     scim_headers: dict[str, str] = field(default_factory=dict)
+    # Set when the gateway runs as a process of its own (``process_stack``).
+    process: ServerProcess | None = None
 
     def sql(self, statement: str, **params: Any) -> list[Any]:
         """Run SQL on the gateway's database (to age a certificate, say)."""
@@ -145,6 +151,52 @@ def teams_settings(
         return make_settings(**values)
 
     return build
+
+
+@pytest.fixture
+def process_env(
+    tmp_path: Path, database_url: str, microsoft: tuple[FakeMicrosoft, str]
+) -> dict[str, str]:
+    """The environment of a gateway process (``serve``, alone in its process as in
+    production) wired to the fake Microsoft, whose tenant has the account's app."""
+    fake, url = microsoft
+    fake.add_app(TENANT, CLIENT_ID, CLIENT_SECRET)
+    return {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "GATEWAY_SECRET_KEYS": SECRET_KEY,
+        "GATEWAY_LOG_LEVEL": "WARNING",
+        "GATEWAY_GRAPH_API_URL": url,
+        "GATEWAY_LOGIN_URL": url,
+        "GATEWAY_OUTBOX_POLL_SECONDS": "0.05",
+        "GATEWAY_OUTBOX_RETRY_SCALE": "0.01",
+        "GATEWAY_OUTBOX_LEASE_SECONDS": "5",
+        "GATEWAY_PRESENCE_UPKEEP_SECONDS": "1",
+    }
+
+
+@contextmanager
+def process_stack(
+    env: dict[str, str], microsoft: tuple[FakeMicrosoft, str]
+) -> Iterator[TeamsStack]:
+    """A gateway process serving ``env``, with the account and its users provisioned."""
+    with (
+        serving(env) as server,
+        httpx2.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+        ) as http,
+    ):
+        stack = TeamsStack(
+            url=server.url,
+            http=http,
+            microsoft=microsoft[0],
+            microsoft_url=microsoft[1],
+            database_url=env["GATEWAY_DATABASE_URL"],
+            process=server,
+        )
+        yield stack
 
 
 @pytest.fixture

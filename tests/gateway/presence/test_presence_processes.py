@@ -2,70 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx2
-import pytest
 from sqlalchemy import select
 
 from storage.engine import make_engine
 from storage.tables import PRESENCE_STATES, PRESENCE_USERS
-from tests.conftest import ADMIN_TOKEN, SECRET_KEY
-from tests.fakes.loopback import serve_app
 from tests.fakes.microsoft import FakeMicrosoft
-from tests.gateway.presence.conftest import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    TENANT,
-    TeamsStack,
-    provision,
-)
-from tests.support.server import ServerProcess, serving
+from tests.gateway.presence.conftest import TENANT, process_stack, provision
+from tests.support.server import serving
 from tests.support.waiting import eventually
 
 USERS = 300
 AVAILABILITIES = [("Busy", "InACall"), ("Away", "Away"), ("DoNotDisturb", "Presenting")]
-
-
-@pytest.fixture
-def fake() -> Iterator[tuple[FakeMicrosoft, str]]:
-    with FakeMicrosoft() as microsoft, serve_app(microsoft.app) as url:
-        microsoft.add_tenant(TENANT)
-        microsoft.add_app(TENANT, CLIENT_ID, CLIENT_SECRET)
-        yield microsoft, url
-
-
-@pytest.fixture
-def env(tmp_path: Path, database_url: str, fake: tuple[FakeMicrosoft, str]) -> dict[str, str]:
-    return {
-        **os.environ,
-        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
-        "GATEWAY_DATABASE_URL": database_url,
-        "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
-        "GATEWAY_SECRET_KEYS": SECRET_KEY,
-        "GATEWAY_LOG_LEVEL": "WARNING",
-        "GATEWAY_GRAPH_API_URL": fake[1],
-        "GATEWAY_LOGIN_URL": fake[1],
-        "GATEWAY_OUTBOX_POLL_SECONDS": "0.05",
-        "GATEWAY_OUTBOX_RETRY_SCALE": "0.01",
-        "GATEWAY_OUTBOX_LEASE_SECONDS": "5",
-        "GATEWAY_PRESENCE_UPKEEP_SECONDS": "1",
-        # Basic notifications: each one leaves a read to do, which must survive the kill.
-        "GATEWAY_PRESENCE_RESOURCE_DATA": "false",
-    }
-
-
-def _stack(
-    server: ServerProcess, http: httpx2.Client, fake: tuple[FakeMicrosoft, str]
-) -> TeamsStack:
-    return TeamsStack(url=server.url, http=http, microsoft=fake[0], microsoft_url=fake[1])
 
 
 def _acknowledged_users(microsoft: FakeMicrosoft, url: str) -> set[str]:
@@ -97,21 +50,19 @@ def _teams_states(database_url: str) -> dict[str, tuple[str, str]]:
 
 
 def test_a_killed_gateway_loses_no_acknowledged_notification(
-    env: dict[str, str], fake: tuple[FakeMicrosoft, str], database_url: str
+    process_env: dict[str, str], microsoft: tuple[FakeMicrosoft, str], database_url: str
 ) -> None:
     """Teams changes stream in and the server is SIGKILLed: after a restart, every user whose
     notification was acknowledged has the state Teams shows."""
-    microsoft, _url = fake
-    with (
-        serving(env) as server,
-        httpx2.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
-        ) as http,
-    ):
-        stack = _stack(server, http, fake)
+    microsoft_fake = microsoft[0]
+    # Basic notifications: each one leaves a read to do, which must survive the kill.
+    env = {**process_env, "GATEWAY_PRESENCE_RESOURCE_DATA": "false"}
+    with process_stack(env, microsoft) as stack:
+        server = stack.process
+        assert server is not None
         provision(stack, count=USERS)
         assert stack.set_teams().status_code == 200
-        microsoft.add_user(TENANT, "monitor@contoso.example")
+        microsoft_fake.add_user(TENANT, "monitor@contoso.example")
         added = stack.api("POST", "/presence/monitors", json={"upn": "monitor@contoso.example"})
         assert stack.sign_in(added.json()["authorize_url"]).status_code == 200
         eventually(
@@ -125,13 +76,13 @@ def test_a_killed_gateway_loses_no_acknowledged_notification(
             for index, user in enumerate(users):
                 if stop.is_set():
                     return
-                microsoft.set_teams_presence(user, *AVAILABILITIES[index % 3])
+                microsoft_fake.set_teams_presence(user, *AVAILABILITIES[index % 3])
                 time.sleep(0.002)
 
         changer = threading.Thread(target=change)
         changer.start()
         eventually(
-            lambda: len(_acknowledged_users(microsoft, server.url)) >= USERS // 3,
+            lambda: len(_acknowledged_users(microsoft_fake, server.url)) >= USERS // 3,
             timeout=60,
             what="a third acknowledged",
         )
@@ -139,13 +90,16 @@ def test_a_killed_gateway_loses_no_acknowledged_notification(
         server.process.wait(timeout=10)
         stop.set()
         changer.join()
-        acknowledged = _acknowledged_users(microsoft, server.url)
+        acknowledged = _acknowledged_users(microsoft_fake, server.url)
     assert len(acknowledged) >= USERS // 3
     with serving(env):
         eventually(
             lambda: all(
                 _teams_states(database_url).get(user)
-                == (microsoft.presence(user)["availability"], microsoft.presence(user)["activity"])
+                == (
+                    microsoft_fake.presence(user)["availability"],
+                    microsoft_fake.presence(user)["activity"],
+                )
                 for user in acknowledged
             ),
             timeout=60,
