@@ -4,7 +4,6 @@ acknowledged write, metrics are the sum over workers, and the rate limit is the 
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -18,7 +17,7 @@ import pytest
 
 from tests.conftest import SECRET_KEY, user_body
 from tests.support import feed
-from tests.support.server import ServerProcess, serving
+from tests.support.server import ServerProcess, server_env, serving
 
 ADMIN = "workers-test-token"
 CONCURRENCY = 8
@@ -26,14 +25,7 @@ CONCURRENCY = 8
 
 @pytest.fixture
 def env(tmp_path: Path, database_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
-        "GATEWAY_DATABASE_URL": database_url,
-        "GATEWAY_ADMIN_TOKEN": ADMIN,
-        "GATEWAY_SECRET_KEYS": SECRET_KEY,
-        "GATEWAY_LOG_LEVEL": "WARNING",
-    }
+    return server_env(tmp_path / "data", database_url, admin_token=ADMIN, secret_key=SECRET_KEY)
 
 
 class Gateway:

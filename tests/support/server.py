@@ -39,6 +39,22 @@ class ServerProcess:
         os.kill(pid, signal.SIGKILL)
 
 
+def server_env(
+    data_dir: Path, database_url: str, *, admin_token: str, secret_key: str, **settings: str
+) -> dict[str, str]:
+    """The environment of a test's ``serve`` process: this one's, the database, the admin
+    token and the secret key, warnings only, and ``settings`` (``GATEWAY_...`` names)."""
+    return {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_ADMIN_TOKEN": admin_token,
+        "GATEWAY_SECRET_KEYS": secret_key,
+        "GATEWAY_LOG_LEVEL": "WARNING",
+        **settings,
+    }
+
+
 def _wait_ready(server: ServerProcess, workers: int) -> None:
     deadline = time.monotonic() + 60
     with httpx2.Client(timeout=5) as http:

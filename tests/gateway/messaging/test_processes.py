@@ -27,7 +27,7 @@ from tests.fakes.cloudlink import FakeCloudLink
 from tests.fakes.cmcom import FakeCM
 from tests.fakes.twilio import FakeTwilio, new_sid
 from tests.gateway.messaging.conftest import Stack, set_up_account
-from tests.support.server import ServerProcess, serving
+from tests.support.server import ServerProcess, server_env, serving
 from tests.support.waiting import eventually
 
 Fakes = tuple[FakeTwilio, FakeCM, FakeCloudLink, dict[str, str]]
@@ -36,22 +36,20 @@ Fakes = tuple[FakeTwilio, FakeCM, FakeCloudLink, dict[str, str]]
 @pytest.fixture
 def env(tmp_path: Path, database_url: str, fakes: Fakes) -> dict[str, str]:
     urls = fakes[3]
-    return {
-        **os.environ,
-        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
-        "GATEWAY_DATABASE_URL": database_url,
-        "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
-        "GATEWAY_SECRET_KEYS": SECRET_KEY,
-        "GATEWAY_LOG_LEVEL": "WARNING",
-        "GATEWAY_TWILIO_API_URL": urls["twilio"],
-        "GATEWAY_CM_API_URL": urls["cm"],
-        "GATEWAY_ALLOW_PRIVATE_ENDPOINTS": "true",
-        "GATEWAY_OUTBOX_POLL_SECONDS": "0.05",
-        "GATEWAY_OUTBOX_RETRY_SCALE": "0.01",
-        "GATEWAY_OUTBOX_LEASE_SECONDS": "5",
-        "GATEWAY_SEND_MAX_ATTEMPTS": "20",
-        "GATEWAY_EVENT_MAX_ATTEMPTS": "20",
-    }
+    return server_env(
+        tmp_path / "data",
+        database_url,
+        admin_token=ADMIN_TOKEN,
+        secret_key=SECRET_KEY,
+        GATEWAY_TWILIO_API_URL=urls["twilio"],
+        GATEWAY_CM_API_URL=urls["cm"],
+        GATEWAY_ALLOW_PRIVATE_ENDPOINTS="true",
+        GATEWAY_OUTBOX_POLL_SECONDS="0.05",
+        GATEWAY_OUTBOX_RETRY_SCALE="0.01",
+        GATEWAY_OUTBOX_LEASE_SECONDS="5",
+        GATEWAY_SEND_MAX_ATTEMPTS="20",
+        GATEWAY_EVENT_MAX_ATTEMPTS="20",
+    )
 
 
 def _stack(server: ServerProcess, http: httpx2.Client, fakes: Fakes) -> Stack:

@@ -7,7 +7,6 @@ integration configured with the fake app (CloudLink → Teams on).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from tests.fakes.loopback import serve_app
 from tests.fakes.microsoft import FakeMicrosoft
 from tests.support.feed import read_all
 from tests.support.live import free_port, live_server
-from tests.support.server import ServerProcess, serving
+from tests.support.server import ServerProcess, server_env, serving
 
 TENANT = "6a1d3f0e-8a41-4d7e-9b55-2f1c0c1b7e01"
 CLIENT_ID = "3f2b6c1a-5d4e-4f60-8a7b-9c0d1e2f3a4b"
@@ -161,20 +160,18 @@ def process_env(
     production) wired to the fake Microsoft, whose tenant has the account's app."""
     fake, url = microsoft
     fake.add_app(TENANT, CLIENT_ID, CLIENT_SECRET)
-    return {
-        **os.environ,
-        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
-        "GATEWAY_DATABASE_URL": database_url,
-        "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
-        "GATEWAY_SECRET_KEYS": SECRET_KEY,
-        "GATEWAY_LOG_LEVEL": "WARNING",
-        "GATEWAY_GRAPH_API_URL": url,
-        "GATEWAY_LOGIN_URL": url,
-        "GATEWAY_OUTBOX_POLL_SECONDS": "0.05",
-        "GATEWAY_OUTBOX_RETRY_SCALE": "0.01",
-        "GATEWAY_OUTBOX_LEASE_SECONDS": "5",
-        "GATEWAY_PRESENCE_UPKEEP_SECONDS": "1",
-    }
+    return server_env(
+        tmp_path / "data",
+        database_url,
+        admin_token=ADMIN_TOKEN,
+        secret_key=SECRET_KEY,
+        GATEWAY_GRAPH_API_URL=url,
+        GATEWAY_LOGIN_URL=url,
+        GATEWAY_OUTBOX_POLL_SECONDS="0.05",
+        GATEWAY_OUTBOX_RETRY_SCALE="0.01",
+        GATEWAY_OUTBOX_LEASE_SECONDS="5",
+        GATEWAY_PRESENCE_UPKEEP_SECONDS="1",
+    )
 
 
 @contextmanager
