@@ -52,7 +52,7 @@ from wrk_runner import LoadSettings, run_wrk, wrk_version  # noqa: E402
 from tests.conftest import user_body  # noqa: E402
 from tests.fakes.loopback import serve_app  # noqa: E402
 from tests.fakes.microsoft import FakeMicrosoft  # noqa: E402
-from tests.fakes.microsoft_graph import encrypt_resource, presence_resource  # noqa: E402
+from tests.fakes.microsoft_graph import notification_item  # noqa: E402
 
 TENANT = "6a1d3f0e-8a41-4d7e-9b55-2f1c0c1b7e01"
 CLIENT = "3f2b6c1a-5d4e-4f60-8a7b-9c0d1e2f3a4b"
@@ -167,34 +167,10 @@ def prepare(fake: FakeMicrosoft, count: int, per_post: int, path: Path) -> int:
             for _ in range(per_post):
                 subscription = random.choice(subscriptions)
                 user_id = random.choice(sorted(subscription.user_ids))
-                odata_id = f"communications/presences('{user_id}')"
-                resource = {
-                    "@odata.type": "#Microsoft.Graph.presence",
-                    "@odata.id": odata_id,
-                    **presence_resource(user_id, random.choice(STATES)),
-                }
-                assert subscription.certificate is not None
-                items.append(
-                    {
-                        "subscriptionId": subscription.id,
-                        "clientState": subscription.client_state,
-                        "changeType": "updated",
-                        "resource": odata_id,
-                        "subscriptionExpirationDateTime": subscription.expires.isoformat(),
-                        "tenantId": TENANT,
-                        "resourceData": {
-                            "@odata.type": "#Microsoft.Graph.presence",
-                            "@odata.id": odata_id,
-                            "id": user_id,
-                        },
-                        "encryptedContent": encrypt_resource(
-                            resource, subscription.certificate, subscription.certificate_id or ""
-                        ),
-                    }
-                )
+                items.append(notification_item(subscription, user_id, random.choice(STATES)))
             body = {
                 "value": items,
-                "validationTokens": [graph.engine._validation_token(TENANT, CLIENT)],
+                "validationTokens": [graph.engine.validation_token(TENANT, CLIENT)],
             }
             out.write(f"/webhooks/graph/notifications\t{orjson.dumps(body).decode()}\n")
             items_total += per_post

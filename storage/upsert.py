@@ -19,18 +19,21 @@ from storage.prepared import Prepared
 _BUILT: dict[tuple[str, str, tuple[str, ...], int], Prepared] = {}
 
 
+def _insert(dialect: str, table: Table) -> Any:
+    return (postgres_insert if dialect == "postgresql" else sqlite_insert)(table)
+
+
 def _statement(
     dialect: str, table: Table, columns: tuple[str, ...], only_if: Select[Any] | None
 ) -> Prepared:
     key = (dialect, table.name, columns, id(only_if))
     built = _BUILT.get(key)
     if built is None:
-        make = postgres_insert if dialect == "postgresql" else sqlite_insert
         source = select(*(bindparam(name, type_=table.c[name].type) for name in columns))
         if only_if is not None:
             source = source.where(only_if.exists())
         built = Prepared(
-            make(table)
+            _insert(dialect, table)
             .from_select(list(columns), source)
             .on_conflict_do_nothing()
             .returning(*table.primary_key.columns)
@@ -50,3 +53,9 @@ def remember(
     when ``only_if``, a query over the same parameters, finds nothing)."""
     statement = _statement(conn.dialect.name, table, tuple(values), only_if)
     return statement.run(conn, values).fetchone() is not None
+
+
+def remember_all(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert the rows whose unique key is not there yet, in one statement (many rows)."""
+    if rows:
+        conn.execute(_insert(conn.dialect.name, table).on_conflict_do_nothing(), rows)

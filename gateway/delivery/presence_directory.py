@@ -15,8 +15,6 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Select, bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi
@@ -30,6 +28,7 @@ from gateway.security import SecretBox
 from storage.outbox import Claimed
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, SCIM_CLAIMS, SCIM_USERS, utcnow
 from storage.transaction import Transaction
+from storage.upsert import remember_all
 
 DIRECTORY_EVERY = 600.0
 LOOKUPS_PER_RUN = 2000
@@ -135,9 +134,9 @@ def _record_lookups(
     if not found:
         return
     now = utcnow()
-    make = postgres_insert if tx.conn.dialect.name == "postgresql" else sqlite_insert
-    tx.conn.execute(
-        make(PRESENCE_USERS).on_conflict_do_nothing(),
+    remember_all(
+        tx.conn,
+        PRESENCE_USERS,
         [
             {
                 "id": str(uuid.uuid4()),

@@ -102,19 +102,20 @@ class _Echoes:
         return True
 
 
-def apply_teams_states(
+def apply_graph_presences(
     tx: Transaction,
     account_id: str,
-    states: Sequence[TeamsState],
+    presences: Sequence[dict[str, Any]],
     *,
     read_at: datetime | None = None,
-    actor: Actor = TEAMS_ACTOR,
 ) -> int:
-    """Store Teams' states of users of the account, in order; returns how many events.
+    """Store presence resources as Graph gives them (read back or in notifications), in
+    order; returns how many events.
 
-    ``read_at``: when the states were read back, so that a state stored since (a
-    notification newer than the read) is not overwritten.
+    ``read_at``: when they were read back, so that a state stored since (a notification
+    newer than the read) is not overwritten.
     """
+    states = [TeamsState.of(presence) for presence in presences]
     if not states:
         return 0
     users = _users(tx.conn, account_id, [state.teams_user_id for state in states])
@@ -131,19 +132,6 @@ def apply_teams_states(
                     continue
             if not stored.put(user.id, TEAMS, pair, state.raw, now) or echoes.take(user.id, state):
                 continue
-            changed_event(tx, user, TEAMS, pair, actor, combined=stored.pairs(user.id))
+            changed_event(tx, user, TEAMS, pair, TEAMS_ACTOR, combined=stored.pairs(user.id))
             events += 1
     return events
-
-
-def apply_graph_presences(
-    tx: Transaction,
-    account_id: str,
-    presences: Sequence[dict[str, Any]],
-    *,
-    read_at: datetime | None = None,
-) -> int:
-    """Store presence resources as Graph gives them (read back or in notifications)."""
-    return apply_teams_states(
-        tx, account_id, [TeamsState.of(presence) for presence in presences], read_at=read_at
-    )

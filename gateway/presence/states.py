@@ -24,28 +24,27 @@ from storage.upsert import remember
 # Ids per IN list: far below every backend's limit on parameters.
 CHUNK = 500
 
-_SET_STATE = Prepared(
-    update(PRESENCE_STATES)
-    .where(
-        PRESENCE_STATES.c.user_id == bindparam("state_user"),
-        PRESENCE_STATES.c.source == bindparam("state_source"),
+
+def _update_state(**values: Any) -> Prepared:
+    """An UPDATE of one user's state from one source (``state_user``, ``state_source``)."""
+    return Prepared(
+        update(PRESENCE_STATES)
+        .where(
+            PRESENCE_STATES.c.user_id == bindparam("state_user"),
+            PRESENCE_STATES.c.source == bindparam("state_source"),
+        )
+        .values(**values)
     )
-    .values(
-        availability=bindparam("availability"),
-        activity=bindparam("activity"),
-        raw=bindparam("raw"),
-        version=bindparam("version"),
-        updated_at=bindparam("updated_at"),
-    )
+
+
+_SET_STATE = _update_state(
+    availability=bindparam("availability"),
+    activity=bindparam("activity"),
+    raw=bindparam("raw"),
+    version=bindparam("version"),
+    updated_at=bindparam("updated_at"),
 )
-_SET_RAW = Prepared(
-    update(PRESENCE_STATES)
-    .where(
-        PRESENCE_STATES.c.user_id == bindparam("state_user"),
-        PRESENCE_STATES.c.source == bindparam("state_source"),
-    )
-    .values(raw=bindparam("raw"))
-)
+_SET_RAW = _update_state(raw=bindparam("raw"))
 
 
 @dataclass(frozen=True)

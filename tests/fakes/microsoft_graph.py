@@ -189,6 +189,38 @@ def encrypt_resource(
     }
 
 
+def notification_item(
+    subscription: GraphSubscription, user_id: str, visible: tuple[str, str]
+) -> dict[str, Any]:
+    """The change notification Graph sends a subscription for a user's new presence: with
+    the presence encrypted when the subscription asked for resource data."""
+    odata_id = f"communications/presences('{user_id}')"
+    item: dict[str, Any] = {"subscriptionId": subscription.id}
+    if subscription.client_state is not None:
+        item["clientState"] = subscription.client_state
+    item |= {
+        "changeType": "updated",
+        "resource": odata_id,
+        "subscriptionExpirationDateTime": graph_time(subscription.expires),
+        "tenantId": subscription.tenant_id,
+        "resourceData": {
+            "@odata.type": "#Microsoft.Graph.presence",
+            "@odata.id": odata_id,
+            "id": user_id,
+        },
+    }
+    if subscription.certificate is not None and subscription.certificate_id is not None:
+        resource = {
+            "@odata.type": "#Microsoft.Graph.presence",
+            "@odata.id": odata_id,
+            **presence_resource(user_id, visible),
+        }
+        item["encryptedContent"] = encrypt_resource(
+            resource, subscription.certificate, subscription.certificate_id
+        )
+    return item
+
+
 class GraphError(Exception):
     """An error answered in Graph's JSON shape."""
 
@@ -541,7 +573,8 @@ class PushEngine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _validation_token(self, tenant_id: str, client_id: str) -> str:
+    def validation_token(self, tenant_id: str, client_id: str) -> str:
+        """A validation token as Graph puts in POSTs with resource data for this app."""
         now = int(time.time())
         return self.directory.sign(
             {
@@ -564,7 +597,7 @@ class PushEngine:
             body: dict[str, Any] = {"value": pending.items}
             if pending.audiences:
                 body["validationTokens"] = [
-                    self._validation_token(*audience) for audience in sorted(pending.audiences)
+                    self.validation_token(*audience) for audience in sorted(pending.audiences)
                 ]
             content = orjson.dumps(body)
             headers = {"Content-Type": "application/json; charset=utf-8"}
@@ -845,35 +878,15 @@ class FakeGraph:
             self._publish(user_id)
 
     def _notify(self, user_id: str, visible: tuple[str, str]) -> None:
-        odata_id = f"communications/presences('{user_id}')"
         for subscription in self._subscriptions.values():
             if user_id not in subscription.user_ids or not subscription.live():
                 continue
-            item: dict[str, Any] = {"subscriptionId": subscription.id}
-            if subscription.client_state is not None:
-                item["clientState"] = subscription.client_state
-            item |= {
-                "changeType": "updated",
-                "resource": odata_id,
-                "subscriptionExpirationDateTime": graph_time(subscription.expires),
-                "tenantId": subscription.tenant_id,
-                "resourceData": {
-                    "@odata.type": "#Microsoft.Graph.presence",
-                    "@odata.id": odata_id,
-                    "id": user_id,
-                },
-            }
-            audience = None
-            if subscription.certificate is not None and subscription.certificate_id is not None:
-                resource = {
-                    "@odata.type": "#Microsoft.Graph.presence",
-                    "@odata.id": odata_id,
-                    **presence_resource(user_id, visible),
-                }
-                item["encryptedContent"] = encrypt_resource(
-                    resource, subscription.certificate, subscription.certificate_id
-                )
-                audience = (subscription.tenant_id, subscription.app_id)
+            item = notification_item(subscription, user_id, visible)
+            audience = (
+                (subscription.tenant_id, subscription.app_id)
+                if "encryptedContent" in item
+                else None
+            )
             self.engine.post(subscription.notification_url, item, audience)
 
     # HTTP

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fakes.microsoft_graph import encrypt_resource, presence_resource
+from tests.fakes.microsoft_graph import notification_item
 from tests.gateway.presence.conftest import CLIENT_ID, TENANT, USERS, TeamsStack
 from tests.gateway.presence.test_monitors import subscribed_monitor
 from tests.support.waiting import eventually
@@ -18,26 +18,10 @@ def _rich_post(
     graph = stack.microsoft.graph
     subscription = next(iter(graph._subscriptions.values()))
     assert subscription.certificate is not None
-    items = []
-    for email, state in states:
-        user_id = stack.teams_ids[email]
-        odata_id = f"communications/presences('{user_id}')"
-        items.append(
-            {
-                "subscriptionId": subscription.id,
-                "clientState": subscription.client_state,
-                "changeType": "updated",
-                "resource": odata_id,
-                "tenantId": TENANT,
-                "resourceData": {"@odata.id": odata_id, "id": user_id},
-                "encryptedContent": encrypt_resource(
-                    presence_resource(user_id, state),
-                    subscription.certificate,
-                    subscription.certificate_id or "",
-                ),
-            }
-        )
-    return {"value": items, "validationTokens": [graph.engine._validation_token(TENANT, client_id)]}
+    items = [
+        notification_item(subscription, stack.teams_ids[email], state) for email, state in states
+    ]
+    return {"value": items, "validationTokens": [graph.engine.validation_token(TENANT, client_id)]}
 
 
 def _teams_states(stack: TeamsStack, email: str) -> list[str]:

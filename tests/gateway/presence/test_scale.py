@@ -34,13 +34,10 @@ MONITORS = 16
 
 def _provision(stack: TeamsStack, count: int) -> list[str]:
     """``count`` users through SCIM (as Entra sends them, concurrently) and in the tenant."""
-    keys = stack.api("POST", "/integrations/azure_ad_sync/keys").json()
-    path = keys["tenant_url"].removeprefix(stack.url) + "/Users"
-    headers = {"Authorization": f"Bearer {keys['secret_token']}"}
 
     def create(n: int) -> str:
         body = user_body(f"s{n}")
-        answer = stack.http.post(path, json=body, headers=headers)
+        answer = stack.scim("POST", json=body)
         assert answer.status_code == 201, answer.text
         email: str = body["emails"][0]["value"]
         return email
