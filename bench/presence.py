@@ -221,7 +221,7 @@ def sync_all(
     started = time.monotonic()
     http.post(base + "/presence/sync").raise_for_status()
     while not http.get(base + "/presence/sync").json()["done"]:
-        time.sleep(0.05)
+        time.sleep(0.01)
     took = time.monotonic() - started
     ids = [s.user_ids for s in fake.graph._subscriptions.values()]
     chunks = [sorted(chunk) for chunk in ids]

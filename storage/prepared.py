@@ -9,7 +9,7 @@ JSON), so it stays one statement for both backends. Results come back as plain t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -68,10 +68,23 @@ class Prepared:
     def run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """Execute with ``params`` on the connection's driver cursor; returns the cursor."""
         sql, arguments = self._prepare(conn, tuple(params))
+        return self._on_cursor(conn, sql, lambda cursor: cursor.execute(sql, arguments(params)))
+
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute once per row (the driver's ``executemany``); every row has the same keys."""
+        if not rows:
+            return
+        sql, arguments = self._prepare(conn, tuple(rows[0]))
+        self._on_cursor(
+            conn, sql, lambda cursor: cursor.executemany(sql, [arguments(row) for row in rows])
+        )
+
+    @staticmethod
+    def _on_cursor(conn: Connection, sql: str, work: Callable[[Any], Any]) -> Any:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         driver_error = conn.dialect.loaded_dbapi.Error
         try:
-            cursor.execute(sql, arguments(params))
+            work(cursor)
         except driver_error as exc:
             # Raised as SQLAlchemy would (IntegrityError, OperationalError, ...), so that
             # the write path maps lock waits and deadlocks as for every other statement.

@@ -12,6 +12,8 @@ account's endpoints) are written here too, next to the event, by ``enqueue`` and
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,33 +31,36 @@ _INSERT_EVENT_POSTGRES = Prepared(
 )
 _INSERT_OUTBOX = insert(OUTBOX)
 # One delivery per enabled endpoint of the account, in the event's own transaction.
-_FAN_OUT = Prepared(
-    insert(OUTBOX)
-    .from_select(
-        [
-            "account_id",
-            "kind",
-            "target_id",
-            "payload",
-            "status",
-            "attempts",
-            "available_at",
-            "created_at",
-            "updated_at",
-        ],
-        select(
-            ENDPOINTS.c.account_id,
-            literal(EVENT_DELIVERY),
-            ENDPOINTS.c.id,
-            bindparam("payload", type_=JSONType),
-            literal("pending"),
-            literal(0),
-            bindparam("moment"),
-            bindparam("moment"),
-            bindparam("moment"),
-        ).where(ENDPOINTS.c.account_id == bindparam("account_id"), ENDPOINTS.c.status == "enabled"),
-    )
-    .returning(OUTBOX.c.pk)
+_FAN_OUT_SELECT = insert(OUTBOX).from_select(
+    [
+        "account_id",
+        "kind",
+        "target_id",
+        "payload",
+        "status",
+        "attempts",
+        "available_at",
+        "created_at",
+        "updated_at",
+    ],
+    select(
+        ENDPOINTS.c.account_id,
+        literal(EVENT_DELIVERY),
+        ENDPOINTS.c.id,
+        bindparam("payload", type_=JSONType),
+        literal("pending"),
+        literal(0),
+        bindparam("moment"),
+        bindparam("moment"),
+        bindparam("moment"),
+    ).where(ENDPOINTS.c.account_id == bindparam("account_id"), ENDPOINTS.c.status == "enabled"),
+)
+_FAN_OUT = Prepared(_FAN_OUT_SELECT.returning(OUTBOX.c.pk))
+_FAN_OUT_MANY = Prepared(_FAN_OUT_SELECT)
+_HAS_ENDPOINT = Prepared(
+    select(ENDPOINTS.c.id)
+    .where(ENDPOINTS.c.account_id == bindparam("account_id"), ENDPOINTS.c.status == "enabled")
+    .limit(1)
 )
 # FOR NO KEY UPDATE: exclusive among writers of the account, yet compatible with the
 # KEY SHARE lock that foreign key checks take on the account row.
@@ -90,6 +95,8 @@ class Transaction:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._locked: set[str] = set()
+        # Rows of events recorded inside ``batched_events``, not inserted yet.
+        self._batch: list[dict[str, Any]] | None = None
         # Whether this unit wrote outbox rows: the database tells the workers after commit.
         self.enqueued = False
 
@@ -115,24 +122,24 @@ class Transaction:
         event can never be committed on its own, whoever built this object.
         """
         self._require_open()
-        postgres = self.conn.dialect.name == "postgresql"
-        (_INSERT_EVENT_POSTGRES if postgres else _INSERT_EVENT).run(
-            self.conn,
-            {
-                "id": event.id,
-                "account_id": event.account_id,
-                "occurred_at": event.occurred_at or utcnow(),
-                "actor_name": event.actor_name,
-                "actor_id": event.actor_id,
-                "action": event.action,
-                "event_type": event.event_type,
-                "asset": event.asset,
-                "asset_id": event.asset_id,
-                "type": event.type,
-                "properties_changed": event.properties_changed,
-                "details": event.details,
-            },
-        )
+        row = {
+            "id": event.id,
+            "account_id": event.account_id,
+            "occurred_at": event.occurred_at or utcnow(),
+            "actor_name": event.actor_name,
+            "actor_id": event.actor_id,
+            "action": event.action,
+            "event_type": event.event_type,
+            "asset": event.asset,
+            "asset_id": event.asset_id,
+            "type": event.type,
+            "properties_changed": event.properties_changed,
+            "details": event.details,
+        }
+        if self._batch is not None:
+            self._batch.append(row)
+            return
+        self._insert_events.run(self.conn, row)
         fanned = _FAN_OUT.run(
             self.conn,
             {
@@ -144,6 +151,43 @@ class Transaction:
         # RETURNING, as PostgreSQL's driver reports no row count for INSERT ... SELECT.
         if fanned.fetchone() is not None:
             self.enqueued = True
+
+    @contextmanager
+    def batched_events(self) -> Iterator[None]:
+        """Events recorded inside are inserted together as it ends, with their deliveries.
+
+        For units that record hundreds (a read-back of 650 users): one ``executemany``
+        instead of two statements an event. Nothing in the unit reads them back before.
+        """
+        if self._batch is not None:
+            yield
+            return
+        self._batch = []
+        try:
+            yield
+            rows = self._batch
+        finally:
+            self._batch = None
+        if not rows:
+            return
+        self._insert_events.run_many(self.conn, rows)
+        moment = time.time()
+        for account_id in dict.fromkeys(row["account_id"] for row in rows):
+            if _HAS_ENDPOINT.run(self.conn, {"account_id": account_id}).fetchone() is None:
+                continue
+            _FAN_OUT_MANY.run_many(
+                self.conn,
+                [
+                    {"account_id": account_id, "payload": {"event_id": row["id"]}, "moment": moment}
+                    for row in rows
+                    if row["account_id"] == account_id
+                ],
+            )
+            self.enqueued = True
+
+    @property
+    def _insert_events(self) -> Prepared:
+        return _INSERT_EVENT_POSTGRES if self.conn.dialect.name == "postgresql" else _INSERT_EVENT
 
     def enqueue(
         self,

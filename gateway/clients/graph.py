@@ -22,6 +22,7 @@ from gateway.clients.http import (
     HttpClient,
     ProviderError,
     Reply,
+    Unanswered,
     backoff,
     parse_retry_after,
     request,
@@ -31,6 +32,9 @@ API = "/v1.0"
 # Graph's limits: ids per getPresencesByUserId call and per subscription; requests per $batch.
 MAX_PRESENCE_IDS = 650
 MAX_BATCH = 20
+# A subscription's create waits for Graph to validate the notification and lifecycle URLs
+# (10 s each at most) before it is answered.
+SUBSCRIBE_TIMEOUT = 30.0
 
 
 @dataclass
@@ -146,9 +150,15 @@ class GraphApi:
         what: str,
         json: Any = None,
         ok: Sequence[int] = (200, 201, 202, 204),
+        timeout: float | None = None,
+        repeatable: bool = True,
     ) -> Reply:
         """One Graph call, retried on 429 and 5xx within ``max_wait``; other answers not
-        in ``ok`` raise ``GraphError``."""
+        in ``ok`` raise ``GraphError``.
+
+        ``repeatable=False``: a call that creates something is not sent again when an
+        earlier try got no answer (Graph may have acted on it); the caller finds out.
+        """
         headers = {"Authorization": f"Bearer {token}"}
         waited = 0.0
         for attempt in range(1, self.attempts + 1):
@@ -160,8 +170,11 @@ class GraphApi:
                     what=what,
                     headers=headers,
                     json=json,
+                    timeout=timeout,
                 )
             except ProviderError as exc:
+                if isinstance(exc, Unanswered) and not repeatable:
+                    raise
                 wait = backoff(attempt, base=0.5, cap=8.0)
                 if exc.retry_after is not None:
                     wait = max(exc.retry_after, 0.05)
@@ -262,7 +275,17 @@ class GraphApi:
         if certificate is not None:
             body["includeResourceData"] = True
             body["encryptionCertificateId"], body["encryptionCertificate"] = certificate
-        reply = await self.call(token, "POST", "/subscriptions", what="subscribe", json=body)
+        # Graph answers only once it has validated both URLs (up to 10 s each): a create
+        # given up on sooner may still be made, and a second one would then be refused.
+        reply = await self.call(
+            token,
+            "POST",
+            "/subscriptions",
+            what="subscribe",
+            json=body,
+            timeout=max(SUBSCRIBE_TIMEOUT, self._http.timeout.total or 0.0),
+            repeatable=False,
+        )
         answer = reply.json()
         return Subscription(str(answer["id"]), parse_graph_time(answer["expirationDateTime"]))
 

@@ -44,6 +44,11 @@ class ProviderError(Exception):
         return self.message
 
 
+class Unanswered(ProviderError):
+    """The call was sent but no answer came (timeout, connection lost): the other side
+    may have acted on it. Repeating a call that creates something needs care."""
+
+
 HttpClient = aiohttp.ClientSession
 
 
@@ -121,11 +126,13 @@ async def request(
     form: Mapping[str, str | list[str]] | None = None,
     json: Any = None,
     content: str | bytes | None = None,
+    timeout: float | None = None,
 ) -> Reply:
     """One call; transport failures and retryable statuses become ``ProviderError``.
 
     Other statuses are returned for the caller to interpret (each provider words its
-    errors differently). Redirects are not followed.
+    errors differently). Redirects are not followed. ``timeout``: this call's total,
+    instead of the client's (a provider known to answer slowly).
     """
     body: Any = content
     if form is not None:
@@ -143,6 +150,7 @@ async def request(
             data=body,
             json=json,
             allow_redirects=False,
+            timeout=http.timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
         ) as response:
             reply = Reply(
                 status=response.status,
@@ -151,9 +159,12 @@ async def request(
                 body=await response.read(),
             )
     except TimeoutError as exc:
-        raise ProviderError(f"{what}: timed out", retryable=True) from exc
-    except aiohttp.ClientError as exc:
+        raise Unanswered(f"{what}: timed out", retryable=True) from exc
+    except aiohttp.ClientConnectorError as exc:
+        # Not connected: nothing was sent.
         raise ProviderError(f"{what}: {type(exc).__name__}", retryable=True) from exc
+    except aiohttp.ClientError as exc:
+        raise Unanswered(f"{what}: {type(exc).__name__}", retryable=True) from exc
     if reply.status in RETRYABLE_STATUSES:
         raise ProviderError(
             f"{what}: HTTP {reply.status}",

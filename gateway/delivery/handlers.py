@@ -26,10 +26,11 @@ from gateway.delivery.policy import RetryPolicy, policies
 from gateway.delivery.presence_directory import directory_handler
 from gateway.delivery.presence_jobs import unsubscribe_handler, upkeep_handler
 from gateway.delivery.presence_reads import PresenceReader, presence_read_handler
+from gateway.delivery.presence_sync import sync_handler
 from gateway.delivery.presence_writes import PresenceWriter, presence_write_handler
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.events.service import Actor
-from gateway.presence.monitors import DIRECTORY, UNSUBSCRIBE, UPKEEP
+from gateway.presence.monitors import DIRECTORY, SYNC, UNSUBSCRIBE, UPKEEP
 from gateway.presence.service import READ, WRITE
 from gateway.security import SecretBox
 from gateway.settings import Settings
@@ -285,6 +286,7 @@ def handlers(ctx: Context) -> dict[str, Handler]:
         DIRECTORY: directory_handler(tools, ctx.policy("upkeep")),
         UPKEEP: upkeep_handler(tools, ctx.policy("upkeep")),
         UNSUBSCRIBE: unsubscribe_handler(tools, ctx.policy("upkeep")),
+        SYNC: sync_handler(tools, ctx.policy("sends")),
         WRITE: presence_write_handler(
             ctx.db,
             ctx.secrets,

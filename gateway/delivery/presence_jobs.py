@@ -298,7 +298,18 @@ class _Upkeep:
             )
         for item in leftovers:
             await graph.delete_subscription(token, str(item["id"]))
-        return await create()
+        try:
+            return await create()
+        except GraphError as exc:
+            if exc.status != 409:
+                raise
+            # A create sent earlier without an answer was made in the meantime: the next
+            # try, in a moment, finds it and replaces it.
+            raise ProviderError(
+                "a subscription of this monitor appeared while it was replaced; trying again",
+                retryable=True,
+                retry_after=2.0,
+            ) from exc
 
     async def _subscription(
         self, monitor: Any, token: str, users: list[str], digest: str

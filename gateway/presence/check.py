@@ -7,8 +7,9 @@ permissions (read from the token's roles), the client secret's expiry, the monit
 notification URL answers Graph's validation request through ``GATEWAY_PUBLIC_URL`` (the
 gateway calls itself from outside, as Graph does).
 
-"Sync all" makes every live monitor read back the presence of all its users at its next
-upkeep, now; its reads go through the tenant's presence budget like any other.
+"Sync all" queues a read-back of every live monitor's users (``presence.sync`` rows, one
+per monitor, run side by side); its reads go through the tenant's presence budget like
+any other. Its progress is the monitors whose row has not finished.
 """
 
 from __future__ import annotations
@@ -19,19 +20,20 @@ import time
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, select
 
 from gateway.accounts.service import require_account
 from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.http import HttpClient, ProviderError, request
 from gateway.clients.identity import IdentityError, IdentityPlatform, unverified_claims
 from gateway.presence.models import CheckItem, SyncStatus, SystemCheck
-from gateway.presence.monitors import LIVE, MONITOR_USERS, SUBSCRIBED, UPKEEP
+from gateway.presence.monitors import LIVE, MONITOR_USERS, SUBSCRIBED, SYNC
 from gateway.presence.service import queue_once
 from gateway.security import SecretBox
 from gateway.web.errors import Conflict
 from storage.engine import Database
-from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS
+from storage.outbox import PENDING
+from storage.tables import OUTBOX, PRESENCE_MONITORS, PRESENCE_USERS
 from storage.transaction import Transaction
 
 SECRET_WARNING_DAYS = 30
@@ -219,13 +221,8 @@ async def sync_all(db: Database, *, account_id: str) -> SyncStatus:
         ).all()
         if not rows:
             raise Conflict("No authorized presence monitor: nothing to sync.")
-        tx.conn.execute(
-            update(PRESENCE_MONITORS)
-            .where(PRESENCE_MONITORS.c.id.in_([row.id for row in rows]))
-            .values(resync_needed=True)
-        )
         for row in rows:
-            queue_once(tx, account_id=account_id, kind=UPKEEP, target_id=row.id)
+            queue_once(tx, account_id=account_id, kind=SYNC, target_id=row.id)
         return _sync_status(tx.conn, account_id)
 
     return await db.transact(work)
@@ -233,20 +230,22 @@ async def sync_all(db: Database, *, account_id: str) -> SyncStatus:
 
 def _sync_status(conn: Connection, account_id: str) -> SyncStatus:
     rows = conn.execute(
-        select(
-            PRESENCE_MONITORS.c.resync_needed,
-            PRESENCE_MONITORS.c.upkeep_until,
-            PRESENCE_MONITORS.c.users,
-        ).where(
+        select(PRESENCE_MONITORS.c.id, PRESENCE_MONITORS.c.users).where(
             PRESENCE_MONITORS.c.account_id == account_id,
             PRESENCE_MONITORS.c.status.in_(LIVE),
         )
     ).all()
-    moment = time.time()
-    # Still to read back, or reading now (an upkeep takes the request when it starts).
-    pending: Any = [
-        row for row in rows if row.resync_needed or float(row.upkeep_until or 0) > moment
-    ]
+    # Waiting or being read (a row stays until its read is stored or given up).
+    waiting = set(
+        conn.scalars(
+            select(OUTBOX.c.target_id).where(
+                OUTBOX.c.account_id == account_id,
+                OUTBOX.c.kind == SYNC,
+                OUTBOX.c.status == PENDING,
+            )
+        )
+    )
+    pending: Any = [row for row in rows if row.id in waiting]
     return SyncStatus(
         monitors=len(rows),
         monitors_pending=len(pending),

@@ -119,19 +119,24 @@ def apply_graph_presences(
     if not states:
         return 0
     users = _users(tx.conn, account_id, [state.teams_user_id for state in states])
-    stored = States(tx.conn, [user.id for rows in users.values() for user in rows])
     echoes = _Echoes(tx, users)
     now = utcnow()
     events = 0
-    for state in states:
-        pair = (state.availability, state.activity)
-        for user in users.get(state.teams_user_id, ()):
-            if read_at is not None:
-                current = stored.get(user.id, TEAMS)
-                if current is not None and current.updated_at > read_at:
+    with (
+        States(tx.conn, [user.id for rows in users.values() for user in rows]) as stored,
+        tx.batched_events(),
+    ):
+        for state in states:
+            pair = (state.availability, state.activity)
+            for user in users.get(state.teams_user_id, ()):
+                if read_at is not None:
+                    current = stored.get(user.id, TEAMS)
+                    if current is not None and current.updated_at > read_at:
+                        continue
+                if not stored.put(user.id, TEAMS, pair, state.raw, now) or echoes.take(
+                    user.id, state
+                ):
                     continue
-            if not stored.put(user.id, TEAMS, pair, state.raw, now) or echoes.take(user.id, state):
-                continue
-            changed_event(tx, user, TEAMS, pair, TEAMS_ACTOR, combined=stored.pairs(user.id))
-            events += 1
+                changed_event(tx, user, TEAMS, pair, TEAMS_ACTOR, combined=stored.pairs(user.id))
+                events += 1
     return events

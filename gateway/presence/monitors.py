@@ -55,6 +55,8 @@ SUBSCRIBED = "subscribed"
 LIVE = (AUTHORIZED, SUBSCRIBED)
 UPKEEP = "presence.upkeep"
 DIRECTORY = "presence.directory"
+# "Sync all": one row per live monitor, reading back its users.
+SYNC = "presence.sync"
 UNSUBSCRIBE = "presence.unsubscribe"
 MONITOR_ACTOR = Actor("Presence monitor", "sign-in")
 # A provisioning burst (Entra sends users one by one) settles into one directory run,

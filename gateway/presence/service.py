@@ -191,10 +191,10 @@ async def change_cloudlink_presence(
             )
         user = presence_user(tx, account_id, change.user)
         pair = (change.availability, change.activity)
-        stored = States(tx.conn, [user.id])
-        if not stored.put(user.id, CLOUDLINK, pair, None, utcnow()):
-            return Accepted(status="unchanged")
-        changed_event(tx, user, CLOUDLINK, pair, actor, combined=stored.pairs(user.id))
+        with States(tx.conn, [user.id]) as stored:
+            if not stored.put(user.id, CLOUDLINK, pair, None, utcnow()):
+                return Accepted(status="unchanged")
+            changed_event(tx, user, CLOUDLINK, pair, actor, combined=stored.pairs(user.id))
         if writes_to_teams(tx.conn, account_id):
             queue_write(tx, account_id, user.id)
         return Accepted(status="accepted")

@@ -95,11 +95,27 @@ def _load(conn: Connection, user_ids: Sequence[str]) -> dict[str, dict[str, Stor
 
 
 class States:
-    """The stored states of some users, kept in step with what the unit writes."""
+    """The stored states of some users, kept in step with what the unit writes.
+
+    Used as a context manager: new states are inserted at once (another unit may insert
+    the same user's first state), changed ones are updated together when the block ends
+    without an error (one ``executemany``; nothing reads them back before).
+    """
 
     def __init__(self, conn: Connection, user_ids: Sequence[str]) -> None:
         self._conn = conn
         self._states = _load(conn, user_ids)
+        self._changed: list[dict[str, Any]] = []
+        self._raws: list[dict[str, Any]] = []
+
+    def __enter__(self) -> States:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            _SET_STATE.run_many(self._conn, self._changed)
+            _SET_RAW.run_many(self._conn, self._raws)
+        self._changed, self._raws = [], []
 
     def get(self, user_id: str, source: str) -> Stored | None:
         """The user's state from ``source``, if any."""
@@ -149,12 +165,11 @@ class States:
         if (current.availability, current.activity) == pair:
             # A read-back of users in step with Teams writes nothing.
             if current.raw != raw:
-                _SET_RAW.run(self._conn, {**where, "raw": raw})
+                self._raws.append({**where, "raw": raw})
                 sources[source] = replace(current, raw=raw)
             return False
         version = current.version + 1
-        _SET_STATE.run(
-            self._conn,
+        self._changed.append(
             {
                 **where,
                 "availability": availability,
@@ -162,7 +177,7 @@ class States:
                 "raw": raw,
                 "version": version,
                 "updated_at": now,
-            },
+            }
         )
         sources[source] = Stored(availability, activity, version, now, raw)
         return True

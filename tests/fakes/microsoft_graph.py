@@ -32,8 +32,11 @@ enforces Graph's rules and pushes real notifications over HTTP:
   shortened to ``max_subscription_minutes`` when that is less), resource data only with an
   encryption certificate, and the validation handshake on both URLs before creating (400
   ``ValidationError`` unless each answers 200 ``text/plain`` with the token within
-  ``notification_timeout``). Renew, delete, reauthorize only by the creating user and app;
-  an expired, dropped or deleted subscription is 404 and sends nothing.
+  ``notification_timeout``). ``create_latency`` seconds more pass before a create is
+  answered (Graph can take that long; the subscription exists when the answer leaves,
+  whether or not the caller still waits for it). Renew, delete, reauthorize only by the
+  creating user and app; an expired, dropped or deleted subscription is 404 and sends
+  nothing.
 * Notifications: each change of a covered user's visible presence (whatever caused it: a
   Teams client, a setPresence, a fading session) is POSTed to the subscription's URL, items
   for the same URL within ``notification_batch_window`` seconds in one POST. Rich ones carry
@@ -689,6 +692,7 @@ class FakeGraph:
         self.directory = directory
         self.max_subscription_minutes = max_subscription_minutes
         self.notification_timeout = notification_timeout
+        self.create_latency = 0.0
         self.available_fade = available_fade
         self.shuffle_batch_responses = shuffle_batch_responses
         self.rate_limiter = RateLimiter(presence_window, presence_budget)
@@ -1322,6 +1326,7 @@ class FakeGraph:
         with self.directory.lock:
             self._conflict(caller)
             self._subscriptions[subscription.id] = subscription
+        await asyncio.sleep(self.create_latency)
         context = f"{GRAPH_RESOURCE}/v1.0/$metadata#subscriptions/$entity"
         return Answer(201, {"@odata.context": context, **subscription.as_json()})
 

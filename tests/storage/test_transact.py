@@ -17,7 +17,7 @@ from sqlalchemy import event, insert, select
 from storage.engine import Database, make_engine
 from storage.errors import DatabaseBusy
 from storage.migrate import upgrade
-from storage.tables import ACCOUNTS, utcnow
+from storage.tables import ACCOUNTS, ENDPOINTS, EVENTS, OUTBOX, utcnow
 from storage.transaction import NewEvent, Transaction
 from tests.support.databases import sqlite_url
 from tests.support.locker import write_lock_held
@@ -168,3 +168,60 @@ def test_an_event_cannot_be_recorded_outside_a_transaction(db: Database) -> None
     event = NewEvent("e1", "a1", "Operator", None, "Create", "Admin", "Account", "a1", "t", [], {})
     with db.engine.connect() as conn, pytest.raises(RuntimeError, match=r"Database\.transact"):
         Transaction(conn).record_event(event)
+
+
+def _event(event_id: str, account_id: str) -> NewEvent:
+    return NewEvent(
+        event_id, account_id, "Operator", None, "Edit", "Admin", "Presence", "x", "t", [], {}
+    )
+
+
+def test_batched_events_are_written_together_with_their_deliveries(db: Database) -> None:
+    """Inside ``batched_events`` nothing is inserted until it ends; then every event is,
+    in order, with one delivery per enabled endpoint of its account (none for an account
+    without endpoints), and the unit reports outbox rows for the workers."""
+    with_endpoint = asyncio.run(db.transact(add("with endpoint")))
+    without = asyncio.run(db.transact(add("without")))
+
+    def endpoint(tx: Transaction) -> None:
+        tx.conn.execute(
+            insert(ENDPOINTS).values(
+                id=str(uuid.uuid4()), account_id=with_endpoint, url="https://e.example", secret="s"
+            )
+        )
+
+    asyncio.run(db.transact(endpoint))
+
+    def unit(tx: Transaction) -> tuple[int, bool]:
+        with tx.batched_events():
+            for n in range(3):
+                tx.record_event(_event(f"e{n}", with_endpoint))
+                tx.record_event(_event(f"w{n}", without))
+            inside = len(tx.conn.execute(select(EVENTS.c.id)).all())
+        return inside, tx.enqueued
+
+    assert asyncio.run(db.transact(unit)) == (0, True)
+    with db.engine.connect() as conn:
+        events = conn.execute(select(EVENTS.c.id, EVENTS.c.account_id).order_by(EVENTS.c.seq))
+        assert [row.id for row in events] == ["e0", "w0", "e1", "w1", "e2", "w2"]
+        deliveries = conn.execute(select(OUTBOX.c.account_id, OUTBOX.c.payload)).all()
+    assert [(row.account_id, row.payload["event_id"]) for row in deliveries] == [
+        (with_endpoint, "e0"),
+        (with_endpoint, "e1"),
+        (with_endpoint, "e2"),
+    ]
+
+
+def test_batched_events_of_a_failed_unit_leave_nothing(db: Database) -> None:
+    """A unit that raises inside ``batched_events`` writes none of its events."""
+    account = asyncio.run(db.transact(add("a")))
+
+    def unit(tx: Transaction) -> None:
+        with tx.batched_events():
+            tx.record_event(_event("e0", account))
+            raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        asyncio.run(db.transact(unit))
+    with db.engine.connect() as conn:
+        assert conn.execute(select(EVENTS.c.id)).all() == []

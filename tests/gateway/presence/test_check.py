@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.gateway.presence.conftest import CLIENT_ID, CLIENT_SECRET, TENANT, TeamsStack
+import pytest
+
+from tests.gateway.presence.conftest import CLIENT_ID, CLIENT_SECRET, TENANT, USERS, TeamsStack
 from tests.gateway.presence.test_monitors import subscribed_monitor
 from tests.support.waiting import eventually
 
@@ -73,6 +75,32 @@ def test_sync_all_reads_every_user_back(teams_stack: TeamsStack) -> None:
     eventually(lambda: teams_stack.api("GET", "/presence/sync").json()["done"], what="synced")
     after = sum(1 for _, path in teams_stack.microsoft.requests if "getPresencesByUserId" in path)
     assert after > reads
+
+
+@pytest.mark.parametrize("stack_overrides", [{"presence_upkeep_seconds": 300.0}])
+def test_sync_all_reads_back_without_touching_the_monitors(teams_stack: TeamsStack) -> None:
+    """One read per monitor with the app token, nothing else: a change Graph never sent
+    (its subscription dropped) is found, and the monitor's subscription is left to its
+    upkeep (no renewal, no new subscription)."""
+    assert teams_stack.set_teams().status_code == 200
+    subscribed_monitor(teams_stack)
+    fake = teams_stack.microsoft
+    fake.drop_subscription(fake.subscriptions()[0]["id"])
+    fake.set_teams_presence(teams_stack.teams_ids[USERS[2]], "DoNotDisturb", "Presenting")
+    before = len(fake.requests)
+    assert teams_stack.api("POST", "/presence/sync").status_code == 202
+    eventually(lambda: teams_stack.api("GET", "/presence/sync").json()["done"], what="synced")
+    paths = [path for _, path in fake.requests[before:]]
+    assert sum("getPresencesByUserId" in path for path in paths) == 1
+    assert not [path for path in paths if "/subscriptions" in path]
+    teams = teams_stack.api("GET", f"/presence/{USERS[2]}").json()["sources"]["teams"]
+    assert teams["availability"] == "DoNotDisturb"
+    assert any(
+        e["type"] == "presence.changed"
+        and e["data"]["email"] == USERS[2]
+        and e["data"]["availability"] == "DoNotDisturb"
+        for e in teams_stack.feed()
+    )
 
 
 def test_without_teams_there_is_nothing_to_check(teams_stack: TeamsStack) -> None:

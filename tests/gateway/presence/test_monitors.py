@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gateway.clients import graph as graph_client
 from tests.gateway.presence.conftest import TENANT, USERS, TeamsStack
 from tests.support.waiting import eventually
 
@@ -130,6 +131,46 @@ def test_reauthorization_required_is_answered(teams_stack: TeamsStack) -> None:
         ),
         what="a resync after the lifecycle event",
     )
+
+
+@pytest.mark.parametrize("stack_overrides", [{"outbound_timeout": 0.5}])
+def test_a_subscription_answered_slowly_is_waited_for_and_made_once(
+    teams_stack: TeamsStack,
+) -> None:
+    """Graph answers a create only after validating both URLs: the gateway waits longer
+    than for other calls, instead of giving up and creating a second one."""
+    teams_stack.microsoft.graph.create_latency = 1.5
+    assert teams_stack.set_teams().status_code == 200
+    monitor = subscribed_monitor(teams_stack)
+    # One create: its notification and lifecycle URLs validated once each.
+    assert len(teams_stack.microsoft.graph.validations) == 2
+    assert monitor["last_error"] is None
+
+
+@pytest.mark.parametrize("stack_overrides", [{"outbound_timeout": 0.5}])
+def test_a_create_given_up_on_is_found_and_replaced(
+    teams_stack: TeamsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create that got no answer may still be made: the next upkeep finds it (409),
+    replaces it with one it knows, and the monitor ends with one subscription."""
+    monkeypatch.setattr(graph_client, "SUBSCRIBE_TIMEOUT", 0.5)
+    fake = teams_stack.microsoft
+    fake.graph.create_latency = 2.0
+    assert teams_stack.set_teams().status_code == 200
+    fake.add_user(TENANT, MONITOR)
+    added = teams_stack.api("POST", "/presence/monitors", json={"upn": MONITOR}).json()
+    assert teams_stack.sign_in(added["authorize_url"]).status_code == 200
+    eventually(lambda: len(fake.subscriptions()) == 1, what="the first create made in Graph")
+    first = fake.subscriptions()[0]["id"]
+    fake.graph.create_latency = 0.0
+    eventually(
+        lambda: _monitor(teams_stack)["status"] == "subscribed",
+        what="the monitor subscribed",
+    )
+    live = [s["id"] for s in fake.subscriptions()]
+    assert len(live) == 1
+    assert live[0] != first
+    assert _monitor(teams_stack)["last_error"] is None
 
 
 def test_a_sign_in_as_another_account_is_refused(teams_stack: TeamsStack) -> None:
