@@ -15,7 +15,9 @@ fails here as in production:
   to the client, tenant and ``redirect_uri`` of the authorize request (500112 on mismatch),
   and to its PKCE ``code_challenge`` (S256 only; a verifier that does not match is 501481).
 * Refresh tokens rotate: each refresh answers a new one and the presented one stops working
-  (70000). ``revoke_refresh_tokens`` makes a user's tokens fail with 50173,
+  (70000), from the moment it is redeemed: ``refresh_latency`` seconds may pass before the
+  answer leaves, as over a slow network, and an app that stops waiting has lost the old
+  token. ``revoke_refresh_tokens`` makes a user's tokens fail with 50173,
   ``expire_refresh_tokens`` with 700082. A refresh token only works for its client and tenant.
   A refresh token is only issued when ``offline_access`` was granted, an ID token only with
   ``openid``.
@@ -33,6 +35,7 @@ fails here as in production:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -333,11 +336,13 @@ class FakeIdentity:
     """The identity platform's token, authorize, admin consent and keys endpoints.
 
     State for tests: ``tokens_issued`` (a Counter by grant type), ``consents`` (every admin
-    consent answered: tenant, client id, outcome).
+    consent answered: tenant, client id, outcome); ``refresh_latency`` delays the answers
+    to refresh grants (the tokens are issued first).
     """
 
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
+        self.refresh_latency = 0.0
         self.tokens_issued: Counter[str] = Counter()
         self.consents: list[dict[str, str]] = []
         self._codes: dict[str, AuthorizationCode] = {}
@@ -414,6 +419,8 @@ class FakeIdentity:
             self.tokens_issued[grant_type] += 1
         except EntraError as exc:
             return exc.response()
+        if grant_type == "refresh_token":
+            await asyncio.sleep(self.refresh_latency)
         return JSONResponse(answer, headers={"Cache-Control": "no-store, no-cache"})
 
     def _grant(

@@ -173,6 +173,36 @@ def test_a_create_given_up_on_is_found_and_replaced(
     assert _monitor(teams_stack)["last_error"] is None
 
 
+@pytest.mark.parametrize("stack_overrides", [{"outbox_lease_seconds": 5.0}])
+def test_an_upkeep_cut_short_mid_refresh_keeps_the_new_refresh_token(
+    teams_stack: TeamsStack,
+) -> None:
+    """The worker cuts a run short at 80 % of its lease (4 s here). A refresh answered
+    later than that has already spent the old refresh token: the new one is stored all
+    the same, and the monitor stays signed in once the answers are quick again."""
+    assert teams_stack.set_teams().status_code == 200
+    subscribed_monitor(teams_stack)
+    identity = teams_stack.microsoft.identity
+    identity.refresh_latency = 4.5
+    slow = identity.tokens_issued["refresh_token"]
+    eventually(
+        lambda: identity.tokens_issued["refresh_token"] >= slow + 2,
+        timeout=30,
+        what="two refreshes answered after the run was cut short",
+    )
+    identity.refresh_latency = 0.0
+    quick = identity.tokens_issued["refresh_token"]
+    eventually(
+        lambda: (
+            identity.tokens_issued["refresh_token"] > quick + 1
+            and _monitor(teams_stack)["status"] == "subscribed"
+            and _monitor(teams_stack)["last_error"] is None
+        ),
+        timeout=30,
+        what="the monitor refreshing with the tokens kept, still subscribed",
+    )
+
+
 def test_a_sign_in_as_another_account_is_refused(teams_stack: TeamsStack) -> None:
     """The monitor's link signs in only its own UPN."""
     assert teams_stack.set_teams().status_code == 200
