@@ -270,4 +270,9 @@ def presence_sync(account_id: str, wait: bool, as_json: bool) -> None:
         click.echo(f"{status.users - status.users_pending}/{status.users} user(s) synced", err=True)
         time.sleep(1)
         status = run_service(check.sync_status, account_id=account_id)
-    emit(plain(status), as_json, f"sync all: {status.monitors_pending} monitor(s) pending")
+    failed = f", {status.monitors_failed} failed" if status.monitors_failed else ""
+    emit(
+        plain(status),
+        as_json,
+        f"sync all: {status.monitors_pending} monitor(s) pending{failed}",
+    )

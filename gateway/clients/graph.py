@@ -173,7 +173,8 @@ class GraphApi:
                     timeout=timeout,
                 )
             except ProviderError as exc:
-                if isinstance(exc, Unanswered) and not repeatable:
+                # A gateway timeout in front of Graph says no more than no answer.
+                if not repeatable and (isinstance(exc, Unanswered) or exc.status in (408, 504)):
                     raise
                 wait = backoff(attempt, base=0.5, cap=8.0)
                 if exc.retry_after is not None:

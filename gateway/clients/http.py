@@ -150,7 +150,9 @@ async def request(
             data=body,
             json=json,
             allow_redirects=False,
-            timeout=http.timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
+            timeout=http.timeout
+            if timeout is None
+            else aiohttp.ClientTimeout(total=timeout, sock_connect=http.timeout.sock_connect),
         ) as response:
             reply = Reply(
                 status=response.status,
@@ -158,11 +160,11 @@ async def request(
                 headers={k.lower(): v for k, v in response.headers.items()},
                 body=await response.read(),
             )
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        # Not connected (or no connection in time): nothing was sent.
+        raise ProviderError(f"{what}: {type(exc).__name__}", retryable=True) from exc
     except TimeoutError as exc:
         raise Unanswered(f"{what}: timed out", retryable=True) from exc
-    except aiohttp.ClientConnectorError as exc:
-        # Not connected: nothing was sent.
-        raise ProviderError(f"{what}: {type(exc).__name__}", retryable=True) from exc
     except aiohttp.ClientError as exc:
         raise Unanswered(f"{what}: {type(exc).__name__}", retryable=True) from exc
     if reply.status in RETRYABLE_STATUSES:

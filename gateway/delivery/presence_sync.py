@@ -20,7 +20,7 @@ from gateway.delivery.graph_batching import GraphTools, with_app_token
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.presence.from_teams import apply_graph_presences
-from gateway.presence.monitors import LIVE
+from gateway.presence.monitors import LIVE, set_monitor
 from gateway.security import SecretBox
 from storage.outbox import Claimed
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, utcnow
@@ -76,4 +76,8 @@ def sync_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
 
         return settle
 
-    return Handler(run=run, policy=policy)
+    def on_dead(tx: Transaction, row: Claimed, exc: Exception) -> None:
+        # Shown on the monitor; "sync all" counts it as failed.
+        set_monitor(tx, row.target_id, last_error=f"sync all: {exc}"[:1000])
+
+    return Handler(run=run, policy=policy, on_dead=on_dead)

@@ -9,7 +9,8 @@ gateway calls itself from outside, as Graph does).
 
 "Sync all" queues a read-back of every live monitor's users (``presence.sync`` rows, one
 per monitor, run side by side); its reads go through the tenant's presence budget like
-any other. Its progress is the monitors whose row has not finished.
+any other. Its progress is the monitors whose row has not finished; a row that gave up
+after its retries counts as failed until the next sync all replaces it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, delete, func, select
 
 from gateway.accounts.service import require_account
 from gateway.accounts.teams import TeamsConfig, teams_config
@@ -32,7 +33,7 @@ from gateway.presence.service import queue_once
 from gateway.security import SecretBox
 from gateway.web.errors import Conflict
 from storage.engine import Database
-from storage.outbox import PENDING
+from storage.outbox import DEAD, PENDING
 from storage.tables import OUTBOX, PRESENCE_MONITORS, PRESENCE_USERS
 from storage.transaction import Transaction
 
@@ -221,6 +222,12 @@ async def sync_all(db: Database, *, account_id: str) -> SyncStatus:
         ).all()
         if not rows:
             raise Conflict("No authorized presence monitor: nothing to sync.")
+        # Read-backs an earlier sync gave up on are replaced by this one.
+        tx.conn.execute(
+            delete(OUTBOX).where(
+                OUTBOX.c.account_id == account_id, OUTBOX.c.kind == SYNC, OUTBOX.c.status == DEAD
+            )
+        )
         for row in rows:
             queue_once(tx, account_id=account_id, kind=SYNC, target_id=row.id)
         return _sync_status(tx.conn, account_id)
@@ -235,16 +242,14 @@ def _sync_status(conn: Connection, account_id: str) -> SyncStatus:
             PRESENCE_MONITORS.c.status.in_(LIVE),
         )
     ).all()
-    # Waiting or being read (a row stays until its read is stored or given up).
-    waiting = set(
-        conn.scalars(
-            select(OUTBOX.c.target_id).where(
-                OUTBOX.c.account_id == account_id,
-                OUTBOX.c.kind == SYNC,
-                OUTBOX.c.status == PENDING,
-            )
+    # Waiting or being read (a row stays until its read is stored), or given up.
+    states = conn.execute(
+        select(OUTBOX.c.target_id, OUTBOX.c.status).where(
+            OUTBOX.c.account_id == account_id, OUTBOX.c.kind == SYNC
         )
-    )
+    ).all()
+    waiting = {row.target_id for row in states if row.status == PENDING}
+    failed = {row.target_id for row in states if row.status == DEAD} - waiting
     pending: Any = [row for row in rows if row.id in waiting]
     return SyncStatus(
         monitors=len(rows),
@@ -252,6 +257,7 @@ def _sync_status(conn: Connection, account_id: str) -> SyncStatus:
         users=sum(row.users for row in rows),
         users_pending=sum(row.users for row in pending),
         done=not pending,
+        monitors_failed=sum(1 for row in rows if row.id in failed),
     )
 
 

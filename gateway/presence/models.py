@@ -181,3 +181,8 @@ class SyncStatus(BaseModel):
     users: int
     users_pending: int
     done: bool
+    monitors_failed: int = Field(
+        default=0,
+        description="Monitors whose read-back gave up after its retries (the monitor's "
+        "last_error says why); a new sync all tries them again.",
+    )

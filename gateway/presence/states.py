@@ -99,23 +99,41 @@ class States:
 
     Used as a context manager: new states are inserted at once (another unit may insert
     the same user's first state), changed ones are updated together when the block ends
-    without an error (one ``executemany``; nothing reads them back before).
+    without an error (one ``executemany``, one row per user and source with its newest
+    values; nothing reads them back before).
     """
 
     def __init__(self, conn: Connection, user_ids: Sequence[str]) -> None:
         self._conn = conn
         self._states = _load(conn, user_ids)
-        self._changed: list[dict[str, Any]] = []
-        self._raws: list[dict[str, Any]] = []
+        # The UPDATE each (user, source) needs at the end, with its newest values: a new
+        # state (``_SET_STATE``) or a refreshed raw only (``_SET_RAW``).
+        self._pending: dict[tuple[str, str], tuple[Prepared, dict[str, Any]]] = {}
 
     def __enter__(self) -> States:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None:
-            _SET_STATE.run_many(self._conn, self._changed)
-            _SET_RAW.run_many(self._conn, self._raws)
-        self._changed, self._raws = [], []
+        pending, self._pending = self._pending, {}
+        if kind is not None:
+            return
+        for statement in (_SET_STATE, _SET_RAW):
+            statement.run_many(
+                self._conn, [values for used, values in pending.values() if used is statement]
+            )
+
+    def _later(self, user_id: str, source: str, raw: Any, state: dict[str, Any] | None) -> None:
+        """Note the row's UPDATE for the end: a new state, or else the newest raw data."""
+        key = (user_id, source)
+        where = {"state_user": user_id, "state_source": source}
+        if state is not None:
+            self._pending[key] = (_SET_STATE, {**where, **state, "raw": raw})
+            return
+        earlier = self._pending.get(key)
+        if earlier is not None and earlier[0] is _SET_STATE:
+            earlier[1]["raw"] = raw
+        else:
+            self._pending[key] = (_SET_RAW, {**where, "raw": raw})
 
     def get(self, user_id: str, source: str) -> Stored | None:
         """The user's state from ``source``, if any."""
@@ -161,23 +179,23 @@ class States:
             # Another unit stored the user's first state since the read: take it.
             current = _load(self._conn, [user_id])[user_id][source]
             sources[source] = current
-        where = {"state_user": user_id, "state_source": source}
         if (current.availability, current.activity) == pair:
             # A read-back of users in step with Teams writes nothing.
             if current.raw != raw:
-                self._raws.append({**where, "raw": raw})
+                self._later(user_id, source, raw, None)
                 sources[source] = replace(current, raw=raw)
             return False
         version = current.version + 1
-        self._changed.append(
+        self._later(
+            user_id,
+            source,
+            raw,
             {
-                **where,
                 "availability": availability,
                 "activity": activity,
-                "raw": raw,
                 "version": version,
                 "updated_at": now,
-            }
+            },
         )
         sources[source] = Stored(availability, activity, version, now, raw)
         return True

@@ -204,7 +204,9 @@ def test_batched_events_are_written_together_with_their_deliveries(db: Database)
     with db.engine.connect() as conn:
         events = conn.execute(select(EVENTS.c.id, EVENTS.c.account_id).order_by(EVENTS.c.seq))
         assert [row.id for row in events] == ["e0", "w0", "e1", "w1", "e2", "w2"]
-        deliveries = conn.execute(select(OUTBOX.c.account_id, OUTBOX.c.payload)).all()
+        deliveries = conn.execute(
+            select(OUTBOX.c.account_id, OUTBOX.c.payload).order_by(OUTBOX.c.pk)
+        ).all()
     assert [(row.account_id, row.payload["event_id"]) for row in deliveries] == [
         (with_endpoint, "e0"),
         (with_endpoint, "e1"),

@@ -87,10 +87,12 @@ def test_sync_all_reads_back_without_touching_the_monitors(teams_stack: TeamsSta
     fake = teams_stack.microsoft
     fake.drop_subscription(fake.subscriptions()[0]["id"])
     fake.set_teams_presence(teams_stack.teams_ids[USERS[2]], "DoNotDisturb", "Presenting")
-    before = len(fake.requests)
+    before, refreshes = len(fake.requests), fake.identity.tokens_issued["refresh_token"]
     assert teams_stack.api("POST", "/presence/sync").status_code == 202
     eventually(lambda: teams_stack.api("GET", "/presence/sync").json()["done"], what="synced")
     paths = [path for _, path in fake.requests[before:]]
+    # The app token reads; no monitor signs in again.
+    assert fake.identity.tokens_issued["refresh_token"] == refreshes
     assert sum("getPresencesByUserId" in path for path in paths) == 1
     assert not [path for path in paths if "/subscriptions" in path]
     teams = teams_stack.api("GET", f"/presence/{USERS[2]}").json()["sources"]["teams"]
@@ -101,6 +103,27 @@ def test_sync_all_reads_back_without_touching_the_monitors(teams_stack: TeamsSta
         and e["data"]["availability"] == "DoNotDisturb"
         for e in teams_stack.feed()
     )
+
+
+def test_a_read_back_given_up_on_shows_as_failed_until_the_next_sync(
+    teams_stack: TeamsStack,
+) -> None:
+    """A monitor whose sync row was dead-lettered counts as failed (the sync is done, not
+    successful); asking for sync all again replaces it with a new read-back."""
+    assert teams_stack.set_teams().status_code == 200
+    monitor = subscribed_monitor(teams_stack)
+    teams_stack.sql(
+        "INSERT INTO outbox (account_id, kind, target_id, payload, status, attempts, "
+        "available_at, created_at, updated_at, last_error) VALUES (:account, "
+        "'presence.sync', :monitor, '{}', 'dead', 4, 0, 0, 0, 'presence read: HTTP 503')",
+        account=teams_stack.account_id,
+        monitor=monitor["id"],
+    )
+    status = teams_stack.api("GET", "/presence/sync").json()
+    assert (status["done"], status["monitors_failed"]) == (True, 1)
+    assert teams_stack.api("POST", "/presence/sync").status_code == 202
+    eventually(lambda: teams_stack.api("GET", "/presence/sync").json()["done"], what="synced")
+    assert teams_stack.api("GET", "/presence/sync").json()["monitors_failed"] == 0
 
 
 def test_without_teams_there_is_nothing_to_check(teams_stack: TeamsStack) -> None:
