@@ -15,13 +15,20 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from datetime import datetime
+from typing import Any, Generic, TypeVar
 
-from gateway.clients.graph import GraphApi
+from sqlalchemy import Connection, select
+
+from gateway.accounts.teams import TeamsConfig, teams_config
+from gateway.clients.graph import MAX_PRESENCE_IDS, GraphApi
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AccessToken, AppCredentials, IdentityPlatform
+from gateway.delivery.worker import Dropped
+from gateway.presence.monitors import LIVE
 from gateway.security import SecretBox
 from storage.engine import Database
+from storage.tables import PRESENCE_MONITORS, utcnow
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -158,3 +165,36 @@ class GraphTools:
     budgets: Budgets
     upkeep_every: float = 120.0
     resource_data: bool = True
+
+
+def live_monitor(conn: Connection, monitor_id: str) -> Any:
+    """The monitor's row, for a job of its own (``Dropped`` when it is gone or signed out)."""
+    monitor = conn.execute(
+        select(PRESENCE_MONITORS).where(PRESENCE_MONITORS.c.id == monitor_id)
+    ).one_or_none()
+    if monitor is None or monitor.status not in LIVE:
+        raise Dropped("the monitor is gone or not authorized")
+    return monitor
+
+
+def presence_config(conn: Connection, secrets: SecretBox, account_id: str) -> TeamsConfig:
+    """The account's Teams app, for a job that brings Teams presence in (``Dropped`` when
+    the account no longer does)."""
+    config = teams_config(conn, secrets, account_id)
+    if config is None or not config.presence_from_teams:
+        raise Dropped("the account no longer carries Teams presence")
+    return config
+
+
+async def read_presences(
+    tools: GraphTools, creds: AppCredentials, user_ids: list[str]
+) -> tuple[datetime, list[dict[str, Any]]]:
+    """When the read began, and the presence of the users read back with the app token
+    (650 a call, spent from the tenant's budget like every other read)."""
+    await tools.budgets.of(creds).take(-(-len(user_ids) // MAX_PRESENCE_IDS))
+    read_at = utcnow()
+
+    async def read(token: str) -> list[dict[str, Any]]:
+        return await tools.graph.presences(token, user_ids)
+
+    return read_at, await with_app_token(tools.identity, creds, read)

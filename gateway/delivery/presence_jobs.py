@@ -28,10 +28,15 @@ from typing import Any
 from sqlalchemy import Connection, or_, select, update
 
 from gateway.accounts.teams import NEEDS_UPDATE, TeamsConfig, teams_config
-from gateway.clients.graph import MAX_PRESENCE_IDS, GraphError, Subscription
+from gateway.clients.graph import GraphError, Subscription
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AppCredentials, IdentityError, UserTokens
-from gateway.delivery.graph_batching import GraphTools, with_app_token
+from gateway.delivery.graph_batching import (
+    GraphTools,
+    live_monitor,
+    presence_config,
+    read_presences,
+)
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.presence.certificates import current_certificate
@@ -39,12 +44,12 @@ from gateway.presence.from_teams import apply_graph_presences
 from gateway.presence.monitors import (
     AUTHORIZED,
     DIRECTORY,
-    LIVE,
     NOT_AUTHORIZED,
     SUBSCRIBED,
     UPKEEP,
     MonitorSecrets,
     change_secrets,
+    monitor_users,
     set_monitor,
 )
 from gateway.presence.service import queue_once
@@ -52,7 +57,7 @@ from gateway.security import SecretBox, token_digest
 from storage.engine import Database
 from storage.errors import DatabaseBusy
 from storage.outbox import Claimed
-from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, utcnow
+from storage.tables import PRESENCE_MONITORS, utcnow
 from storage.transaction import Transaction
 
 UPKEEP_AT_MOST = 120.0
@@ -69,28 +74,13 @@ SUBSCRIPTION_MINUTES = 55
 
 def _upkeep_plan(
     conn: Connection, secrets: SecretBox, monitor_id: str
-) -> tuple[Any, TeamsConfig | None, MonitorSecrets, list[str]]:
-    monitor = conn.execute(
-        select(PRESENCE_MONITORS).where(PRESENCE_MONITORS.c.id == monitor_id)
-    ).one_or_none()
-    if monitor is None or monitor.status not in LIVE:
-        raise Dropped("the monitor is gone or not authorized")
-    users = [
-        row.teams_user_id
-        for row in conn.execute(
-            select(PRESENCE_USERS.c.teams_user_id)
-            .where(
-                PRESENCE_USERS.c.monitor_id == monitor_id,
-                PRESENCE_USERS.c.teams_user_id.is_not(None),
-            )
-            .order_by(PRESENCE_USERS.c.teams_user_id)
-        )
-    ]
+) -> tuple[Any, TeamsConfig, MonitorSecrets, list[str]]:
+    monitor = live_monitor(conn, monitor_id)
     return (
         monitor,
-        teams_config(conn, secrets, monitor.account_id),
+        presence_config(conn, secrets, monitor.account_id),
         MonitorSecrets.opened(secrets, monitor.secret),
-        users,
+        monitor_users(conn, monitor_id),
     )
 
 
@@ -227,10 +217,9 @@ class _Upkeep:
         return settle_and_release
 
     async def _run(self, row: Claimed, resync: bool) -> Settle | None:
-        db, secrets = self.tools.db, self.tools.secrets
-        monitor, config, kept, users = await db.query(_upkeep_plan, secrets, row.target_id)
-        if config is None or not config.presence_from_teams:
-            raise Dropped("the account does not carry Teams presence")
+        monitor, config, kept, users = await self.tools.db.query(
+            _upkeep_plan, self.tools.secrets, row.target_id
+        )
         creds = config.credentials
         if (monitor.tenant_id, monitor.client_id) != (creds.tenant_id, creds.client_id):
 
@@ -364,15 +353,7 @@ class _Upkeep:
         presences: list[dict[str, Any]] = []
         read_at = utcnow()
         if resync and users:
-
-            async def read(app_token: str) -> list[dict[str, Any]]:
-                return await graph.presences(app_token, users)
-
-            # A resync spends the tenant's presence budget like any other read.
-            calls = -(-len(users) // MAX_PRESENCE_IDS)
-            await self.tools.budgets.of(config.credentials).take(calls)
-            read_at = utcnow()
-            presences = await with_app_token(self.tools.identity, config.credentials, read)
+            read_at, presences = await read_presences(self.tools, config.credentials, users)
         lifetime = (expires_at - time.time()) if expires_at else UPKEEP_AT_MOST * 2
         longest = self.tools.upkeep_every
         delay = max(min(UPKEEP_AT_LEAST, longest), min(longest, lifetime / 2))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection
-
-from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.graph import MAX_PRESENCE_IDS, GraphApi
 from gateway.clients.identity import AppCredentials, IdentityPlatform
-from gateway.delivery.graph_batching import Budgets, TenantBatcher, with_app_token
+from gateway.delivery.graph_batching import (
+    Budgets,
+    TenantBatcher,
+    presence_config,
+    with_app_token,
+)
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.presence.from_teams import apply_graph_presences
@@ -47,20 +49,13 @@ class PresenceReader:
         return await self._batcher.submit(creds, user_id)
 
 
-def _config(conn: Connection, secrets: SecretBox, account_id: str) -> TeamsConfig:
-    config = teams_config(conn, secrets, account_id)
-    if config is None or not config.presence_from_teams:
-        raise Dropped("the account no longer carries Teams presence")
-    return config
-
-
 def presence_read_handler(
     db: Database, secrets: SecretBox, reader: PresenceReader, policy: RetryPolicy
 ) -> Handler:
     """Read a user's Teams presence and store it (an event when it changed)."""
 
     async def run(row: Claimed) -> Settle | None:
-        config = await db.query(_config, secrets, row.account_id)
+        config = await db.query(presence_config, secrets, row.account_id)
         presence = await reader.read(config.credentials, row.target_id)
         if presence is None:
             raise Dropped("Graph has no presence for the user")

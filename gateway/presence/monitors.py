@@ -434,6 +434,20 @@ async def finish_sign_in(
     return await db.transact(work)
 
 
+def monitor_users(conn: Connection, monitor_id: str) -> list[str]:
+    """The Teams ids of the users the monitor watches, in order."""
+    return list(
+        conn.scalars(
+            select(PRESENCE_USERS.c.teams_user_id)
+            .where(
+                PRESENCE_USERS.c.monitor_id == monitor_id,
+                PRESENCE_USERS.c.teams_user_id.is_not(None),
+            )
+            .order_by(PRESENCE_USERS.c.teams_user_id)
+        )
+    )
+
+
 def set_monitor(tx: Transaction, monitor_id: str, **values: Any) -> None:
     """Change columns of a monitor (and its ``updated_at``)."""
     tx.conn.execute(

@@ -106,34 +106,36 @@ class States:
     def __init__(self, conn: Connection, user_ids: Sequence[str]) -> None:
         self._conn = conn
         self._states = _load(conn, user_ids)
-        # The UPDATE each (user, source) needs at the end, with its newest values: a new
-        # state (``_SET_STATE``) or a refreshed raw only (``_SET_RAW``).
-        self._pending: dict[tuple[str, str], tuple[Prepared, dict[str, Any]]] = {}
+        # Rows to update at the end: (user, source) -> whether the state changed (else
+        # only its raw data). Their values are the newest in ``_states``.
+        self._dirty: dict[tuple[str, str], bool] = {}
 
     def __enter__(self) -> States:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        pending, self._pending = self._pending, {}
+        dirty, self._dirty = self._dirty, {}
         if kind is not None:
             return
-        for statement in (_SET_STATE, _SET_RAW):
-            statement.run_many(
-                self._conn, [values for used, values in pending.values() if used is statement]
-            )
-
-    def _later(self, user_id: str, source: str, raw: Any, state: dict[str, Any] | None) -> None:
-        """Note the row's UPDATE for the end: a new state, or else the newest raw data."""
-        key = (user_id, source)
-        where = {"state_user": user_id, "state_source": source}
-        if state is not None:
-            self._pending[key] = (_SET_STATE, {**where, **state, "raw": raw})
-            return
-        earlier = self._pending.get(key)
-        if earlier is not None and earlier[0] is _SET_STATE:
-            earlier[1]["raw"] = raw
-        else:
-            self._pending[key] = (_SET_RAW, {**where, "raw": raw})
+        changed: list[dict[str, Any]] = []
+        raws: list[dict[str, Any]] = []
+        for (user_id, source), state_changed in dirty.items():
+            stored = self._states[user_id][source]
+            where = {"state_user": user_id, "state_source": source, "raw": stored.raw}
+            if state_changed:
+                changed.append(
+                    {
+                        **where,
+                        "availability": stored.availability,
+                        "activity": stored.activity,
+                        "version": stored.version,
+                        "updated_at": stored.updated_at,
+                    }
+                )
+            else:
+                raws.append(where)
+        _SET_STATE.run_many(self._conn, changed)
+        _SET_RAW.run_many(self._conn, raws)
 
     def get(self, user_id: str, source: str) -> Stored | None:
         """The user's state from ``source``, if any."""
@@ -182,20 +184,10 @@ class States:
         if (current.availability, current.activity) == pair:
             # A read-back of users in step with Teams writes nothing.
             if current.raw != raw:
-                self._later(user_id, source, raw, None)
+                self._dirty.setdefault((user_id, source), False)
                 sources[source] = replace(current, raw=raw)
             return False
         version = current.version + 1
-        self._later(
-            user_id,
-            source,
-            raw,
-            {
-                "availability": availability,
-                "activity": activity,
-                "version": version,
-                "updated_at": now,
-            },
-        )
+        self._dirty[(user_id, source)] = True
         sources[source] = Stored(availability, activity, version, now, raw)
         return True
