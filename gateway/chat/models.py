@@ -49,9 +49,9 @@ class Media:
 class InboundMessage:
     """A customer's message as a receiver verified and parsed it.
 
-    ``dedup_keys`` are the keys under which this delivery is remembered (a provider
-    message id, an idempotency token, a content hash): any one seen before makes it a
-    duplicate.
+    ``dedup_keys`` are the keys under which this delivery is remembered (an idempotency
+    token, a content hash): any one seen before makes it a duplicate. A message with a
+    ``provider_message_id`` is unique by it within its channel and needs none.
     """
 
     channel_id: str

@@ -18,8 +18,6 @@ from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, literal_column, select, update
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.chat.models import (
     CLOSED,
@@ -88,13 +86,6 @@ _OPEN_CONVERSATION = select(CONVERSATIONS.c.id).where(
     CONVERSATIONS.c.contact_id == bindparam("contact_id"),
     CONVERSATIONS.c.status == literal_column("'open'"),
 )
-# A provider's message id is unique per channel: a second insert is a duplicate.
-_INSERT_MESSAGE = Prepared(
-    sqlite_insert(MESSAGES).on_conflict_do_nothing().returning(MESSAGES.c.pk)
-)
-_INSERT_MESSAGE_POSTGRES = Prepared(
-    postgres_insert(MESSAGES).on_conflict_do_nothing().returning(MESSAGES.c.pk)
-)
 _TOUCH_CONVERSATION = Prepared(
     update(CONVERSATIONS)
     .where(CONVERSATIONS.c.id == bindparam("conversation_id"))
@@ -126,9 +117,15 @@ def _first_sighting(tx: Transaction, channel_id: str, keys: list[str]) -> bool:
             only_if=_CHANNEL_IS_LIVE,
         )
         fresh = fresh and inserted
-    if not fresh and tx.conn.execute(_CHANNEL_IS_LIVE, {"channel_id": channel_id}).first() is None:
-        raise NotFound("No such channel: it was deleted.")
+    if not fresh:
+        _require_live(tx, channel_id)
     return fresh
+
+
+def _require_live(tx: Transaction, channel_id: str) -> None:
+    """404 for a channel deleted since the receiver looked it up (checked in the write)."""
+    if tx.conn.execute(_CHANNEL_IS_LIVE, {"channel_id": channel_id}).first() is None:
+        raise NotFound("No such channel: it was deleted.")
 
 
 def _contact_and_conversation(
@@ -228,9 +225,11 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
         message_id = str(uuid.uuid4())
         now = utcnow()
         media = [asdict(item) for item in message.media]
-        postgres = tx.conn.dialect.name == "postgresql"
-        inserted = (_INSERT_MESSAGE_POSTGRES if postgres else _INSERT_MESSAGE).run(
+        # A provider's message id is unique per channel: that key alone makes a retry a
+        # duplicate, so such messages need no receipt. The channel must still be live.
+        inserted = remember(
             tx.conn,
+            MESSAGES,
             {
                 "id": message_id,
                 "account_id": message.account_id,
@@ -248,9 +247,11 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
                 "created_at": now,
                 "updated_at": now,
             },
+            only_if=_CHANNEL_IS_LIVE,
         )
-        if inserted.fetchone() is None:
-            # Its receipt was forgotten, but the message is stored: a very late retry.
+        if not inserted:
+            _require_live(tx, message.channel_id)
+            # A retry of a stored message (its id, or a receipt forgotten since).
             raise AlreadyStored
         if found is not None:
             _TOUCH_CONVERSATION.run(tx.conn, {"conversation_id": found, "moment": now})

@@ -157,10 +157,10 @@ def parse_inbound(channel: ChannelContext, fields: dict[str, str]) -> InboundMes
     text = fields.get("Body")
     if not text and not media:
         raise BadRequest("The message has neither Body nor media.")
-    # A retried message carries its MessageSid again: that is the key. The idempotency
-    # token identifies a delivery too, but adds nothing here (it matters for status
-    # callbacks, whose MessageSid repeats from one status to the next).
-    keys = ["sid:" + sid]
+    # A retried message carries its MessageSid again, and a message is unique by it
+    # within its channel: no receipt is needed. The idempotency token identifies a
+    # delivery too, but adds nothing here (it matters for status callbacks, whose
+    # MessageSid repeats from one status to the next).
     return InboundMessage(
         channel_id=channel.id,
         account_id=channel.account_id,
@@ -171,7 +171,7 @@ def parse_inbound(channel: ChannelContext, fields: dict[str, str]) -> InboundMes
         text=text or None,
         media=media,
         provider_message_id=sid,
-        dedup_keys=keys,
+        dedup_keys=[],
         received_at=datetime.now(UTC),
         extras={name: fields[name] for name in EXTRAS if fields.get(name)},
     )
