@@ -14,6 +14,8 @@ What it measures, each configuration on a fresh database:
   once, in the feed once, no answer but 200.
 - The limit, in the same run: one uvicorn process with ``serve``'s options running a bare
   Starlette endpoint that parses the form and answers empty TwiML, under the same requests.
+- The write alone (``bench/write_path.py``): the unit each webhook runs, called directly in
+  one process, on SQLite; no HTTP. The gateway on SQLite cannot store webhooks faster.
 - Outbox: replies queued while delivery is off, then delivered by one process to the fake
   Twilio API (a process of its own); messages per second from the first send to the last.
 """
@@ -283,6 +285,39 @@ def webhook_run(
     }
 
 
+def write_path_run(workdir: Path, fake_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The write alone (bench/write_path.py) on a data directory the gateway set up: best of 2."""
+    data = workdir / "write-path"
+    env = gateway_env(data, None, fake_url)
+    process, url = serve(env, 1, workdir / "write-path.log")
+    try:
+        [channel] = set_up(url, 1)
+    finally:
+        stop(process)
+    command = [
+        sys.executable,
+        str(HERE / "write_path.py"),
+        channel.channel_id,
+        "--count",
+        str(args.write_units),
+        "--in-flight",
+        str(args.connections),
+    ]
+    rates = []
+    for _ in range(2):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        rates.append(json.loads(done.stdout.strip().splitlines()[-1])["per_second"])
+    found = stored(f"sqlite:///{data / 'gateway.db'}")
+    return {
+        "name": f"the write alone, no HTTP: 1 process, {args.connections} in flight",
+        "rps": max(rates),
+        "rates": rates,
+        "stored": found,
+        "exactly_once": found["messages"] == found["distinct"] == found["events"]
+        and found["messages"] == CUSTOMERS + 2 * args.write_units,
+    }
+
+
 def limit_run(workdir: Path, channels_file: Path, args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     process = start(
@@ -377,6 +412,12 @@ def markdown(results: dict[str, Any]) -> str:
         "fresh database. The limit is one uvicorn process with `serve`'s options running a "
         "bare Starlette endpoint that parses the form and answers empty TwiML.",
         "",
+        "The write alone (`bench/write_path.py`, the better of two runs) is the unit a "
+        "webhook runs, called directly in one process with as many in flight as wrk keeps "
+        "open, on the same data: no request parsed, no signature checked, no answer written. "
+        "It bounds the gateway on SQLite, whose writers (one a process) take turns at the "
+        "file's one write lock.",
+        "",
         "| configuration | webhooks/s | vs limit | p50 ms | p99 ms | non-200 "
         "| stored exactly once | RSS MiB |",
         "|---|---:|---:|---:|---:|---:|---|---:|",
@@ -389,6 +430,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {run['non_200']} "
             f"| {'yes' if run['exactly_once'] else 'NO'} "
             f"({run['stored']['messages']:,} stored) | {rss:.0f} |"
+        )
+    write = results.get("write_path")
+    if write:
+        lines.append(
+            f"| {write['name']} | {write['rps']:,.0f} | {write['rps'] / limit:.2f}x | | | "
+            f"| {'yes' if write['exactly_once'] else 'NO'} "
+            f"({write['stored']['messages']:,} stored) | |"
         )
     lines.append(
         f"| {results['limit']['name']} | {limit:,.0f} | 1.00x | {results['limit']['p50_ms']:.1f} | "
@@ -438,6 +486,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60_000, help="prepared per measured run")
     parser.add_argument("--warmup-requests", type=int, default=15_000)
     parser.add_argument("--queue-seconds", type=int, default=5, help="queueing replies, outbox run")
+    parser.add_argument(
+        "--write-units", type=int, default=20_000, help="messages a run of the write alone"
+    )
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="short runs, no docs")
     parser.add_argument("--no-docs", action="store_true")
@@ -445,7 +496,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.duration, args.warmup, args.requests, args.warmup_requests = 3, 1, 15_000, 3_000
-        args.queue_seconds, args.no_docs = 2, True
+        args.queue_seconds, args.no_docs, args.write_units = 2, True, 3_000
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as temp:
         workdir = Path(temp)
         fake_port = free_port()
@@ -479,6 +530,8 @@ def main() -> None:
                     )
                 )
                 print(json.dumps(runs[-1], default=str), flush=True)
+            write_path = write_path_run(workdir, fake_url, args)
+            print(json.dumps(write_path, default=str), flush=True)
             first = re.sub(r"[^a-z0-9]+", "-", runs[0]["name"].lower()).strip("-")
             limit = limit_run(workdir, workdir / f"{first}-run.txt", args)
             print(json.dumps(limit), flush=True)
@@ -515,6 +568,7 @@ def main() -> None:
         "wrk": wrk_version(),
         "runs": runs,
         "limit": limit,
+        "write_path": write_path,
         "outbox": outbox,
     }
     if args.json:
