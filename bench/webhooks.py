@@ -428,8 +428,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {run['name']} | {run['rps']:,.0f} | {run['rps'] / limit:.2f}x "
             f"| {run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {run['non_200']} "
-            f"| {'yes' if run['exactly_once'] else 'NO'} "
-            f"({run['stored']['messages']:,} stored) | {rss:.0f} |"
+            f"| {'yes' if run['exactly_once'] else 'NO'} ({_stored(run)}) | {rss:.0f} |"
         )
     write = results.get("write_path")
     if write:
@@ -458,6 +457,17 @@ def markdown(results: dict[str, Any]) -> str:
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _stored(run: dict[str, Any]) -> str:
+    """What was stored; when a check failed, every count it compared."""
+    found = run["stored"]
+    if run["exactly_once"]:
+        return f"{found['messages']:,} stored"
+    return (
+        f"{found['messages']:,} messages, {found['distinct']:,} distinct, "
+        f"{found['events']:,} events, {run['unacknowledged_but_stored']:+,} against acknowledged"
+    )
 
 
 def _shown(command: str) -> str:
