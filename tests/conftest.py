@@ -18,7 +18,7 @@ from gateway.settings import Settings
 from storage.engine import Database, make_engine
 from storage.migrate import upgrade
 from tests.fakes.cmcom import FakeCM
-from tests.fakes.loopback import serve_app
+from tests.fakes.loopback import serve_apps
 from tests.fakes.microsoft import FakeMicrosoft
 from tests.fakes.twilio import FakeTwilio
 from tests.support.databases import PostgresFactory, postgres_admin_url, sqlite_url
@@ -78,9 +78,7 @@ def quiet_providers() -> Iterator[QuietProviders]:
     twilio, cm = FakeTwilio(), FakeCM()
     with (
         FakeMicrosoft() as microsoft,
-        serve_app(twilio.app) as twilio_url,
-        serve_app(cm.app) as cm_url,
-        serve_app(microsoft.app) as microsoft_url,
+        serve_apps(twilio.app, cm.app, microsoft.app) as [twilio_url, cm_url, microsoft_url],
     ):
         yield QuietProviders(
             twilio,

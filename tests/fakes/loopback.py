@@ -8,6 +8,7 @@ of those failures that the fakes consult before serving a request.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -19,34 +20,86 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
+class PromptServer(uvicorn.Server):
+    """uvicorn's server, noticing ``should_exit`` within 10 ms instead of 100 ms.
+
+    The tests start and stop several hundred servers (the gateway, the fakes); uvicorn's
+    100 ms tick made each stop wait for it.
+    """
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop of ticks, ten times as often."""
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 8_640_000
+            await asyncio.sleep(0.01)
+
+
+class _Loopback:
+    """One app served on 127.0.0.1 in a daemon thread, on a socket bound before it starts.
+
+    Bound here, on port 0, so there is no window in which another process could take the
+    port.
+    """
+
+    def __init__(self, app: ASGIApp, startup_timeout: float) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        port: int = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self._timeout = startup_timeout
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        self._server = PromptServer(config)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            name=f"fake-{port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def wait_started(self) -> None:
+        deadline = time.monotonic() + self._timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the fake at {self.url} did not start")
+            time.sleep(0.01)
+
+    def stop_soon(self) -> None:
+        self._server.should_exit = True
+
+    def join(self) -> None:
+        self._thread.join(timeout=self._timeout)
+        self._sock.close()
+
+
+@contextmanager
+def serve_apps(*apps: ASGIApp, startup_timeout: float = 20.0) -> Iterator[list[str]]:
+    """Serve each app as ``serve_app`` does; yields their base URLs, in order.
+
+    At the end every server is told to stop before any is waited for: their shutdowns
+    (uvicorn's takes at least 100 ms) overlap.
+    """
+    servers: list[_Loopback] = []
+    try:
+        for app in apps:
+            servers.append(_Loopback(app, startup_timeout))
+        for server in servers:
+            server.wait_started()
+        yield [server.url for server in servers]
+    finally:
+        for server in servers:
+            server.stop_soon()
+        for server in servers:
+            server.join()
+
+
 @contextmanager
 def serve_app(app: ASGIApp, *, startup_timeout: float = 20.0) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 in a daemon thread; yields its base URL.
-
-    The socket is bound here, on port 0, before the server starts, so there is no window
-    in which another process could take the port.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"fake-{port}", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + startup_timeout
-    try:
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the fake on port {port} did not start")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=startup_timeout)
-        sock.close()
+    """Serve ``app`` with uvicorn on 127.0.0.1 in a daemon thread; yields its base URL."""
+    with serve_apps(app, startup_timeout=startup_timeout) as [url]:
+        yield url
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.fakes.loopback import PromptServer
 
 
 def free_port() -> int:
@@ -33,7 +34,7 @@ def live_server(settings: Settings, port: int) -> Iterator[str]:
         access_log=False,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = PromptServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

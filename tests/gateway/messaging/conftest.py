@@ -19,7 +19,7 @@ from gateway.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.fakes.cloudlink import FakeCloudLink
 from tests.fakes.cmcom import FakeCM, mo_message
-from tests.fakes.loopback import serve_app
+from tests.fakes.loopback import serve_apps
 from tests.fakes.twilio import FakeTwilio, inbound_message_params, new_sid, sign_twilio
 from tests.support.feed import read_all
 from tests.support.live import free_port, live_server
@@ -144,11 +144,7 @@ def set_up_account(stack: Stack) -> None:
 def fakes() -> Iterator[tuple[FakeTwilio, FakeCM, FakeCloudLink, dict[str, str]]]:
     """The three fakes, each on a loopback port."""
     twilio, cm, cloudlink = FakeTwilio(), FakeCM(), FakeCloudLink()
-    with (
-        serve_app(twilio.app) as twilio_url,
-        serve_app(cm.app) as cm_url,
-        serve_app(cloudlink.app) as cloudlink_url,
-    ):
+    with serve_apps(twilio.app, cm.app, cloudlink.app) as [twilio_url, cm_url, cloudlink_url]:
         yield (
             twilio,
             cm,
