@@ -505,7 +505,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.warmup, args.requests, args.warmup_requests = 3, 1, 15_000, 3_000
+        args.duration, args.warmup, args.requests, args.warmup_requests = 3, 1, 15_000, 8_000
         args.queue_seconds, args.no_docs, args.write_units = 2, True, 3_000
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as temp:
         workdir = Path(temp)
