@@ -173,8 +173,7 @@ class GraphApi:
                     timeout=timeout,
                 )
             except ProviderError as exc:
-                # A gateway timeout in front of Graph says no more than no answer.
-                if not repeatable and (isinstance(exc, Unanswered) or exc.status in (408, 504)):
+                if not repeatable and isinstance(exc, Unanswered):
                     raise
                 wait = backoff(attempt, base=0.5, cap=8.0)
                 if exc.retry_after is not None:
@@ -276,8 +275,7 @@ class GraphApi:
         if certificate is not None:
             body["includeResourceData"] = True
             body["encryptionCertificateId"], body["encryptionCertificate"] = certificate
-        # Graph answers only once it has validated both URLs (up to 10 s each): a create
-        # given up on sooner may still be made, and a second one would then be refused.
+        # A create given up on may still be made; a second one would then be refused.
         reply = await self.call(
             token,
             "POST",

@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 USER_AGENT = "cloudlink-gateway"
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+TIMED_OUT_STATUSES = frozenset({408, 504})
 
 
 @dataclass
@@ -45,8 +46,8 @@ class ProviderError(Exception):
 
 
 class Unanswered(ProviderError):
-    """The call was sent but no answer came (timeout, connection lost): the other side
-    may have acted on it. Repeating a call that creates something needs care."""
+    """The call was sent but no answer came (timeout, connection lost, 408 or 504): the
+    other side may have acted on it. Repeating a call that creates something needs care."""
 
 
 HttpClient = aiohttp.ClientSession
@@ -168,7 +169,10 @@ async def request(
     except aiohttp.ClientError as exc:
         raise Unanswered(f"{what}: {type(exc).__name__}", retryable=True) from exc
     if reply.status in RETRYABLE_STATUSES:
-        raise ProviderError(
+        # A timeout answered by the server or a proxy in front of it says no more than no
+        # answer: the call may have been acted on.
+        failed = Unanswered if reply.status in TIMED_OUT_STATUSES else ProviderError
+        raise failed(
             f"{what}: HTTP {reply.status}",
             retryable=True,
             status=reply.status,
