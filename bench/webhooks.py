@@ -56,7 +56,7 @@ from wrk_runner import LoadSettings, WrkResult, run_wrk, wrk_version  # noqa: E4
 
 PUBLIC = "https://hooks.example.com"
 CUSTOMERS = 100
-ADMIN = "bench-admin-" + secrets.token_hex(8)
+ADMIN = "bench-admin-" + secrets.token_hex(16)
 SECTION_START = "<!-- webhooks:start -->"
 SECTION_END = "<!-- webhooks:end -->"
 

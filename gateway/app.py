@@ -39,7 +39,9 @@ from gateway.secret_keys import load_secret_keys
 from gateway.security import SecretBox
 from gateway.settings import Settings
 from gateway.ttl_cache import TtlCache
+from gateway.web.auth import failure_limiter
 from gateway.web.error_handling import HANDLED, ErrorHandlingMiddleware, exception_handler
+from gateway.web.headers import BROWSER_PAGES, NO_STORE, SurfaceHeadersMiddleware
 from gateway.web.health import routes as health_routes
 from gateway.web.openapi import API, build_openapi
 from gateway.web.pages import HTML_PAGE
@@ -77,7 +79,7 @@ def _admin_surface() -> Surface:
         TemplateRoute(op.path, handler, methods=[op.method]) for op, handler in ADMIN_OPERATIONS
     ]
     routes.append(TemplateRoute(API + "/openapi.json", openapi, methods=["GET"]))
-    return Surface(API, routes, PROBLEM_JSON)
+    return Surface(API, routes, PROBLEM_JSON, headers=NO_STORE)
 
 
 def _migrated_engine(settings: Settings) -> Engine:
@@ -150,6 +152,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
                 settings.scim_rate_limit_per_second / settings.workers,
                 max(1, settings.scim_rate_limit_burst // settings.workers),
             ),
+            auth_failures=failure_limiter(settings),
             secrets=secrets,
             providers=providers,
         )
@@ -177,9 +180,15 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
             webhooks_surface,
             *health_routes,
             _admin_surface(),
-            Surface("/oauth", [*ACCOUNT_BROWSER_ROUTES, *PRESENCE_BROWSER_ROUTES], HTML_PAGE),
+            Surface(
+                "/oauth",
+                [*ACCOUNT_BROWSER_ROUTES, *PRESENCE_BROWSER_ROUTES],
+                HTML_PAGE,
+                headers=BROWSER_PAGES,
+            ),
         ],
         middleware=[
+            Middleware(SurfaceHeadersMiddleware),
             Middleware(ObservabilityMiddleware, metrics=metrics),
             Middleware(ErrorHandlingMiddleware),
         ],

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 
 import click
 
@@ -23,7 +22,7 @@ from gateway.secret_keys import MissingSecretKeys, load_secret_keys
 from gateway.security import generate_key
 from gateway.settings import Settings
 from observability.logging import configure_logging
-from observability.metrics import MULTIPROCESS_ENV
+from observability.metrics import MULTIPROCESS_ENV, new_metrics_directory
 
 
 @click.group()
@@ -42,8 +41,11 @@ def _welcome(settings: Settings, host: str, port: int, *, public_url_chosen: boo
     click.echo(f"  public URL (tenant URLs are built on it): {settings.public_url}", err=True)
     click.echo(f"  admin API: {base}/api/v1 (OpenAPI: {base}/api/v1/openapi.json)", err=True)
     if settings.admin_token is None:
+        blank = "GATEWAY_ADMIN_TOKEN" in os.environ
         click.echo(
-            "  admin API disabled: set GATEWAY_ADMIN_TOKEN (e.g. `openssl rand -hex 32`) "
+            "  admin API disabled: "
+            + ("GATEWAY_ADMIN_TOKEN is set but empty; " if blank else "")
+            + "set GATEWAY_ADMIN_TOKEN (at least 32 characters, e.g. `openssl rand -hex 32`) "
             "and restart to use it",
             err=True,
         )
@@ -104,9 +106,10 @@ def serve(host: str, port: int, workers: int | None) -> None:
     metrics_dir = None
     if settings.workers > 1:
         # Metrics of every worker are summed from files in one directory the gateway
-        # owns: made fresh at start, removed at exit.
-        metrics_dir = tempfile.mkdtemp(prefix="cloudlink-gateway-metrics-")
-        os.environ[MULTIPROCESS_ENV] = metrics_dir
+        # owns: made fresh at start (those of servers that were killed are removed then),
+        # removed at exit.
+        metrics_dir = new_metrics_directory()
+        os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
     _welcome(settings, host, port, public_url_chosen=public_url_chosen)
     try:
         uvicorn.run(

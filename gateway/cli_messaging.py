@@ -264,19 +264,34 @@ def dead_letter() -> None:
 @dead_letter.command("list")
 @click.argument("account_id")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 500))
+@click.option("--before", help="Continue a listing: the cursor its last page ended with.")
 @JSON
-def dead_letter_list(account_id: str, limit: int, as_json: bool) -> None:
-    """List dead letters, newest first, with their last error."""
+def dead_letter_list(account_id: str, limit: int, before: str | None, as_json: bool) -> None:
+    """List dead letters, most recently failed first, with their last error.
 
-    async def work(tools: Tools) -> object:
-        return await endpoints.dead_letters(tools.db, account_id=account_id, limit=limit)
+    A page that is not the last ends with a line on stderr naming its cursor. With
+    --json, stdout stays the list of dead letters it always was, and each carries the
+    ``cursor`` a listing continued after it starts from (--before): the last one's is
+    the next page's.
+    """
 
-    items = plain(run_with_tools(work))
+    async def work(tools: Tools) -> endpoints.DeadLetterPage:
+        return await endpoints.dead_letters(
+            tools.db, account_id=account_id, limit=limit, before=before
+        )
+
+    page = run_with_tools(work)
+    items = [
+        {**plain(item), "cursor": cursor}
+        for item, cursor in zip(page.items, page.cursors, strict=True)
+    ]
     emit(
         items,
         as_json,
         "\n".join(f"{i['id']}  {i['kind']}  {i['target_id']}  {i['error']}" for i in items),
     )
+    if page.next_cursor is not None:
+        click.echo(f"more: --before {page.next_cursor}", err=True)
 
 
 @dead_letter.command("replay")

@@ -25,19 +25,19 @@ def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def token_digest(token: str) -> str:
+def token_digest(token: str | bytes) -> str:
     """The hex SHA-256 of ``token``: what is stored in place of the token."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    raw = token if isinstance(token, bytes) else token.encode("utf-8")
+    return hashlib.sha256(raw).hexdigest()
 
 
-def token_matches(token: str, digest: str) -> bool:
-    """Constant-time check of a presented token against a stored digest."""
-    return hmac.compare_digest(token_digest(token), digest)
+def token_matches(token: str | bytes, digest: str) -> bool:
+    """Constant-time check of a presented token (as sent) against a stored digest.
 
-
-def constant_time_equals(presented: str, expected: str) -> bool:
-    """Constant-time comparison of two secrets held in clear (e.g. the operator token)."""
-    return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+    An empty token or digest never matches: a row whose secret was never set must not
+    open to a caller that sends nothing.
+    """
+    return bool(token) and bool(digest) and hmac.compare_digest(token_digest(token), digest)
 
 
 class SecretBoxError(Exception):

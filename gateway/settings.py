@@ -14,12 +14,16 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("./data")
+# The operator token opens every account: shorter than this, it is guessable.
+MIN_ADMIN_TOKEN_LENGTH = 32
 
 
 class Settings(BaseSettings):
     """Validated settings; build with ``Settings()`` (environment) or keyword arguments (tests)."""
 
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     public_url: str = Field(
         default="http://127.0.0.1:8080",
@@ -35,11 +39,26 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(
         default=None,
-        description="Operator bearer token for /api/v1; unset disables the admin API.",
+        description="Operator bearer token for /api/v1, at least 32 characters; unset, "
+        "empty or blank disables the admin API.",
     )
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated Fernet keys encrypting stored secrets, newest first.",
+    )
+    auth_failure_burst: int = Field(
+        default=10,
+        ge=0,
+        le=1_000_000,
+        description="Wrong tokens one client may present in a row (per surface; SCIM and "
+        "CM.com per tenant URL or channel) before it must wait; 0 turns the limit off.",
+    )
+    auth_failure_seconds: float = Field(
+        default=6.0,
+        gt=0,
+        le=3600,
+        description="Once a client is held back, it may present one more token every this "
+        "many seconds.",
     )
     scim_rate_limit_per_second: float = Field(
         default=0.0,
@@ -166,6 +185,24 @@ class Settings(BaseSettings):
                 "must start with http:// or https://, e.g. https://gateway.example.com"
             )
         return value.rstrip("/")
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _admin_token_is_long(cls, value: object) -> object:
+        # An env file line such as GATEWAY_ADMIN_TOKEN=${UNSET} sets the variable to "":
+        # that must mean "no token", never "the empty token".
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            return value
+        token = raw.strip()
+        if not token:
+            return None
+        if len(token) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters (generate one with "
+                "`openssl rand -hex 32`), or unset to disable the admin API"
+            )
+        return token
 
     @field_validator("secret_keys", mode="before")
     @classmethod

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import stat
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +30,10 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
+_FILE_PID = re.compile(r"_(\d+)\.db$")
+METRICS_DIR_PREFIX = "cloudlink-gateway-metrics-"
+_OWNER = re.compile(rf"^{METRICS_DIR_PREFIX}(\d+)-")
+LEGACY_GRACE_SECONDS = 60.0
 
 
 @dataclass
@@ -68,6 +76,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.auth_failures = Counter(
+            f"{PREFIX}_auth_failures_total",
+            "Failed authentications by surface (admin, scim, cm: a CM.com channel's URL "
+            "secret) and outcome (refused: a wrong token; throttled: refused unread after "
+            "too many wrong ones from one client).",
+            ["surface", "outcome"],
+            registry=self.registry,
+        )
         self.webhooks = Counter(
             f"{PREFIX}_webhooks_total",
             "Provider webhooks by provider (twilio, cm), outcome (accepted, duplicate, "
@@ -85,13 +101,22 @@ class Metrics:
         )
         self.outbox_backlog = Gauge(
             f"{PREFIX}_outbox_backlog",
-            "Outbox rows waiting to be delivered (pending, due or not).",
+            "Outbox rows due now and not yet delivered (waiting for a worker or being "
+            "delivered); rows scheduled for later are in outbox_scheduled.",
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
         self.outbox_oldest_age = Gauge(
             f"{PREFIX}_outbox_oldest_age_seconds",
-            "Age of the oldest pending outbox row (0 when there is none).",
+            "Seconds the oldest due outbox row has waited since it became due (its "
+            "scheduled time, or its retry time after a failed attempt), not since it was "
+            "written: a refresh written an hour ahead is not late; 0 when none is due.",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.outbox_scheduled = Gauge(
+            f"{PREFIX}_outbox_scheduled",
+            "Outbox rows due later: presence refreshes, and retries waiting out their backoff.",
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
@@ -129,6 +154,40 @@ def drop_dead_workers(directory: Path) -> None:
         match = _LIVE_GAUGE_FILE.match(path.name)
         if match and not _alive(int(match.group(1))):
             multiprocess.mark_process_dead(int(match.group(1)), str(directory))  # type: ignore[no-untyped-call]
+
+
+def new_metrics_directory() -> Path:
+    """A fresh directory for the metric files of this server's workers, after removing
+    those that servers which died without cleaning up (SIGKILL, OOM) left behind.
+
+    Its name carries this process's pid, so a later start can tell whether the server
+    that made it is still running. Each is owner-only (``mkdtemp``).
+    """
+    parent = Path(tempfile.gettempdir())
+    for path in parent.glob(METRICS_DIR_PREFIX + "*"):
+        if _stale(path):
+            shutil.rmtree(path, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-", dir=parent))
+
+
+def _stale(path: Path) -> bool:
+    """Whether a metrics directory belongs to no running server (and to this user)."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        return False
+    owner = _OWNER.match(path.name)
+    if owner is not None:
+        pid = int(owner.group(1))
+        # This process has made none yet: one named after its pid is an earlier process's.
+        return pid == os.getpid() or not _alive(pid)
+    # Named by an earlier version, without the server's pid: stale when none of the
+    # workers that wrote into it runs, and it is not a server's that is just starting.
+    workers = {int(match.group(1)) for f in path.iterdir() if (match := _FILE_PID.search(f.name))}
+    quiet = time.time() - info.st_mtime > LEGACY_GRACE_SECONDS
+    return quiet and not any(_alive(pid) for pid in workers)
 
 
 def status_class(status: int) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import structlog
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -34,6 +36,8 @@ from storage.sqlite_writer import SqliteWriter, is_lock_error
 from storage.transaction import Transaction
 
 T = TypeVar("T")
+
+log = structlog.get_logger("storage.engine")
 
 SQLITE_READ_BUSY_TIMEOUT_MS = 5000
 # PostgreSQL SQLSTATEs that mean "try again": lock_not_available (lock_timeout),
@@ -50,7 +54,7 @@ def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            owner_only(Path(parsed.database))
         engine = create_engine(
             url,
             json_serializer=_json_dumps,
@@ -72,6 +76,25 @@ def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL
         max_overflow=pool_size,
         pool_pre_ping=True,
     )
+
+
+def owner_only(database: Path) -> None:
+    """Create the SQLite file (and its directory) readable by its owner alone.
+
+    The file holds every account's users, messages and encrypted secrets. SQLite gives
+    its ``-wal`` and ``-shm`` files the database's own permissions, so the database is
+    created 0600 before SQLite opens it (an empty file is a new database), and one left
+    readable by others (an earlier version made it 0644) is narrowed.
+    """
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not database.exists():
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        if path.exists() and path.stat().st_mode & 0o077:
+            try:
+                path.chmod(0o600)
+            except OSError as exc:  # another user's file: say so, and go on
+                log.warning("database_file_readable_by_others", path=str(path), error=str(exc))
 
 
 def _json_dumps(value: Any) -> str:

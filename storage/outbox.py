@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, literal, or_, select, update
+from sqlalchemy import Connection, bindparam, case, delete, func, literal, or_, select, update
 
 from storage.tables import OUTBOX
 
@@ -181,21 +181,30 @@ def release(conn: Connection, *, owner: str, pks: Sequence[int]) -> int:
 
 @dataclass(frozen=True)
 class Backlog:
-    """What the metrics show of the outbox."""
+    """What the metrics show of the outbox at one moment.
 
-    pending: int
-    oldest_created_at: float | None
+    ``due``: pending rows whose time has come (waiting for a worker, or being delivered);
+    ``oldest_due_at``: when the oldest of them became due (its ``available_at``);
+    ``scheduled``: pending rows due later (presence refreshes, retries waiting out their
+    backoff), which are the outbox working as planned rather than falling behind.
+    """
+
+    due: int
+    oldest_due_at: float | None
+    scheduled: int
     dead: int
 
 
-def backlog(conn: Connection) -> Backlog:
-    """Pending and dead counts, and the creation time of the oldest pending row."""
-    rows = conn.execute(
-        select(OUTBOX.c.status, func.count(), func.min(OUTBOX.c.created_at)).group_by(
-            OUTBOX.c.status
+def backlog(conn: Connection, moment: float) -> Backlog:
+    """Due, scheduled and dead counts at ``moment``, and when the oldest due row became due."""
+    pending = OUTBOX.c.status == PENDING
+    due = pending & (OUTBOX.c.available_at <= moment)
+    row = conn.execute(
+        select(
+            func.count(case((due, 1))),
+            func.min(case((due, OUTBOX.c.available_at))),
+            func.count(case((pending & (OUTBOX.c.available_at > moment), 1))),
+            func.count(case((OUTBOX.c.status == DEAD, 1))),
         )
-    ).all()
-    found = {row[0]: (row[1], row[2]) for row in rows}
-    pending, oldest = found.get(PENDING, (0, None))
-    dead, _ = found.get(DEAD, (0, None))
-    return Backlog(pending=pending, oldest_created_at=oldest, dead=dead)
+    ).one()
+    return Backlog(due=row[0], oldest_due_at=row[1], scheduled=row[2], dead=row[3])

@@ -21,12 +21,14 @@ from tests.fakes.cmcom import FakeCM
 from tests.fakes.loopback import serve_apps
 from tests.fakes.microsoft import FakeMicrosoft
 from tests.fakes.twilio import FakeTwilio
-from tests.support.databases import PostgresFactory, postgres_admin_url, sqlite_url
+from tests.support.databases import PostgresFactory, backend_database, postgres_admin_url
 from tests.support.sync import run
 
-ADMIN_TOKEN = "test-operator-token-0123456789"
+ADMIN_TOKEN = "test-operator-token-0123456789abcdef"
 PUBLIC_URL = "http://gateway.test"
 SECRET_KEY = "tDC1qomeyDzEI3V1fSPZ2gVYQj2bBV6hYMQ_IVBWRYk="
+# Wrong tokens a client may present before it is held back, by default.
+FAILURE_BURST: int = Settings.model_fields["auth_failure_burst"].default
 # Every database test runs once per backend. PostgreSQL is there when the libpq variables
 # (or GATEWAY_TEST_POSTGRES_URL) name a server, as `make test` does through pg_virtualenv;
 # `make test-sqlite` runs without it, and GATEWAY_TEST_REQUIRE_POSTGRES makes its absence
@@ -53,11 +55,7 @@ def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, postgres: PostgresFactory | None
 ) -> Iterator[str]:
     """A fresh database of each backend: the test runs once on SQLite, once on PostgreSQL."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-        return
-    assert postgres is not None
-    with postgres.database() as url:
+    with backend_database(request.param, tmp_path, postgres) as url:
         yield url
 
 

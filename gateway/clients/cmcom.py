@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.clients.http import HttpClient, ProviderError, request
+from gateway.clients.http import KIB, HttpClient, ProviderError, request
 
 SEND_PATH = "/v1.0/message"
+# The answer to a send of one message: one entry of a few hundred bytes, or an error.
+ANSWER_LIMIT = 64 * KIB
 # CloudLink's channel types, as CM.com names them in ``allowedChannels``.
 CM_CHANNELS = {"whatsapp": "WhatsApp", "sms": "SMS", "messenger": "Facebook Messenger"}
 
@@ -86,6 +88,7 @@ class CmApi:
             self._url,
             what="sending via CM.com",
             headers={"X-CM-PRODUCTTOKEN": product_token},
+            limit=ANSWER_LIMIT,
             json=_payload(
                 product_token,
                 from_=from_,

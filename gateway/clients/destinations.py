@@ -45,11 +45,16 @@ def _check_shape(url: str, allow_private: bool) -> str:
 
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv4-compatible IPv6 (::a.b.c.d), deprecated by RFC 4291 but still routed to the IPv4
+# address by some stacks: no public service is reached this way, so it is never public.
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 def _public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
+        if ip in IPV4_COMPATIBLE:
+            return False
         # Addresses that carry an IPv4 address reach that address: judge it instead.
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is None and ip in NAT64:

@@ -3,6 +3,10 @@
 The body is signed with the ``standardwebhooks`` package: ``webhook-id`` is the event's
 id, the same on every retry, so the receiver drops a delivery it has already seen;
 ``webhook-timestamp`` is the time of this attempt, as receivers reject old ones.
+
+The status alone decides a delivery. Of the answer's body at most ``ANSWER_LIMIT`` is
+read, and a body still arriving at the call's deadline is cut there: an endpoint that
+answers 200 and then streams for ever has still accepted the event.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ from datetime import UTC, datetime
 from standardwebhooks.webhooks import Webhook
 
 from gateway.clients.destinations import UnsafeDestination, check_destination
-from gateway.clients.http import HttpClient, ProviderError, request
+from gateway.clients.http import KIB, HttpClient, ProviderError, request
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (the prefix, not a secret)
+# Nothing of an endpoint's body is used; reading a short one to its end (an "OK", an
+# error object) keeps the connection for the next delivery, and 64 deliveries at once
+# then keep at most 1 MiB of answers.
+ANSWER_LIMIT = 16 * KIB
 
 
 class EndpointGone(ProviderError):
@@ -47,7 +55,14 @@ async def deliver_event(
         raise ProviderError(f"endpoint refused: {exc}", retryable=True) from exc
     headers = signed_headers(secret, message_id, body, datetime.now(UTC))
     response = await request(
-        http, "POST", url, what="delivering to the endpoint", content=body, headers=headers
+        http,
+        "POST",
+        url,
+        what="delivering to the endpoint",
+        content=body,
+        headers=headers,
+        limit=ANSWER_LIMIT,
+        truncate=True,
     )
     if response.status == 410:
         raise EndpointGone("the endpoint answered 410 Gone", retryable=False, status=410)

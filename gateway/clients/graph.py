@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from gateway.clients.http import (
+    MIB,
     HttpClient,
     ProviderError,
     Reply,
@@ -35,6 +36,13 @@ MAX_BATCH = 20
 # A subscription's create waits for Graph to validate the notification and lifecycle URLs
 # (10 s each at most) before it is answered.
 SUBSCRIBE_TIMEOUT = 30.0
+# One resource or an error: a user, or a subscription, whose resource names up to 650 ids
+# (some 30 KB) beside its encryption certificate.
+ANSWER_LIMIT = 1 * MIB
+# A collection: 650 presences of getPresencesByUserId, each with its status and
+# out-of-office messages (a few KB at most, escaped), 20 answers of a ``$batch``, or a page
+# of subscriptions, each as large as one above (Graph pages 100).
+PAGE_LIMIT = 8 * MIB
 
 
 @dataclass
@@ -152,12 +160,14 @@ class GraphApi:
         ok: Sequence[int] = (200, 201, 202, 204),
         timeout: float | None = None,
         repeatable: bool = True,
+        limit: int = ANSWER_LIMIT,
     ) -> Reply:
         """One Graph call, retried on 429 and 5xx within ``max_wait``; other answers not
         in ``ok`` raise ``GraphError``.
 
         ``repeatable=False``: a call that creates something is not sent again when an
         earlier try got no answer (Graph may have acted on it); the caller finds out.
+        ``limit``: the largest answer read (``PAGE_LIMIT`` for a collection).
         """
         headers = {"Authorization": f"Bearer {token}"}
         waited = 0.0
@@ -171,9 +181,10 @@ class GraphApi:
                     headers=headers,
                     json=json,
                     timeout=timeout,
+                    limit=limit,
                 )
             except ProviderError as exc:
-                if not repeatable and isinstance(exc, Unanswered):
+                if not exc.retryable or (not repeatable and isinstance(exc, Unanswered)):
                     raise
                 wait = backoff(attempt, base=0.5, cap=8.0)
                 if exc.retry_after is not None:
@@ -219,6 +230,7 @@ class GraphApi:
                 "/communications/getPresencesByUserId",
                 what="presence read",
                 json={"ids": chunk},
+                limit=PAGE_LIMIT,
             )
             value = reply.json().get("value", [])
             found.extend(item for item in value if isinstance(item, dict))
@@ -228,12 +240,15 @@ class GraphApi:
         """Up to 20 requests in one ``$batch``; each item's answer, in the order given."""
         if not 0 < len(items) <= MAX_BATCH:
             raise ValueError(f"a $batch holds 1 to {MAX_BATCH} requests")
+        if len({item.id for item in items}) != len(items):
+            raise ValueError("the requests of a $batch need ids unique within it")
         reply = await self.call(
             token,
             "POST",
             "/$batch",
             what="$batch",
             json={"requests": [item.encoded() for item in items]},
+            limit=PAGE_LIMIT,
         )
         by_id: dict[str, BatchResponse] = {}
         for answer in reply.json().get("responses", []):
@@ -310,7 +325,9 @@ class GraphApi:
 
     async def list_subscriptions(self, token: str) -> list[dict[str, Any]]:
         """The subscriptions the token's user and app hold."""
-        reply = await self.call(token, "GET", "/subscriptions", what="list subscriptions")
+        reply = await self.call(
+            token, "GET", "/subscriptions", what="list subscriptions", limit=PAGE_LIMIT
+        )
         value = reply.json().get("value", [])
         return [item for item in value if isinstance(item, dict)]
 

@@ -1,4 +1,5 @@
-"""What every outbound call shares: one error type, the retry rule, backoff with jitter.
+"""What every outbound call shares: one error type, the retry rule, backoff with jitter,
+and a ceiling on what an answer may hold.
 
 Retries happen only where the other side may succeed later: a connection error, a
 timeout, 429 or a 5xx. Anything else (a 4xx) is the caller's mistake and repeating it
@@ -6,6 +7,14 @@ changes nothing. ``Retry-After`` is honoured, in seconds (fractions too) or as a
 date. Calls made while an admin waits (checking credentials, setting a webhook URL)
 retry a few times within seconds; deliveries retry through the outbox instead, so that
 a retry survives a restart.
+
+An answer's body is read in chunks up to a ceiling each call sets from what the API it
+calls can legitimately answer: up to 64 deliveries run at once per process, and one
+answer streaming hundreds of MiB must cost no more than its ceiling. Reading stops as
+soon as the ceiling is passed; the connection is then closed rather than reused, as
+aiohttp does with a body not read to its end. The client's total timeout runs until the
+body is read (aiohttp cancels it only when the connection is released), so an answer
+that trickles in a byte at a time is cut at the same deadline as one that never starts.
 """
 
 from __future__ import annotations
@@ -24,11 +33,22 @@ import aiohttp
 import aiohttp.abc
 import orjson
 
+from gateway.nul import mend_decoded
+
 T = TypeVar("T")
 
 USER_AGENT = "cloudlink-gateway"
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 TIMED_OUT_STATUSES = frozenset({408, 504})
+
+KIB = 1024
+MIB = 1024 * KIB
+# A call that names no ceiling reads one resource as JSON (a provider's account, message
+# or error, the notification URL's echo), which is a few KB.
+ANSWER_LIMIT = 64 * KIB
+# Of an answer to a retry (429, 5xx) only the status and headers count; this much of its
+# body is read so that a short one leaves its connection open for the next call.
+FAILURE_LIMIT = 16 * KIB
 
 
 @dataclass
@@ -46,8 +66,9 @@ class ProviderError(Exception):
 
 
 class Unanswered(ProviderError):
-    """The call was sent but no answer came (timeout, connection lost, 408 or 504): the
-    other side may have acted on it. Repeating a call that creates something needs care."""
+    """The call was sent but no answer came (timeout, connection lost, 408 or 504), or one
+    too large to read: the other side may have acted on it. Repeating a call that creates
+    something needs care."""
 
 
 HttpClient = aiohttp.ClientSession
@@ -71,16 +92,18 @@ def new_http_client(
 
 @dataclass(frozen=True)
 class Reply:
-    """A response read whole: status, headers and body."""
+    """A response: status, headers and body (all of it, unless ``truncated``)."""
 
     status: int
     reason: str
     headers: Mapping[str, str]
     body: bytes
+    truncated: bool = False
 
     def json(self) -> Any:
-        """The body as JSON (``ValueError`` if it is not)."""
-        return orjson.loads(self.body)
+        """The body as JSON (``ValueError`` if it is not), each NUL replaced by U+FFFD:
+        what a provider answers may be stored, and the database takes no NUL (0015)."""
+        return mend_decoded(orjson.loads(self.body))
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -116,6 +139,53 @@ def backoff(attempt: int, *, base: float, cap: float) -> float:
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311  (timing, not secrecy)
 
 
+def _size(count: int) -> str:
+    if count % MIB == 0:
+        return f"{count // MIB} MiB"
+    if count % KIB == 0:
+        return f"{count // KIB} KiB"
+    return f"{count} bytes"
+
+
+def _too_large(what: str, method: str, status: int, limit: int) -> ProviderError:
+    """An answer over the call's ceiling. Not retryable: the same call gets the same
+    answer. Below 400 the call was accepted, and what it did is unknown (``Unanswered``:
+    a send is not repeated, a create is looked for); from 400 on it was refused, only
+    the reasons are lost."""
+    message = f"{what}: HTTP {status} with an answer over {_size(limit)}, the most this call reads"
+    if status >= 400:
+        return ProviderError(message, retryable=False, status=status)
+    if method not in ("GET", "HEAD"):
+        message += "; whether it was done is unknown"
+    return Unanswered(message, retryable=False, status=status)
+
+
+async def _read(content: aiohttp.StreamReader, limit: int, *, partial: bool) -> tuple[bytes, bool]:
+    """The body as it arrives, at most ``limit`` bytes; True when it stopped short of the
+    end (more was coming), and then nothing is kept unless ``partial``.
+
+    ``partial``: a body whose status already decided the outcome; its first ``limit``
+    bytes are kept, and one cut short by the deadline or a lost connection keeps what came.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            chunk = await content.read(limit + 1 - size)
+            if not chunk:
+                return b"".join(chunks), False
+            size += len(chunk)
+            chunks.append(chunk)
+    except (TimeoutError, aiohttp.ClientError):
+        if not partial:
+            raise
+        return b"".join(chunks), True
+    if not partial:
+        return b"", True
+    chunks[-1] = chunks[-1][: len(chunks[-1]) - (size - limit)]
+    return b"".join(chunks), True
+
+
 async def request(
     http: HttpClient,
     method: str,
@@ -128,12 +198,17 @@ async def request(
     json: Any = None,
     content: str | bytes | None = None,
     timeout: float | None = None,
+    limit: int = ANSWER_LIMIT,
+    truncate: bool = False,
 ) -> Reply:
     """One call; transport failures and retryable statuses become ``ProviderError``.
 
     Other statuses are returned for the caller to interpret (each provider words its
     errors differently). Redirects are not followed. ``timeout``: this call's total,
-    instead of the client's (a provider known to answer slowly).
+    instead of the client's (a provider known to answer slowly). ``limit``: the most of
+    the body read; a longer one is an error (see ``_too_large``), never held. With
+    ``truncate`` the status alone decides: the first ``limit`` bytes are kept, and a body
+    still arriving at the deadline is cut there (``Reply.truncated``).
     """
     body: Any = content
     if form is not None:
@@ -155,11 +230,20 @@ async def request(
             if timeout is None
             else aiohttp.ClientTimeout(total=timeout, sock_connect=http.timeout.sock_connect),
         ) as response:
+            retrying = response.status in RETRYABLE_STATUSES
+            partial = truncate or retrying
+            keep = min(limit, FAILURE_LIMIT) if retrying else limit
+            if not partial and (response.content_length or 0) > keep:
+                raise _too_large(what, method, response.status, keep)
+            answer, more = await _read(response.content, keep, partial=partial)
+            if more and not partial:
+                raise _too_large(what, method, response.status, keep)
             reply = Reply(
                 status=response.status,
                 reason=response.reason or "",
                 headers={k.lower(): v for k, v in response.headers.items()},
-                body=await response.read(),
+                body=answer,
+                truncated=more,
             )
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         # Not connected (or no connection in time): nothing was sent.

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from gateway.clients.http import HttpClient, ProviderError, Reply, request, with_retries
+from gateway.clients.http import KIB, HttpClient, ProviderError, Reply, request, with_retries
 
 GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 # What a presence monitor is asked for: a refresh token (offline_access), who it is
@@ -42,6 +42,10 @@ MONITOR_SCOPES = (
 SIGNED_OUT_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required"})
 # An app token is renewed this long before it expires (Microsoft's tokens last ~1 hour).
 TOKEN_MARGIN = 300.0
+# A token answer holds up to three JWTs (access, ID, refresh), each at most some 16 KB
+# with many roles or groups (past 200 groups a token carries an overage claim instead);
+# the signing keys are a handful of JWKs with a 2 KB certificate each. Five times that.
+ANSWER_LIMIT = 256 * KIB
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,7 @@ class IdentityPlatform:
                 self._endpoint(tenant, "/oauth2/v2.0/token"),
                 what=what,
                 form=form,
+                limit=ANSWER_LIMIT,
             )
 
         reply = await with_retries(call, attempts=attempts)
@@ -309,6 +314,7 @@ class IdentityPlatform:
                 "GET",
                 self._endpoint(tenant, "/discovery/v2.0/keys"),
                 what="signing keys",
+                limit=ANSWER_LIMIT,
             )
 
         reply = await with_retries(call)

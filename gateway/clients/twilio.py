@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import quote
 
 from gateway.clients.http import (
+    KIB,
+    MIB,
     HttpClient,
     ProviderError,
     Reply,
@@ -21,6 +23,10 @@ from gateway.clients.http import (
 )
 
 API = "/2010-04-01"
+# One resource (an account, a message, a number: 1 to 3 KB) or an error.
+ANSWER_LIMIT = 64 * KIB
+# A page of up to 1000 incoming numbers (``PageSize``), each about 3 KB of fields and URLs.
+PAGE_LIMIT = 8 * MIB
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,14 @@ class TwilioApi:
         return f"{self._base}/Accounts/{quote(creds.account_sid, safe='')}"
 
     async def _call(
-        self, creds: TwilioCredentials, method: str, url: str, what: str, **kwargs: Any
+        self,
+        creds: TwilioCredentials,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        limit: int = ANSWER_LIMIT,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         response = await request(
             self._http,
@@ -94,6 +107,7 @@ class TwilioApi:
             url,
             what=what,
             headers={"Authorization": basic_auth(creds.account_sid, creds.auth_token)},
+            limit=limit,
             **kwargs,
         )
         if response.status >= 400:
@@ -127,7 +141,7 @@ class TwilioApi:
 
             async def call(page_url: str = url, query: dict[str, str] = params) -> dict[str, Any]:
                 return await self._call(
-                    creds, "GET", page_url, "listing Twilio numbers", params=query
+                    creds, "GET", page_url, "listing Twilio numbers", params=query, limit=PAGE_LIMIT
                 )
 
             body = await with_retries(call)

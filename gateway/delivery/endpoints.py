@@ -4,17 +4,23 @@ An endpoint's secret is generated here (``whsec_`` + 32 random bytes, the Standa
 Webhooks form), shown once, kept encrypted. Its URL must be https to a public address
 unless private endpoints are allowed; the check resolves the name now and again at
 every delivery.
+
+Dead letters are listed a page at a time, most recently failed first, and a page ends
+with a cursor: the last letter's failure time and id, where the next page starts.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import secrets as random_source
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
 
 from gateway.accounts.service import admin_event, require_account
 from gateway.chat.models import STATUS_RANK
@@ -201,18 +207,59 @@ def _dead_letter(row: Any) -> DeadLetter:
     )
 
 
-async def dead_letters(db: Database, *, account_id: str, limit: int) -> list[DeadLetter]:
-    """The account's dead letters, most recently failed first."""
+CURSOR_PATTERN = "^[0-9]{1,16}([.][0-9]{1,20})?_[0-9]{1,18}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
 
-    def read(conn: Connection) -> list[DeadLetter]:
+
+def _cursor(row: Any) -> str:
+    """Where a page ended: the last letter's failure time and id.
+
+    The time is written as the shortest decimal that reads back as the same double, so
+    the next page compares with exactly the value stored (a rounded one would repeat or
+    skip the letters failed within the rounding).
+    """
+    return f"{Decimal(repr(float(row.updated_at))):f}_{row.pk}"
+
+
+def _parse_cursor(cursor: str) -> tuple[float, int]:
+    if not _CURSOR.fullmatch(cursor):
+        raise InvalidValue(f"before: {shown(cursor)!r} is not a cursor this API returned.")
+    moment, _, pk = cursor.partition("_")
+    return float(moment), int(pk)
+
+
+@dataclass(frozen=True)
+class DeadLetterPage:
+    """A page of dead letters; ``cursors[i]`` is where a listing continued after
+    ``items[i]`` starts, ``next_cursor`` the last one's when more follow (else None)."""
+
+    items: list[DeadLetter]
+    cursors: list[str]
+    next_cursor: str | None
+
+
+async def dead_letters(
+    db: Database, *, account_id: str, limit: int, before: str | None = None
+) -> DeadLetterPage:
+    """A page of the account's dead letters, most recently failed first; ``before``
+    continues a previous page."""
+    after = _parse_cursor(before) if before is not None else None
+
+    def read(conn: Connection) -> DeadLetterPage:
         require_account(conn, account_id)
+        query = select(OUTBOX).where(OUTBOX.c.account_id == account_id, OUTBOX.c.status == DEAD)
+        if after is not None:
+            query = query.where(tuple_(OUTBOX.c.updated_at, OUTBOX.c.pk) < after)
         rows = conn.execute(
-            select(OUTBOX)
-            .where(OUTBOX.c.account_id == account_id, OUTBOX.c.status == DEAD)
-            .order_by(OUTBOX.c.updated_at.desc(), OUTBOX.c.pk.desc())
-            .limit(limit)
+            query.order_by(OUTBOX.c.updated_at.desc(), OUTBOX.c.pk.desc()).limit(limit + 1)
         ).all()
-        return [_dead_letter(row) for row in rows]
+        page = rows[:limit]
+        cursors = [_cursor(row) for row in page]
+        return DeadLetterPage(
+            items=[_dead_letter(row) for row in page],
+            cursors=cursors,
+            next_cursor=cursors[-1] if len(rows) > limit else None,
+        )
 
     return await db.query(read)
 

@@ -7,21 +7,28 @@ what the rows of one tenant submit within a short window and hands each row its 
 answer. Both kinds share one token bucket per tenant: Graph's presence budget (1,500
 requests per 30 s per app and tenant) is counted across them, divided among the gateway's
 processes.
+
+A ``$batch`` is composed by ``send_batch`` alone, which numbers its items: Graph refuses
+a whole batch whose request ids repeat, and the rows that meet in one batch know nothing
+of each other. A batch Graph refuses as a whole (a 4xx other than the token's) says
+nothing about its items, so the batcher sends each of them again on its own: one item's
+fault, or the batch's, does not become every row's dead letter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import structlog
 from sqlalchemy import Connection, select
 
 from gateway.accounts.teams import TeamsConfig, teams_config
-from gateway.clients.graph import MAX_PRESENCE_IDS, GraphApi
+from gateway.clients.graph import MAX_PRESENCE_IDS, BatchRequest, BatchResponse, GraphApi
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AccessToken, AppCredentials, IdentityPlatform
 from gateway.delivery.worker import Dropped
@@ -29,6 +36,8 @@ from gateway.presence.monitors import LIVE
 from gateway.security import SecretBox
 from storage.engine import Database
 from storage.tables import PRESENCE_MONITORS, utcnow
+
+log = structlog.get_logger("gateway.delivery")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -93,6 +102,40 @@ async def with_app_token(
     return await call(token.token)
 
 
+async def send_batch(
+    graph: GraphApi, token: str, items: Sequence[BatchRequest]
+) -> list[BatchResponse]:
+    """``items`` as one ``$batch``, numbered 1..n there whatever ids they came with; each
+    item's answer in the order given, under the item's own id.
+
+    The rows whose requests meet in a batch are handled apart and cannot agree on ids,
+    and Graph refuses the whole batch (400) when two ids repeat.
+    """
+    numbered = [replace(item, id=str(number)) for number, item in enumerate(items, 1)]
+    answers = await graph.batch(token, numbered)
+    return [replace(answer, id=item.id) for item, answer in zip(items, answers, strict=True)]
+
+
+def refused_as_a_whole(exc: BaseException) -> bool:
+    """Whether a failed call was refused for what it carried: a final 4xx other than 401
+    and 403 (the token's or the app's, which every item alone would meet as well).
+
+    Retryable failures (429, 5xx, no answer) are not: each row retries on its own.
+    """
+    return (
+        isinstance(exc, ProviderError)
+        and not exc.retryable
+        and exc.status is not None
+        and 400 <= exc.status < 500
+        and exc.status not in (401, 403)
+    )
+
+
+def never(_exc: BaseException) -> bool:
+    """No failure makes the items of a call worth sending alone."""
+    return False
+
+
 @dataclass
 class _Pending(Generic[T, R]):
     item: T
@@ -108,7 +151,11 @@ class _Queue(Generic[T, R]):
 
 class TenantBatcher(Generic[T, R]):
     """Submit items one by one; ``send`` gets up to ``size`` of one tenant at a time and
-    answers one result per item, in order. ``cost`` is what a batch spends of the budget."""
+    answers one result per item, in order. ``cost`` is what a batch spends of the budget.
+
+    When ``send`` fails for several items with an error ``alone`` accepts, each item is
+    sent again on its own (spending the budget again), and gets its own answer or error.
+    """
 
     def __init__(
         self,
@@ -117,11 +164,13 @@ class TenantBatcher(Generic[T, R]):
         *,
         size: int,
         cost: Callable[[int], int],
+        alone: Callable[[BaseException], bool] = never,
     ) -> None:
         self._send = send
         self._budgets = budgets
         self._size = size
         self._cost = cost
+        self._alone = alone
         self._queues: dict[tuple[str, str, str], _Queue[T, R]] = {}
 
     async def submit(self, creds: AppCredentials, item: T) -> R:
@@ -140,17 +189,26 @@ class TenantBatcher(Generic[T, R]):
         await asyncio.sleep(WINDOW)
         while queue.waiting:
             group, queue.waiting = queue.waiting[: self._size], queue.waiting[self._size :]
-            await self._budgets.of(queue.creds).take(self._cost(len(group)))
-            try:
-                answers = await self._send(queue.creds, [pending.item for pending in group])
-            except Exception as exc:  # the whole call failed: each row retries on its own
-                for pending in group:
-                    if not pending.answer.done():
-                        pending.answer.set_exception(exc)
-                continue
-            for pending, answer in zip(group, answers, strict=True):
+            await self._call(queue.creds, group)
+
+    async def _call(self, creds: AppCredentials, group: list[_Pending[T, R]]) -> None:
+        """Send ``group`` in one call and answer each of its items."""
+        await self._budgets.of(creds).take(self._cost(len(group)))
+        try:
+            answers = await self._send(creds, [pending.item for pending in group])
+        except Exception as exc:
+            if len(group) > 1 and self._alone(exc):
+                log.warning("graph_batch_refused", items=len(group), error=str(exc)[:300])
+                await asyncio.gather(*(self._call(creds, [pending]) for pending in group))
+                return
+            # The whole call failed: each row retries (or gives up) on its own.
+            for pending in group:
                 if not pending.answer.done():
-                    pending.answer.set_result(answer)
+                    pending.answer.set_exception(exc)
+            return
+        for pending, answer in zip(group, answers, strict=True):
+            if not pending.answer.done():
+                pending.answer.set_result(answer)
 
 
 @dataclass(frozen=True)

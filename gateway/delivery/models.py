@@ -61,9 +61,10 @@ class DeadLetter(BaseModel):
 
 
 class DeadLetterList(BaseModel):
-    """The account's dead letters, newest first."""
+    """A page of the account's dead letters, most recently failed first."""
 
     items: list[DeadLetter]
+    next_cursor: str | None = Field(description="Pass as ?before= for the next page.")
 
 
 class ReplayRequest(BaseModel):

@@ -18,8 +18,14 @@ from sqlalchemy import Connection, Select, bindparam, select, update
 
 from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi
+from gateway.clients.http import ProviderError
 from gateway.clients.identity import IdentityPlatform
-from gateway.delivery.graph_batching import GraphTools, with_app_token
+from gateway.delivery.graph_batching import (
+    GraphTools,
+    refused_as_a_whole,
+    send_batch,
+    with_app_token,
+)
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.presence.monitors import DIRECTORY, LIVE, MONITOR_USERS, UPKEEP
@@ -85,24 +91,40 @@ async def _look_up(
     graph: GraphApi, identity: IdentityPlatform, config: TeamsConfig, emails: list[str]
 ) -> dict[str, str | None]:
     """Each email's Teams user id (None: not in the directory), 20 lookups a ``$batch``,
-    a few batches at once."""
+    a few batches at once.
+
+    A batch refused as a whole is looked up again one email at a time; an email refused
+    even alone is left out, to be looked up at the next run.
+    """
     found: dict[str, str | None] = {}
     chunks = [emails[start : start + MAX_BATCH] for start in range(0, len(emails), MAX_BATCH)]
     gate = asyncio.Semaphore(LOOKUPS_AT_ONCE)
 
+    async def send(requests: list[BatchRequest]) -> list[BatchResponse]:
+        async def call(token: str) -> list[BatchResponse]:
+            return await send_batch(graph, token, requests)
+
+        return await with_app_token(identity, config.credentials, call)
+
+    async def answered(requests: list[BatchRequest]) -> list[BatchResponse]:
+        try:
+            return await send(requests)
+        except ProviderError as exc:
+            if not refused_as_a_whole(exc):
+                raise
+            if len(requests) == 1:
+                return [BatchResponse(requests[0].id, exc.status or 400)]
+            return [(await answered([request]))[0] for request in requests]
+
     async def look(chunk: list[str]) -> None:
         requests = [
             BatchRequest(
-                str(i), "GET", f"/users/{quote(email, safe='@')}?$select=id,userPrincipalName"
+                email, "GET", f"/users/{quote(email, safe='@')}?$select=id,userPrincipalName"
             )
-            for i, email in enumerate(chunk)
+            for email in chunk
         ]
-
-        async def call(token: str) -> list[BatchResponse]:
-            return await graph.batch(token, requests)
-
         async with gate:
-            answers = await with_app_token(identity, config.credentials, call)
+            answers = await answered(requests)
         for email, answer in zip(chunk, answers, strict=True):
             if answer.ok and isinstance(answer.body, dict) and answer.body.get("id"):
                 found[email] = str(answer.body["id"])

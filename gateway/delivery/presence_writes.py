@@ -17,7 +17,9 @@ once and its handler sends the newest state.
 Rows of one tenant are grouped into ``$batch`` requests of up to 20, and a token bucket
 keeps the process within its share of Graph's presence budget (1,500 requests per 30 s
 per app and tenant, divided among the worker processes). An item throttled on its own
-(429 in the batch answer) is retried by the outbox after its ``Retry-After``.
+(429 in the batch answer) is retried by the outbox after its ``Retry-After``. A batch
+refused as a whole is sent again item by item (``TenantBatcher``), so that only a write
+Graph refuses on its own becomes a dead letter.
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi, GraphUser
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AppCredentials, IdentityPlatform
-from gateway.delivery.graph_batching import Budgets, TenantBatcher, with_app_token
+from gateway.delivery.graph_batching import (
+    Budgets,
+    TenantBatcher,
+    refused_as_a_whole,
+    send_batch,
+    with_app_token,
+)
 from gateway.delivery.policy import RetryPolicy
 from gateway.delivery.presence_directory import LOOKUP_AGAIN
 from gateway.delivery.worker import Dropped, Handler, Settle
@@ -54,12 +62,15 @@ REFRESH_OTHER = 3000.0
 
 
 def teams_request(
-    availability: str, activity: str, *, client_id: str, user_id: str, item_id: str
+    availability: str, activity: str, *, client_id: str, user_id: str
 ) -> BatchRequest:
-    """The Graph call that shows this CloudLink state in Teams."""
+    """The Graph call that shows this CloudLink state in Teams.
+
+    Its id is the user's; the batch it joins numbers its items anew (``send_batch``).
+    """
     base = f"/users/{quote(user_id, safe='')}/presence"
     if availability == "Offline":
-        return BatchRequest(item_id, "POST", base + "/clearPresence", {"sessionId": client_id})
+        return BatchRequest(user_id, "POST", base + "/clearPresence", {"sessionId": client_id})
     if availability in ("Available", "AvailableIdle"):
         pair = ("Available", "Available")
     elif availability in ("Busy", "BusyIdle"):
@@ -69,7 +80,7 @@ def teams_request(
     else:
         pair = ("Away", "Away")
     return BatchRequest(
-        item_id,
+        user_id,
         "POST",
         base + "/setPresence",
         {
@@ -89,10 +100,12 @@ class PresenceWriter:
         self.identity = identity
 
         async def send(creds: AppCredentials, items: list[BatchRequest]) -> list[BatchResponse]:
-            return await with_app_token(identity, creds, lambda token: graph.batch(token, items))
+            return await with_app_token(
+                identity, creds, lambda token: send_batch(graph, token, items)
+            )
 
         self._batcher: TenantBatcher[BatchRequest, BatchResponse] = TenantBatcher(
-            send, budgets, size=MAX_BATCH, cost=lambda count: count
+            send, budgets, size=MAX_BATCH, cost=lambda count: count, alone=refused_as_a_whole
         )
         self._users: dict[str, asyncio.Lock] = {}
 
@@ -194,9 +207,7 @@ def presence_write_handler(
             if teams_user_id is None:
                 await db.transact(lambda tx: _remember_lookup(tx, row.target_id, None, looked_up))
                 raise Dropped("the user is not in the tenant's directory")
-        request = teams_request(
-            *plan.state, client_id=creds.client_id, user_id=teams_user_id, item_id="1"
-        )
+        request = teams_request(*plan.state, client_id=creds.client_id, user_id=teams_user_id)
         body = request.body or {}
         pair = (body.get("availability"), body.get("activity"))
         previous = plan.written or {}

@@ -77,12 +77,13 @@ def _toggle(enabled: bool) -> Handler:
 
 async def list_dead_letters(request: Request) -> Response:
     state = require_operator(request)
-    items = await endpoints.dead_letters(
+    page = await endpoints.dead_letters(
         state.db,
         account_id=request.path_params["account_id"],
         limit=query_int(request, "limit", 100, 1, MAX_PAGE),
+        before=request.query_params.get("before"),
     )
-    return model_response(DeadLetterList(items=items))
+    return model_response(DeadLetterList(items=page.items, next_cursor=page.next_cursor))
 
 
 async def replay(request: Request) -> Response:
@@ -157,11 +158,18 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
         Operation(
             "GET",
             ACCOUNT + "/dead-letters",
-            "Deliveries that ran out of attempts, newest first",
+            "Deliveries that ran out of attempts, most recently failed first",
             response=DeadLetterList,
             query=(
                 Param(
-                    "limit", "Items to return.", {"type": "integer", "minimum": 1, "maximum": 500}
+                    "before",
+                    "next_cursor of the previous page.",
+                    {"type": "string", "pattern": endpoints.CURSOR_PATTERN},
+                ),
+                Param(
+                    "limit",
+                    "Items per page.",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
                 ),
             ),
         ),

@@ -170,10 +170,12 @@ class OutboxWorker:
         moment = time.monotonic()
         if moment >= self._next_backlog:
             self._next_backlog = moment + BACKLOG_EVERY
-            found = await self.db.query(outbox.backlog)
-            self.metrics.outbox_backlog.set(found.pending)
-            oldest = found.oldest_created_at
-            self.metrics.outbox_oldest_age.set(0 if oldest is None else time.time() - oldest)
+            at = outbox.now()
+            found = await self.db.query(outbox.backlog, at)
+            self.metrics.outbox_backlog.set(found.due)
+            oldest = found.oldest_due_at
+            self.metrics.outbox_oldest_age.set(0 if oldest is None else max(0.0, at - oldest))
+            self.metrics.outbox_scheduled.set(found.scheduled)
             self.metrics.dead_letters.set(found.dead)
         upkeep = self.settings.upkeep
         if upkeep is not None and moment >= self._next_upkeep:

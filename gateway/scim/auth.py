@@ -8,19 +8,11 @@ from gateway.accounts import tenant_url
 from gateway.scim import repository as repo
 from gateway.scim.service import Tenant
 from gateway.security import token_matches
+from gateway.web.auth import client_key, count_failure, presented_bearer, refuse_if_throttled
 from gateway.web.errors import RateLimited, Unauthorized
 from gateway.web.state import AppState
 
-
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized(
-            "Missing bearer token: paste the Secret Token generated for this account's "
-            "Azure AD Sync integration into Entra's Admin Credentials."
-        )
-    return token.strip()
+SURFACE = "scim"
 
 
 async def authenticate(request: Request, state: AppState) -> Tenant:
@@ -29,12 +21,20 @@ async def authenticate(request: Request, state: AppState) -> Tenant:
     An unknown account and a wrong token get the same answer, so a caller cannot tell
     which accounts exist; a token of one account never opens another. The digest is
     read on every request, so a regenerated or revoked token is refused at once, by
-    every worker process.
+    every worker process. Failures are counted per client and tenant URL (web.auth).
     """
-    token = _bearer(request)
     account_id = request.path_params["account_id"]
+    key = f"{client_key(request)} {account_id}"
+    refuse_if_throttled(state, SURFACE, key)
+    token = presented_bearer(request)
+    if token is None:
+        raise Unauthorized(
+            "Missing bearer token: paste the Secret Token generated for this account's "
+            "Azure AD Sync integration into Entra's Admin Credentials."
+        )
     digest = await state.db.query(repo.credential_digest, account_id)
     if digest is None or not token_matches(token, digest):
+        count_failure(state, SURFACE, key)
         raise Unauthorized(
             "The secret token is not valid for this tenant URL. Keys may have been "
             "regenerated or the Azure AD Sync integration removed: generate keys again "

@@ -8,14 +8,15 @@ value afterwards (pydantic, scim2-models, our own checks) sees a document deeper
 
 from __future__ import annotations
 
+import enum
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from gateway.nul import NUL_DETAIL, TooDeep, mend_decoded, without_nul
 from gateway.web.errors import InvalidSyntax, InvalidValue, PayloadTooLarge
-from gateway.web.nul import NUL_DETAIL
 from gateway.web.state import app_state
 
 MAX_JSON_DEPTH = 32
@@ -46,38 +47,44 @@ async def read_body(request: Request, *, limit: int | None = None) -> bytes:
     return b"".join(chunks)
 
 
-def _check_decoded(value: Any) -> None:
-    """Refuse JSON deeper than ``MAX_JSON_DEPTH`` or holding a NUL, in one walk.
+class NulPolicy(enum.Enum):
+    """What a decoded NUL character gets (see ``gateway.nul``)."""
 
-    Iterative, so it is safe on any depth the decoder accepted.
+    REFUSE = "refuse"
+    REPLACE = "replace"
+
+
+def _refuse_nul(_text: str) -> str:
+    raise InvalidValue(NUL_DETAIL)
+
+
+def check_decoded(value: dict[str, Any] | list[Any], nul: NulPolicy = NulPolicy.REFUSE) -> None:
+    """Refuse JSON deeper than ``MAX_JSON_DEPTH``, and refuse or replace (in place) every
+    NUL of its keys and strings, in one walk."""
+    try:
+        mend_decoded(
+            value,
+            _refuse_nul if nul is NulPolicy.REFUSE else without_nul,
+            max_depth=MAX_JSON_DEPTH,
+        )
+    except TooDeep:
+        raise InvalidSyntax(
+            f"The body nests arrays and objects deeper than {MAX_JSON_DEPTH}."
+        ) from None
+
+
+def decode_json_object(body: bytes, *, nul: NulPolicy = NulPolicy.REFUSE) -> dict[str, Any]:
+    """Parse a JSON object body of bounded depth, or refuse with 400 ``invalidSyntax``.
+
+    ``nul``: refuse a NUL character anywhere in it (400), or replace it (a provider's).
     """
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                raise InvalidValue(NUL_DETAIL)
-            continue
-        if isinstance(item, dict):
-            children: Any = [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth + 1 > MAX_JSON_DEPTH:
-            raise InvalidSyntax(f"The body nests arrays and objects deeper than {MAX_JSON_DEPTH}.")
-        stack.extend((child, depth + 1) for child in children)
-
-
-def decode_json_object(body: bytes) -> dict[str, Any]:
-    """Parse a JSON object body of bounded depth, or refuse with 400 ``invalidSyntax``."""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidSyntax(f"The body is not valid JSON: {exc}.") from exc
     if not isinstance(value, dict):
         raise InvalidSyntax("The body must be a JSON object.")
-    _check_decoded(value)
+    check_decoded(value, nul)
     return value
 
 

@@ -18,7 +18,7 @@ API = "/api/v1"
 ACCOUNT = API + "/accounts/{account_id}"
 
 # Text without NUL characters: every surface refuses a NUL in a path, query or JSON body
-# with 400 (``gateway.web.nul``), so the document never offers one.
+# with 400 (``gateway.nul``), so the document never offers one.
 NUL_FREE = "^[^\\u0000]*$"
 TEXT: dict[str, Any] = {"type": "string", "pattern": NUL_FREE}
 

@@ -19,12 +19,9 @@ _PAGE = """<!doctype html>
 
 
 def page(title: str, text: str, status: int = 200) -> Response:
-    """A minimal page; both strings are escaped."""
-    return HTMLResponse(
-        _PAGE.format(title=escape(title), text=escape(text)),
-        status_code=status,
-        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
-    )
+    """A minimal page; both strings are escaped. Its security headers (no framing, no
+    script, not stored) are the browser surface's (``gateway.web.headers``)."""
+    return HTMLResponse(_PAGE.format(title=escape(title), text=escape(text)), status_code=status)
 
 
 class HtmlPage:

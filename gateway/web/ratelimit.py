@@ -1,8 +1,11 @@
 """A per-key token bucket, in process memory.
 
 It protects the store from one account's burst (Entra's initial cycle) without
-punishing the others. Off when the rate is 0. It answers how long to wait, so the
-caller can send ``Retry-After``, which Entra honours.
+punishing the others, and slows a client that keeps failing to authenticate. Off when
+the rate is 0. It answers how long to wait, so the caller can send ``Retry-After``,
+which Entra honours. It holds at most ``max_keys`` buckets: keys a caller chooses (its
+address) must not grow the process without bound; the least recently used bucket is
+forgotten first.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+DEFAULT_MAX_KEYS = 100_000
 
 
 @dataclass
@@ -23,10 +28,16 @@ class RateLimiter:
     """Allows ``rate`` requests per second per key, with bursts up to ``burst``."""
 
     def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
     ) -> None:
         self.rate = rate
         self.burst = burst
+        self.max_keys = max_keys
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
@@ -35,17 +46,45 @@ class RateLimiter:
         """False when the rate is 0 (no limit)."""
         return self.rate > 0
 
+    def _refilled(self, key: str) -> _Bucket:
+        """The key's bucket, refilled up to now and marked as the most recently used."""
+        now = self._clock()
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = _Bucket(float(self.burst), now)
+            while len(self._buckets) >= self.max_keys:
+                del self._buckets[next(iter(self._buckets))]
+        self._buckets[key] = bucket
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        return bucket
+
+    def _wait(self, bucket: _Bucket) -> int:
+        return max(1, math.ceil((1 - bucket.tokens) / self.rate))
+
     def acquire(self, key: str) -> int | None:
         """Take one token for ``key``; None if allowed, else seconds to wait before retrying."""
         if not self.enabled:
             return None
-        now = self._clock()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-        bucket.updated = now
+        bucket = self._refilled(key)
         if bucket.tokens >= 1:
             bucket.tokens -= 1
             return None
-        return max(1, math.ceil((1 - bucket.tokens) / self.rate))
+        return self._wait(bucket)
+
+    def blocked(self, key: str) -> int | None:
+        """Seconds ``key`` must wait before its next attempt, without spending a token;
+        None when it may go ahead (a key never seen is not stored)."""
+        if not self.enabled or key not in self._buckets:
+            return None
+        bucket = self._refilled(key)
+        return None if bucket.tokens >= 1 else self._wait(bucket)
+
+    def spend(self, key: str) -> None:
+        """Spend one token of ``key`` whatever is left (a failure that already happened)."""
+        if self.enabled:
+            bucket = self._refilled(key)
+            bucket.tokens = max(0.0, bucket.tokens - 1)
+
+    def __len__(self) -> int:
+        return len(self._buckets)

@@ -4,7 +4,8 @@ A ``Surface`` is a part of the URL space served to one kind of caller (Entra's S
 client, operators, a webhook provider): it routes its own paths, answers 404 and 405
 itself (with an ``Allow`` header listing every method of the path), refuses NUL
 characters in the path and query, and marks the scope with its error format so that
-every error of its requests is written the way its callers expect.
+every error of its requests is written the way its callers expect, and with the headers
+every answer of its callers needs (``gateway.web.headers``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.nul import NUL_DETAIL
 from gateway.web.errors import InvalidValue
-from gateway.web.nul import NUL_DETAIL
+from gateway.web.headers import SURFACE_HEADERS_KEY, Headers
 from gateway.web.responses import ERROR_FORMAT_KEY, ErrorFormat
 
 ROUTE_TEMPLATE_KEY = "route_template"
@@ -37,17 +39,28 @@ class TemplateRoute(Route):
 class Surface(BaseRoute):
     """The routes under ``prefix``, answering errors in ``error_format``."""
 
-    def __init__(self, prefix: str, routes: Sequence[Route], error_format: ErrorFormat) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        routes: Sequence[Route],
+        error_format: ErrorFormat,
+        *,
+        headers: Headers = (),
+    ) -> None:
         self.prefix = prefix.rstrip("/")
         self.routes = list(routes)
         self.error_format = error_format
+        self.headers = tuple(headers)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http":
             return Match.NONE, {}
         path: str = scope["path"]
         if path == self.prefix or path.startswith(self.prefix + "/"):
-            return Match.FULL, {ERROR_FORMAT_KEY: self.error_format}
+            return Match.FULL, {
+                ERROR_FORMAT_KEY: self.error_format,
+                SURFACE_HEADERS_KEY: self.headers,
+            }
         return Match.NONE, {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:

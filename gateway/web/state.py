@@ -27,6 +27,7 @@ class AppState:
     db: Database
     metrics: Metrics
     rate_limiter: RateLimiter
+    auth_failures: RateLimiter
     secrets: SecretBox
     providers: Providers
 

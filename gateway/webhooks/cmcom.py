@@ -23,12 +23,14 @@ from gateway.chat import service as chat
 from gateway.chat.models import InboundMessage, Media, StatusUpdate
 from gateway.events.service import Actor
 from gateway.security import token_matches
-from gateway.web.bodies import decode_json_object, read_body
+from gateway.web.auth import client_key, count_failure, refuse_if_throttled
+from gateway.web.bodies import NulPolicy, decode_json_object, read_body
 from gateway.web.errors import BadRequest, Forbidden
 from gateway.web.state import app_state
-from gateway.webhooks.common import channel_of
+from gateway.webhooks.common import WrongChannel, channel_of
 
 CM_ACTOR = Actor("CM.com", "webhook")
+SURFACE = "cm"
 MAX_ADDRESS = 100
 MAX_NAME = 200
 MAX_BODY = 256 * 1024
@@ -58,6 +60,25 @@ def _bounded(value: str | None, name: str) -> str:
     return value
 
 
+def _international(number: str) -> str:
+    """A number's digits after its international prefix: CM.com writes numbers as
+    ``+31...`` or ``0031...`` (and sometimes bare), channels keep E.164."""
+    digits = number.strip().removeprefix("+")
+    return digits[2:] if digits.startswith("00") else digits
+
+
+def _check_address(channel: ChannelContext, to: str) -> None:
+    """The message was sent to this channel's number or page, as Twilio's receiver checks."""
+    if channel.type == "messenger":
+        targets = set(channel.pages)
+        sent_here = to in targets
+    else:
+        targets = {channel.number or ""}
+        sent_here = _international(to) == _international(channel.number or "")
+    if not sent_here:
+        raise WrongChannel.of(channel, to, targets)
+
+
 def _address(channel: ChannelContext, number: str) -> str:
     """The contact's address in the same provider-prefixed form Twilio's use."""
     prefix = {"whatsapp": "whatsapp:", "messenger": "messenger:"}.get(channel.type, "")
@@ -85,6 +106,7 @@ def parse_inbound(channel: ChannelContext, body: dict[str, Any]) -> InboundMessa
     to = _bounded(
         _text(_object(body.get("to"), "to").get("number"), "to.number", required=True), "to.number"
     )
+    _check_address(channel, to)
     message = _object(body.get("message"), "message")
     text = _text(message.get("text"), "message.text")
     media: list[Media] = []
@@ -157,12 +179,16 @@ def parse_reports(channel: ChannelContext, body: dict[str, Any]) -> list[StatusU
 async def receive(request: Request) -> tuple[Response, str]:
     """POST /webhooks/cm/{channel_id}/{secret}: check the secret, parse, store, answer."""
     state = app_state(request)
-    channel = await channel_of(state.db, request.path_params["channel_id"], "cm")
-    if not channel.secret_sha256 or not token_matches(
-        request.path_params["secret"], channel.secret_sha256
-    ):
+    channel_id = request.path_params["channel_id"]
+    # The secret is a bearer token like the others: guessing it is slowed the same way.
+    key = f"{client_key(request)} {channel_id}"
+    refuse_if_throttled(state, SURFACE, key)
+    channel = await channel_of(state.db, channel_id, "cm")
+    if not token_matches(request.path_params["secret"], channel.secret_sha256 or ""):
+        count_failure(state, SURFACE, key)
         raise Forbidden("The channel secret in the URL is wrong: copy the channel's URL again.")
-    body = decode_json_object(await read_body(request, limit=MAX_BODY))
+    # A NUL is replaced, not refused: CM.com would send the same message again (0015).
+    body = decode_json_object(await read_body(request, limit=MAX_BODY), nul=NulPolicy.REPLACE)
     if "messages" in body:
         outcomes = [
             (await chat.apply_status(state.db, update, actor=CM_ACTOR)).outcome

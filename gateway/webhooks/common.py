@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from gateway.channels.service import ChannelContext, live_channel
-from gateway.web.errors import BadRequest, Forbidden, GatewayError, NotFound, PayloadTooLarge
+from gateway.web.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    shown,
+)
 from gateway.web.responses import ErrorReport
 from gateway.web.state import app_state
 from storage.engine import Database
@@ -37,19 +45,32 @@ class WrongChannel(BadRequest):
 
     code = "wrong_channel"
 
+    @classmethod
+    def of(cls, channel: ChannelContext, to: str, targets: Iterable[str]) -> WrongChannel:
+        """The refusal of a message sent to ``to``, naming what the channel is for."""
+        return cls(
+            f"The message was sent to {shown(to)!r}, but this channel is the {channel.type} "
+            f"channel of {', '.join(sorted(targets))}: paste this channel's URL only on that "
+            "sender."
+        )
+
+
+# The metric label of each kind of refusal; the first class that matches wins.
+REASONS: tuple[tuple[type[GatewayError], str], ...] = (
+    (NotFound, "unknown_channel"),
+    (Forbidden, "signature"),
+    (PayloadTooLarge, "too_large"),
+    (RateLimited, "throttled"),
+    (WrongChannel, "wrong_channel"),
+    (BadRequest, "malformed"),
+)
+
 
 def reason_of(error: GatewayError) -> str:
     """The bounded metric label of a refusal."""
-    if isinstance(error, NotFound):
-        return "unknown_channel"
-    if isinstance(error, Forbidden):
-        return "signature"
-    if isinstance(error, PayloadTooLarge):
-        return "too_large"
-    if isinstance(error, WrongChannel):
-        return "wrong_channel"
-    if isinstance(error, BadRequest):
-        return "malformed"
+    for kind, reason in REASONS:
+        if isinstance(error, kind):
+            return reason
     return "unavailable" if error.status >= 500 else "other"
 
 

@@ -31,7 +31,7 @@ from gateway.presence.monitors import UPKEEP
 from gateway.presence.service import READ, queue_once
 from gateway.security import token_matches
 from gateway.ttl_cache import TtlCache
-from gateway.web.bodies import decode_json_object, read_body
+from gateway.web.bodies import NulPolicy, decode_json_object, read_body
 from gateway.web.errors import BadRequest
 from gateway.web.state import app_state
 from gateway.webhooks.graph_data import resource_data
@@ -83,8 +83,8 @@ def handshake(request: Request) -> Response | None:
 
 async def _payload(request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The notification document and its items."""
-    # Syntax, depth and NUL characters checked as for every JSON body.
-    payload = decode_json_object(await read_body(request, limit=MAX_BODY))
+    # Syntax and depth checked as for every JSON body; a NUL is replaced (decision 0015).
+    payload = decode_json_object(await read_body(request, limit=MAX_BODY), nul=NulPolicy.REPLACE)
     value = payload.get("value")
     if not isinstance(value, list) or len(value) > MAX_ITEMS:
         raise BadRequest(f"The notification body needs a value list of at most {MAX_ITEMS}.")

@@ -49,8 +49,9 @@ def _port_variants(url: str) -> tuple[str, ...]:
 def matches(
     auth_token: str, url: str, params: list[tuple[str, str]], signature: str | None
 ) -> bool:
-    """Whether ``signature`` is Twilio's for this URL and these parameters."""
-    if not signature:
+    """Whether ``signature`` is Twilio's for this URL and these parameters (never under an
+    empty Auth Token, with which anyone could sign)."""
+    if not signature or not auth_token:
         return False
     try:
         presented = base64.b64decode(signature, validate=True)

@@ -6,8 +6,10 @@ anything would prove neither: this one verifies every signature with the ``stand
 reference library (wrong secret, altered body or a timestamp more than five minutes off is a
 401), deduplicates on ``webhook-id`` as a real consumer must, and can be scripted to fail
 (429 with Retry-After, 5xx, or a permanent 410) so that retries, backoff and giving up are
-tested against a real HTTP answer. Tests wait on its state with ``wait_for`` instead of
-sleeping.
+tested against a real HTTP answer. It can also answer as a careless receiver might: 200
+followed by a body of hundreds of MiB (``answer_at_length``), generated as it is sent, which
+the gateway must neither hold nor wait for. Tests wait on its state with ``wait_for``
+instead of sleeping.
 
 Each path under ``/events`` is one endpoint with its own secret (``set_secret``); a path
 without a secret answers 404, as an unknown endpoint would.
@@ -18,17 +20,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio.lowlevel
 import orjson
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.fakes.loopback import Faults
+
+STREAM_CHUNK = 64 * 1024
 
 
 class FakeCloudLink:
@@ -36,8 +41,9 @@ class FakeCloudLink:
 
     State for tests: ``received`` (first deliveries: ``id``, ``timestamp``, ``type``,
     ``data``, ``body``, ``path``), ``duplicates`` (webhook ids delivered again to the same path),
-    ``rejected`` (deliveries refused for their signature: ``path``, ``id``, ``reason``) and
-    ``attempts`` (every request, faults included).
+    ``rejected`` (deliveries refused for their signature: ``path``, ``id``, ``reason``),
+    ``attempts`` (every request, faults included) and ``streamed`` (bytes of the long
+    answers of ``answer_at_length`` handed to the server).
     """
 
     def __init__(self) -> None:
@@ -46,6 +52,8 @@ class FakeCloudLink:
         self.duplicates: list[str] = []
         self.rejected: list[dict[str, Any]] = []
         self.attempts = 0
+        self.streamed = 0
+        self._answer_length: int | None = None
         self._seen: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._faults = Faults()
@@ -72,6 +80,11 @@ class FakeCloudLink:
     def recover(self) -> None:
         """Accept deliveries again."""
         self._faults.recover()
+
+    def answer_at_length(self, size: int | None) -> None:
+        """Answer each first delivery of an event 200 with ``size`` bytes of body (None: 204,
+        empty, as by default)."""
+        self._answer_length = size
 
     def events(self, type: str | None = None) -> list[dict[str, Any]]:
         """The events received once each, optionally only those of one ``type``."""
@@ -118,6 +131,7 @@ class FakeCloudLink:
                 self.duplicates.append(webhook_id)
                 return Response(status_code=204)
             self._seen.add((path, webhook_id))
+            length = self._answer_length
             self.received.append(
                 {
                     "id": webhook_id,
@@ -128,4 +142,19 @@ class FakeCloudLink:
                     "path": path,
                 }
             )
+        if length is not None:
+            return StreamingResponse(self._filler(length), media_type="text/plain")
         return Response(status_code=204)
+
+    async def _filler(self, size: int) -> AsyncIterator[bytes]:
+        chunk = b"x" * STREAM_CHUNK
+        left = size
+        while left > 0:
+            piece = chunk if left >= len(chunk) else chunk[:left]
+            with self._lock:
+                self.streamed += len(piece)
+            left -= len(piece)
+            yield piece
+            # A turn for the response to notice a client that hung up, which stops the
+            # stream (the server drops what is sent after that without waiting).
+            await anyio.lowlevel.checkpoint()

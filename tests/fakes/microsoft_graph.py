@@ -24,7 +24,9 @@ enforces Graph's rules and pushes real notifications over HTTP:
 * ``$batch``: 1 to 20 requests with unique ids and URLs relative to /v1.0; a write without
   ``Content-Type: application/json`` (or without a body) answers 400 on its own; each item
   runs as if called directly and is throttled on its own. Responses come back shuffled
-  (Graph does not keep the order) unless ``shuffle_batch_responses`` is off.
+  (Graph does not keep the order) unless ``shuffle_batch_responses`` is off. A test can
+  script a batch refused as a whole (``refuse_batch``) and hold every batch until it lets
+  them go (``holding_batches``), so that what callers send meanwhile piles up.
 * Subscriptions to ``/communications/presences?$filter=id in (...)`` (1 to 650 ids) or
   ``/communications/presences/{id}``: a delegated token with Presence.Read.All (app tokens are
   refused), one subscription per user per app (409), https notification URLs (http only to
@@ -63,7 +65,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -667,8 +670,9 @@ class FakeGraph:
     """Graph's users, presence, ``$batch`` and subscriptions, in memory (see module doc).
 
     State for tests: ``set_presence_calls`` (every setPresence tried: user id, body, status),
-    ``batch_items`` ((method, url) of every ``$batch`` item), ``validations`` (every
-    validation handshake: url, token, status, ok, elapsed), ``reauthorizations``
+    ``batch_items`` ((method, url) of every ``$batch`` item), ``batches`` (every ``$batch``:
+    its size, its items' methods, the status it was answered as a whole), ``validations``
+    (every validation handshake: url, token, status, ok, elapsed), ``reauthorizations``
     (subscription ids), and the push engine's ``notifications_sent``.
     """
 
@@ -706,6 +710,7 @@ class FakeGraph:
         )
         self.set_presence_calls: list[dict[str, Any]] = []
         self.batch_items: list[tuple[str, str]] = []
+        self.batches: list[dict[str, Any]] = []
         self.validations: list[dict[str, Any]] = []
         self.reauthorizations: list[str] = []
         self._presence: dict[str, UserPresence] = {}
@@ -713,6 +718,9 @@ class FakeGraph:
         self._subscriptions: dict[str, GraphSubscription] = {}
         self._throttled_items = 0
         self._throttle_retry_after = "1"
+        self._refusals: list[tuple[int, str | None, GraphError]] = []
+        self._batches_open = threading.Event()
+        self._batches_open.set()
         user = r"(?P<user>[^/]+)"
         subscription = r"subscriptions/(?P<id>[^/]+)"
         table: list[tuple[str, str, Handler]] = [
@@ -806,6 +814,31 @@ class FakeGraph:
         """Answer 429 (with this Retry-After) to the next ``count`` ``$batch`` items."""
         with self.directory.lock:
             self._throttled_items, self._throttle_retry_after = count, retry_after
+
+    def refuse_batch(
+        self,
+        *,
+        at_least: int = 2,
+        method: str | None = None,
+        status: int = 400,
+        code: str = "BadRequest",
+        message: str = "Invalid batch payload format.",
+    ) -> None:
+        """Refuse the next ``$batch`` of at least ``at_least`` requests (all of ``method``,
+        when given) as a whole, once, as Graph refuses a batch it will not run; none of
+        its items is run."""
+        with self.directory.lock:
+            self._refusals.append((at_least, method, GraphError(status, code, message)))
+
+    @contextmanager
+    def holding_batches(self) -> Iterator[None]:
+        """``$batch`` requests wait while inside (other calls are served), and are run when
+        it is left: what the caller sends meanwhile piles up behind them."""
+        self._batches_open.clear()
+        try:
+            yield
+        finally:
+            self._batches_open.set()
 
     async def send_lifecycle(
         self, subscription_id: str, event: str = "reauthorizationRequired"
@@ -968,12 +1001,34 @@ class FakeGraph:
                 and all(isinstance(item.get(name), str) for name in ("id", "method", "url"))
             ):
                 raise GraphError(400, "BadRequest", "Invalid batch payload format.")
-        if len({item["id"] for item in requests}) != len(requests):
-            raise GraphError(400, "BadRequest", "Request ids in a batch must be unique.")
+        if not self._batches_open.is_set():
+            await asyncio.to_thread(self._batches_open.wait)
+        refusal = self._refusal(requests)
+        self.batches.append(
+            {
+                "size": len(requests),
+                "methods": sorted({item["method"].upper() for item in requests}),
+                "status": refusal.status if refusal else 200,
+            }
+        )
+        if refusal is not None:
+            raise refusal
         responses = [await self._batch_item(caller, item) for item in requests]
         if self.shuffle_batch_responses:
             random.shuffle(responses)
         return Answer(200, {"responses": responses})
+
+    def _refusal(self, requests: list[dict[str, Any]]) -> GraphError | None:
+        """Why the whole batch is refused (its ids repeat, or a refusal was scripted)."""
+        if len({item["id"] for item in requests}) != len(requests):
+            return GraphError(400, "BadRequest", "Request ids in a batch must be unique.")
+        methods = {item["method"].upper() for item in requests}
+        with self.directory.lock:
+            for index, (at_least, method, error) in enumerate(self._refusals):
+                if len(requests) >= at_least and (method is None or methods == {method}):
+                    del self._refusals[index]
+                    return error
+        return None
 
     async def _batch_item(self, caller: Caller, item: dict[str, Any]) -> dict[str, Any]:
         item_id, method, url = item["id"], item["method"].upper(), item["url"]

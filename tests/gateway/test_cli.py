@@ -14,6 +14,8 @@ import pytest
 
 from tests.support.server import serving
 
+CLI_TOKEN = "cli-test-token-0123456789abcdefghij"
+
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -66,9 +68,32 @@ def test_bad_configuration_exits_2_naming_the_variable(env: dict[str, str]) -> N
     assert "GATEWAY_PUBLIC_URL" in result.stderr
 
 
+def test_serve_refuses_a_short_admin_token_naming_the_variable(env: dict[str, str]) -> None:
+    """`serve` with a guessable operator token exits 2 before binding, naming the variable."""
+    result = cli({**env, "GATEWAY_ADMIN_TOKEN": "short-but-set"}, "serve", "--port", "1")
+    assert result.returncode == 2
+    assert "GATEWAY_ADMIN_TOKEN" in result.stderr
+    assert "32 characters" in result.stderr
+    assert "short-but-set" not in result.stderr
+
+
+def test_serve_says_an_empty_admin_token_disables_the_admin_api(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """GATEWAY_ADMIN_TOKEN= (an unset variable expanded in an env file) keeps the admin API
+    disabled, and the welcome says why."""
+    output = tmp_path / "serve.log"
+    with serving({**env, "GATEWAY_ADMIN_TOKEN": ""}, output=output) as server:
+        response = httpx2.get(
+            f"{server.url}/api/v1/accounts", headers={"Authorization": b"Bearer \xa0"}
+        )
+    assert response.status_code == 401
+    assert "GATEWAY_ADMIN_TOKEN is set but empty" in output.read_text()
+
+
 def test_cli_works_on_the_data_of_a_running_server(env: dict[str, str]) -> None:
     """While `serve` runs, the CLI creates an account and keys the server honours at once."""
-    env = {**env, "GATEWAY_ADMIN_TOKEN": "cli-test-token"}
+    env = {**env, "GATEWAY_ADMIN_TOKEN": CLI_TOKEN}
     with serving(env) as server:
         account = json_of(cli(env, "account", "create", "--name", "Live", "--json"))
         keys = json_of(cli(env, "scim-keys", account["id"], "--json"))
@@ -76,7 +101,7 @@ def test_cli_works_on_the_data_of_a_running_server(env: dict[str, str]) -> None:
         response = httpx2.get(scim_url, headers={"Authorization": f"Bearer {keys['secret_token']}"})
         assert response.status_code == 200
         listed = httpx2.get(
-            f"{server.url}/api/v1/accounts", headers={"Authorization": "Bearer cli-test-token"}
+            f"{server.url}/api/v1/accounts", headers={"Authorization": f"Bearer {CLI_TOKEN}"}
         )
         assert [a["id"] for a in listed.json()["items"]] == [account["id"]]
 
@@ -86,10 +111,10 @@ def test_serve_builds_tenant_urls_on_the_port_it_binds_and_says_what_to_do_next(
 ) -> None:
     """Without GATEWAY_PUBLIC_URL, tenant URLs use the bound port; the welcome says what next."""
     env = {k: v for k, v in env.items() if k != "GATEWAY_PUBLIC_URL"}
-    env["GATEWAY_ADMIN_TOKEN"] = "cli-test-token"
+    env["GATEWAY_ADMIN_TOKEN"] = CLI_TOKEN
     output = tmp_path / "serve.log"
     with serving(env, output=output) as server:
-        admin = {"Authorization": "Bearer cli-test-token"}
+        admin = {"Authorization": f"Bearer {CLI_TOKEN}"}
         account = httpx2.post(f"{server.url}/api/v1/accounts", json={"name": "P"}, headers=admin)
         keys = httpx2.post(
             f"{server.url}/api/v1/accounts/{account.json()['id']}/integrations/azure_ad_sync/keys",

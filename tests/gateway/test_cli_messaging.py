@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, insert
 
+from storage.tables import OUTBOX
 from tests.fakes.loopback import serve_app
 from tests.fakes.twilio import FakeTwilio
 from tests.gateway.test_cli import cli, json_of
@@ -158,3 +160,52 @@ def test_serving_postgresql_without_a_key_is_a_clear_error(env: dict[str, str]) 
     result = cli({**env, "GATEWAY_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}, "serve")
     assert result.returncode == 2
     assert "GATEWAY_SECRET_KEYS" in result.stderr
+
+
+def _bury(data_dir: Path, account_id: str, count: int) -> None:
+    """``count`` dead letters of the account, each failed a second after the one before."""
+    engine = create_engine(f"sqlite:///{data_dir / 'gateway.db'}")
+    moment = 1_700_000_000.25
+    with engine.begin() as conn:
+        conn.execute(
+            insert(OUTBOX),
+            [
+                {
+                    "account_id": account_id,
+                    "kind": "event",
+                    "target_id": "endpoint",
+                    "payload": {},
+                    "status": "dead",
+                    "attempts": 8,
+                    "available_at": moment + n,
+                    "last_error": "HTTP 500",
+                    "created_at": moment,
+                    "updated_at": moment + n,
+                }
+                for n in range(count)
+            ],
+        )
+    engine.dispose()
+
+
+def test_dead_letters_are_listed_page_by_page(env: dict[str, str], tmp_path: Path) -> None:
+    """`deadletter list --json` prints the list of letters it always did, each with the
+    cursor to continue after it; --before continues, and stderr says when more follow."""
+    account = json_of(cli(env, "account", "create", "--name", "Acme", "--json"))
+    _bury(tmp_path / "data", account["id"], 5)
+    keys = {"id", "kind", "target_id", "attempts", "error", "created_at", "failed_at"}
+    listed: list[str] = []
+    args = ["deadletter", "list", account["id"], "--limit", "2", "--json"]
+    result = cli(env, *args)
+    for _page in range(3):
+        items = json_of(result)
+        assert [set(item) for item in items] == [{*keys, "cursor"}] * len(items)
+        listed.extend(item["id"] for item in items)
+        if "more:" not in result.stderr:
+            break
+        assert f"more: --before {items[-1]['cursor']}" in result.stderr
+        result = cli(env, *args, "--before", items[-1]["cursor"])
+    assert listed == ["5", "4", "3", "2", "1"]
+    refused = cli(env, "deadletter", "list", account["id"], "--before", "nope")
+    assert refused.returncode == 1
+    assert "before" in refused.stderr

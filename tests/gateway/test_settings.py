@@ -17,14 +17,14 @@ def test_environment_names_are_the_documented_ones(
     monkeypatch.setenv("GATEWAY_PUBLIC_URL", "https://gw.example.com/")
     monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("GATEWAY_DATABASE_URL", "postgresql://u@db/gateway")
-    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "t0k")
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "t0k" * 11)
     monkeypatch.setenv("GATEWAY_SECRET_KEYS", "k1, k2")
     settings = Settings()
     assert settings.public_url == "https://gw.example.com"
     assert settings.data_dir == tmp_path
     assert settings.effective_database_url == "postgresql+psycopg://u@db/gateway"
     assert settings.admin_token is not None
-    assert settings.admin_token.get_secret_value() == "t0k"
+    assert settings.admin_token.get_secret_value() == "t0k" * 11
     assert [k.get_secret_value() for k in settings.secret_keys] == ["k1", "k2"]
 
 
@@ -51,4 +51,4 @@ def test_bad_values_are_refused_at_start(overrides: dict[str, object]) -> None:
 
 def test_secrets_do_not_appear_in_the_settings_repr() -> None:
     """The admin token is a secret: repr shows a mask."""
-    assert "s3cret" not in repr(Settings(admin_token="s3cret"))  # type: ignore[arg-type]
+    assert "s3cret" not in repr(Settings(admin_token="s3cret" * 6))  # type: ignore[arg-type]

@@ -4,7 +4,9 @@ acknowledged write, metrics are the sum over workers, and the rate limit is the 
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -17,9 +19,10 @@ import pytest
 
 from tests.conftest import SECRET_KEY, user_body
 from tests.support import feed
+from tests.support.databases import sqlite_url
 from tests.support.server import ServerProcess, server_env, serving
 
-ADMIN = "workers-test-token"
+ADMIN = "workers-test-token-0123456789abcdef"
 CONCURRENCY = 8
 
 
@@ -170,3 +173,28 @@ def test_the_rate_limit_is_the_accounts_not_each_workers(env: dict[str, str]) ->
     allowed = statuses.count(200)
     assert set(statuses) <= {200, 429}
     assert allowed <= 10 + 2 * elapsed + 1
+
+
+def test_a_killed_servers_metrics_directory_is_gone_after_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of the whole server leaves its metric files behind; the next start removes
+    them and keeps only its own."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {
+        **server_env(
+            tmp_path / "data", sqlite_url(tmp_path), admin_token=ADMIN, secret_key=SECRET_KEY
+        ),
+        "TMPDIR": str(temporary),
+    }
+    with serving(env, workers=2) as server:
+        [first] = list(temporary.glob("cloudlink-gateway-metrics-*"))
+        for pid in [*server.worker_pids(), server.process.pid]:
+            os.kill(pid, signal.SIGKILL)
+        server.process.wait(timeout=30)
+    assert first.exists()
+    with serving(env, workers=2):
+        left = list(temporary.glob("cloudlink-gateway-metrics-*"))
+    assert first not in left
+    assert len(left) == 1

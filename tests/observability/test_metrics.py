@@ -1,10 +1,20 @@
-"""/metrics: request counts by route template and status class, durations, SCIM outcomes."""
+"""/metrics: request counts by route template and status class, durations, SCIM outcomes;
+the directory of the workers' metric files."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from observability.metrics import METRICS_DIR_PREFIX, new_metrics_directory
 from tests.conftest import Tenant, user_body
 
 
@@ -81,3 +91,38 @@ def test_unmatched_paths_and_invented_methods_share_one_label(client: TestClient
         == 1
     )
     assert "/no/such/path" not in text
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_metrics_directories_of_killed_servers_are_removed_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's directory whose server is gone is removed, a running server's is kept;
+    an earlier version's (no pid in its name) goes once none of its workers runs."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = _dead_pid()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        try:
+            killed = tmp_path / f"{METRICS_DIR_PREFIX}{dead}-abc"
+            running = tmp_path / f"{METRICS_DIR_PREFIX}{alive.pid}-def"
+            legacy_dead = tmp_path / f"{METRICS_DIR_PREFIX}old1"
+            legacy_alive = tmp_path / f"{METRICS_DIR_PREFIX}old2"
+            legacy_starting = tmp_path / f"{METRICS_DIR_PREFIX}old3"
+            for path in (killed, running, legacy_dead, legacy_alive, legacy_starting):
+                path.mkdir()
+            (legacy_dead / f"counter_{dead}.db").touch()
+            (legacy_alive / f"counter_{alive.pid}.db").touch()
+            long_ago = time.time() - 3600
+            for path in (legacy_dead, legacy_alive):
+                os.utime(path, (long_ago, long_ago))
+            made = new_metrics_directory()
+            left = {path.name for path in tmp_path.iterdir()}
+        finally:
+            alive.kill()
+    assert left == {made.name, running.name, legacy_alive.name, legacy_starting.name}
+    assert made.name.startswith(f"{METRICS_DIR_PREFIX}{os.getpid()}-")

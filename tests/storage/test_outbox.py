@@ -130,6 +130,42 @@ def test_released_claims_are_due_at_once_with_the_attempt_refunded(db: Database)
     assert {r.attempts for r in again} == {1}
 
 
+def test_the_backlog_counts_due_rows_and_keeps_scheduled_ones_apart(db: Database) -> None:
+    """Rows due later (a refresh, a retry waiting out its backoff) are scheduled, not
+    backlog; the oldest due row is the one due longest, however long ago it was written."""
+    account_id = _account(db, {})
+    moment = 1_700_000_000.0
+
+    def row(available_at: float, created_at: float, **extra: object) -> dict[str, object]:
+        values: dict[str, object] = {
+            "account_id": account_id,
+            "kind": "test",
+            "target_id": "t",
+            "payload": {},
+            "status": outbox.PENDING,
+            "attempts": 0,
+            "available_at": available_at,
+            "created_at": created_at,
+            "updated_at": created_at,
+        }
+        return {**values, **extra}
+
+    rows = [
+        row(moment - 30, moment - 30),
+        row(moment - 10, moment - 5000, attempts=2),  # a retry, due again
+        row(moment - 20, moment - 20, lease_owner="w", lease_until=moment + 30),  # running
+        row(moment + 3000, moment - 1000),  # a presence refresh, due later
+        row(moment + 5, moment - 50, attempts=1),  # a retry, waiting
+        row(moment - 9000, moment - 9000, status=outbox.DEAD),
+    ]
+    run(db.transact(lambda tx: tx.conn.execute(insert(OUTBOX), rows)))
+    found = run(db.query(outbox.backlog, moment))
+    assert found == outbox.Backlog(due=3, oldest_due_at=moment - 30, scheduled=2, dead=1)
+    later = run(db.query(outbox.backlog, moment + 3000))
+    assert (later.due, later.scheduled) == (5, 0)
+    assert later.oldest_due_at == moment - 30
+
+
 def test_concurrent_claims_take_disjoint_rows(db: Database) -> None:
     """Claims racing from several threads (PostgreSQL: SKIP LOCKED) never share a row."""
     account_id = _account(db, {})

@@ -55,10 +55,12 @@ class PostgresFactory:
         engine.dispose()
 
     @contextmanager
-    def database(self) -> Iterator[str]:
+    def database(self, *, migrated: bool = True) -> Iterator[str]:
+        """A database of its own: migrated (a copy of the template) or empty."""
         name = "gw_" + uuid.uuid4().hex[:12]
+        template = f' TEMPLATE "{TEMPLATE}"' if migrated else ""
         with self._admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{template}'))
         try:
             yield _with_database(self.admin_url, name)
         finally:
@@ -69,6 +71,20 @@ class PostgresFactory:
         with self._admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
         self._admin.dispose()
+
+
+@contextmanager
+def backend_database(
+    backend: str, directory: Path, postgres: PostgresFactory | None, *, migrated: bool = True
+) -> Iterator[str]:
+    """A database of its own on ``backend``: a SQLite file in ``directory`` (migrated when
+    first opened), or a PostgreSQL database, migrated or empty."""
+    if backend == "sqlite":
+        yield sqlite_url(directory)
+        return
+    assert postgres is not None
+    with postgres.database(migrated=migrated) as url:
+        yield url
 
 
 def sqlite_url(directory: Path) -> str:

@@ -7,10 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx2
 
@@ -71,6 +72,27 @@ def _wait_ready(server: ServerProcess, workers: int) -> None:
     raise RuntimeError("the server did not become ready")
 
 
+def _start(env: dict[str, str], workers: int, sink: IO[str] | None) -> ServerProcess:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=sink if sink is not None else subprocess.DEVNULL,
+        text=True,
+    )
+    return ServerProcess(f"http://127.0.0.1:{port}", process)
+
+
+def _stop(server: ServerProcess) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(timeout=10)
+
+
 @contextmanager
 def serving(
     env: dict[str, str], *, workers: int = 1, output: Path | None = None
@@ -79,25 +101,29 @@ def serving(
 
     What the server prints (its welcome text, its logs) goes to ``output`` if given.
     """
-    port = free_port()
-    sink = output.open("w") if output is not None else None
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=sink if sink is not None else subprocess.DEVNULL,
-        text=True,
-    )
-    server = ServerProcess(f"http://127.0.0.1:{port}", process)
-    try:
-        _wait_ready(server, workers)
+    with serving_together([env], workers=workers, outputs=[output]) as [server]:
         yield server
-    finally:
-        process.terminate()
+
+
+@contextmanager
+def serving_together(
+    envs: Sequence[dict[str, str]],
+    *,
+    workers: int = 1,
+    outputs: Sequence[Path | None] | None = None,
+) -> Iterator[list[ServerProcess]]:
+    """Start one `serve` per environment at the same moment (replicas started together),
+    then wait until every one is ready; stop them all at the end."""
+    with ExitStack() as stack:
+        sinks = [
+            stack.enter_context(path.open("w")) if path is not None else None
+            for path in (outputs or [None] * len(envs))
+        ]
+        servers = [_start(env, workers, sink) for env, sink in zip(envs, sinks, strict=True)]
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        if sink is not None:
-            sink.close()
+            for server in servers:
+                _wait_ready(server, workers)
+            yield servers
+        finally:
+            for server in servers:
+                _stop(server)

@@ -378,7 +378,10 @@ def admin_schema(
     database is released before the fixtures that own it are torn down. Delivery is off,
     so the seeded dead letter stays dead until a generated request replays it.
     """
-    settings = make_settings(allow_private_endpoints=True, delivery_enabled=False)
+    # ignored_auth presents a wrong token to every operation: one client, many guesses.
+    settings = make_settings(
+        allow_private_endpoints=True, delivery_enabled=False, auth_failure_burst=0
+    )
     db = open_database(settings)
     seeded = run(seed_account(db, settings, quiet_providers))
     bury_everything(db)

@@ -21,6 +21,9 @@ from tests.support.sync import run
         "https://0.0.0.0/hook",
         "https://[64:ff9b::a00:1]/hook",
         "https://[2002:7f00:1::]/hook",
+        "https://[::127.0.0.1]/hook",
+        "https://[::10.0.0.1]/hook",
+        "https://[::8.8.8.8]/hook",
     ],
 )
 def test_private_and_loopback_destinations_are_refused(url: str) -> None:

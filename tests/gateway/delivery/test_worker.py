@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from gateway.clients.http import ProviderError
 from gateway.delivery.policy import RetryPolicy
@@ -138,3 +139,56 @@ def test_stopping_releases_the_claims_it_could_not_finish(db: Database) -> None:
     asyncio.run(scenario())
     [row] = _rows(db)
     assert (row.status, row.lease_owner, row.attempts) == ("pending", None, 0)
+
+
+def test_the_gauges_show_due_rows_and_scheduled_rows_apart(db: Database) -> None:
+    """A row due in an hour (written long ago) is in the scheduled gauge only; the backlog
+    is the due row, and the oldest age is how long that row has been due."""
+    account_id = _queue(db, "held")
+    moment = time.time()
+
+    def arrange(tx: Transaction) -> None:
+        tx.conn.execute(update(OUTBOX).values(available_at=moment - 100, created_at=moment - 100))
+        tx.conn.execute(
+            insert(OUTBOX).values(
+                account_id=account_id,
+                kind="held",
+                target_id="later",
+                payload={},
+                status="pending",
+                attempts=0,
+                available_at=moment + 3600,
+                created_at=moment - 1000,
+                updated_at=moment - 1000,
+            )
+        )
+
+    run(db.transact(arrange))
+    release = asyncio.Event()
+
+    async def deliver(row: Claimed) -> Any:
+        await release.wait()
+
+    metrics = Metrics()
+
+    def gauge(name: str) -> float | None:
+        return metrics.registry.get_sample_value(f"cloudlink_gateway_outbox_{name}")
+
+    async def scenario() -> None:
+        worker = OutboxWorker(
+            db, {"held": Handler(run=deliver, policy=QUICK)}, metrics, WorkerSettings(poll=0.02)
+        )
+        worker.start()
+
+        async def measured() -> bool:
+            return gauge("scheduled") == 1
+
+        await _until(measured)
+        release.set()
+        await worker.stop()
+
+    asyncio.run(scenario())
+    assert gauge("backlog") == 1
+    age = gauge("oldest_age_seconds")
+    assert age is not None
+    assert 100 <= age < 1000

@@ -32,6 +32,13 @@ def test_secrets_are_masked_everywhere(stack: Stack) -> None:
     assert twilio["config"]["auth_token"] == "••••" + TWILIO_TOKEN[-4:]
 
 
+def test_channel_answers_carrying_the_cm_secret_url_are_never_stored(stack: Stack) -> None:
+    """The CM.com channel's URL holds its secret: listing it says Cache-Control no-store."""
+    listing = stack.api("GET", "/channels")
+    assert stack.cm_channel["webhook_url"] in listing.text
+    assert listing.headers["cache-control"] == "no-store"
+
+
 def test_rejected_twilio_credentials_store_nothing(stack: Stack) -> None:
     """A pair Twilio refuses is a 422 naming Twilio's answer; the stored one is unchanged."""
     before = stack.api("GET", "/integrations").json()

@@ -7,6 +7,7 @@ import json
 import threading
 from typing import Any
 
+from tests.fakes.cmcom import mo_message
 from tests.fakes.twilio import new_sid, sign_twilio_json
 from tests.gateway.messaging.conftest import (
     BUSINESS,
@@ -190,3 +191,15 @@ def test_two_identical_cm_messages_in_one_second_are_both_stored(stack: Stack) -
         assert answer.status_code == 200
     [conversation] = [c for c in stack.conversations() if c["channel_id"] == stack.cm_channel["id"]]
     assert [m["text"] for m in stack.messages(conversation["id"])] == ["ok", "ok"]
+
+
+def test_cm_writes_the_channel_number_with_or_without_its_international_prefix(
+    stack: Stack,
+) -> None:
+    """to.number as +E.164, 00-prefixed or bare digits is the channel's own number."""
+    for to in (BUSINESS, "00" + BUSINESS[1:], BUSINESS[1:]):
+        body = mo_message(from_number=CUSTOMER, to_number=to, text=f"to {to}")
+        path = "/webhooks/" + stack.cm_channel["webhook_url"].split("/webhooks/", 1)[1]
+        assert stack.http.post(path, json=body).status_code == 200, to
+    [conversation] = [c for c in stack.conversations() if c["channel_id"] == stack.cm_channel["id"]]
+    assert len(stack.messages(conversation["id"])) == 3

@@ -40,7 +40,8 @@ def test_webhooks_are_counted_by_provider_and_outcome(stack: Stack) -> None:
 
 
 def test_deliveries_and_the_outbox_are_measured(stack: Stack) -> None:
-    """Delivered events count by kind; backlog, oldest age and dead letters are gauges."""
+    """Delivered events count by kind; backlog, oldest age, scheduled rows and dead letters
+    are gauges."""
     stack.twilio_inbound("hello")
     eventually(
         lambda: (
@@ -52,5 +53,10 @@ def test_deliveries_and_the_outbox_are_measured(stack: Stack) -> None:
         what="deliveries counted",
     )
     text = stack.http.get("/metrics").text
-    for gauge in ("outbox_backlog", "outbox_oldest_age_seconds", "outbox_dead_letters"):
+    for gauge in (
+        "outbox_backlog",
+        "outbox_oldest_age_seconds",
+        "outbox_scheduled",
+        "outbox_dead_letters",
+    ):
         assert f"cloudlink_gateway_{gauge} " in text

@@ -9,6 +9,7 @@ import httpx2
 import pytest
 
 from gateway.settings import Settings
+from tests.conftest import FAILURE_BURST
 from tests.fakes.cmcom import mo_message
 from tests.fakes.twilio import inbound_message_params, new_sid, sign_twilio
 from tests.gateway.messaging.conftest import (
@@ -152,6 +153,13 @@ def cm_without_sender(stack: Stack) -> httpx2.Response:
     return stack.http.post(path, json=body)
 
 
+@case(400, "wrong_channel")
+def cm_sent_to_another_number(stack: Stack) -> httpx2.Response:
+    body = mo_message(from_number=CUSTOMER, to_number="+14155550199", text="hi")
+    path = "/webhooks/" + stack.cm_channel["webhook_url"].split("/webhooks/", 1)[1]
+    return stack.http.post(path, json=body)
+
+
 @case(400, "malformed")
 def cm_not_json(stack: Stack) -> httpx2.Response:
     path = "/webhooks/" + stack.cm_channel["webhook_url"].split("/webhooks/", 1)[1]
@@ -235,3 +243,21 @@ def test_a_feed_cursor_beyond_64_bits_is_refused(stack: Stack) -> None:
     """A cursor no feed returned is a 400, however large."""
     for after in ("99999999999999999999", "9999999999999999999", "1.9999999999999999999"):
         assert stack.api("GET", f"/feed?after={after}").status_code == 400
+
+
+def test_guessing_a_cm_channel_secret_is_throttled(stack: Stack) -> None:
+    """After a burst of wrong secrets on one channel, that client gets 429 with Retry-After,
+    the right secret included, and nothing is stored."""
+    before = _state(stack)
+    body = mo_message(from_number=CUSTOMER, to_number=BUSINESS, text="hi")
+    channel = stack.cm_channel["id"]
+    wrong = [
+        stack.http.post(f"/webhooks/cm/{channel}/guess-{n}", json=body).status_code
+        for n in range(FAILURE_BURST)
+    ]
+    assert wrong == [403] * FAILURE_BURST
+    path = "/webhooks/" + stack.cm_channel["webhook_url"].split("/webhooks/", 1)[1]
+    throttled = stack.http.post(path, json=body)
+    assert throttled.status_code == 429
+    assert int(throttled.headers["retry-after"]) >= 1
+    assert _state(stack) == before
