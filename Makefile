@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= auto
 
 .PHONY: run test test-sqlite demo lint clean
 
@@ -22,16 +23,18 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m demo
 
-## Lint, type-check, then every test on SQLite and on a throwaway PostgreSQL.
+## Lint, type-check, then every test on SQLite and on a throwaway PostgreSQL, spread over
+## the machine's cores (PYTEST_WORKERS=0 runs them in this one process); the PostgreSQL
+## tests run one after another on one worker (see tests/conftest.py).
 test: lint
 	@command -v pg_virtualenv >/dev/null || { \
 	  echo "pg_virtualenv not found: install PostgreSQL (Debian: apt-get install postgresql)"; \
 	  exit 1; }
-	GATEWAY_TEST_REQUIRE_POSTGRES=1 pg_virtualenv $(BIN)/pytest
+	GATEWAY_TEST_REQUIRE_POSTGRES=1 pg_virtualenv $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 ## Every test on SQLite only (the PostgreSQL variants are not collected).
 test-sqlite: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway storage observability tests bench demo

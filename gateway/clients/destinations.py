@@ -45,15 +45,21 @@ def _check_shape(url: str, allow_private: bool) -> str:
 
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
-# IPv4-compatible IPv6 (::a.b.c.d), deprecated by RFC 4291 but still routed to the IPv4
-# address by some stacks: no public service is reached this way, so it is never public.
-IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+# Other IPv6 forms that carry or translate to an IPv4 address, which a stack or gateway on
+# the way may reach: IPv4-compatible (::a.b.c.d, deprecated by RFC 4291), IPv4-translated
+# (::ffff:0:a.b.c.d, RFC 2765) and local-use NAT64 (RFC 8215). No public service is
+# addressed this way, so none of them is public.
+NEVER_PUBLIC = (
+    ipaddress.ip_network("::/96"),
+    ipaddress.ip_network("::ffff:0:0:0/96"),
+    ipaddress.ip_network("64:ff9b:1::/48"),
+)
 
 
 def _public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip in IPV4_COMPATIBLE:
+        if any(ip in network for network in NEVER_PUBLIC):
             return False
         # Addresses that carry an IPv4 address reach that address: judge it instead.
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)

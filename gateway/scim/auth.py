@@ -8,7 +8,7 @@ from gateway.accounts import tenant_url
 from gateway.scim import repository as repo
 from gateway.scim.service import Tenant
 from gateway.security import token_matches
-from gateway.web.auth import client_key, count_failure, presented_bearer, refuse_if_throttled
+from gateway.web.auth import WrongToken, client_key, presented_bearer, token_check
 from gateway.web.errors import RateLimited, Unauthorized
 from gateway.web.state import AppState
 
@@ -24,22 +24,20 @@ async def authenticate(request: Request, state: AppState) -> Tenant:
     every worker process. Failures are counted per client and tenant URL (web.auth).
     """
     account_id = request.path_params["account_id"]
-    key = f"{client_key(request)} {account_id}"
-    refuse_if_throttled(state, SURFACE, key)
-    token = presented_bearer(request)
-    if token is None:
-        raise Unauthorized(
-            "Missing bearer token: paste the Secret Token generated for this account's "
-            "Azure AD Sync integration into Entra's Admin Credentials."
-        )
-    digest = await state.db.query(repo.credential_digest, account_id)
-    if digest is None or not token_matches(token, digest):
-        count_failure(state, SURFACE, key)
-        raise Unauthorized(
-            "The secret token is not valid for this tenant URL. Keys may have been "
-            "regenerated or the Azure AD Sync integration removed: generate keys again "
-            "and update both values in Entra."
-        )
+    with token_check(state, SURFACE, f"{client_key(request)} {account_id}"):
+        token = presented_bearer(request)
+        if token is None:
+            raise Unauthorized(
+                "Missing bearer token: paste the Secret Token generated for this account's "
+                "Azure AD Sync integration into Entra's Admin Credentials."
+            )
+        digest = await state.db.query(repo.credential_digest, account_id)
+        if digest is None or not token_matches(token, digest):
+            raise WrongToken(
+                "The secret token is not valid for this tenant URL. Keys may have been "
+                "regenerated or the Azure AD Sync integration removed: generate keys again "
+                "and update both values in Entra."
+            )
     wait = state.rate_limiter.acquire(account_id)
     if wait is not None:
         raise RateLimited(

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from starlette.requests import Request
 
@@ -63,22 +65,46 @@ def presented_bearer(request: Request) -> bytes | None:
     return token or None
 
 
-def refuse_if_throttled(state: AppState, surface: str, key: str) -> None:
-    """429 when the client has failed too often lately (its token is not even looked at)."""
-    wait = state.auth_failures.blocked(f"{surface} {key}")
+class Guess(Exception):
+    """Marks the refusal of a wrong token or secret: ``token_check`` counts it against the
+    client that sent it."""
+
+
+class WrongToken(Unauthorized, Guess):
+    """A bearer token was presented and is not the right one (401)."""
+
+
+@contextmanager
+def token_check(state: AppState, surface: str, key: str) -> Iterator[None]:
+    """Check a client's token inside this block; a client out of allowance gets ``429``
+    with ``Retry-After`` whatever its token.
+
+    A ``Guess`` raised in the block spends one try of the client's allowance and is
+    counted. Whether the client may still be answered is decided again when its answer
+    is: a check waits on the database, and guesses sent all at once would otherwise all
+    be answered by what they guessed. Past the allowance, a wrong token and a right one
+    get the same 429, so nothing is learnt from them. A client that sends only right
+    tokens spends nothing and is never held back, however many it sends at once.
+    """
+    limiter = state.auth_failures
+    counted = f"{surface} {key}"
+    _hold_back(state, surface, limiter.blocked(counted))
+    try:
+        yield
+    except Guess:
+        _hold_back(state, surface, limiter.acquire(counted))
+        state.metrics.auth_failures.labels(surface, "refused").inc()
+        raise
+    _hold_back(state, surface, limiter.blocked(counted))
+
+
+def _hold_back(state: AppState, surface: str, wait: int | None) -> None:
     if wait is not None:
         state.metrics.auth_failures.labels(surface, "throttled").inc()
         raise RateLimited(
-            f"Too many failed authentication attempts from this client; retry after {wait} s "
-            "with the right token.",
+            f"Too many wrong tokens from this client; retry after {wait} s with the right token.",
             retry_after=wait,
         )
-
-
-def count_failure(state: AppState, surface: str, key: str) -> None:
-    """Record one failed authentication of the client."""
-    state.auth_failures.spend(f"{surface} {key}")
-    state.metrics.auth_failures.labels(surface, "refused").inc()
 
 
 def require_operator(request: Request) -> AppState:
@@ -89,12 +115,10 @@ def require_operator(request: Request) -> AppState:
         raise Unauthorized(
             "The admin API is disabled: set GATEWAY_ADMIN_TOKEN and restart the gateway."
         )
-    key = client_key(request)
-    refuse_if_throttled(state, ADMIN, key)
-    presented = presented_bearer(request)
-    if presented is None:
-        raise Unauthorized("Send the operator token as 'Authorization: Bearer <token>'.")
-    if not hmac.compare_digest(presented, expected.get_secret_value().encode("utf-8")):
-        count_failure(state, ADMIN, key)
-        raise Unauthorized("The operator token is not valid.")
+    with token_check(state, ADMIN, client_key(request)):
+        presented = presented_bearer(request)
+        if presented is None:
+            raise Unauthorized("Send the operator token as 'Authorization: Bearer <token>'.")
+        if not hmac.compare_digest(presented, expected.get_secret_value().encode("utf-8")):
+            raise WrongToken("The operator token is not valid.")
     return state

@@ -23,7 +23,7 @@ from gateway.chat import service as chat
 from gateway.chat.models import InboundMessage, Media, StatusUpdate
 from gateway.events.service import Actor
 from gateway.security import token_matches
-from gateway.web.auth import client_key, count_failure, refuse_if_throttled
+from gateway.web.auth import Guess, client_key, token_check
 from gateway.web.bodies import NulPolicy, decode_json_object, read_body
 from gateway.web.errors import BadRequest, Forbidden
 from gateway.web.state import app_state
@@ -31,6 +31,12 @@ from gateway.webhooks.common import WrongChannel, channel_of
 
 CM_ACTOR = Actor("CM.com", "webhook")
 SURFACE = "cm"
+
+
+class WrongSecret(Forbidden, Guess):
+    """The channel's URL carries another secret: 403, as for a wrong signature."""
+
+
 MAX_ADDRESS = 100
 MAX_NAME = 200
 MAX_BODY = 256 * 1024
@@ -181,12 +187,12 @@ async def receive(request: Request) -> tuple[Response, str]:
     state = app_state(request)
     channel_id = request.path_params["channel_id"]
     # The secret is a bearer token like the others: guessing it is slowed the same way.
-    key = f"{client_key(request)} {channel_id}"
-    refuse_if_throttled(state, SURFACE, key)
-    channel = await channel_of(state.db, channel_id, "cm")
-    if not token_matches(request.path_params["secret"], channel.secret_sha256 or ""):
-        count_failure(state, SURFACE, key)
-        raise Forbidden("The channel secret in the URL is wrong: copy the channel's URL again.")
+    with token_check(state, SURFACE, f"{client_key(request)} {channel_id}"):
+        channel = await channel_of(state.db, channel_id, "cm")
+        if not token_matches(request.path_params["secret"], channel.secret_sha256 or ""):
+            raise WrongSecret(
+                "The channel secret in the URL is wrong: copy the channel's URL again."
+            )
     # A NUL is replaced, not refused: CM.com would send the same message again (0015).
     body = decode_json_object(await read_body(request, limit=MAX_BODY), nul=NulPolicy.REPLACE)
     if "messages" in body:

@@ -30,27 +30,40 @@ def test_zero_rate_disables_the_limit() -> None:
     assert all(limiter.acquire("a") is None for _ in range(1000))
 
 
-def test_failures_block_a_key_until_the_bucket_refills() -> None:
-    """Spent failures block the key (with the wait announced) without blocking others."""
+def test_blocked_says_how_long_a_spent_key_waits_and_stores_no_stranger() -> None:
+    """Looking takes nothing; a key never seen is not stored; a spent one must wait."""
     clock = Clock()
     limiter = RateLimiter(rate=0.5, burst=2, clock=clock)
+    assert limiter.blocked("stranger") is None
+    assert len(limiter) == 0
+    assert limiter.acquire("a") is None
     assert limiter.blocked("a") is None
-    limiter.spend("a")
-    assert limiter.blocked("a") is None
-    limiter.spend("a")
+    assert limiter.acquire("a") is None
     assert limiter.blocked("a") == 2
-    assert limiter.blocked("b") is None
     clock.now = 2.0
     assert limiter.blocked("a") is None
 
 
-def test_a_key_never_seen_is_not_stored_and_buckets_are_bounded() -> None:
-    """Looking up a stranger stores nothing; beyond max_keys the least recent is forgotten."""
-    limiter = RateLimiter(rate=1.0, burst=1, max_keys=3)
-    assert limiter.blocked("stranger") is None
-    assert len(limiter) == 0
-    for key in ("a", "b", "c", "d"):
-        limiter.spend(key)
+def test_a_full_table_forgets_a_key_holding_nothing_back_before_a_held_one() -> None:
+    """Beyond max_keys the least recently used bucket that is full again goes first, so a
+    held-back key is not cleared by requests under other keys."""
+    clock = Clock()
+    limiter = RateLimiter(rate=0.001, burst=1, max_keys=3, clock=clock)
+    for key in ("b", "c"):
+        assert limiter.acquire(key) is None
+    clock.now = 1500.0  # b and c are full again
+    assert limiter.acquire("held") is None
+    for key in ("d", "e"):
+        assert limiter.acquire(key) is None
+    assert limiter.blocked("held") is not None
     assert len(limiter) == 3
-    assert limiter.blocked("a") is None  # forgotten: a fresh start
-    assert limiter.blocked("d") == 1
+
+
+def test_when_every_key_is_held_back_the_oldest_is_forgotten() -> None:
+    """The table stays bounded even when no bucket is full."""
+    limiter = RateLimiter(rate=0.001, burst=1, max_keys=2)
+    for key in ("a", "b", "c"):
+        assert limiter.acquire(key) is None
+    assert len(limiter) == 2
+    assert limiter.acquire("a") is None
+    assert limiter.acquire("c") is not None

@@ -14,8 +14,8 @@ from sqlalchemy import inspect
 
 from storage.engine import Database, make_engine
 from storage.migrate import alembic_config, current_revision, packaged_head, upgrade
-from tests.conftest import ADMIN_TOKEN, BACKENDS, SECRET_KEY
-from tests.support.databases import PostgresFactory, backend_database
+from tests.conftest import ADMIN_TOKEN, BACKENDS, SECRET_KEY, postgres_of
+from tests.support.databases import backend_database
 from tests.support.server import server_env, serving_together
 
 TABLES = {
@@ -53,11 +53,9 @@ def test_models_and_migrations_agree(db: Database) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def empty_database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres: PostgresFactory | None
-) -> Iterator[str]:
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database nothing has migrated yet, of each backend."""
-    with backend_database(request.param, tmp_path, postgres, migrated=False) as url:
+    with backend_database(request.param, tmp_path, postgres_of(request), migrated=False) as url:
         yield url
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -75,15 +75,21 @@ class PostgresFactory:
 
 @contextmanager
 def backend_database(
-    backend: str, directory: Path, postgres: PostgresFactory | None, *, migrated: bool = True
+    backend: str,
+    directory: Path,
+    postgres: Callable[[], PostgresFactory | None],
+    *,
+    migrated: bool = True,
 ) -> Iterator[str]:
     """A database of its own on ``backend``: a SQLite file in ``directory`` (migrated when
-    first opened), or a PostgreSQL database, migrated or empty."""
+    first opened), or a PostgreSQL database, migrated or empty. ``postgres`` is asked for
+    the server only then, so a SQLite test never touches PostgreSQL."""
     if backend == "sqlite":
         yield sqlite_url(directory)
         return
-    assert postgres is not None
-    with postgres.database(migrated=migrated) as url:
+    server = postgres()
+    assert server is not None
+    with server.database(migrated=migrated) as url:
         yield url
 
 

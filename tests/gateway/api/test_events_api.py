@@ -9,6 +9,7 @@ from typing import Any
 from starlette.testclient import TestClient
 
 from tests.conftest import Tenant, user_body
+from tests.support import feed
 
 
 def events(client: TestClient, tenant: Tenant, headers: dict[str, str], **params: Any) -> Any:
@@ -117,10 +118,14 @@ def test_feed_is_read_in_order_by_cursor(
     client: TestClient, tenant: Tenant, admin_headers: dict[str, str]
 ) -> None:
     """The feed returns events oldest first after the cursor; reading on resumes exactly."""
-    base = f"/api/v1/accounts/{tenant.account_id}/feed"
-    start = client.get(base, headers=admin_headers).json()
-    cursor = start["next_cursor"]
+    account = f"/api/v1/accounts/{tenant.account_id}"
+    base = account + "/feed"
+    page_of, committed = feed.of_account(
+        lambda method, path: client.request(method, account + path, headers=admin_headers)
+    )
+    cursor = feed.settled(page_of, committed)[-1]["cursor"]
     user_id = provision(tenant)
+    feed.settled(page_of, committed)
     page = client.get(base, params={"after": cursor, "limit": 2}, headers=admin_headers).json()
     assert [i["type"] for i in page["items"]] == ["user.created", "user.deactivated"]
     assert page["items"][0]["data"]["id"] == user_id

@@ -24,6 +24,8 @@ from tests.support.sync import run
         "https://[::127.0.0.1]/hook",
         "https://[::10.0.0.1]/hook",
         "https://[::8.8.8.8]/hook",
+        "https://[::ffff:0:a9fe:a9fe]/hook",
+        "https://[64:ff9b:1::a9fe:a9fe]/hook",
     ],
 )
 def test_private_and_loopback_destinations_are_refused(url: str) -> None:

@@ -21,7 +21,7 @@ from tests.fakes.cloudlink import FakeCloudLink
 from tests.fakes.cmcom import FakeCM, mo_message
 from tests.fakes.loopback import serve_apps
 from tests.fakes.twilio import FakeTwilio, inbound_message_params, new_sid, sign_twilio
-from tests.support.feed import read_all
+from tests.support import feed
 from tests.support.live import free_port, live_server
 
 TWILIO_SID = "AC" + "1f" * 16
@@ -87,8 +87,8 @@ class Stack:
         return self.http.post("/webhooks/" + path, json=body)
 
     def feed(self) -> list[dict[str, Any]]:
-        """Every event of the account's feed, in order."""
-        return read_all(lambda cursor: self.api("GET", f"/feed?after={cursor}&limit=500").json())
+        """Every event of the account's feed, in order (all committed so far)."""
+        return feed.settled(*feed.of_account(self.api))
 
     def feed_types(self) -> list[str]:
         """The types of the feed's events, in order."""

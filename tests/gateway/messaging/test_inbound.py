@@ -141,10 +141,14 @@ def test_a_feed_reader_misses_nothing_while_webhooks_commit_concurrently(stack: 
     seen: list[dict[str, Any]] = []
     done = threading.Event()
 
+    _, committed = feed.of_account(stack.api)
+
     def follow() -> None:
         seen.extend(
             feed.follow(
-                lambda cursor: stack.api("GET", f"/feed?after={cursor}&limit=50").json(), done
+                lambda cursor: stack.api("GET", f"/feed?after={cursor}&limit=50").json(),
+                done,
+                committed,
             )
         )
 

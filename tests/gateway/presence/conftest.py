@@ -21,7 +21,7 @@ from gateway.settings import Settings
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY, user_body
 from tests.fakes.loopback import serve_app
 from tests.fakes.microsoft import FakeMicrosoft
-from tests.support.feed import read_all
+from tests.support import feed
 from tests.support.live import free_port, live_server
 from tests.support.server import ServerProcess, server_env, serving
 
@@ -74,8 +74,8 @@ class TeamsStack:
         return self.api("PUT", "/integrations/microsoft_teams/settings", json=body)
 
     def feed(self) -> list[dict[str, Any]]:
-        """Every event of the account's feed, in order."""
-        return read_all(lambda cursor: self.api("GET", f"/feed?after={cursor}&limit=500").json())
+        """Every event of the account's feed, in order (all committed so far)."""
+        return feed.settled(*feed.of_account(self.api))
 
     def sign_in(self, authorize_url: str) -> httpx2.Response:
         """A browser following a monitor's link: the gateway, Microsoft, back to the gateway."""

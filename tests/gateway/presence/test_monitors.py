@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from gateway.clients import graph as graph_client
 from tests.gateway.presence.conftest import TENANT, USERS, TeamsStack
 from tests.support.waiting import eventually
 
+NUL = "\x00"
 MONITOR = "monitor1@contoso.example"
 
 
@@ -236,6 +238,31 @@ def test_webhook_refuses_items_without_the_client_state(teams_stack: TeamsStack)
     assert handshake.text == "a token+with spaces"
     assert handshake.headers["content-type"].startswith("text/plain")
     assert teams_stack.http.post("/webhooks/graph/notifications", content=b"{").status_code == 400
+
+
+def test_a_genuine_notification_holding_nul_is_taken(teams_stack: TeamsStack) -> None:
+    """A notification with \\u0000 in its fields (its clientState right) is not refused:
+    202, and the user it names is read back (decision 0015)."""
+    assert teams_stack.set_teams().status_code == 200
+    subscribed_monitor(teams_stack)
+    [subscription] = teams_stack.microsoft.subscriptions()
+    reads = _reads(teams_stack)
+    item = {
+        "subscriptionId": subscription["id"] + NUL,
+        "clientState": subscription["clientState"],
+        "changeType": f"upd{NUL}ated",
+        "tenantId": NUL,
+        "resource": f"communications/presences('{teams_stack.teams_ids[USERS[1]]}')",
+    }
+    body = json.dumps({"value": [item]})
+    assert "\\u0000" in body
+    answer = teams_stack.http.post(
+        "/webhooks/graph/notifications",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status_code == 202, answer.text
+    eventually(lambda: _reads(teams_stack) > reads, what="the user read back")
 
 
 def _reads(stack: TeamsStack) -> int:

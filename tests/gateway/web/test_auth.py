@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx2
 import pytest
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
+from gateway.accounts import service as accounts
 from gateway.app import create_app
+from gateway.events.service import OPERATOR_CLI
 from gateway.settings import Settings
 from storage.engine import Database
 from tests.conftest import ADMIN_TOKEN, FAILURE_BURST, PUBLIC_URL, new_tenant
+from tests.support.live import free_port, live_server
+from tests.support.sync import run
 
 
 def _accounts(client: TestClient, authorization: bytes) -> int:
@@ -117,3 +123,28 @@ def test_scim_tokens_are_compared_as_sent_and_failures_throttled_per_tenant(
     assert "retry-after" in answer.headers
     assert tenant_b.get("/Users").status_code == 200
     assert _metric(client, "scim", "refused") == FAILURE_BURST
+
+
+def test_guesses_sent_all_at_once_are_held_back_like_guesses_in_a_row(
+    make_settings: Callable[..., Settings], db: Database
+) -> None:
+    """Forty wrong SCIM tokens in flight together (each waits on the database): at most the
+    allowance is answered 401, the rest 429; forty right ones at once all pass."""
+    port = free_port()
+    settings = make_settings(public_url=f"http://127.0.0.1:{port}")
+    account = run(accounts.create_account(db, name="A", actor=OPERATOR_CLI))
+    keys = run(
+        accounts.generate_scim_keys(db, account_id=account.id, actor=OPERATOR_CLI, public_url="")
+    )
+    with live_server(settings, port) as url, httpx2.Client(timeout=30) as http:
+        users = f"{url}/scim/v2/{account.id}/Users"
+
+        def call(token: str) -> int:
+            return http.get(users, headers={"Authorization": f"Bearer {token}"}).status_code
+
+        with ThreadPoolExecutor(40) as pool:
+            right = list(pool.map(call, [keys.secret_token] * 40))
+            guesses = list(pool.map(call, [f"guess-{n}" for n in range(40)]))
+    assert right == [200] * 40
+    assert guesses.count(401) <= FAILURE_BURST
+    assert set(guesses) == {401, 429}
