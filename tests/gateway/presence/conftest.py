@@ -176,11 +176,12 @@ def process_env(
 
 @contextmanager
 def process_stack(
-    env: dict[str, str], microsoft: tuple[FakeMicrosoft, str]
+    env: dict[str, str], microsoft: tuple[FakeMicrosoft, str], output: Path | None = None
 ) -> Iterator[TeamsStack]:
-    """A gateway process serving ``env``, with the account and its users provisioned."""
+    """A gateway process serving ``env``, with the account and its users provisioned; what
+    it logs goes to ``output`` if given."""
     with (
-        serving(env) as server,
+        serving(env, output=output) as server,
         httpx2.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
         ) as http,
