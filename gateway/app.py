@@ -26,11 +26,11 @@ from gateway.channels.routes import OPERATIONS as CHANNEL_OPERATIONS
 from gateway.chat.routes import OPERATIONS as CHAT_OPERATIONS
 from gateway.chat.service import forget_old_receipts
 from gateway.clients.providers import Providers
-from gateway.delivery.graph_batching import Budgets
-from gateway.delivery.handlers import Context, handlers
+from gateway.delivery.handlers import handlers as messaging_handlers
 from gateway.delivery.routes import OPERATIONS as DELIVERY_OPERATIONS
-from gateway.delivery.worker import OutboxWorker, WorkerSettings
 from gateway.events.routes import OPERATIONS as EVENT_OPERATIONS
+from gateway.outbox.worker import OutboxWorker, WorkerSettings
+from gateway.presence.jobs import handlers as presence_handlers
 from gateway.presence.routes import BROWSER_ROUTES as PRESENCE_BROWSER_ROUTES
 from gateway.presence.routes import OPERATIONS as PRESENCE_OPERATIONS
 from gateway.scim.discovery import Discovery
@@ -109,20 +109,15 @@ def open_database(settings: Settings, metrics: Metrics | None = None) -> Databas
 
 
 def _outbox_worker(state: AppState) -> OutboxWorker | None:
-    """The delivery worker of this process, started (unless delivery is turned off)."""
+    """The outbox worker of this process with every feature's handlers, started (unless
+    delivery is turned off)."""
     settings = state.settings
     if not settings.delivery_enabled:
         return None
-    context = Context(
-        db=state.db,
-        secrets=state.secrets,
-        providers=state.providers,
-        settings=settings,
-        budgets=Budgets(processes=settings.workers),
-    )
+    jobs = (state.db, state.secrets, state.providers, settings)
     worker = OutboxWorker(
         state.db,
-        handlers(context),
+        {**messaging_handlers(*jobs), **presence_handlers(*jobs)},
         state.metrics,
         WorkerSettings(
             lease=settings.outbox_lease_seconds,

@@ -1,1 +1,2 @@
-"""Outbox workers and what they deliver: provider sends, CloudLink events, upkeep."""
+"""What the outbox delivers for messaging: agents' replies through a provider's sender,
+account events to CloudLink endpoints (Standard Webhooks), endpoints and dead letters."""

@@ -25,8 +25,8 @@ from sqlalchemy import Connection, delete, insert, select, tuple_, update
 from gateway.accounts.service import admin_event, require_account
 from gateway.chat.models import STATUS_RANK
 from gateway.chat.service import SEND
+from gateway.clients.cloudlink import SECRET_PREFIX
 from gateway.clients.destinations import UnsafeDestination, check_destination
-from gateway.clients.events import SECRET_PREFIX
 from gateway.delivery.models import DeadLetter, EndpointCreated, EndpointOut
 from gateway.events.service import Actor
 from gateway.security import SecretBox

@@ -18,20 +18,12 @@ from gateway.channels.models import webhook_url
 from gateway.channels.service import CLEAR_SMS_URL
 from gateway.chat.models import STATUS_RANK
 from gateway.chat.service import SEND, move_status
-from gateway.clients.events import EndpointGone, deliver_event
+from gateway.clients.cloudlink import EndpointGone, deliver_event
 from gateway.clients.http import ProviderError
 from gateway.clients.providers import Providers
-from gateway.delivery.graph_batching import Budgets, GraphTools
-from gateway.delivery.policy import RetryPolicy, policies
-from gateway.delivery.presence_directory import directory_handler
-from gateway.delivery.presence_jobs import unsubscribe_handler, upkeep_handler
-from gateway.delivery.presence_reads import PresenceReader, presence_read_handler
-from gateway.delivery.presence_sync import sync_handler
-from gateway.delivery.presence_writes import PresenceWriter, presence_write_handler
-from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.events.service import Actor
-from gateway.presence.monitors import DIRECTORY, SYNC, UNSUBSCRIBE, UPKEEP
-from gateway.presence.service import READ, WRITE
+from gateway.outbox.policy import RetryPolicy, policy_of
+from gateway.outbox.worker import Dropped, Handler, Settle
 from gateway.security import SecretBox
 from gateway.settings import Settings
 from gateway.ttl_cache import TtlCache
@@ -56,22 +48,18 @@ DELIVERY_ACTOR = Actor("Gateway", "outbox")
 
 @dataclass(frozen=True)
 class Context:
-    """What handlers share: the database, the key ring, the clients, the settings."""
+    """What messaging's handlers share: the database, the key ring, the clients, the
+    settings, and the providers' credentials for a few seconds."""
 
     db: Database
     secrets: SecretBox
     providers: Providers
     settings: Settings
     credentials: TtlCache[Any] = field(default_factory=TtlCache)
-    budgets: Budgets = field(default_factory=lambda: Budgets(processes=1))
 
     def policy(self, name: str) -> RetryPolicy:
         """The retry policy of one kind of delivery, as the settings shape it."""
-        return policies(
-            send_attempts=self.settings.send_max_attempts,
-            event_attempts=self.settings.event_max_attempts,
-            scale=self.settings.outbox_retry_scale,
-        )[name]
+        return policy_of(self.settings, name)
 
 
 def _strip_prefix(address: str) -> str:
@@ -261,36 +249,13 @@ def clear_sms_url_handler(ctx: Context) -> Handler:
     return Handler(run=run, policy=ctx.policy("upkeep"))
 
 
-def handlers(ctx: Context) -> dict[str, Handler]:
-    """Every kind of outbox row the gateway writes, and its handler."""
-    tools = GraphTools(
-        ctx.db,
-        ctx.secrets,
-        ctx.providers.graph,
-        ctx.providers.identity,
-        ctx.settings.public_url,
-        ctx.budgets,
-        upkeep_every=ctx.settings.presence_upkeep_seconds,
-        resource_data=ctx.settings.presence_resource_data,
-    )
+def handlers(
+    db: Database, secrets: SecretBox, providers: Providers, settings: Settings
+) -> dict[str, Handler]:
+    """Every kind of outbox row messaging writes, and its handler."""
+    ctx = Context(db, secrets, providers, settings)
     return {
         SEND: send_handler(ctx),
         EVENT_DELIVERY: event_handler(ctx),
         CLEAR_SMS_URL: clear_sms_url_handler(ctx),
-        READ: presence_read_handler(
-            ctx.db,
-            ctx.secrets,
-            PresenceReader(ctx.providers.graph, ctx.providers.identity, ctx.budgets),
-            ctx.policy("sends"),
-        ),
-        DIRECTORY: directory_handler(tools, ctx.policy("upkeep")),
-        UPKEEP: upkeep_handler(tools, ctx.policy("upkeep")),
-        UNSUBSCRIBE: unsubscribe_handler(tools, ctx.policy("upkeep")),
-        SYNC: sync_handler(tools, ctx.policy("sends")),
-        WRITE: presence_write_handler(
-            ctx.db,
-            ctx.secrets,
-            PresenceWriter(ctx.providers.graph, ctx.providers.identity, ctx.budgets),
-            ctx.policy("sends"),
-        ),
     }

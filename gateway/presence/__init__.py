@@ -1,1 +1,4 @@
-"""Presence per source (Teams, CloudLink, phone) and combined, in both directions."""
+"""Everything Teams presence: per-source and combined states (``states``, ``service``),
+Teams' changes coming in (``from_teams``), the Teams integration (``teams``), presence
+monitors and their sign-in (``monitors``), notification certificates, the system check,
+the admin routes, and the outbox jobs that talk to Graph (``jobs``)."""

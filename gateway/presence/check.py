@@ -24,12 +24,12 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select
 
 from gateway.accounts.service import require_account
-from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.http import HttpClient, ProviderError, request
 from gateway.clients.identity import IdentityError, IdentityPlatform, unverified_claims
 from gateway.presence.models import CheckItem, SyncStatus, SystemCheck
 from gateway.presence.monitors import LIVE, MONITOR_USERS, SUBSCRIBED, SYNC
 from gateway.presence.service import queue_once
+from gateway.presence.teams import TeamsConfig, teams_config
 from gateway.security import SecretBox
 from gateway.web.errors import Conflict
 from storage.engine import Database

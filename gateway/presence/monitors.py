@@ -29,12 +29,12 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from gateway.accounts.service import require_account
-from gateway.accounts.teams import teams_config
 from gateway.clients.identity import IdentityError, IdentityPlatform, pkce_pair
 from gateway.events.service import Actor, record_event
 from gateway.folding import fold
 from gateway.presence.models import MonitorList, MonitorOut
 from gateway.presence.service import queue_once
+from gateway.presence.teams import teams_config
 from gateway.security import SecretBox, token_digest, token_matches
 from gateway.web.errors import BadRequest, Conflict, InvalidValue, NotFound, UpstreamUnavailable
 from storage.engine import Database

@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.accounts.models import IntegrationOut, TeamsSettings
-from gateway.accounts.teams import configure_teams
 from gateway.events.service import OPERATOR_API
 from gateway.presence import check, models, monitors
 from gateway.presence import service as presence
+from gateway.presence.teams import configure_teams
 from gateway.web.auth import require_operator
 from gateway.web.bodies import read_model
 from gateway.web.openapi import ACCOUNT, Header, Operation, Param

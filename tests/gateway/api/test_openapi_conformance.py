@@ -32,7 +32,6 @@ from sqlalchemy import func, select, update
 from gateway.accounts import service as accounts
 from gateway.accounts.models import CmSettings, TeamsSettings, TwilioSettings
 from gateway.accounts.providers import configure_cm, configure_twilio
-from gateway.accounts.teams import configure_teams
 from gateway.app import create_app, open_database
 from gateway.channels.models import ChannelCreate
 from gateway.channels.service import add_channel
@@ -44,6 +43,7 @@ from gateway.clients.twilio import TwilioApi
 from gateway.delivery.endpoints import add_endpoint
 from gateway.events.service import OPERATOR_CLI
 from gateway.presence.monitors import add_monitor
+from gateway.presence.teams import configure_teams
 from gateway.scim import service as scim
 from gateway.security import SecretBox
 from gateway.settings import Settings

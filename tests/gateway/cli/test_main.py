@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
 
+from tests.support.cli import cli, json_of
 from tests.support.server import serving
 
 CLI_TOKEN = "cli-test-token-0123456789abcdefghij"
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -35,11 +21,6 @@ def env(tmp_path: Path) -> dict[str, str]:
         "GATEWAY_DATA_DIR": str(tmp_path / "data"),
         "GATEWAY_PUBLIC_URL": "https://gateway.example.com",
     }
-
-
-def json_of(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_account_create_and_scim_keys_print_the_scripted_json(env: dict[str, str]) -> None:

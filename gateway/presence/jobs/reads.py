@@ -13,15 +13,15 @@ from typing import Any
 
 from gateway.clients.graph import MAX_PRESENCE_IDS, GraphApi
 from gateway.clients.identity import AppCredentials, IdentityPlatform
-from gateway.delivery.graph_batching import (
+from gateway.outbox.policy import RetryPolicy
+from gateway.outbox.worker import Dropped, Handler, Settle
+from gateway.presence.from_teams import apply_graph_presences
+from gateway.presence.jobs.graph import (
     Budgets,
     TenantBatcher,
     presence_config,
     with_app_token,
 )
-from gateway.delivery.policy import RetryPolicy
-from gateway.delivery.worker import Dropped, Handler, Settle
-from gateway.presence.from_teams import apply_graph_presences
 from gateway.security import SecretBox
 from storage.engine import Database
 from storage.outbox import Claimed

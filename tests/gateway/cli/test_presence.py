@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.loopback import serve_app
 from tests.fakes.microsoft import FakeMicrosoft
-from tests.gateway.test_cli import cli, json_of
+from tests.support.cli import cli, json_of
 
 TENANT = "7b0c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3"
 CLIENT = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"

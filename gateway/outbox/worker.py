@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from gateway.clients.http import ProviderError
-from gateway.delivery.policy import RetryPolicy
+from gateway.outbox.policy import RetryPolicy
 from observability.metrics import Metrics
 from storage import outbox
 from storage.engine import Database

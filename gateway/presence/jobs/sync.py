@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from gateway.accounts.teams import TeamsConfig
-from gateway.delivery.graph_batching import (
+from gateway.outbox.policy import RetryPolicy
+from gateway.outbox.worker import Handler, Settle
+from gateway.presence.from_teams import apply_graph_presences
+from gateway.presence.jobs.graph import (
     GraphTools,
     live_monitor,
     presence_config,
     read_presences,
 )
-from gateway.delivery.policy import RetryPolicy
-from gateway.delivery.worker import Handler, Settle
-from gateway.presence.from_teams import apply_graph_presences
 from gateway.presence.monitors import monitor_users, set_monitor
+from gateway.presence.teams import TeamsConfig
 from gateway.security import SecretBox
 from storage.outbox import Claimed
 from storage.transaction import Transaction

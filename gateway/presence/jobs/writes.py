@@ -34,22 +34,22 @@ from urllib.parse import quote
 
 from sqlalchemy import Connection, select, update
 
-from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi, GraphUser
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AppCredentials, IdentityPlatform
-from gateway.delivery.graph_batching import (
+from gateway.outbox.policy import RetryPolicy
+from gateway.outbox.worker import Dropped, Handler, Settle
+from gateway.presence.jobs.directory import LOOKUP_AGAIN
+from gateway.presence.jobs.graph import (
     Budgets,
     TenantBatcher,
     refused_as_a_whole,
     send_batch,
     with_app_token,
 )
-from gateway.delivery.policy import RetryPolicy
-from gateway.delivery.presence_directory import LOOKUP_AGAIN
-from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.presence.models import CLOUDLINK
 from gateway.presence.service import WRITE, queue_once, states_of
+from gateway.presence.teams import TeamsConfig, teams_config
 from gateway.security import SecretBox
 from storage.engine import Database
 from storage.outbox import Claimed

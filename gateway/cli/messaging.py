@@ -12,7 +12,7 @@ from gateway.channels import service as channels
 from gateway.channels.models import ChannelCreate
 from gateway.chat import reading
 from gateway.chat import service as chat
-from gateway.cli_common import JSON, Tools, emit, model_of, plain, run_with_tools
+from gateway.cli.common import JSON, Tools, emit, model_of, plain, run_with_tools
 from gateway.delivery import endpoints
 from gateway.events.service import OPERATOR_CLI
 

@@ -16,20 +16,20 @@ from urllib.parse import quote
 
 from sqlalchemy import Connection, Select, bindparam, select, update
 
-from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.graph import MAX_BATCH, BatchRequest, BatchResponse, GraphApi
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import IdentityPlatform
-from gateway.delivery.graph_batching import (
+from gateway.outbox.policy import RetryPolicy
+from gateway.outbox.worker import Dropped, Handler, Settle
+from gateway.presence.jobs.graph import (
     GraphTools,
     refused_as_a_whole,
     send_batch,
     with_app_token,
 )
-from gateway.delivery.policy import RetryPolicy
-from gateway.delivery.worker import Dropped, Handler, Settle
 from gateway.presence.monitors import DIRECTORY, LIVE, MONITOR_USERS, UPKEEP
 from gateway.presence.service import queue_once
+from gateway.presence.teams import TeamsConfig, teams_config
 from gateway.security import SecretBox
 from storage.outbox import Claimed
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, SCIM_CLAIMS, SCIM_USERS, utcnow

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, insert
 from storage.tables import OUTBOX
 from tests.fakes.loopback import serve_app
 from tests.fakes.twilio import FakeTwilio
-from tests.gateway.test_cli import cli, json_of
+from tests.support.cli import cli, json_of
 
 SID = "AC" + "c1" * 16
 TOKEN = "cli-twilio-auth-token-01234567"

@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.clients.events import EndpointGone, deliver_event
+from gateway.clients.cloudlink import EndpointGone, deliver_event
 from gateway.clients.http import ProviderError, new_http_client
 from gateway.settings import Settings
 from tests.conftest import ADMIN_TOKEN, PUBLIC_URL

@@ -1,4 +1,5 @@
-"""The ``cloudlink-gateway`` command.
+"""The ``cloudlink-gateway`` command: its group, serving and migrating, and where each
+group of subcommands is mounted (``accounts``, ``messaging``, ``presence``).
 
 The CLI works on the same data directory / database URL as the server (from the same
 ``GATEWAY_`` variables), through the same service functions and the same write path
@@ -13,11 +14,9 @@ import sys
 
 import click
 
-from gateway import cli_messaging, cli_presence
-from gateway.accounts import service as accounts
 from gateway.app import migrate_database
-from gateway.cli_common import emit, load_settings, plain, run_service
-from gateway.events.service import OPERATOR_CLI
+from gateway.cli import accounts, messaging, presence
+from gateway.cli.common import load_settings
 from gateway.secret_keys import MissingSecretKeys, load_secret_keys
 from gateway.security import generate_key
 from gateway.settings import Settings
@@ -137,109 +136,29 @@ def migrate() -> None:
     click.echo("database is at the newest schema revision")
 
 
-@main.group()
-def account() -> None:
-    """Customer accounts."""
-
-
-@account.command("create")
-@click.option("--name", required=True, help="Display name of the account.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def account_create(name: str, as_json: bool) -> None:
-    """Create an account; prints its id."""
-    created = run_service(accounts.create_account, name=name, actor=OPERATOR_CLI)
-    emit({"id": created.id, "name": created.name}, as_json, created.id)
-
-
-@account.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def account_list(as_json: bool) -> None:
-    """List accounts."""
-    items = run_service(accounts.list_accounts)
-    emit(plain(items), as_json, "\n".join(f"{a.id}  {a.name}" for a in items))
-
-
-@main.command("scim-keys")
-@click.argument("account_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def scim_keys(account_id: str, as_json: bool) -> None:
-    """Generate the Tenant URL and Secret Token for Entra (the old token stops working)."""
-    settings = load_settings()
-    keys = run_service(
-        accounts.generate_scim_keys,
-        account_id=account_id,
-        actor=OPERATOR_CLI,
-        public_url=settings.public_url,
-    )
-    emit(
-        {"tenant_url": keys.tenant_url, "secret_token": keys.secret_token},
-        as_json,
-        f"Tenant URL:   {keys.tenant_url}\nSecret Token: {keys.secret_token}",
-    )
-
-
-@main.group()
-def integration() -> None:
-    """Integrations of an account."""
-
-
-@integration.command("list")
-@click.argument("account_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def integration_list(account_id: str, as_json: bool) -> None:
-    """List an account's integrations."""
-    settings = load_settings()
-    items = run_service(
-        accounts.list_integrations, account_id=account_id, public_url=settings.public_url
-    )
-    emit(plain(items), as_json, "\n".join(f"{i.kind}  {i.status}" for i in items))
-
-
-@integration.command("add")
-@click.argument("account_id")
-@click.argument("kind")
-def integration_add(account_id: str, kind: str) -> None:
-    """Add an integration (e.g. azure_ad_sync)."""
-    settings = load_settings()
-    run_service(
-        accounts.add_integration,
-        account_id=account_id,
-        kind=kind,
-        actor=OPERATOR_CLI,
-        public_url=settings.public_url,
-    )
-    click.echo(f"added {kind}")
-
-
-@integration.command("remove")
-@click.argument("account_id")
-@click.argument("kind")
-def integration_remove(account_id: str, kind: str) -> None:
-    """Remove an integration; removing azure_ad_sync revokes the SCIM token."""
-    run_service(accounts.remove_integration, account_id=account_id, kind=kind, actor=OPERATOR_CLI)
-    click.echo(f"removed {kind}")
-
-
 @main.command("generate-key")
 def generate_key_command() -> None:
     """Print a new key for GATEWAY_SECRET_KEYS."""
     click.echo(generate_key())
 
 
+main.add_command(accounts.account)
+main.add_command(accounts.scim_keys)
+main.add_command(accounts.integration)
 for command in (
-    cli_messaging.set_twilio,
-    cli_messaging.set_cm,
-    cli_presence.set_teams,
-    cli_presence.office365_consent,
-    cli_presence.office365_enable,
+    messaging.set_twilio,
+    messaging.set_cm,
+    presence.set_teams,
+    presence.office365_consent,
+    presence.office365_enable,
 ):
-    integration.add_command(command)
+    accounts.integration.add_command(command)
 for group in (
-    cli_messaging.channel,
-    cli_messaging.endpoint,
-    cli_messaging.dead_letter,
-    cli_messaging.conversation,
-    cli_presence.monitor,
-    cli_presence.presence,
+    messaging.channel,
+    messaging.endpoint,
+    messaging.dead_letter,
+    messaging.conversation,
+    presence.monitor,
+    presence.presence,
 ):
     main.add_command(group)

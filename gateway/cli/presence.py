@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 
-from gateway.accounts import office365, teams
+from gateway.accounts import office365
 from gateway.accounts.models import TeamsSettings
-from gateway.cli_common import JSON, Tools, emit, model_of, plain, run_service, run_with_tools
+from gateway.cli.common import JSON, Tools, emit, model_of, plain, run_service, run_with_tools
 from gateway.events.service import OPERATOR_CLI
-from gateway.presence import check, monitors, service
+from gateway.presence import check, monitors, service, teams
 from gateway.presence.models import MonitorAdd
 
 ON_OFF = click.Choice(["on", "off"])

@@ -27,12 +27,12 @@ from typing import Any, Generic, TypeVar
 import structlog
 from sqlalchemy import Connection, select
 
-from gateway.accounts.teams import TeamsConfig, teams_config
 from gateway.clients.graph import MAX_PRESENCE_IDS, BatchRequest, BatchResponse, GraphApi
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AccessToken, AppCredentials, IdentityPlatform
-from gateway.delivery.worker import Dropped
+from gateway.outbox.worker import Dropped
 from gateway.presence.monitors import LIVE
+from gateway.presence.teams import TeamsConfig, teams_config
 from gateway.security import SecretBox
 from storage.engine import Database
 from storage.tables import PRESENCE_MONITORS, utcnow

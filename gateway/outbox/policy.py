@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 
 from gateway.clients.http import backoff
+from gateway.settings import Settings
 
 # Seconds to wait after attempt n (1-based) of an event delivery.
 EVENT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -45,10 +46,16 @@ class RetryPolicy:
         return wait
 
 
-def policies(*, send_attempts: int, event_attempts: int, scale: float) -> dict[str, RetryPolicy]:
-    """The policy of each kind of delivery, from the settings."""
-    return {
-        "events": RetryPolicy(attempts=event_attempts, schedule=EVENT_SCHEDULE, scale=scale),
-        "sends": RetryPolicy(attempts=send_attempts, base=2.0, cap=600.0, scale=scale),
-        "upkeep": RetryPolicy(attempts=10, base=5.0, cap=3600.0, scale=scale),
-    }
+def policy_of(settings: Settings, name: str) -> RetryPolicy:
+    """The policy of one kind of delivery, as the settings shape it: ``events`` (the
+    Standard Webhooks schedule), ``sends`` (about half an hour) or ``upkeep`` (background
+    work that keeps trying for hours)."""
+    scale = settings.outbox_retry_scale
+    if name == "events":
+        attempts = settings.event_max_attempts
+        return RetryPolicy(attempts=attempts, schedule=EVENT_SCHEDULE, scale=scale)
+    if name == "sends":
+        return RetryPolicy(attempts=settings.send_max_attempts, cap=600.0, scale=scale)
+    if name == "upkeep":
+        return RetryPolicy(attempts=10, base=5.0, cap=3600.0, scale=scale)
+    raise ValueError(f"no retry policy named {name!r}")

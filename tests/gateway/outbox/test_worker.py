@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from gateway.clients.http import ProviderError
-from gateway.delivery.policy import RetryPolicy
-from gateway.delivery.worker import Handler, OutboxWorker, WorkerSettings
+from gateway.outbox.policy import RetryPolicy
+from gateway.outbox.worker import Handler, OutboxWorker, WorkerSettings
 from observability.metrics import Metrics
 from storage.engine import Database
 from storage.outbox import Claimed

@@ -27,20 +27,19 @@ from typing import Any
 
 from sqlalchemy import Connection, or_, select, update
 
-from gateway.accounts.teams import NEEDS_UPDATE, TeamsConfig, teams_config
 from gateway.clients.graph import GraphError, Subscription
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AppCredentials, IdentityError, UserTokens
-from gateway.delivery.graph_batching import (
+from gateway.outbox.policy import RetryPolicy
+from gateway.outbox.worker import Dropped, Handler, Settle
+from gateway.presence.certificates import current_certificate
+from gateway.presence.from_teams import apply_graph_presences
+from gateway.presence.jobs.graph import (
     GraphTools,
     live_monitor,
     presence_config,
     read_presences,
 )
-from gateway.delivery.policy import RetryPolicy
-from gateway.delivery.worker import Dropped, Handler, Settle
-from gateway.presence.certificates import current_certificate
-from gateway.presence.from_teams import apply_graph_presences
 from gateway.presence.monitors import (
     AUTHORIZED,
     DIRECTORY,
@@ -53,6 +52,7 @@ from gateway.presence.monitors import (
     set_monitor,
 )
 from gateway.presence.service import queue_once
+from gateway.presence.teams import NEEDS_UPDATE, TeamsConfig, teams_config
 from gateway.security import SecretBox, token_digest
 from storage.engine import Database
 from storage.errors import DatabaseBusy

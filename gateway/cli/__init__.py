@@ -1,0 +1,6 @@
+"""The ``cloudlink-gateway`` command, a module per group of subcommands (``main`` mounts
+them)."""
+
+from gateway.cli.main import main
+
+__all__ = ["main"]
