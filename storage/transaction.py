@@ -18,7 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, literal, literal_column, select
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    case,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 
 from storage.prepared import Prepared
 from storage.tables import ACCOUNTS, ENDPOINTS, EVENTS, OUTBOX, JSONType, utcnow
@@ -216,6 +226,42 @@ class Transaction:
             },
         )
         self.enqueued = True
+
+    def enqueue_once(
+        self, *, account_id: str, kind: str, target_id: str, delay: float = 0.0
+    ) -> None:
+        """One pending job per target: a waiting row is made due by ``delay`` from now if
+        that is sooner, else a row is added (with an empty payload).
+
+        A row being worked on does not count: the change it did not see gets a run of its
+        own. Handlers that must not overlap with themselves hold their target while they
+        run (a monitor's upkeep); a job that reads the newest state when it runs (a
+        presence write) needs nothing more.
+        """
+        self._require_open()
+        moment = time.time()
+        at = moment + delay
+        reused = self.conn.execute(
+            update(OUTBOX)
+            .where(
+                OUTBOX.c.kind == kind,
+                OUTBOX.c.target_id == target_id,
+                OUTBOX.c.account_id == account_id,
+                OUTBOX.c.status == "pending",
+                # Unclaimed, or claimed by a worker whose lease ran out (it is free again).
+                or_(OUTBOX.c.lease_owner.is_(None), OUTBOX.c.lease_until <= moment),
+            )
+            .values(
+                available_at=case((OUTBOX.c.available_at > at, at), else_=OUTBOX.c.available_at),
+                updated_at=moment,
+            )
+        )
+        if reused.rowcount == 0:
+            self.enqueue(
+                account_id=account_id, kind=kind, target_id=target_id, payload={}, delay=delay
+            )
+        else:
+            self.enqueued = True
 
     def _require_open(self) -> None:
         raw = self.conn.connection.driver_connection

@@ -28,7 +28,6 @@ from gateway.clients.http import HttpClient, ProviderError, request
 from gateway.clients.identity import IdentityError, IdentityPlatform, unverified_claims
 from gateway.presence.models import CheckItem, SyncStatus, SystemCheck
 from gateway.presence.monitors import LIVE, MONITOR_USERS, SUBSCRIBED, SYNC
-from gateway.presence.service import queue_once
 from gateway.presence.teams import TeamsConfig, teams_config
 from gateway.security import SecretBox
 from gateway.web.errors import Conflict
@@ -229,7 +228,7 @@ async def sync_all(db: Database, *, account_id: str) -> SyncStatus:
             )
         )
         for row in rows:
-            queue_once(tx, account_id=account_id, kind=SYNC, target_id=row.id)
+            tx.enqueue_once(account_id=account_id, kind=SYNC, target_id=row.id)
         return _sync_status(tx.conn, account_id)
 
     return await db.transact(work)

@@ -33,7 +33,6 @@ from gateway.clients.identity import IdentityError, IdentityPlatform, pkce_pair
 from gateway.events.service import Actor, record_event
 from gateway.folding import fold
 from gateway.presence.models import MonitorList, MonitorOut
-from gateway.presence.service import queue_once
 from gateway.presence.teams import teams_config
 from gateway.security import SecretBox, token_digest, token_matches
 from gateway.web.errors import BadRequest, Conflict, InvalidValue, NotFound, UpstreamUnavailable
@@ -77,8 +76,8 @@ def users_changed(tx: Transaction, account_id: str) -> None:
     presence, its directory job runs shortly, finding new users in Teams and releasing
     the ones no longer provisioned."""
     if _HAS_MONITOR.run(tx.conn, {"account_id": account_id}).fetchone() is not None:
-        queue_once(
-            tx, account_id=account_id, kind=DIRECTORY, target_id=account_id, delay=DIRECTORY_SETTLE
+        tx.enqueue_once(
+            account_id=account_id, kind=DIRECTORY, target_id=account_id, delay=DIRECTORY_SETTLE
         )
 
 
@@ -237,7 +236,7 @@ async def delete_monitor(db: Database, *, account_id: str, monitor_id: str, acto
             .values(monitor_id=None)
         )
         tx.conn.execute(delete(PRESENCE_MONITORS).where(PRESENCE_MONITORS.c.id == row.id))
-        queue_once(tx, account_id=account_id, kind=DIRECTORY, target_id=account_id)
+        tx.enqueue_once(account_id=account_id, kind=DIRECTORY, target_id=account_id)
         _event(
             tx,
             account_id=account_id,
@@ -416,8 +415,8 @@ async def finish_sign_in(
                 updated_at=utcnow(),
             )
         )
-        queue_once(tx, account_id=current.account_id, kind=DIRECTORY, target_id=current.account_id)
-        queue_once(tx, account_id=current.account_id, kind=UPKEEP, target_id=current.id)
+        tx.enqueue_once(account_id=current.account_id, kind=DIRECTORY, target_id=current.account_id)
+        tx.enqueue_once(account_id=current.account_id, kind=UPKEEP, target_id=current.id)
         _event(
             tx,
             account_id=current.account_id,
@@ -468,7 +467,7 @@ async def resume(db: Database, *, secrets: SecretBox, account_id: str) -> None:
         config = teams_config(tx.conn, secrets, account_id)
         if config is None or not config.presence_from_teams:
             return
-        queue_once(tx, account_id=account_id, kind=DIRECTORY, target_id=account_id)
+        tx.enqueue_once(account_id=account_id, kind=DIRECTORY, target_id=account_id)
         rows = tx.conn.execute(
             select(PRESENCE_MONITORS.c.id).where(
                 PRESENCE_MONITORS.c.account_id == account_id,
@@ -476,6 +475,6 @@ async def resume(db: Database, *, secrets: SecretBox, account_id: str) -> None:
             )
         )
         for row in rows:
-            queue_once(tx, account_id=account_id, kind=UPKEEP, target_id=row.id)
+            tx.enqueue_once(account_id=account_id, kind=UPKEEP, target_id=row.id)
 
     await db.transact(work)

@@ -17,11 +17,10 @@ suppressed the same way.
 from __future__ import annotations
 
 import functools
-import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, or_, select, update
+from sqlalchemy import Connection, bindparam, select
 
 from gateway.accounts.models import TEAMS as TEAMS_INTEGRATION
 from gateway.accounts.service import find_integration, require_account
@@ -41,7 +40,6 @@ from gateway.presence.states import States
 from gateway.web.errors import NotFound
 from storage.engine import Database
 from storage.tables import (
-    OUTBOX,
     PRESENCE_STATES,
     PRESENCE_USERS,
     SCIM_CLAIMS,
@@ -141,40 +139,9 @@ def writes_to_teams(conn: Connection, account_id: str) -> bool:
     return row is not None and row.status == "active" and bool(row.config.get("presence_to_teams"))
 
 
-def queue_once(
-    tx: Transaction, *, account_id: str, kind: str, target_id: str, delay: float = 0.0
-) -> None:
-    """One pending job per target: a waiting row is made due by ``delay`` from now if that
-    is sooner, else a row is added.
-
-    A row being worked on does not count: the change it did not see gets a run of its own.
-    Handlers that must not overlap with themselves hold their target while they run (a
-    monitor's upkeep); presence writes read the newest state and go out in order.
-    """
-    moment = time.time()
-    at = moment + delay
-    reused = tx.conn.execute(
-        update(OUTBOX)
-        .where(
-            OUTBOX.c.kind == kind,
-            OUTBOX.c.target_id == target_id,
-            OUTBOX.c.account_id == account_id,
-            OUTBOX.c.status == "pending",
-            # Unclaimed, or claimed by a worker whose lease ran out (it is free again).
-            or_(OUTBOX.c.lease_owner.is_(None), OUTBOX.c.lease_until <= moment),
-        )
-        .values(
-            available_at=case((OUTBOX.c.available_at > at, at), else_=OUTBOX.c.available_at),
-            updated_at=moment,
-        )
-    )
-    if reused.rowcount == 0:
-        tx.enqueue(account_id=account_id, kind=kind, target_id=target_id, payload={}, delay=delay)
-
-
 def queue_write(tx: Transaction, account_id: str, user_id: str) -> None:
     """The user's pending ``presence.write``, due now (its handler sends the newest state)."""
-    queue_once(tx, account_id=account_id, kind=WRITE, target_id=user_id)
+    tx.enqueue_once(account_id=account_id, kind=WRITE, target_id=user_id)
 
 
 async def change_cloudlink_presence(

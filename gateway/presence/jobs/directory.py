@@ -28,7 +28,6 @@ from gateway.presence.jobs.graph import (
     with_app_token,
 )
 from gateway.presence.monitors import DIRECTORY, LIVE, MONITOR_USERS, UPKEEP
-from gateway.presence.service import queue_once
 from gateway.presence.teams import TeamsConfig, teams_config
 from gateway.security import SecretBox
 from storage.outbox import Claimed
@@ -268,9 +267,8 @@ def directory_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
             tx.lock_account(row.target_id)
             _record_lookups(tx, row.target_id, found, moment)
             for monitor_id in rebalance(tx, row.target_id):
-                queue_once(tx, account_id=row.target_id, kind=UPKEEP, target_id=monitor_id)
-            queue_once(
-                tx,
+                tx.enqueue_once(account_id=row.target_id, kind=UPKEEP, target_id=monitor_id)
+            tx.enqueue_once(
                 account_id=row.target_id,
                 kind=DIRECTORY,
                 target_id=row.target_id,
@@ -280,8 +278,7 @@ def directory_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
         return settle
 
     def on_dead(tx: Transaction, row: Claimed, exc: Exception) -> None:
-        queue_once(
-            tx,
+        tx.enqueue_once(
             account_id=row.account_id,
             kind=DIRECTORY,
             target_id=row.target_id,

@@ -1,8 +1,8 @@
-"""Subscription upkeep as outbox jobs (the directory job is ``presence_directory``).
+"""Subscription upkeep as outbox jobs (the directory job is ``jobs.directory``).
 
 Jobs are outbox rows like any other side effect: claimed with a lease, retried on
-failure, and each run leaves its next run behind (``queue_once``), so they go on after a
-restart. A monitor's upkeep also holds the monitor itself while it runs
+failure, and each run leaves its next run behind (``Transaction.enqueue_once``), so they
+go on after a restart. A monitor's upkeep also holds the monitor itself while it runs
 (``upkeep_until``), so two runs of it, in one process or several, never overlap.
 
 - ``presence.upkeep`` (per monitor): refreshes the monitor's tokens (the new refresh token
@@ -51,7 +51,6 @@ from gateway.presence.monitors import (
     monitor_users,
     set_monitor,
 )
-from gateway.presence.service import queue_once
 from gateway.presence.teams import NEEDS_UPDATE, TeamsConfig, teams_config
 from gateway.security import SecretBox, token_digest
 from storage.engine import Database
@@ -164,7 +163,7 @@ def _signed_out(monitor: Any, message: str) -> Settle:
             last_error=message[:1000],
         )
         # Its users move to the monitors still authorized.
-        queue_once(tx, account_id=monitor.account_id, kind=DIRECTORY, target_id=monitor.account_id)
+        tx.enqueue_once(account_id=monitor.account_id, kind=DIRECTORY, target_id=monitor.account_id)
 
     return settle
 
@@ -176,8 +175,7 @@ def upkeep_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
     def on_dead(tx: Transaction, row: Claimed, exc: Exception) -> None:
         # Upkeep never stops: the failure is shown on the monitor and the job comes back.
         set_monitor(tx, row.target_id, last_error=str(exc)[:1000])
-        queue_once(
-            tx,
+        tx.enqueue_once(
             account_id=row.account_id,
             kind=UPKEEP,
             target_id=row.target_id,
@@ -372,8 +370,8 @@ class _Upkeep:
             )
             # A notification stored since the read is newer than what was read.
             apply_graph_presences(tx, monitor.account_id, presences, read_at=read_at)
-            queue_once(
-                tx, account_id=monitor.account_id, kind=UPKEEP, target_id=monitor.id, delay=delay
+            tx.enqueue_once(
+                account_id=monitor.account_id, kind=UPKEEP, target_id=monitor.id, delay=delay
             )
 
         return settle

@@ -48,7 +48,7 @@ from gateway.presence.jobs.graph import (
     with_app_token,
 )
 from gateway.presence.models import CLOUDLINK
-from gateway.presence.service import WRITE, queue_once, states_of
+from gateway.presence.service import WRITE, states_of
 from gateway.presence.teams import TeamsConfig, teams_config
 from gateway.security import SecretBox
 from storage.engine import Database
@@ -235,8 +235,8 @@ def presence_write_handler(
         def settle(tx: Transaction) -> None:
             if written is not None:
                 delay = REFRESH_AVAILABLE if pair[0] == "Available" else REFRESH_OTHER
-                queue_once(
-                    tx, account_id=row.account_id, kind=WRITE, target_id=row.target_id, delay=delay
+                tx.enqueue_once(
+                    account_id=row.account_id, kind=WRITE, target_id=row.target_id, delay=delay
                 )
 
         return settle
