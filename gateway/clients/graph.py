@@ -11,7 +11,6 @@ throttled one by one: their answers come back per item for the caller to retry.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,9 +23,9 @@ from gateway.clients.http import (
     ProviderError,
     Reply,
     Unanswered,
-    backoff,
     parse_retry_after,
     request,
+    with_retries,
 )
 
 API = "/v1.0"
@@ -170,34 +169,33 @@ class GraphApi:
         ``limit``: the largest answer read (``PAGE_LIMIT`` for a collection).
         """
         headers = {"Authorization": f"Bearer {token}"}
-        waited = 0.0
-        for attempt in range(1, self.attempts + 1):
-            try:
-                reply = await request(
-                    self._http,
-                    method,
-                    self.graph_url + API + path,
-                    what=what,
-                    headers=headers,
-                    json=json,
-                    timeout=timeout,
-                    limit=limit,
-                )
-            except ProviderError as exc:
-                if not exc.retryable or (not repeatable and isinstance(exc, Unanswered)):
-                    raise
-                wait = backoff(attempt, base=0.5, cap=8.0)
-                if exc.retry_after is not None:
-                    wait = max(exc.retry_after, 0.05)
-                if attempt == self.attempts or waited + wait > self.max_wait:
-                    raise
-                waited += wait
-                await asyncio.sleep(wait)
-                continue
+
+        async def once() -> Reply:
+            reply = await request(
+                self._http,
+                method,
+                self.graph_url + API + path,
+                what=what,
+                headers=headers,
+                json=json,
+                timeout=timeout,
+                limit=limit,
+            )
             if reply.status not in ok:
                 raise _graph_error(reply, what)
             return reply
-        raise AssertionError("unreachable")
+
+        def again(exc: ProviderError) -> bool:
+            return exc.retryable and (repeatable or not isinstance(exc, Unanswered))
+
+        return await with_retries(
+            once,
+            attempts=self.attempts,
+            base=0.5,
+            cap=8.0,
+            max_wait=self.max_wait,
+            again=again,
+        )
 
     async def user(self, token: str, id_or_upn: str) -> GraphUser | None:
         """The user with this id or UPN, or None if the directory has none."""

@@ -130,10 +130,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def backoff(attempt: int, *, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter: a random wait in [0, min(cap, base * 2^n)].
+    """Exponential backoff with "equal jitter": a random wait in [c/2, c], where c is
+    min(cap, base * 2^(n-1)).
 
-    Full jitter spreads the retries of many rows that failed together (a provider
-    outage) instead of sending them back in waves.
+    The jitter spreads the retries of many rows that failed together (a provider outage)
+    instead of sending them back in waves; keeping at least half of c keeps every retry
+    backing off (full jitter, [0, c], may retry at once).
     """
     ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311  (timing, not secrecy)
@@ -265,20 +267,45 @@ async def request(
     return reply
 
 
+# The shortest wait honoured from a Retry-After (a server answering 0 means "at once",
+# and a tight loop against it helps nobody).
+SHORTEST_RETRY_AFTER = 0.05
+
+
+def _repeatable_error(exc: ProviderError) -> bool:
+    return exc.retryable
+
+
 async def with_retries(
-    call: Callable[[], Awaitable[T]], *, attempts: int = 3, base: float = 0.25, cap: float = 2.0
+    call: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = 3,
+    base: float = 0.25,
+    cap: float = 2.0,
+    max_wait: float | None = None,
+    again: Callable[[ProviderError], bool] = _repeatable_error,
 ) -> T:
-    """``call`` again after retryable failures, a few times and briefly (an admin waits)."""
+    """``call`` again after failures ``again`` accepts (by default: retryable ones), at most
+    ``attempts`` times in all and waiting ``max_wait`` seconds in all (by default twice
+    ``cap``: an admin waits for these).
+
+    The wait is the server's ``Retry-After`` when it sends one, else the jittered backoff.
+    Deliveries do not retry here: they retry through the outbox, so that a retry survives
+    a restart.
+    """
+    budget = cap * 2 if max_wait is None else max_wait
+    waited = 0.0
     for attempt in range(1, attempts + 1):
         try:
             return await call()
         except ProviderError as exc:
-            if not exc.retryable or attempt == attempts:
+            if not again(exc) or attempt == attempts:
                 raise
             wait = backoff(attempt, base=base, cap=cap)
             if exc.retry_after is not None:
-                wait = max(wait, exc.retry_after)
-            if wait > cap * 2:
+                wait = max(exc.retry_after, SHORTEST_RETRY_AFTER)
+            if waited + wait > budget:
                 raise
+            waited += wait
             await asyncio.sleep(wait)
     raise AssertionError("unreachable")

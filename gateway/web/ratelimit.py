@@ -1,9 +1,9 @@
-"""A per-key token bucket, in process memory.
+"""Per-key token buckets, in process memory (``gateway.outbox.throttle``'s bucket).
 
-It protects the store from one account's burst (Entra's initial cycle) without
-punishing the others, and slows a client that keeps failing to authenticate. Off when
-the rate is 0. It answers how long to wait, so the caller can send ``Retry-After``,
-which Entra honours. It holds at most ``max_keys`` buckets: keys a caller chooses (its
+They protect the store from one account's burst (Entra's initial cycle) without
+punishing the others, and slow a client that keeps presenting wrong tokens. Off when the
+rate is 0. They answer how long to wait, so the caller can send ``Retry-After``, which
+Entra honours. At most ``max_keys`` buckets are held: keys a caller chooses (its
 address) must not grow the process without bound; the least recently used bucket is
 forgotten first, unless it still holds its key back.
 """
@@ -11,20 +11,13 @@ forgotten first, unless it still holds its key back.
 from __future__ import annotations
 
 import itertools
-import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+
+from gateway.outbox.throttle import Clock, TokenBucket, whole_seconds
 
 DEFAULT_MAX_KEYS = 100_000
 # Buckets looked at, oldest first, for one that can be forgotten when the table is full.
 EVICTION_SCAN = 64
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
 
 
 class RateLimiter:
@@ -34,7 +27,7 @@ class RateLimiter:
         self,
         rate: float,
         burst: int,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
         *,
         max_keys: int = DEFAULT_MAX_KEYS,
     ) -> None:
@@ -42,27 +35,24 @@ class RateLimiter:
         self.burst = burst
         self.max_keys = max_keys
         self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
 
     @property
     def enabled(self) -> bool:
         """False when the rate is 0 (no limit)."""
         return self.rate > 0
 
-    def _refilled(self, key: str) -> _Bucket:
-        """The key's bucket, refilled up to now and marked as the most recently used."""
-        now = self._clock()
+    def _bucket(self, key: str) -> TokenBucket:
+        """The key's bucket, marked as the most recently used."""
         bucket = self._buckets.pop(key, None)
         if bucket is None:
-            bucket = _Bucket(float(self.burst), now)
+            bucket = TokenBucket(self.rate, self.burst, self._clock)
             if len(self._buckets) >= self.max_keys:
-                self._forget_one(now)
+                self._forget_one()
         self._buckets[key] = bucket
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-        bucket.updated = now
         return bucket
 
-    def _forget_one(self, now: float) -> None:
+    def _forget_one(self) -> None:
         """Make room: the least recently used bucket that holds nothing back (full again),
         among the oldest few; the oldest of all when each of those still holds a key back.
 
@@ -71,31 +61,27 @@ class RateLimiter:
         unless it keeps every one of the oldest buckets spent as well.
         """
         for key, bucket in itertools.islice(self._buckets.items(), EVICTION_SCAN):
-            if bucket.tokens + (now - bucket.updated) * self.rate >= self.burst:
+            if bucket.full:
                 del self._buckets[key]
                 return
         del self._buckets[next(iter(self._buckets))]
-
-    def _wait(self, bucket: _Bucket) -> int:
-        return max(1, math.ceil((1 - bucket.tokens) / self.rate))
 
     def acquire(self, key: str) -> int | None:
         """Take one token for ``key``; None if allowed, else seconds to wait before retrying."""
         if not self.enabled:
             return None
-        bucket = self._refilled(key)
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
+        bucket = self._bucket(key)
+        if bucket.try_take():
             return None
-        return self._wait(bucket)
+        return whole_seconds(bucket.wait_for())
 
     def blocked(self, key: str) -> int | None:
         """Seconds ``key`` must wait before its next try, taking nothing; None when it may
         go ahead. A key never seen is not stored."""
         if not self.enabled or key not in self._buckets:
             return None
-        bucket = self._refilled(key)
-        return None if bucket.tokens >= 1 else self._wait(bucket)
+        wait = self._bucket(key).wait_for()
+        return whole_seconds(wait) if wait > 0 else None
 
     def __len__(self) -> int:
         return len(self._buckets)

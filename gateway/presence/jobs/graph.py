@@ -18,7 +18,6 @@ fault, or the batch's, does not become every row's dead letter.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -30,6 +29,7 @@ from sqlalchemy import Connection, select
 from gateway.clients.graph import MAX_PRESENCE_IDS, BatchRequest, BatchResponse, GraphApi
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AccessToken, AppCredentials, IdentityPlatform
+from gateway.outbox.throttle import TokenBucket
 from gateway.outbox.worker import Dropped
 from gateway.presence.monitors import LIVE
 from gateway.presence.teams import TeamsConfig, teams_config
@@ -46,30 +46,6 @@ A = TypeVar("A")
 BUDGET = 1500
 BUDGET_SECONDS = 30.0
 WINDOW = 0.02
-
-
-class TokenBucket:
-    """``rate`` requests a second on average, ``burst`` at once; ``take`` waits its turn."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._at = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def take(self, count: int) -> None:
-        """Wait until ``count`` requests fit in the budget, then spend them."""
-        count = min(count, int(self.burst))
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-                self._at = now
-                if self._tokens >= count:
-                    self._tokens -= count
-                    return
-                await asyncio.sleep((count - self._tokens) / self.rate)
 
 
 class Budgets:
