@@ -255,10 +255,14 @@ class IdentityPlatform:
             body.get("access_token")
         )
         upn = claims.get("preferred_username") or claims.get("upn")
+        try:
+            lifetime = float(body.get("expires_in", 3599))
+        except (TypeError, ValueError):
+            raise ProviderError(
+                "the token answer's expires_in is not a number", retryable=True
+            ) from None
         return UserTokens(
-            access=AccessToken(
-                str(body["access_token"]), time.time() + float(body.get("expires_in", 3599))
-            ),
+            access=AccessToken(str(body["access_token"]), time.time() + lifetime),
             refresh_token=body.get("refresh_token") or None,
             upn=str(upn) if upn else None,
             object_id=str(claims["oid"]) if claims.get("oid") else None,

@@ -16,9 +16,9 @@ after its retries counts as failed until the next sync all replaces it.
 from __future__ import annotations
 
 import math
-import secrets as random
 import time
 from datetime import date
+from secrets import token_urlsafe
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select
@@ -155,7 +155,7 @@ async def _token_items(identity: IdentityPlatform, config: TeamsConfig) -> list[
 
 
 async def _url_item(http: HttpClient, public_url: str) -> CheckItem:
-    probe = random.token_urlsafe(12)
+    probe = token_urlsafe(12)
     url = public_url + "/webhooks/graph/notifications"
     try:
         reply = await request(

@@ -20,22 +20,21 @@ import dataclasses
 import functools
 import json
 import math
-import secrets as random
 import time
 import uuid
 from dataclasses import dataclass
+from secrets import token_urlsafe
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from gateway.accounts.service import require_account
-from gateway.clients.identity import IdentityError, IdentityPlatform, pkce_pair
 from gateway.events.service import Actor, record_event
 from gateway.folding import fold
 from gateway.presence.models import MonitorList, MonitorOut
 from gateway.presence.teams import teams_config
-from gateway.security import SecretBox, token_digest, token_matches
-from gateway.web.errors import BadRequest, Conflict, InvalidValue, NotFound, UpstreamUnavailable
+from gateway.security import SecretBox, token_digest
+from gateway.web.errors import Conflict, InvalidValue, NotFound
 from storage.engine import Database
 from storage.prepared import Prepared
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, utcnow
@@ -68,7 +67,7 @@ _HAS_MONITOR = Prepared(
     .limit(1)
 )
 
-_event = functools.partial(record_event, event_type="Presence")
+monitor_event = functools.partial(record_event, event_type="Presence")
 
 
 def users_changed(tx: Transaction, account_id: str) -> None:
@@ -79,12 +78,6 @@ def users_changed(tx: Transaction, account_id: str) -> None:
         tx.enqueue_once(
             account_id=account_id, kind=DIRECTORY, target_id=account_id, delay=DIRECTORY_SETTLE
         )
-
-
-class SignInLinkInvalid(BadRequest):
-    """A sign-in link or answer that belongs to no pending sign-in."""
-
-    code = "sign_in_link_invalid"
 
 
 @dataclass(frozen=True)
@@ -133,7 +126,7 @@ def find_monitor(conn: Connection, account_id: str, monitor_id: str) -> Any:
 
 def _start_link(public_url: str, row_id: str) -> tuple[str, dict[str, Any]]:
     """A new week-long start link, and the secrets fields that recognise it."""
-    token = random.token_urlsafe(24)
+    token = token_urlsafe(24)
     fields = {"start": token_digest(token), "start_expires": time.time() + START_SECONDS}
     return f"{public_url}{START_PATH}?m={row_id}.{token}", fields
 
@@ -188,7 +181,7 @@ async def add_monitor(
         )
         if not added:
             raise Conflict(f"The account has a presence monitor for {upn!r} already.")
-        _event(
+        monitor_event(
             tx,
             account_id=account_id,
             actor=actor,
@@ -237,7 +230,7 @@ async def delete_monitor(db: Database, *, account_id: str, monitor_id: str, acto
         )
         tx.conn.execute(delete(PRESENCE_MONITORS).where(PRESENCE_MONITORS.c.id == row.id))
         tx.enqueue_once(account_id=account_id, kind=DIRECTORY, target_id=account_id)
-        _event(
+        monitor_event(
             tx,
             account_id=account_id,
             actor=actor,
@@ -290,149 +283,6 @@ async def list_monitors(db: Database, *, account_id: str) -> MonitorList:
     return await db.query(read)
 
 
-def _pending(conn: Connection, monitor_id: str, nonce: str) -> Any:
-    row = conn.execute(
-        select(PRESENCE_MONITORS).where(PRESENCE_MONITORS.c.id == monitor_id)
-    ).one_or_none()
-    if (
-        row is None
-        or not row.auth_state
-        or not token_matches(nonce, row.auth_state)
-        or float(row.auth_expires_at or 0) < time.time()
-    ):
-        raise SignInLinkInvalid(
-            "This sign-in does not match a pending one: it expired (15 minutes) or a newer "
-            "one replaced it. Open the monitor's link again."
-        )
-    return row
-
-
-async def start_sign_in(
-    db: Database, *, secrets: SecretBox, identity: IdentityPlatform, public_url: str, link: str
-) -> str:
-    """The identity platform's sign-in URL for the monitor the start link names."""
-    monitor_id, _, token = link.partition(".")
-
-    def work(tx: Transaction) -> str:
-        row = tx.conn.execute(
-            select(PRESENCE_MONITORS).where(PRESENCE_MONITORS.c.id == monitor_id)
-        ).one_or_none()
-        kept = MonitorSecrets.opened(secrets, row.secret) if row is not None else MonitorSecrets()
-        if (
-            row is None
-            or not token
-            or not kept.start
-            or not token_matches(token, kept.start)
-            or kept.start_expires < time.time()
-        ):
-            raise SignInLinkInvalid(
-                "This monitor link is unknown or expired (links last a week); ask the CloudLink "
-                "administrator for a new one (`cloudlink-gateway monitor renew`)."
-            )
-        config = teams_config(tx.conn, secrets, row.account_id)
-        if config is None:
-            raise Conflict("The account's Microsoft Teams integration is not configured.")
-        verifier, challenge = pkce_pair()
-        nonce = random.token_urlsafe(24)
-        change_secrets(tx, secrets, row.id, verifier=verifier)
-        tx.conn.execute(
-            update(PRESENCE_MONITORS)
-            .where(PRESENCE_MONITORS.c.id == row.id)
-            .values(auth_state=token_digest(nonce), auth_expires_at=time.time() + SIGN_IN_SECONDS)
-        )
-        return identity.authorize_url(
-            config.credentials,
-            redirect_uri=public_url + CALLBACK_PATH,
-            state=f"{row.id}.{nonce}",
-            code_challenge=challenge,
-            login_hint=row.upn,
-        )
-
-    return await db.transact(work)
-
-
-async def finish_sign_in(
-    db: Database,
-    *,
-    secrets: SecretBox,
-    identity: IdentityPlatform,
-    public_url: str,
-    state: str,
-    code: str | None,
-    error: str | None,
-) -> MonitorOut:
-    """Redeem the code of a monitor's sign-in; the monitor is then Authorized."""
-    monitor_id, _, nonce = state.partition(".")
-
-    def pending(conn: Connection) -> tuple[Any, MonitorSecrets, Any]:
-        row = _pending(conn, monitor_id, nonce)
-        config = teams_config(conn, secrets, row.account_id)
-        if config is None:
-            raise Conflict("The account's Microsoft Teams integration is not configured.")
-        return row, MonitorSecrets.opened(secrets, row.secret), config
-
-    row, kept, config = await db.query(pending)
-    if error or not code or not kept.verifier:
-        await _failed(db, row.id, f"Sign-in refused: {(error or 'no code')[:200]}")
-        raise BadRequest(
-            f"The sign-in did not complete ({error or 'no code'}); try the link again."
-        )
-    try:
-        tokens = await identity.redeem_code(
-            config.credentials,
-            code=code,
-            redirect_uri=public_url + CALLBACK_PATH,
-            code_verifier=kept.verifier,
-        )
-    except IdentityError as exc:
-        await _failed(db, row.id, str(exc)[:1000])
-        raise BadRequest(f"The identity platform refused the sign-in: {exc}") from exc
-    except Exception as exc:
-        raise UpstreamUnavailable(f"The identity platform could not be reached: {exc}") from exc
-    if not tokens.upn or fold(tokens.upn) != row.upn:
-        await _failed(db, row.id, f"Signed in as {tokens.upn!r}, not {row.upn!r}")
-        raise BadRequest(
-            f"Signed in as {tokens.upn!r}, but this link is for the monitor {row.upn!r}: sign "
-            "in with that account."
-        )
-    if not tokens.refresh_token:
-        raise BadRequest("The sign-in gave no refresh token (offline_access not granted).")
-
-    def work(tx: Transaction) -> MonitorOut:
-        current = _pending(tx.conn, monitor_id, nonce)
-        change_secrets(tx, secrets, current.id, verifier=None, refresh_token=tokens.refresh_token)
-        tx.conn.execute(
-            update(PRESENCE_MONITORS)
-            .where(PRESENCE_MONITORS.c.id == current.id)
-            .values(
-                status=AUTHORIZED,
-                tenant_id=config.credentials.tenant_id,
-                client_id=config.credentials.client_id,
-                auth_state=None,
-                auth_expires_at=None,
-                last_error=None,
-                resync_needed=True,
-                updated_at=utcnow(),
-            )
-        )
-        tx.enqueue_once(account_id=current.account_id, kind=DIRECTORY, target_id=current.account_id)
-        tx.enqueue_once(account_id=current.account_id, kind=UPKEEP, target_id=current.id)
-        _event(
-            tx,
-            account_id=current.account_id,
-            actor=MONITOR_ACTOR,
-            action="Edit",
-            asset="Presence monitor",
-            asset_id=current.id,
-            type="presence.monitor_authorized",
-            properties_changed=["status"],
-            details={"monitor_id": current.id, "upn": current.upn, "status": AUTHORIZED},
-        )
-        return monitor_out(find_monitor(tx.conn, current.account_id, current.id))
-
-    return await db.transact(work)
-
-
 def monitor_users(conn: Connection, monitor_id: str) -> list[str]:
     """The Teams ids of the users the monitor watches, in order."""
     return list(
@@ -454,10 +304,6 @@ def set_monitor(tx: Transaction, monitor_id: str, **values: Any) -> None:
         .where(PRESENCE_MONITORS.c.id == monitor_id)
         .values(updated_at=utcnow(), **values)
     )
-
-
-async def _failed(db: Database, monitor_id: str, message: str) -> None:
-    await db.transact(lambda tx: set_monitor(tx, monitor_id, last_error=message))
 
 
 async def resume(db: Database, *, secrets: SecretBox, account_id: str) -> None:

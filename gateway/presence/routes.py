@@ -9,7 +9,7 @@ from starlette.responses import RedirectResponse, Response
 
 from gateway.accounts.models import IntegrationOut, TeamsSettings
 from gateway.events.service import OPERATOR_API
-from gateway.presence import check, models, monitors
+from gateway.presence import check, models, monitors, sign_in
 from gateway.presence import service as presence
 from gateway.presence.teams import configure_teams
 from gateway.web.auth import require_operator
@@ -132,7 +132,7 @@ async def sync_status(request: Request) -> Response:
 async def start_sign_in(request: Request) -> Response:
     """GET /oauth/monitor/start: a monitor's link, on to the identity platform's sign-in."""
     state = app_state(request)
-    url = await monitors.start_sign_in(
+    url = await sign_in.start_sign_in(
         state.db,
         secrets=state.secrets,
         identity=state.providers.identity,
@@ -146,7 +146,7 @@ async def finish_sign_in(request: Request) -> Response:
     """GET /oauth/monitor: back from the sign-in with a code (or an error)."""
     state = app_state(request)
     query = request.query_params
-    monitor = await monitors.finish_sign_in(
+    monitor = await sign_in.finish_sign_in(
         state.db,
         secrets=state.secrets,
         identity=state.providers.identity,

@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import secrets as random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from secrets import token_urlsafe
 from typing import Any
 
 from sqlalchemy import Connection, or_, select, update
@@ -332,7 +332,7 @@ class _Upkeep:
         else:
             subscription_id, expires_at = await self._subscription(monitor, token, users, digest)
         if users and subscription_id is None:
-            secret = random.token_urlsafe(24)
+            secret = token_urlsafe(24)
             client_state = token_digest(secret)
             # Recorded before Graph is asked, so that the first notifications are recognised.
             await self.tools.db.transact(

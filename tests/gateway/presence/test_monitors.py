@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import httpx2
 import pytest
 
 from gateway.clients import graph as graph_client
@@ -213,6 +214,30 @@ def test_a_sign_in_as_another_account_is_refused(teams_stack: TeamsStack) -> Non
     page = teams_stack.sign_in(added.json()["authorize_url"])
     assert page.status_code == 400
     assert _monitor(teams_stack)["status"] == "not_authorized"
+
+
+def test_a_sign_in_the_identity_platform_cannot_answer_is_a_503_to_retry(
+    teams_stack: TeamsStack,
+) -> None:
+    """The platform answering 503 to the code's redemption is "try again" (503 page), the
+    sign-in stays pending, and the same link then works."""
+    assert teams_stack.set_teams().status_code == 200
+    teams_stack.microsoft.add_user(TENANT, MONITOR)
+    added = teams_stack.api("POST", "/presence/monitors", json={"upn": MONITOR})
+    with httpx2.Client(timeout=10) as browser:
+        to_microsoft = browser.get(added.json()["authorize_url"])
+        callback = browser.get(to_microsoft.headers["location"]).headers["location"]
+        assert callback.startswith(teams_stack.url + "/oauth/monitor?")
+        teams_stack.microsoft.login_faults.fail_always(503)
+        try:
+            page = browser.get(callback)
+        finally:
+            teams_stack.microsoft.login_faults.recover()
+        assert page.status_code == 503
+        assert "could not be reached" in page.text
+        assert _monitor(teams_stack)["status"] == "not_authorized"
+        assert browser.get(callback).status_code == 200
+    assert _monitor(teams_stack)["status"] in ("authorized", "subscribed")
 
 
 def test_webhook_refuses_items_without_the_client_state(teams_stack: TeamsStack) -> None:
