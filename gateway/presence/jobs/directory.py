@@ -21,6 +21,7 @@ from gateway.clients.http import ProviderError
 from gateway.clients.identity import IdentityPlatform
 from gateway.outbox.policy import RetryPolicy
 from gateway.outbox.worker import Dropped, Handler, Settle
+from gateway.presence.jobs.assignment import assign, moves
 from gateway.presence.jobs.graph import (
     GraphTools,
     refused_as_a_whole,
@@ -185,7 +186,11 @@ def _record_lookups(
 
 
 def rebalance(tx: Transaction, account_id: str) -> list[str]:
-    """Spread the account's Teams users over its live monitors; the monitors that changed."""
+    """Spread the account's Teams users over its live monitors; the monitors that changed.
+
+    Only the users whose monitor changes are written, and only the user counts that differ,
+    so a run with nothing new leaves every row as it was.
+    """
     monitors = [
         row.id
         for row in tx.conn.execute(
@@ -197,52 +202,52 @@ def rebalance(tx: Transaction, account_id: str) -> list[str]:
             .order_by(PRESENCE_MONITORS.c.created_at)
         )
     ]
-    users = tx.conn.execute(
-        select(PRESENCE_USERS.c.id, PRESENCE_USERS.c.monitor_id)
-        .where(
-            PRESENCE_USERS.c.account_id == account_id,
-            PRESENCE_USERS.c.teams_user_id.is_not(None),
-            # A user deleted, deactivated or re-addressed in provisioning is let go.
-            PRESENCE_USERS.c.email.in_(_provisioned(account_id)),
+    # Served in email order: when monitors run out of room, the same users keep theirs.
+    current: dict[str, str | None] = {
+        row.id: row.monitor_id
+        for row in tx.conn.execute(
+            select(PRESENCE_USERS.c.id, PRESENCE_USERS.c.monitor_id)
+            .where(
+                PRESENCE_USERS.c.account_id == account_id,
+                PRESENCE_USERS.c.teams_user_id.is_not(None),
+                # A user deleted, deactivated or re-addressed in provisioning is let go.
+                PRESENCE_USERS.c.email.in_(_provisioned(account_id)),
+            )
+            .order_by(PRESENCE_USERS.c.email)
         )
-        .order_by(PRESENCE_USERS.c.email)
-    ).all()
-    load: dict[str, list[str]] = {monitor: [] for monitor in monitors}
-    waiting: list[str] = []
-    for user in users:
-        if user.monitor_id in load and len(load[user.monitor_id]) < MONITOR_USERS:
-            load[user.monitor_id].append(user.id)
-        else:
-            waiting.append(user.id)
-    for user_id in waiting:
-        roomiest = min(monitors, key=lambda m: len(load[m]), default=None)
-        if roomiest is None or len(load[roomiest]) >= MONITOR_USERS:
-            break
-        load[roomiest].append(user_id)
-    released = tx.conn.execute(
-        select(PRESENCE_USERS.c.id, PRESENCE_USERS.c.monitor_id).where(
-            PRESENCE_USERS.c.account_id == account_id,
-            PRESENCE_USERS.c.monitor_id.is_not(None),
-            PRESENCE_USERS.c.email.not_in(_provisioned(account_id)),
+    }
+    released: dict[str, str | None] = {
+        row.id: row.monitor_id
+        for row in tx.conn.execute(
+            select(PRESENCE_USERS.c.id, PRESENCE_USERS.c.monitor_id).where(
+                PRESENCE_USERS.c.account_id == account_id,
+                PRESENCE_USERS.c.monitor_id.is_not(None),
+                PRESENCE_USERS.c.email.not_in(_provisioned(account_id)),
+            )
         )
-    ).all()
-    before = {user.id: user.monitor_id for user in [*users, *released]}
-    after = {user_id: monitor for monitor, ids in load.items() for user_id in ids}
-    changed: set[str] = set()
-    moves: dict[str | None, list[str]] = {}
-    for user_id, old in before.items():
-        new = after.get(user_id)
-        if new != old:
-            moves.setdefault(new, []).append(user_id)
-            changed.update(m for m in (old, new) if m in load)
-    for target, ids in moves.items():
+    }
+    result = assign(monitors, current, MONITOR_USERS)
+    before = {**current, **released}
+    moved = moves(before, result)
+    # A monitor that gained or lost a user needs a new subscription; one no longer live has
+    # none to replace.
+    changed: set[str] = {
+        monitor
+        for user_id, new in moved.items()
+        for monitor in (before[user_id], new)
+        if monitor is not None and monitor in result.watched
+    }
+    targets: dict[str | None, list[str]] = {}
+    for user_id, new in moved.items():
+        targets.setdefault(new, []).append(user_id)
+    for target, ids in targets.items():
         for start in range(0, len(ids), 500):
             tx.conn.execute(
                 update(PRESENCE_USERS)
                 .where(PRESENCE_USERS.c.id.in_(ids[start : start + 500]))
                 .values(monitor_id=target)
             )
-    for monitor, ids in load.items():
+    for monitor, ids in result.watched.items():
         tx.conn.execute(
             update(PRESENCE_MONITORS)
             .where(PRESENCE_MONITORS.c.id == monitor, PRESENCE_MONITORS.c.users != len(ids))
