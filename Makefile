@@ -7,7 +7,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 
-.PHONY: run test test-sqlite demo lint clean
+.PHONY: run test test-sqlite test-fast demo lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: lint
 ## Every test on SQLite only (the PostgreSQL variants are not collected).
 test-sqlite: lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+## The edit loop: SQLite only, the slow tests (processes, scale, conformance runs) left out.
+test-fast: lint
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway storage observability tests bench demo

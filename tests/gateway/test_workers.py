@@ -22,6 +22,9 @@ from tests.support import feed
 from tests.support.databases import sqlite_url
 from tests.support.server import ServerProcess, server_env, serving
 
+# Servers of two worker processes.
+pytestmark = pytest.mark.slow
+
 ADMIN = "workers-test-token-0123456789abcdef"
 CONCURRENCY = 8
 

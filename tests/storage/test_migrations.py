@@ -59,6 +59,7 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         yield url
 
 
+@pytest.mark.slow
 def test_replicas_started_together_on_an_empty_database_migrate_once_and_serve(
     empty_database_url: str, tmp_path: Path
 ) -> None:

@@ -53,6 +53,9 @@ from storage.transaction import Transaction
 from tests.conftest import ADMIN_TOKEN, PUBLIC_URL, QuietProviders, user_body
 from tests.support.sync import run
 
+# Schemathesis runs every operation: about half a minute per backend.
+pytestmark = pytest.mark.slow
+
 ACCOUNT_ID = "account_id"
 # Enough to reach every boundary the coverage phase derives and a spread of fuzzed
 # values, while a run stays within seconds per backend.

@@ -58,6 +58,7 @@ def _set_teams(env: dict[str, str], account_id: str, *extra: str, secret: str = 
     )
 
 
+@pytest.mark.slow
 def test_set_teams_and_office365_consent_as_scripted(env: dict[str, str]) -> None:
     """set-teams (with expiry and toggle) stores the app; office365-consent --json prints the
     link naming the tenant; integration list shows both, no secret anywhere."""

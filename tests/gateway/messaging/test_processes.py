@@ -30,6 +30,9 @@ from tests.gateway.messaging.conftest import Stack, set_up_account
 from tests.support.server import ServerProcess, server_env, serving
 from tests.support.waiting import eventually
 
+# Gateway processes started, killed and started again.
+pytestmark = pytest.mark.slow
+
 Fakes = tuple[FakeTwilio, FakeCM, FakeCloudLink, dict[str, str]]
 
 

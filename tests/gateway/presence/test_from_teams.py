@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.fakes.microsoft_graph import notification_item
 from tests.gateway.presence.conftest import CLIENT_ID, TENANT, USERS, TeamsStack
 from tests.gateway.presence.test_monitors import subscribed_monitor
@@ -99,6 +101,7 @@ def _subscribed_ids(stack: TeamsStack) -> str:
     return str(subscriptions[0]["resource"]) if subscriptions else ""
 
 
+@pytest.mark.slow
 def test_the_directory_follows_provisioning(teams_stack: TeamsStack) -> None:
     """Users provisioned, deactivated or deleted after the monitor subscribed are taken in
     or let go within seconds (the directory runs once provisioning settles, not at its

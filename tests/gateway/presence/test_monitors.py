@@ -177,6 +177,7 @@ def test_a_create_given_up_on_is_found_and_replaced(
 
 
 @pytest.mark.parametrize("stack_overrides", [{"outbox_lease_seconds": 5.0}])
+@pytest.mark.slow
 def test_an_upkeep_cut_short_mid_refresh_keeps_the_new_refresh_token(
     teams_stack: TeamsStack,
 ) -> None:

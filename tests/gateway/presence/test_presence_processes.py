@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from storage.engine import make_engine
@@ -16,6 +17,9 @@ from tests.fakes.microsoft import FakeMicrosoft
 from tests.gateway.presence.conftest import TENANT, process_stack, provision
 from tests.support.server import serving
 from tests.support.waiting import eventually
+
+# Gateway processes started, killed and started again.
+pytestmark = pytest.mark.slow
 
 USERS = 300
 AVAILABILITIES = [("Busy", "InACall"), ("Away", "Away"), ("DoNotDisturb", "Presenting")]

@@ -20,6 +20,9 @@ from tests.gateway.presence.conftest import TENANT, TeamsStack, process_stack, p
 from tests.support.databases import sqlite_url
 from tests.support.waiting import eventually
 
+# Ten thousand users: minutes.
+pytestmark = pytest.mark.slow
+
 USERS = 10_000
 
 
