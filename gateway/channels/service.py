@@ -184,84 +184,32 @@ async def add_channel(
     actor: Actor,
     public_url: str,
 ) -> ChannelOut:
-    """Add a channel; Twilio numbers must be the account's, Twilio SMS gets its URL set."""
+    """Add a channel; Twilio numbers must be the account's, Twilio SMS gets its URL set.
+
+    The steps: check the shape and that the account has the provider's integration, then
+    what the provider must know before the row exists (the Twilio number is owned; an
+    SMS number's URL is set to the channel's), then the row and its event. A failed commit
+    gives the number its URL back.
+    """
     number, pages = _check_shape(body)
     channel_id = str(uuid.uuid4())
-
-    def prepare(conn: Connection) -> TwilioCredentials | str | None:
-        require_account(conn, account_id)
-        if number is not None and _clashing(conn, account_id, body.provider, body.type, number):
-            raise Conflict(f"A {body.type} channel already uses {number}.")
-        if body.provider == "twilio":
-            return twilio_credentials(conn, secrets, account_id)
-        return cm_product_token(conn, secrets, account_id)
-
-    creds = await db.query(prepare)
-    if creds is None:
-        command = "set-twilio" if body.provider == "twilio" else "set-cm"
-        raise Conflict(
-            f"Configure the {body.provider} integration of this account first "
-            f"(`cloudlink-gateway integration {command} ...`)."
-        )
+    creds = await db.query(_credentials_for, secrets, account_id, body, number)
     provider_ref = None
-    cm_secret = None
     if isinstance(creds, TwilioCredentials) and number is not None:
-        owned = await _owned_twilio_number(twilio, creds, number)
-        if body.type == "sms" and owned.messaging_service_sid is None:
-            url = webhook_url(public_url, "twilio", channel_id)
-            try:
-                await twilio.set_sms_url(creds, owned.sid, url)
-            except ProviderError as exc:
-                raise _provider_failure(exc, "setting the number's SMS URL") from exc
-            provider_ref = owned.sid
-    if body.provider == "cm":
-        cm_secret = new_token()
-
-    def work(tx: Transaction) -> ChannelOut:
-        tx.lock_account(account_id)
-        now = utcnow()
-        try:
-            with tx.conn.begin_nested():
-                tx.conn.execute(
-                    insert(CHANNELS).values(
-                        id=channel_id,
-                        account_id=account_id,
-                        provider=body.provider,
-                        type=body.type,
-                        number=number,
-                        pages=pages,
-                        queue_id=body.queue_id,
-                        secret_sha256=token_digest(cm_secret) if cm_secret else None,
-                        secret=secrets.encrypt(cm_secret) if cm_secret else None,
-                        provider_ref=provider_ref,
-                        created_at=now,
-                    )
-                )
-        except IntegrityError as exc:
-            raise Conflict(f"A {body.type} channel already uses {number}.") from exc
-        admin_event(
-            tx,
-            account_id=account_id,
-            actor=actor,
-            action="Create",
-            asset="Channel",
-            asset_id=channel_id,
-            type="channel.created",
-            properties_changed=["provider", "type", "number", "pages", "queue_id"],
-            details={
-                "id": channel_id,
-                "provider": body.provider,
-                "type": body.type,
-                "number": number,
-                "pages": pages,
-                "queue_id": body.queue_id,
-            },
+        provider_ref = await _point_twilio_number(
+            twilio, creds, number, body.type, webhook_url(public_url, "twilio", channel_id)
         )
-        row = tx.conn.execute(select(CHANNELS).where(CHANNELS.c.id == channel_id)).one()
-        return channel_out(row, secrets, public_url)
-
+    new = _NewChannel(
+        id=channel_id,
+        account_id=account_id,
+        body=body,
+        number=number,
+        pages=pages,
+        provider_ref=provider_ref,
+        cm_secret=new_token() if body.provider == "cm" else None,
+    )
     try:
-        return await db.transact(work)
+        return await db.transact(lambda tx: _insert_channel(tx, secrets, new, actor, public_url))
     except Exception:
         if isinstance(creds, TwilioCredentials) and provider_ref is not None:
             await _restore_sms_url(
@@ -273,6 +221,102 @@ async def add_channel(
                 public_url=public_url,
             )
         raise
+
+
+def _credentials_for(
+    conn: Connection, secrets: SecretBox, account_id: str, body: ChannelCreate, number: str | None
+) -> TwilioCredentials | str:
+    """The provider integration's credentials (Twilio's, or CM.com's product token), once
+    the account exists and no live channel of the same kind uses the number."""
+    require_account(conn, account_id)
+    if number is not None and _clashing(conn, account_id, body.provider, body.type, number):
+        raise Conflict(f"A {body.type} channel already uses {number}.")
+    if body.provider == "twilio":
+        creds: TwilioCredentials | str | None = twilio_credentials(conn, secrets, account_id)
+    else:
+        creds = cm_product_token(conn, secrets, account_id)
+    if creds is None:
+        command = "set-twilio" if body.provider == "twilio" else "set-cm"
+        raise Conflict(
+            f"Configure the {body.provider} integration of this account first "
+            f"(`cloudlink-gateway integration {command} ...`)."
+        )
+    return creds
+
+
+async def _point_twilio_number(
+    twilio: TwilioApi, creds: TwilioCredentials, number: str, kind: str, url: str
+) -> str | None:
+    """Check that the account owns the number; an SMS number outside a Messaging Service
+    gets the channel's URL, and its sid is returned (to clear the URL later)."""
+    owned = await _owned_twilio_number(twilio, creds, number)
+    if kind != "sms" or owned.messaging_service_sid is not None:
+        return None
+    try:
+        await twilio.set_sms_url(creds, owned.sid, url)
+    except ProviderError as exc:
+        raise _provider_failure(exc, "setting the number's SMS URL") from exc
+    return owned.sid
+
+
+@dataclass(frozen=True)
+class _NewChannel:
+    """A channel about to be stored, with what the provider steps found."""
+
+    id: str
+    account_id: str
+    body: ChannelCreate
+    number: str | None
+    pages: list[str]
+    provider_ref: str | None
+    cm_secret: str | None
+
+
+def _insert_channel(
+    tx: Transaction, secrets: SecretBox, new: _NewChannel, actor: Actor, public_url: str
+) -> ChannelOut:
+    """The channel's row (unique per live number and kind) and its ``channel.created``."""
+    tx.lock_account(new.account_id)
+    body = new.body
+    try:
+        with tx.conn.begin_nested():
+            tx.conn.execute(
+                insert(CHANNELS).values(
+                    id=new.id,
+                    account_id=new.account_id,
+                    provider=body.provider,
+                    type=body.type,
+                    number=new.number,
+                    pages=new.pages,
+                    queue_id=body.queue_id,
+                    secret_sha256=token_digest(new.cm_secret) if new.cm_secret else None,
+                    secret=secrets.encrypt(new.cm_secret) if new.cm_secret else None,
+                    provider_ref=new.provider_ref,
+                    created_at=utcnow(),
+                )
+            )
+    except IntegrityError as exc:
+        raise Conflict(f"A {body.type} channel already uses {new.number}.") from exc
+    shown = {
+        "provider": body.provider,
+        "type": body.type,
+        "number": new.number,
+        "pages": new.pages,
+        "queue_id": body.queue_id,
+    }
+    admin_event(
+        tx,
+        account_id=new.account_id,
+        actor=actor,
+        action="Create",
+        asset="Channel",
+        asset_id=new.id,
+        type="channel.created",
+        properties_changed=list(shown),
+        details={"id": new.id, **shown},
+    )
+    row = tx.conn.execute(select(CHANNELS).where(CHANNELS.c.id == new.id)).one()
+    return channel_out(row, secrets, public_url)
 
 
 async def _restore_sms_url(
