@@ -33,6 +33,7 @@ from gateway.security import token_digest, token_matches
 from gateway.settings import Settings
 from gateway.web.errors import BadRequest, Conflict, NotFound
 from storage.engine import Database
+from storage.rows import IntegrationRow
 from storage.transaction import Transaction
 
 CONSENT_PATH = "/oauth/office365"
@@ -170,7 +171,7 @@ async def record_consent(
 
 def _set(
     tx: Transaction,
-    row: Any,
+    row: IntegrationRow,
     *,
     account_id: str,
     status: str,

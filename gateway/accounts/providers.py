@@ -22,6 +22,7 @@ from gateway.accounts.service import (
     find_integration,
     integration_out,
     require_account,
+    written_integration,
 )
 from gateway.clients.http import ProviderError
 from gateway.clients.twilio import TwilioApi, TwilioCredentials
@@ -155,7 +156,7 @@ def put_integration(
         properties_changed=sorted({*shown, "status"}),
         details={"kind": kind, "status": status, **shown},
     )
-    return integration_out(find_integration(tx.conn, account_id, kind), public_url)
+    return integration_out(written_integration(tx.conn, account_id, kind), public_url)
 
 
 async def store_integration(

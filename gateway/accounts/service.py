@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Select, delete, insert, select, update
 
 from gateway.accounts.models import (
     AVAILABLE_KINDS,
@@ -29,6 +29,7 @@ from gateway.events.service import Actor, record_event
 from gateway.security import new_token, token_digest
 from gateway.web.errors import BadRequest, Conflict, InvalidValue, NotFound
 from storage.engine import Database
+from storage.rows import AccountRow, IntegrationRow
 from storage.tables import ACCOUNTS, CHANNELS, INTEGRATIONS, SCIM_CREDENTIALS, utcnow
 from storage.transaction import Transaction
 
@@ -50,7 +51,7 @@ def tenant_url(public_url: str, account_id: str) -> str:
     return f"{public_url}{SCIM_PREFIX}/{account_id}"
 
 
-def _account_out(row: Any) -> AccountOut:
+def _account_out(row: AccountRow) -> AccountOut:
     return AccountOut(
         id=row.id, name=row.name, created_at=row.created_at, updated_at=row.updated_at
     )
@@ -73,7 +74,7 @@ def _shown_config(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "consent": {k: v for k, v in consent.items() if k != "state"}}
 
 
-def integration_out(row: Any, public_url: str) -> IntegrationOut:
+def integration_out(row: IntegrationRow, public_url: str) -> IntegrationOut:
     return IntegrationOut(
         kind=row.kind,
         name=KINDS.get(row.kind, row.kind),
@@ -100,7 +101,7 @@ def clean_name(name: str) -> str:
     return cleaned
 
 
-def require_account(conn: Connection, account_id: str) -> Any:
+def require_account(conn: Connection, account_id: str) -> AccountRow:
     """The account's row, or 404."""
     row = conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.id == account_id)).one_or_none()
     if row is None:
@@ -231,12 +232,20 @@ def _insert_integration(tx: Transaction, account_id: str, kind: str, actor: Acto
     )
 
 
-def find_integration(conn: Connection, account_id: str, kind: str) -> Any:
-    return conn.execute(
-        select(INTEGRATIONS).where(
-            INTEGRATIONS.c.account_id == account_id, INTEGRATIONS.c.kind == kind
-        )
-    ).one_or_none()
+def _integration(account_id: str, kind: str) -> Select[Any]:
+    return select(INTEGRATIONS).where(
+        INTEGRATIONS.c.account_id == account_id, INTEGRATIONS.c.kind == kind
+    )
+
+
+def find_integration(conn: Connection, account_id: str, kind: str) -> IntegrationRow | None:
+    """The account's integration of this kind, if it has one."""
+    return conn.execute(_integration(account_id, kind)).one_or_none()
+
+
+def written_integration(conn: Connection, account_id: str, kind: str) -> IntegrationRow:
+    """The integration this transaction has just written (there is one)."""
+    return conn.execute(_integration(account_id, kind)).one()
 
 
 async def add_integration(
@@ -251,7 +260,7 @@ async def add_integration(
         if find_integration(tx.conn, account_id, kind) is not None:
             raise Conflict(f"The {KINDS[kind]} integration is already added to this account.")
         _insert_integration(tx, account_id, kind, actor)
-        return integration_out(find_integration(tx.conn, account_id, kind), public_url)
+        return integration_out(written_integration(tx.conn, account_id, kind), public_url)
 
     return await db.transact(work)
 

@@ -39,6 +39,7 @@ from gateway.web.errors import (
     shown,
 )
 from storage.engine import Database
+from storage.rows import ChannelRow
 from storage.tables import CHANNELS, utcnow
 from storage.transaction import Transaction
 
@@ -87,7 +88,7 @@ def _check_shape(body: ChannelCreate) -> tuple[str | None, list[str]]:
     return e164(body.number), []
 
 
-def context_of(row: Any) -> ChannelContext:
+def context_of(row: ChannelRow) -> ChannelContext:
     """The receivers' view of a channel row."""
     return ChannelContext(
         id=row.id,
@@ -109,7 +110,7 @@ def live_channel(conn: Connection, channel_id: str) -> ChannelContext | None:
     return None if row is None else context_of(row)
 
 
-def channel_out(row: Any, secrets: SecretBox, public_url: str) -> ChannelOut:
+def channel_out(row: ChannelRow, secrets: SecretBox, public_url: str) -> ChannelOut:
     """The API shape of a channel row (CM.com's URL secret decrypted to show the URL)."""
     secret = secrets.decrypt(row.secret) if row.secret else None
     automatic = row.provider == "twilio" and row.type == "sms" and row.provider_ref

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, select, text, tuple_
 
 from gateway.events.models import ActorOut, EventOut, FeedItem, FeedPage
+from storage.rows import EventRow
 from storage.tables import ACCOUNTS, EVENTS
 from storage.transaction import NewEvent, Transaction
 
@@ -101,7 +102,7 @@ def _filtered(account_id: str, criteria: EventFilter) -> Select[Any]:
     return query
 
 
-def event_out(row: Any) -> EventOut:
+def event_out(row: EventRow) -> EventOut:
     """The API shape of one event row."""
     return EventOut(
         id=row.id,

@@ -37,6 +37,7 @@ from gateway.security import SecretBox, token_digest
 from gateway.web.errors import Conflict, InvalidValue, NotFound
 from storage.engine import Database
 from storage.prepared import Prepared
+from storage.rows import MonitorRow
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, utcnow
 from storage.transaction import Transaction
 from storage.upsert import remember
@@ -99,7 +100,7 @@ class MonitorSecrets:
         return cls(**json.loads(box.decrypt(sealed))) if sealed else cls()
 
 
-def monitor_out(row: Any, authorize_url: str | None = None) -> MonitorOut:
+def monitor_out(row: MonitorRow, authorize_url: str | None = None) -> MonitorOut:
     """A monitor as the API shows it (never its tokens)."""
     return MonitorOut(
         id=row.id,
@@ -112,7 +113,7 @@ def monitor_out(row: Any, authorize_url: str | None = None) -> MonitorOut:
     )
 
 
-def find_monitor(conn: Connection, account_id: str, monitor_id: str) -> Any:
+def find_monitor(conn: Connection, account_id: str, monitor_id: str) -> MonitorRow:
     """The account's monitor, or 404."""
     row = conn.execute(
         select(PRESENCE_MONITORS).where(

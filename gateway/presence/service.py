@@ -39,6 +39,7 @@ from gateway.presence.models import (
 from gateway.presence.states import States
 from gateway.web.errors import NotFound
 from storage.engine import Database
+from storage.rows import PresenceUserRow
 from storage.tables import (
     PRESENCE_STATES,
     PRESENCE_USERS,
@@ -76,7 +77,7 @@ def is_cloudlink_user(conn: Connection, account_id: str, email: str) -> bool:
     return found is not None
 
 
-def presence_user(tx: Transaction, account_id: str, email: str) -> Any:
+def presence_user(tx: Transaction, account_id: str, email: str) -> PresenceUserRow:
     """The user's presence row, created on first use (a race is settled by the unique key)."""
     key = fold(email)
     now = utcnow()
@@ -101,7 +102,7 @@ def states_of(conn: Connection, user_id: str) -> dict[str, Any]:
 
 def changed_event(
     tx: Transaction,
-    user: Any,
+    user: PresenceUserRow,
     source: str,
     state: tuple[str, str],
     actor: Actor,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from secrets import token_urlsafe
-from typing import Any
 
 from sqlalchemy import Connection, select, update
 
@@ -36,6 +35,7 @@ from gateway.presence.teams import TeamsConfig, teams_config
 from gateway.security import SecretBox, token_digest, token_matches
 from gateway.web.errors import BadRequest, Conflict, UpstreamUnavailable
 from storage.engine import Database
+from storage.rows import MonitorRow
 from storage.tables import PRESENCE_MONITORS, utcnow
 from storage.transaction import Transaction
 
@@ -46,7 +46,7 @@ class SignInLinkInvalid(BadRequest):
     code = "sign_in_link_invalid"
 
 
-def _pending(conn: Connection, monitor_id: str, nonce: str) -> Any:
+def _pending(conn: Connection, monitor_id: str, nonce: str) -> MonitorRow:
     row = conn.execute(
         select(PRESENCE_MONITORS).where(PRESENCE_MONITORS.c.id == monitor_id)
     ).one_or_none()
@@ -125,7 +125,7 @@ async def finish_sign_in(
     """
     monitor_id, _, nonce = state.partition(".")
 
-    def pending(conn: Connection) -> tuple[Any, MonitorSecrets, TeamsConfig]:
+    def pending(conn: Connection) -> tuple[MonitorRow, MonitorSecrets, TeamsConfig]:
         row = _pending(conn, monitor_id, nonce)
         config = teams_config(conn, secrets, row.account_id)
         if config is None:
@@ -183,7 +183,7 @@ async def _redeem(
         raise UpstreamUnavailable(f"The identity platform could not be reached: {exc}") from exc
 
 
-async def _signed_in_as_the_monitor(db: Database, row: Any, tokens: UserTokens) -> str:
+async def _signed_in_as_the_monitor(db: Database, row: MonitorRow, tokens: UserTokens) -> str:
     """The refresh token, once the account that signed in is the monitor's own."""
     if not tokens.upn or fold(tokens.upn) != row.upn:
         await _failed(db, row.id, f"Signed in as {tokens.upn!r}, not {row.upn!r}")

@@ -35,6 +35,7 @@ from gateway.presence.monitors import LIVE
 from gateway.presence.teams import TeamsConfig, teams_config
 from gateway.security import SecretBox
 from storage.engine import Database
+from storage.rows import MonitorRow
 from storage.tables import PRESENCE_MONITORS, utcnow
 
 log = structlog.get_logger("gateway.delivery")
@@ -201,7 +202,7 @@ class GraphTools:
     resource_data: bool = True
 
 
-def live_monitor(conn: Connection, monitor_id: str) -> Any:
+def live_monitor(conn: Connection, monitor_id: str) -> MonitorRow:
     """The monitor's row, for a job of its own (``Dropped`` when it is gone or signed out)."""
     monitor = conn.execute(
         select(PRESENCE_MONITORS).where(PRESENCE_MONITORS.c.id == monitor_id)

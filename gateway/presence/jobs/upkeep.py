@@ -56,6 +56,7 @@ from gateway.security import SecretBox, token_digest
 from storage.engine import Database
 from storage.errors import DatabaseBusy
 from storage.outbox import Claimed
+from storage.rows import MonitorRow
 from storage.tables import PRESENCE_MONITORS, utcnow
 from storage.transaction import Transaction
 
@@ -154,7 +155,7 @@ async def _refreshed(
         raise
 
 
-def _signed_out(monitor: Any, message: str) -> Settle:
+def _signed_out(monitor: MonitorRow, message: str) -> Settle:
     def settle(tx: Transaction) -> None:
         set_monitor(
             tx,
@@ -299,7 +300,7 @@ class _Upkeep:
             ) from exc
 
     async def _subscription(
-        self, monitor: Any, token: str, users: list[str], digest: str
+        self, monitor: MonitorRow, token: str, users: list[str], digest: str
     ) -> tuple[str | None, float | None]:
         """The subscription kept or renewed, or (None, None) when a new one is needed."""
         graph = self.tools.graph
@@ -313,7 +314,7 @@ class _Upkeep:
         return None, None
 
     async def _subscribe(
-        self, monitor: Any, token: str, users: list[str], config: TeamsConfig, resync: bool
+        self, monitor: MonitorRow, token: str, users: list[str], config: TeamsConfig, resync: bool
     ) -> Settle:
         graph = self.tools.graph
         certificate = (
