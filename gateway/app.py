@@ -9,7 +9,7 @@ can build as many apps as they like, on SQLite or PostgreSQL, in one process.
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 from typing import Any
@@ -29,7 +29,7 @@ from gateway.clients.providers import Providers
 from gateway.delivery.handlers import handlers as messaging_handlers
 from gateway.delivery.routes import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.events.routes import OPERATIONS as EVENT_OPERATIONS
-from gateway.outbox.worker import OutboxWorker, WorkerSettings
+from gateway.outbox.worker import Handler, OutboxWorker, WorkerSettings
 from gateway.presence.jobs import handlers as presence_handlers
 from gateway.presence.routes import BROWSER_ROUTES as PRESENCE_BROWSER_ROUTES
 from gateway.presence.routes import OPERATIONS as PRESENCE_OPERATIONS
@@ -108,16 +108,24 @@ def open_database(settings: Settings, metrics: Metrics | None = None) -> Databas
     )
 
 
-def _outbox_worker(state: AppState) -> OutboxWorker | None:
+def outbox_handlers(
+    db: Database, secrets: SecretBox, providers: Providers, settings: Settings
+) -> dict[str, Handler]:
+    """Every feature's handlers of its own kinds of outbox rows: the worker delivers with
+    them, and a replay of dead letters (admin API, CLI) calls their ``on_replay``."""
+    jobs = (db, secrets, providers, settings)
+    return {**messaging_handlers(*jobs), **presence_handlers(*jobs)}
+
+
+def _outbox_worker(state: AppState, handlers: Mapping[str, Handler]) -> OutboxWorker | None:
     """The outbox worker of this process with every feature's handlers, started (unless
     delivery is turned off)."""
     settings = state.settings
     if not settings.delivery_enabled:
         return None
-    jobs = (state.db, state.secrets, state.providers, settings)
     worker = OutboxWorker(
         state.db,
-        {**messaging_handlers(*jobs), **presence_handlers(*jobs)},
+        handlers,
         state.metrics,
         WorkerSettings(
             lease=settings.outbox_lease_seconds,
@@ -151,11 +159,13 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
             secrets=secrets,
             providers=providers,
         )
-        worker = _outbox_worker(state)
+        handlers = outbox_handlers(db, secrets, providers, settings)
+        worker = _outbox_worker(state, handlers)
         certificates = CertificateRing()
         try:
             yield {
                 "app": state,
+                "outbox_handlers": handlers,
                 "scim_discovery": Discovery(settings.scim_max_page_size),
                 "twilio_channels": TtlCache(),
                 "graph_watchers": TtlCache(),

@@ -12,7 +12,8 @@ A claim holds until ``lease_until``; a worker that dies loses its claims when th
 leases run out, and another takes the rows. Every later change of a claimed row checks
 ``lease_owner``, so a worker whose lease was taken over cannot complete the row.
 Attempts are counted at claim time: a row that crashes its worker still runs out of
-attempts instead of looping forever.
+attempts instead of looping forever. A row out of attempts is a dead letter until an
+operator replays it (``revive``).
 """
 
 from __future__ import annotations
@@ -177,6 +178,55 @@ def release(conn: Connection, *, owner: str, pks: Sequence[int]) -> int:
         )
     )
     return result.rowcount
+
+
+@dataclass(frozen=True)
+class Revived:
+    """A dead letter queued again, and who asked for it (by the name and id an event
+    records): what the feature owning the row needs to move its target back and say so."""
+
+    pk: int
+    account_id: str
+    kind: str
+    target_id: str
+    payload: dict[str, Any]
+    actor_name: str
+    actor_id: str | None
+
+
+def revive(
+    conn: Connection,
+    *,
+    account_id: str,
+    pks: Sequence[int] | None,
+    actor_name: str,
+    actor_id: str | None,
+) -> list[Revived]:
+    """Queue dead letters of one account again, due now with fresh attempts: those of
+    ``pks`` (others are left alone), or every one when None. The rows revived, by pk."""
+    query = update(OUTBOX).where(OUTBOX.c.account_id == account_id, OUTBOX.c.status == DEAD)
+    if pks is not None:
+        query = query.where(OUTBOX.c.pk.in_(list(pks)))
+    moment = now()
+    rows = conn.execute(
+        query.values(status=PENDING, attempts=0, available_at=moment, updated_at=moment).returning(
+            OUTBOX.c.pk, OUTBOX.c.kind, OUTBOX.c.target_id, OUTBOX.c.payload
+        )
+    ).all()
+    revived = [
+        Revived(
+            pk=row.pk,
+            account_id=account_id,
+            kind=row.kind,
+            target_id=row.target_id,
+            payload=row.payload,
+            actor_name=actor_name,
+            actor_id=actor_id,
+        )
+        for row in rows
+    ]
+    revived.sort(key=lambda item: item.pk)
+    return revived
 
 
 @dataclass(frozen=True)

@@ -462,3 +462,51 @@ def forget_old_receipts(tx: Transaction) -> None:
             | (~hashes & (WEBHOOK_RECEIPTS.c.received_at < moment - TOKEN_DAYS * 86400))
         )
     )
+
+
+def requeue_failed(tx: Transaction, message_id: str, *, actor: Actor) -> bool:
+    """Move a failed reply back to pending, for its send to be tried again (an operator
+    replayed its dead letter), and record the move as a status change by ``actor``.
+
+    The one way a status moves back: providers' reports only move it forward
+    (``move_status``), but a replay is an operator's decision that the failure was not
+    final. False, and nothing written, unless the message is failed.
+    """
+    row = tx.conn.execute(select(MESSAGES).where(MESSAGES.c.id == message_id)).one_or_none()
+    if row is None or row.status != "failed":
+        return False
+    moved = tx.conn.execute(
+        update(MESSAGES)
+        .where(MESSAGES.c.pk == row.pk, MESSAGES.c.status == "failed")
+        .values(
+            status="pending",
+            status_rank=STATUS_RANK["pending"],
+            error_code=None,
+            error_message=None,
+            updated_at=utcnow(),
+        )
+    )
+    if moved.rowcount != 1:
+        return False
+    _event(
+        tx,
+        account_id=row.account_id,
+        actor=actor,
+        action="Edit",
+        asset="Message",
+        asset_id=row.id,
+        type="message.status_changed",
+        properties_changed=["error_code", "error_message", "status"],
+        details={
+            "message_id": row.id,
+            "conversation_id": row.conversation_id,
+            "channel_id": row.channel_id,
+            "direction": row.direction,
+            "status": "pending",
+            "previous_status": row.status,
+            "provider_message_id": row.provider_message_id,
+            "error_code": None,
+            "error_message": None,
+        },
+    )
+    return True

@@ -8,6 +8,7 @@ from sqlalchemy import Connection
 
 from gateway.accounts import providers
 from gateway.accounts.models import CmSettings, TwilioSettings
+from gateway.app import outbox_handlers
 from gateway.channels import service as channels
 from gateway.channels.models import ChannelCreate
 from gateway.chat import reading
@@ -304,6 +305,7 @@ def dead_letter_replay(account_id: str, ids: tuple[str, ...], replay_all: bool) 
     async def work(tools: Tools) -> int:
         return await endpoints.replay(
             tools.db,
+            handlers=outbox_handlers(tools.db, tools.secrets, tools.providers, tools.settings),
             account_id=account_id,
             ids=list(ids),
             replay_all=replay_all,

@@ -13,27 +13,28 @@ from __future__ import annotations
 
 import base64
 import re
-import secrets as random_source
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from secrets import token_bytes
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, tuple_, update
 
 from gateway.accounts.service import admin_event, require_account
-from gateway.chat.models import STATUS_RANK
-from gateway.chat.service import SEND
 from gateway.clients.cloudlink import SECRET_PREFIX
 from gateway.clients.destinations import UnsafeDestination, check_destination
 from gateway.delivery.models import DeadLetter, EndpointCreated, EndpointOut
 from gateway.events.service import Actor
+from gateway.outbox.worker import Handler
 from gateway.security import SecretBox
 from gateway.web.errors import InvalidValue, NotFound, Unprocessable, shown
+from storage import outbox
 from storage.engine import Database
-from storage.outbox import DEAD, PENDING, now
-from storage.tables import ENDPOINTS, MESSAGES, OUTBOX, utcnow
+from storage.outbox import DEAD
+from storage.tables import ENDPOINTS, OUTBOX, utcnow
 from storage.transaction import EVENT_DELIVERY, Transaction
 
 SECRET_BYTES = 32
@@ -41,7 +42,7 @@ SECRET_BYTES = 32
 
 def new_secret() -> str:
     """A Standard Webhooks signing secret."""
-    return SECRET_PREFIX + base64.b64encode(random_source.token_bytes(SECRET_BYTES)).decode()
+    return SECRET_PREFIX + base64.b64encode(token_bytes(SECRET_BYTES)).decode()
 
 
 def _out(row: Any) -> EndpointOut:
@@ -274,9 +275,16 @@ def _parse_ids(ids: list[str]) -> list[int]:
 
 
 async def replay(
-    db: Database, *, account_id: str, ids: list[str], replay_all: bool, actor: Actor
+    db: Database,
+    *,
+    handlers: Mapping[str, Handler],
+    account_id: str,
+    ids: list[str],
+    replay_all: bool,
+    actor: Actor,
 ) -> int:
-    """Queue dead letters again, with fresh attempts; failed replies go back to pending."""
+    """Queue dead letters again, with fresh attempts; the handler of each letter's kind
+    takes back what its final failure recorded (a failed reply goes back to pending)."""
     if not replay_all and not ids:
         raise InvalidValue("Name the dead letters to replay (ids), or ask for all.")
     pks = _parse_ids(ids)
@@ -284,37 +292,23 @@ async def replay(
     def work(tx: Transaction) -> int:
         tx.lock_account(account_id)
         require_account(tx.conn, account_id)
-        query = select(OUTBOX.c.pk, OUTBOX.c.kind, OUTBOX.c.target_id).where(
-            OUTBOX.c.account_id == account_id, OUTBOX.c.status == DEAD
+        rows = outbox.revive(
+            tx.conn,
+            account_id=account_id,
+            pks=None if replay_all else pks,
+            actor_name=actor.name,
+            actor_id=actor.id,
         )
-        if not replay_all:
-            query = query.where(OUTBOX.c.pk.in_(pks))
-        rows = tx.conn.execute(query).all()
         if not replay_all and len(rows) != len(set(pks)):
             found = {row.pk for row in rows}
             missing = [str(pk) for pk in pks if pk not in found]
             raise NotFound(f"No dead letter {', '.join(missing)} in this account.")
         if not rows:
             return 0
-        moment = now()
-        tx.conn.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.pk.in_([row.pk for row in rows]))
-            .values(status=PENDING, attempts=0, available_at=moment, updated_at=moment)
-        )
-        sends = [row.target_id for row in rows if row.kind == SEND]
-        if sends:
-            tx.conn.execute(
-                update(MESSAGES)
-                .where(MESSAGES.c.id.in_(sends))
-                .values(
-                    status="pending",
-                    status_rank=STATUS_RANK["pending"],
-                    error_code=None,
-                    error_message=None,
-                    updated_at=utcnow(),
-                )
-            )
+        for row in rows:
+            handler = handlers.get(row.kind)
+            if handler is not None and handler.on_replay is not None:
+                handler.on_replay(tx, row)
         tx.enqueued = True
         admin_event(
             tx,

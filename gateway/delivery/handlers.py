@@ -2,7 +2,8 @@
 
 Handlers read what they need, call the provider (clients never see the database), and
 return the change to commit with the row's completion. A ``ProviderError`` decides
-between another attempt and a dead letter; ``Dropped`` means the target is gone.
+between another attempt and a dead letter; ``Dropped`` means the target is gone. A reply
+goes out through the sender of its channel's provider (``senders``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, bindparam, select, update
 
-from gateway.accounts.providers import cm_product_token, twilio_credentials
-from gateway.channels.models import webhook_url
+from gateway.accounts.providers import twilio_credentials
 from gateway.channels.service import CLEAR_SMS_URL
 from gateway.chat.models import STATUS_RANK
-from gateway.chat.service import SEND, move_status
+from gateway.chat.service import SEND, move_status, requeue_failed
 from gateway.clients.cloudlink import EndpointGone, deliver_event
 from gateway.clients.http import ProviderError
 from gateway.clients.providers import Providers
+from gateway.delivery.senders import SendPlan, sender_for, senders
 from gateway.events.service import Actor
 from gateway.outbox.policy import RetryPolicy, policy_of
 from gateway.outbox.worker import Dropped, Handler, Settle
@@ -29,7 +30,7 @@ from gateway.settings import Settings
 from gateway.ttl_cache import TtlCache
 from storage import outbox
 from storage.engine import Database
-from storage.outbox import Claimed
+from storage.outbox import Claimed, Revived
 from storage.tables import (
     CHANNELS,
     CONTACTS,
@@ -62,10 +63,6 @@ class Context:
         return policy_of(self.settings, name)
 
 
-def _strip_prefix(address: str) -> str:
-    return address.split(":", 1)[1] if ":" in address else address
-
-
 _SEND_PLAN = (
     select(
         MESSAGES.c.id,
@@ -77,7 +74,6 @@ _SEND_PLAN = (
         CHANNELS.c.account_id,
         CHANNELS.c.provider,
         CHANNELS.c.type,
-        CHANNELS.c.number,
     )
     .join(CONVERSATIONS, CONVERSATIONS.c.id == MESSAGES.c.conversation_id)
     .join(CONTACTS, CONTACTS.c.id == CONVERSATIONS.c.contact_id)
@@ -86,13 +82,22 @@ _SEND_PLAN = (
 )
 
 
-def _send_plan(conn: Connection, message_id: str) -> dict[str, Any]:
+def _send_plan(conn: Connection, message_id: str) -> SendPlan:
     row = conn.execute(_SEND_PLAN, {"message_id": message_id}).one_or_none()
     if row is None:
         raise Dropped("the message no longer exists")
     if row.status_rank > STATUS_RANK["pending"]:
         raise Dropped("the message was sent already")
-    return dict(row._mapping)
+    return SendPlan(
+        message_id=row.id,
+        text=row.text,
+        account_id=row.account_id,
+        channel_id=row.channel_id,
+        provider=row.provider,
+        channel_type=row.type,
+        local_address=row.local_address,
+        contact_address=row.contact_address,
+    )
 
 
 _MESSAGE = select(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
@@ -103,44 +108,23 @@ def _message_row(conn: Connection, message_id: str) -> Any:
 
 
 def send_handler(ctx: Context) -> Handler:
-    """Agent replies out through Twilio or CM.com; final failures mark the message failed."""
+    """Agent replies out through their channel's provider; final failures mark the
+    message failed, and a replay of the dead letter moves it back to pending."""
+    found = senders(ctx.providers, ctx.settings)
 
     async def run(row: Claimed) -> Settle | None:
         plan = await ctx.db.query(_send_plan, row.target_id)
-        account_id = plan["account_id"]
-        if plan["provider"] == "twilio":
-            creds = await ctx.credentials.get(
-                "twilio:" + account_id,
-                lambda: ctx.db.query(twilio_credentials, ctx.secrets, account_id),
+        sender = sender_for(found, plan.provider)
+        creds = await ctx.credentials.get(
+            f"{plan.provider}:{plan.account_id}",
+            lambda: ctx.db.query(sender.credentials, ctx.secrets, plan.account_id),
+        )
+        if creds is None:
+            raise ProviderError(
+                f"the {sender.integration} integration is not configured", retryable=False
             )
-            if creds is None:
-                raise ProviderError("the Twilio integration is not configured", retryable=False)
-            callback = webhook_url(ctx.settings.public_url, "twilio", plan["channel_id"])
-            sent = await ctx.providers.twilio.send_message(
-                creds,
-                to=plan["contact_address"],
-                from_=plan["local_address"],
-                body=plan["text"],
-                media_urls=[],
-                status_callback=f"{callback}?message={plan['id']}",
-            )
-            provider_id, status = sent.sid, sent.status or "queued"
-        else:
-            token = await ctx.credentials.get(
-                "cm:" + account_id,
-                lambda: ctx.db.query(cm_product_token, ctx.secrets, account_id),
-            )
-            if token is None:
-                raise ProviderError("the CM.com integration is not configured", retryable=False)
-            accepted = await ctx.providers.cm.send_message(
-                token,
-                from_=_strip_prefix(plan["local_address"]),
-                to=_strip_prefix(plan["contact_address"]),
-                text=plan["text"] or "",
-                channel=plan["type"],
-                reference=plan["id"],
-            )
-            provider_id, status = accepted.reference, "accepted"
+        sent = await sender.send(plan, creds)
+        status = sent.status if sent.status in STATUS_RANK else "queued"
 
         def settle(tx: Transaction) -> None:
             message = _message_row(tx.conn, row.target_id)
@@ -148,9 +132,9 @@ def send_handler(ctx: Context) -> Handler:
                 move_status(
                     tx,
                     message,
-                    status=status if status in STATUS_RANK else "queued",
+                    status=status,
                     actor=DELIVERY_ACTOR,
-                    provider_message_id=provider_id,
+                    provider_message_id=sent.provider_message_id,
                     event_type="message.sent",
                 )
 
@@ -168,7 +152,10 @@ def send_handler(ctx: Context) -> Handler:
                 error_message=str(exc),
             )
 
-    return Handler(run=run, policy=ctx.policy("sends"), on_dead=on_dead)
+    def on_replay(tx: Transaction, row: Revived) -> None:
+        requeue_failed(tx, row.target_id, actor=Actor(row.actor_name, row.actor_id))
+
+    return Handler(run=run, policy=ctx.policy("sends"), on_dead=on_dead, on_replay=on_replay)
 
 
 def _event_plan(conn: Connection, secrets: SecretBox, row: Claimed) -> tuple[Any, Any, str]:

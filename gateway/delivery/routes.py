@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,6 +18,7 @@ from gateway.delivery.models import (
     ReplayResult,
 )
 from gateway.events.service import OPERATOR_API
+from gateway.outbox.worker import Handler as OutboxHandler
 from gateway.web.auth import require_operator
 from gateway.web.bodies import read_model
 from gateway.web.openapi import ACCOUNT, Header, Operation, Param
@@ -89,8 +90,10 @@ async def list_dead_letters(request: Request) -> Response:
 async def replay(request: Request) -> Response:
     state = require_operator(request)
     body = await read_model(request, ReplayRequest)
+    handlers: Mapping[str, OutboxHandler] = request.state.outbox_handlers
     count = await endpoints.replay(
         state.db,
+        handlers=handlers,
         account_id=request.path_params["account_id"],
         ids=body.ids,
         replay_all=body.all,

@@ -29,7 +29,7 @@ from observability.metrics import Metrics
 from storage import outbox
 from storage.engine import Database
 from storage.errors import DatabaseBusy
-from storage.outbox import Claimed
+from storage.outbox import Claimed, Revived
 from storage.transaction import Transaction
 
 log = structlog.get_logger("gateway.delivery")
@@ -51,11 +51,14 @@ class LeaseLost(Exception):
 
 @dataclass(frozen=True)
 class Handler:
-    """What a kind of row does: deliver it, and record a final failure."""
+    """What a kind of row does: deliver it, record a final failure, and take that record
+    back when an operator replays the dead letter (``on_replay`` runs in the replay's
+    transaction, once per replayed row of the kind)."""
 
     run: Callable[[Claimed], Awaitable[Settle | None]]
     policy: RetryPolicy
     on_dead: Callable[[Transaction, Claimed, ProviderError], None] | None = None
+    on_replay: Callable[[Transaction, Revived], None] | None = None
 
 
 @dataclass

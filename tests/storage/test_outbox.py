@@ -199,3 +199,94 @@ def test_concurrent_claims_take_disjoint_rows(db: Database) -> None:
         )
     )
     assert count == 200
+
+
+def test_revive_queues_the_named_dead_letters_of_one_account_again(db: Database) -> None:
+    """Revived letters are pending again, due now with no attempts spent, and come back
+    with who asked; letters not named, other accounts' and live rows are left alone."""
+    account_id, other_id = _account(db, {}), _account(db, {})
+    moment = 1_700_000_000.0
+
+    def letter(owner: str, target_id: str, status: str = outbox.DEAD) -> dict[str, object]:
+        return {
+            "account_id": owner,
+            "kind": "test",
+            "target_id": target_id,
+            "payload": {"n": target_id},
+            "status": status,
+            "attempts": 3,
+            "available_at": moment,
+            "last_error": "HTTP 503",
+            "created_at": moment,
+            "updated_at": moment,
+        }
+
+    rows = [
+        letter(account_id, "a"),
+        letter(account_id, "b"),
+        letter(account_id, "c"),
+        letter(other_id, "d"),
+        letter(account_id, "e", outbox.PENDING),
+    ]
+    pks = run(
+        db.transact(
+            lambda tx: [
+                tx.conn.execute(insert(OUTBOX).values(row).returning(OUTBOX.c.pk)).scalar_one()
+                for row in rows
+            ]
+        )
+    )
+    before = outbox.now()
+    named = [pks[2], pks[0], pks[3], pks[4]]
+    revived = run(
+        db.transact(
+            lambda tx: outbox.revive(
+                tx.conn, account_id=account_id, pks=named, actor_name="Operator", actor_id="cli"
+            )
+        )
+    )
+    assert revived == [
+        outbox.Revived(pks[0], account_id, "test", "a", {"n": "a"}, "Operator", "cli"),
+        outbox.Revived(pks[2], account_id, "test", "c", {"n": "c"}, "Operator", "cli"),
+    ]
+    found = {
+        row.target_id: row for row in run(db.query(lambda conn: conn.execute(select(OUTBOX)).all()))
+    }
+    for target_id in ("a", "c"):
+        assert (found[target_id].status, found[target_id].attempts) == (outbox.PENDING, 0)
+        assert found[target_id].available_at >= before
+    assert [found[t].status for t in ("b", "d")] == [outbox.DEAD, outbox.DEAD]
+    assert (found["e"].attempts, found["e"].available_at) == (3, moment)
+    claimed = {r.pk for r in _claim(db, "w", outbox.now())}
+    assert {pks[0], pks[2]} <= claimed
+
+
+def test_revive_without_names_queues_every_dead_letter_of_the_account(db: Database) -> None:
+    """With no pks, every dead letter of the account is revived, and only those."""
+    account_id, other_id = _account(db, {}), _account(db, {})
+    _enqueue(db, account_id, 2)
+    _enqueue(db, other_id, 1)
+    claimed = _claim(db, "w", outbox.now())
+
+    def bury(tx: Transaction) -> None:
+        for row in claimed:
+            outbox.bury(tx.conn, pk=row.pk, owner="w", error="HTTP 500")
+
+    run(db.transact(bury))
+    revived = run(
+        db.transact(
+            lambda tx: outbox.revive(
+                tx.conn, account_id=account_id, pks=None, actor_name="Operator", actor_id=None
+            )
+        )
+    )
+    assert sorted(row.target_id for row in revived) == ["0", "1"]
+    assert {row.account_id for row in revived} == {account_id}
+    dead = run(
+        db.query(
+            lambda conn: conn.execute(
+                select(OUTBOX.c.account_id).where(OUTBOX.c.status == outbox.DEAD)
+            ).all()
+        )
+    )
+    assert [row.account_id for row in dead] == [other_id]

@@ -5,16 +5,23 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, insert
+from sqlalchemy import create_engine, insert, select, update
 
-from storage.tables import OUTBOX
+from gateway.chat import service as chat
+from gateway.chat.models import STATUS_RANK, InboundMessage
+from gateway.events.service import OPERATOR_CLI
+from storage.engine import Database, make_engine
+from storage.tables import EVENTS, MESSAGES, OUTBOX
+from storage.transaction import Transaction
 from tests.fakes.loopback import serve_app
 from tests.fakes.twilio import FakeTwilio
 from tests.support.cli import cli, json_of
+from tests.support.sync import run
 
 SID = "AC" + "c1" * 16
 TOKEN = "cli-twilio-auth-token-01234567"
@@ -209,3 +216,119 @@ def test_dead_letters_are_listed_page_by_page(env: dict[str, str], tmp_path: Pat
     refused = cli(env, "deadletter", "list", account["id"], "--before", "nope")
     assert refused.returncode == 1
     assert "before" in refused.stderr
+
+
+def _failed_reply(data_dir: Path, account_id: str, channel_id: str) -> tuple[str, int]:
+    """A reply whose send ran out of attempts, as the outbox leaves it: the message
+    failed with the provider's error, its send a dead letter. Its id and the letter's."""
+    db = Database(make_engine(f"sqlite:///{data_dir / 'gateway.db'}"))
+    try:
+        receipt = run(
+            chat.receive_message(
+                db,
+                InboundMessage(
+                    channel_id=channel_id,
+                    account_id=account_id,
+                    queue_id="q-1",
+                    contact_address="whatsapp:+31612345678",
+                    local_address="whatsapp:" + NUMBER,
+                    contact_name="Ada",
+                    text="Where is my order?",
+                    media=[],
+                    provider_message_id="SM" + "0" * 32,
+                    dedup_keys=[],
+                    received_at=datetime.now(UTC),
+                ),
+                actor=OPERATOR_CLI,
+            )
+        )
+        reply = run(
+            chat.queue_reply(
+                db,
+                account_id=account_id,
+                conversation_id=str(receipt.conversation_id),
+                text="On its way",
+                author=None,
+                actor=OPERATOR_CLI,
+            )
+        )
+
+        def fail(tx: Transaction) -> int:
+            tx.conn.execute(
+                update(MESSAGES)
+                .where(MESSAGES.c.id == reply.id)
+                .values(
+                    status="failed",
+                    status_rank=STATUS_RANK["failed"],
+                    error_code="503",
+                    error_message="HTTP 503",
+                )
+            )
+            pk: int = tx.conn.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.target_id == reply.id)
+                .values(status="dead", attempts=3, last_error="HTTP 503")
+                .returning(OUTBOX.c.pk)
+            ).scalar_one()
+            return pk
+
+        return reply.id, run(db.transact(fail))
+    finally:
+        db.dispose()
+
+
+def test_replaying_a_failed_reply_moves_it_back_to_pending_by_the_operator(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`deadletter replay` queues the send again and the reply is pending once more, its
+    error cleared, with a status change by the CLI's operator in the history."""
+    account = json_of(cli(env, "account", "create", "--name", "Acme", "--json"))
+    result = cli(
+        env,
+        "integration",
+        "set-twilio",
+        account["id"],
+        "--name",
+        "Support",
+        "--account-sid",
+        SID,
+        "--auth-token",
+        TOKEN,
+    )
+    assert result.returncode == 0, result.stderr
+    channel = json_of(
+        cli(
+            env,
+            "channel",
+            "add",
+            account["id"],
+            "--provider",
+            "twilio",
+            "--type",
+            "whatsapp",
+            "--number",
+            NUMBER,
+            "--queue",
+            "q-1",
+            "--json",
+        )
+    )
+    message_id, letter = _failed_reply(tmp_path / "data", account["id"], channel["id"])
+    result = cli(env, "deadletter", "replay", account["id"], str(letter))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "replayed 1"
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'gateway.db'}")
+    with engine.connect() as conn:
+        message = conn.execute(select(MESSAGES).where(MESSAGES.c.id == message_id)).one()
+        row = conn.execute(select(OUTBOX).where(OUTBOX.c.pk == letter)).one()
+        changes = conn.execute(
+            select(EVENTS).where(
+                EVENTS.c.asset_id == message_id, EVENTS.c.type == "message.status_changed"
+            )
+        ).all()
+    engine.dispose()
+    assert (message.status, message.error_code, message.error_message) == ("pending", None, None)
+    assert (row.status, row.attempts) == ("pending", 0)
+    [change] = changes
+    assert (change.actor_name, change.actor_id) == ("Operator", "cli")
+    assert (change.details["previous_status"], change.details["status"]) == ("failed", "pending")

@@ -89,9 +89,19 @@ def test_429_then_success_sends_once(stack: Stack) -> None:
     assert len(stack.twilio.sent) == 1
 
 
+def _statuses_of(stack: Stack, message_id: str) -> list[tuple[str, str | None]]:
+    """The feed's events about one message: each type, with the status it moved to."""
+    return [
+        (item["type"], item["data"].get("status"))
+        for item in stack.feed()
+        if item["data"].get("message_id") == message_id
+    ]
+
+
 def test_a_provider_that_never_recovers_dead_letters_then_replays(stack: Stack) -> None:
     """After the last attempt the reply is failed with the error visible, and a dead letter;
-    replayed once Twilio is back, it is sent."""
+    replayed once Twilio is back, it moves back to pending, by the operator, in the feed
+    and the history, and is then sent."""
     stack.twilio.fail_always(503)
     reply = _reply(stack)
     eventually(lambda: _message(stack, reply["id"])["status"] == "failed", what="failed")
@@ -105,6 +115,22 @@ def test_a_provider_that_never_recovers_dead_letters_then_replays(stack: Stack) 
     assert answer.json() == {"replayed": 1}
     eventually(lambda: _message(stack, reply["id"])["provider_message_id"] is not None)
     assert len(stack.twilio.sent) == 1
+    assert _statuses_of(stack, reply["id"]) == [
+        ("message.queued", "pending"),
+        ("message.status_changed", "failed"),
+        ("message.status_changed", "pending"),
+        ("message.sent", "queued"),
+    ]
+    history = stack.api("GET", "/events?asset=Message&limit=500").json()["items"]
+    [requeued] = [
+        e
+        for e in history
+        if e["asset_id"] == reply["id"] and e["details"].get("previous_status") == "failed"
+    ]
+    assert requeued["type"] == "message.status_changed"
+    assert requeued["actor"] == {"name": "Operator", "id": "admin-api"}
+    assert requeued["details"]["status"] == "pending"
+    assert (requeued["details"]["error_code"], requeued["details"]["error_message"]) == (None, None)
 
 
 def test_reply_through_cm_and_its_delivery_report(stack: Stack) -> None:

@@ -1,0 +1,54 @@
+"""Replies through Twilio's Messages API (WhatsApp, SMS, Messenger alike)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from gateway.accounts.providers import twilio_credentials
+from gateway.channels.models import webhook_url
+from gateway.clients.providers import Providers
+from gateway.clients.twilio import TwilioApi, TwilioCredentials
+from gateway.delivery.senders.sender import SendPlan, Sent
+from gateway.security import SecretBox
+from gateway.settings import Settings
+
+
+@dataclass(frozen=True)
+class TwilioSender:
+    """Sends with the account's SID and Auth Token. The status callback is the channel's
+    webhook URL naming the message, so its reports find the message even before its SID
+    is stored; Twilio's first status is kept (``queued`` when it gives none)."""
+
+    api: TwilioApi
+    public_url: str
+
+    @property
+    def integration(self) -> str:
+        """Twilio."""
+        return "Twilio"
+
+    def credentials(
+        self, conn: Connection, secrets: SecretBox, account_id: str
+    ) -> TwilioCredentials | None:
+        """The account's Account SID and Auth Token."""
+        return twilio_credentials(conn, secrets, account_id)
+
+    async def send(self, plan: SendPlan, credentials: TwilioCredentials) -> Sent:
+        """Post the message from the channel's sender to the contact."""
+        callback = webhook_url(self.public_url, "twilio", plan.channel_id)
+        sent = await self.api.send_message(
+            credentials,
+            to=plan.contact_address,
+            from_=plan.local_address,
+            body=plan.text,
+            media_urls=[],
+            status_callback=f"{callback}?message={plan.message_id}",
+        )
+        return Sent(sent.sid, sent.status or "queued")
+
+
+def sender(providers: Providers, settings: Settings) -> TwilioSender:
+    """The Twilio sender of one process."""
+    return TwilioSender(providers.twilio, settings.public_url)
