@@ -90,7 +90,7 @@ class NewEvent:
     actor_name: str
     actor_id: str | None
     action: str
-    event_type: str
+    category: str
     asset: str
     asset_id: str | None
     type: str
@@ -139,7 +139,7 @@ class Transaction:
             "actor_name": event.actor_name,
             "actor_id": event.actor_id,
             "action": event.action,
-            "event_type": event.event_type,
+            "event_type": event.category,
             "asset": event.asset,
             "asset_id": event.asset_id,
             "type": event.type,

@@ -42,7 +42,7 @@ def _statement(
     return built
 
 
-def remember(
+def insert_if_absent(
     conn: Connection,
     table: Table,
     values: dict[str, Any],
@@ -55,7 +55,7 @@ def remember(
     return statement.run(conn, values).fetchone() is not None
 
 
-def remember_all(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+def insert_all_if_absent(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert the rows whose unique key is not there yet, in one statement (many rows)."""
     if rows:
         conn.execute(_insert(conn.dialect.name, table).on_conflict_do_nothing(), rows)

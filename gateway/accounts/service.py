@@ -87,7 +87,7 @@ def integration_out(row: IntegrationRow, public_url: str) -> IntegrationOut:
 
 
 # An operator's change in the account's history.
-admin_event = functools.partial(record_event, event_type="Admin")
+admin_event = functools.partial(record_event, category="Admin")
 
 
 def clean_name(name: str) -> str:

@@ -43,7 +43,7 @@ from storage.tables import (
     utcnow,
 )
 from storage.transaction import Transaction
-from storage.upsert import remember
+from storage.upsert import insert_if_absent
 
 SEND = "message.send"
 # How long a webhook is remembered: CM.com retries for up to a month and has no message
@@ -51,11 +51,11 @@ SEND = "message.send"
 # messages are unique by MessageSid anyway.
 CONTENT_HASH_DAYS = 35
 TOKEN_DAYS = 2
-CHAT_EVENT = "Messaging"
+CHAT_CATEGORY = "Messaging"
 
 
 # A change of the chat model in the account's history and feed.
-_event = functools.partial(record_event, event_type=CHAT_EVENT)
+_event = functools.partial(record_event, category=CHAT_CATEGORY)
 
 
 # Statements of the inbound path, built once: building a statement costs more than
@@ -110,7 +110,7 @@ def _first_sighting(tx: Transaction, channel_id: str, keys: list[str]) -> bool:
     moment = time.time()
     fresh = True
     for key in keys:
-        inserted = remember(
+        inserted = insert_if_absent(
             tx.conn,
             WEBHOOK_RECEIPTS,
             {"channel_id": channel_id, "key": key[:128], "received_at": moment},
@@ -144,7 +144,7 @@ def _contact_and_conversation(
             "name": message.contact_name,
             "created_at": utcnow(),
         }
-        if remember(tx.conn, CONTACTS, contact):
+        if insert_if_absent(tx.conn, CONTACTS, contact):
             return contact, None
         # A concurrent first message of the same sender created it: use that one.
         row = _CONTACT_AND_OPEN_CONVERSATION.run(tx.conn, where).fetchone()
@@ -168,7 +168,7 @@ def _open_conversation(
         return found
     conversation_id = str(uuid.uuid4())
     now = utcnow()
-    opened = remember(
+    opened = insert_if_absent(
         tx.conn,
         CONVERSATIONS,
         {
@@ -227,7 +227,7 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
         media = [asdict(item) for item in message.media]
         # A provider's message id is unique per channel: that key alone makes a retry a
         # duplicate, so such messages need no receipt. The channel must still be live.
-        inserted = remember(
+        inserted = insert_if_absent(
             tx.conn,
             MESSAGES,
             {
@@ -310,7 +310,7 @@ def move_status(
     error_code: str | None = None,
     error_message: str | None = None,
     provider_message_id: str | None = None,
-    event_type: str = "message.status_changed",
+    recorded_as: str = "message.status_changed",
 ) -> bool:
     """Move a message's status forward (never back); records the event. False if stale."""
     rank = STATUS_RANK.get(status)
@@ -338,7 +338,7 @@ def move_status(
         action="Edit",
         asset="Message",
         asset_id=row.id,
-        type=event_type,
+        type=recorded_as,
         properties_changed=sorted(k for k in values if k not in {"status_rank", "updated_at"}),
         details={
             "message_id": row.id,

@@ -135,7 +135,7 @@ def send_handler(ctx: Context) -> Handler:
                     status=status,
                     actor=DELIVERY_ACTOR,
                     provider_message_id=sent.provider_message_id,
-                    event_type="message.sent",
+                    recorded_as="message.sent",
                 )
 
         return settle

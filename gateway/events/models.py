@@ -29,7 +29,10 @@ class EventOut(BaseModel):
     occurred_at: datetime
     actor: ActorOut
     action: Literal["Create", "Edit", "Delete"]
-    event_type: str
+    event_type: str = Field(
+        description="The event's category: Provisioning, Admin, Messaging or Presence "
+        "(what happened is ``type``)."
+    )
     asset: str
     asset_id: str | None
     type: str

@@ -34,7 +34,7 @@ def _event_filter(request: Request) -> EventFilter:
         action=action,
         asset=request.query_params.get("asset") or None,
         actor=request.query_params.get("actor") or None,
-        event_type=request.query_params.get("event_type") or None,
+        category=request.query_params.get("event_type") or None,
         since=query_datetime(request, "since"),
         until=query_datetime(request, "until"),
     )
@@ -169,7 +169,10 @@ _FILTERS = (
     Param("action", "Create, Edit or Delete", {"type": "string", "enum": list(events.ACTIONS)}),
     Param("asset", "e.g. User, Account, Integration; empty means any"),
     Param("actor", "Actor name (e.g. SCIM) or actor id; empty means any"),
-    Param("event_type", "e.g. Provisioning, Admin; empty means any"),
+    Param(
+        "event_type",
+        "The category: Provisioning, Admin, Messaging or Presence; empty means any",
+    ),
     _date_time("since", "Events at or after this time"),
     _date_time("until", "Events before this time"),
 )

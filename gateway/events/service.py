@@ -44,12 +44,17 @@ def record_event(
     action: str,
     asset: str,
     asset_id: str | None,
-    event_type: str,
+    category: str,
     type: str,
     properties_changed: list[str],
     details: dict[str, Any],
 ) -> str:
-    """Record one event in the change's transaction; returns its id."""
+    """Record one event in the change's transaction; returns its id.
+
+    ``type`` says what happened (``message.received``); ``category`` the part of the
+    product it belongs to (Messaging, Presence, Provisioning, Admin), the history's
+    coarse filter, stored and shown as ``event_type`` (decision 0016).
+    """
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
     event_id = str(uuid.uuid4())
@@ -60,7 +65,7 @@ def record_event(
             actor_name=actor.name,
             actor_id=actor.id,
             action=action,
-            event_type=event_type,
+            category=category,
             asset=asset,
             asset_id=asset_id,
             type=type,
@@ -78,7 +83,7 @@ class EventFilter:
     action: str | None = None
     asset: str | None = None
     actor: str | None = None
-    event_type: str | None = None
+    category: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -93,8 +98,8 @@ def _filtered(account_id: str, criteria: EventFilter) -> Select[Any]:
         query = query.where(
             (EVENTS.c.actor_name == criteria.actor) | (EVENTS.c.actor_id == criteria.actor)
         )
-    if criteria.event_type:
-        query = query.where(EVENTS.c.event_type == criteria.event_type)
+    if criteria.category:
+        query = query.where(EVENTS.c.event_type == criteria.category)
     if criteria.since:
         query = query.where(EVENTS.c.occurred_at >= criteria.since)
     if criteria.until:

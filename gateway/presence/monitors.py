@@ -32,6 +32,7 @@ from gateway.accounts.service import require_account
 from gateway.events.service import Actor, record_event
 from gateway.folding import fold
 from gateway.presence.models import MonitorList, MonitorOut
+from gateway.presence.service import PRESENCE_CATEGORY
 from gateway.presence.teams import teams_config
 from gateway.security import SecretBox, token_digest
 from gateway.web.errors import Conflict, InvalidValue, NotFound
@@ -40,7 +41,7 @@ from storage.prepared import Prepared
 from storage.rows import MonitorRow
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, utcnow
 from storage.transaction import Transaction
-from storage.upsert import remember
+from storage.upsert import insert_if_absent
 
 MONITOR_USERS = 650
 MAX_UPN = 320
@@ -68,7 +69,7 @@ _HAS_MONITOR = Prepared(
     .limit(1)
 )
 
-monitor_event = functools.partial(record_event, event_type="Presence")
+monitor_event = functools.partial(record_event, category=PRESENCE_CATEGORY)
 
 
 def users_changed(tx: Transaction, account_id: str) -> None:
@@ -165,7 +166,7 @@ async def add_monitor(
         url, fields = _start_link(public_url, monitor_id)
         sealed = MonitorSecrets(**fields).sealed(secrets)
         now = utcnow()
-        added = remember(
+        added = insert_if_absent(
             tx.conn,
             PRESENCE_MONITORS,
             {

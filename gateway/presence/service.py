@@ -47,16 +47,16 @@ from storage.tables import (
     utcnow,
 )
 from storage.transaction import Transaction
-from storage.upsert import remember
+from storage.upsert import insert_if_absent
 
 WRITE = "presence.write"
 # Teams presence to read back after a basic notification (one pending per user).
 READ = "presence.read"
-PRESENCE_EVENT = "Presence"
+PRESENCE_CATEGORY = "Presence"
 # How long a state the gateway wrote into Teams is expected back as a notification.
 ECHO_SECONDS = 600.0
 
-_event = functools.partial(record_event, event_type=PRESENCE_EVENT)
+_event = functools.partial(record_event, category=PRESENCE_CATEGORY)
 
 _USER = select(PRESENCE_USERS).where(
     PRESENCE_USERS.c.account_id == bindparam("account_id"),
@@ -81,7 +81,7 @@ def presence_user(tx: Transaction, account_id: str, email: str) -> PresenceUserR
     """The user's presence row, created on first use (a race is settled by the unique key)."""
     key = fold(email)
     now = utcnow()
-    remember(
+    insert_if_absent(
         tx.conn,
         PRESENCE_USERS,
         {

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from storage.prepared import Prepared
 from storage.tables import PRESENCE_STATES
-from storage.upsert import remember
+from storage.upsert import insert_if_absent
 
 # Ids per IN list: far below every backend's limit on parameters.
 CHUNK = 500
@@ -162,7 +162,7 @@ class States:
         current = sources.get(source)
         availability, activity = pair
         if current is None:
-            inserted = remember(
+            inserted = insert_if_absent(
                 self._conn,
                 PRESENCE_STATES,
                 {

@@ -108,7 +108,7 @@ async def _write_claiming(
     raise Conflict("The user changed concurrently; retry the request.")
 
 
-def _event_type(before: dict[str, Any], after: dict[str, Any]) -> str:
+def _update_type(before: dict[str, Any], after: dict[str, Any]) -> str:
     if before.get("active") and not after.get("active"):
         return "user.deactivated"
     if not before.get("active") and after.get("active"):
@@ -133,7 +133,7 @@ def _record(
         action=action,
         asset="User",
         asset_id=user_id,
-        event_type="Provisioning",
+        category="Provisioning",
         type=type_,
         properties_changed=changed_properties(before, after),
         details=after if after is not None else (before or {}),
@@ -249,7 +249,7 @@ async def _store_update(
             tx,
             tenant,
             action="Edit",
-            type_=_event_type(before, after),
+            type_=_update_type(before, after),
             user_id=row.id,
             before=before,
             after=after,

@@ -37,7 +37,7 @@ from gateway.web.state import app_state
 from gateway.webhooks.graph_data import resource_data
 from storage.tables import PRESENCE_MONITORS, WEBHOOK_RECEIPTS
 from storage.transaction import Transaction
-from storage.upsert import remember
+from storage.upsert import insert_if_absent
 
 log = structlog.get_logger("gateway.webhooks.graph")
 
@@ -151,7 +151,7 @@ def _first_delivery(tx: Transaction, watcher: Watcher, item: dict[str, Any]) -> 
     sequence of states would otherwise be reported again as changes.
     """
     signature = str(item["encryptedContent"].get("dataSignature") or "")[:100]
-    return remember(
+    return insert_if_absent(
         tx.conn,
         WEBHOOK_RECEIPTS,
         {"channel_id": watcher.monitor_id, "key": "graph:" + signature, "received_at": time.time()},

@@ -67,7 +67,7 @@ def test_an_event_fans_out_to_each_enabled_endpoint(db: Database) -> None:
                 actor_name="t",
                 actor_id=None,
                 action="Create",
-                event_type="Test",
+                category="Test",
                 asset="Thing",
                 asset_id=None,
                 type="thing.created",

@@ -34,7 +34,7 @@ from gateway.security import SecretBox
 from storage.outbox import Claimed
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, SCIM_CLAIMS, SCIM_USERS, utcnow
 from storage.transaction import Transaction
-from storage.upsert import remember_all
+from storage.upsert import insert_all_if_absent
 
 DIRECTORY_EVERY = 600.0
 LOOKUPS_PER_RUN = 2000
@@ -156,7 +156,7 @@ def _record_lookups(
     if not found:
         return
     now = utcnow()
-    remember_all(
+    insert_all_if_absent(
         tx.conn,
         PRESENCE_USERS,
         [
