@@ -16,6 +16,7 @@ from gateway.chat.models import (
     MessageOut,
 )
 from gateway.web.errors import InvalidValue, NotFound, shown
+from storage.rows import MessageRow
 from storage.tables import CONTACTS, CONVERSATIONS, MESSAGES
 
 
@@ -42,7 +43,7 @@ def conversation_out(row: Any) -> ConversationOut:
     )
 
 
-def message_out(row: Any) -> MessageOut:
+def message_out(row: MessageRow) -> MessageOut:
     """The API shape of a message row."""
     failed = row.error_code is not None or row.error_message is not None
     return MessageOut(

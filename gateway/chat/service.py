@@ -15,6 +15,7 @@ import functools
 import time
 import uuid
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, literal_column, select, update
@@ -34,6 +35,7 @@ from gateway.events.service import Actor, record_event
 from gateway.web.errors import Conflict, NotFound, shown
 from storage.engine import Database
 from storage.prepared import Prepared
+from storage.rows import MessageRow
 from storage.tables import (
     CHANNELS,
     CONTACTS,
@@ -215,68 +217,31 @@ class AlreadyStored(Exception):
 
 
 async def receive_message(db: Database, message: InboundMessage, *, actor: Actor) -> Receipt:
-    """Store a customer's message in its conversation (opening one if none is open)."""
+    """Store a customer's message in its conversation (opening one if none is open).
+
+    One transaction, in steps: a retry the dedup keys recognise stops at once; the contact
+    and its open conversation are found or made; the message is inserted (unique by the
+    provider's id, and only while the channel is live); the conversation is touched, and
+    ``message.received`` recorded.
+    """
 
     def work(tx: Transaction) -> Receipt:
         if not _first_sighting(tx, message.channel_id, message.dedup_keys):
             return Receipt("duplicate")
         contact, found = _contact_and_conversation(tx, message)
         conversation_id = _open_conversation(tx, message, contact, actor, found)
-        message_id = str(uuid.uuid4())
-        now = utcnow()
         media = [asdict(item) for item in message.media]
-        # A provider's message id is unique per channel: that key alone makes a retry a
-        # duplicate, so such messages need no receipt. The channel must still be live.
-        inserted = insert_if_absent(
-            tx.conn,
-            MESSAGES,
-            {
-                "id": message_id,
-                "account_id": message.account_id,
-                "conversation_id": conversation_id,
-                "channel_id": message.channel_id,
-                "direction": INBOUND,
-                "text": message.text,
-                "media": media,
-                "provider_message_id": message.provider_message_id,
-                "status": "received",
-                "status_rank": STATUS_RANK["received"],
-                "error_code": None,
-                "error_message": None,
-                "author": None,
-                "created_at": now,
-                "updated_at": now,
-            },
-            only_if=_CHANNEL_IS_LIVE,
-        )
-        if not inserted:
-            _require_live(tx, message.channel_id)
-            # A retry of a stored message (its id, or a receipt forgotten since).
-            raise AlreadyStored
+        message_id, now = _insert_inbound(tx, message, conversation_id, media)
         if found is not None:
             _TOUCH_CONVERSATION.run(tx.conn, {"conversation_id": found, "moment": now})
-        _event(
+        _received(
             tx,
-            account_id=message.account_id,
+            message,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            contact=contact,
+            media=media,
             actor=actor,
-            action="Create",
-            asset="Message",
-            asset_id=message_id,
-            type="message.received",
-            properties_changed=["text", "media"] if media else ["text"],
-            details={
-                "message_id": message_id,
-                "conversation_id": conversation_id,
-                "channel_id": message.channel_id,
-                "queue_id": message.queue_id,
-                "direction": INBOUND,
-                "contact": _contact_data(contact),
-                "text": message.text,
-                "media": media,
-                "provider_message_id": message.provider_message_id,
-                "received_at": message.received_at.isoformat(),
-                **({"extras": message.extras} if message.extras else {}),
-            },
         )
         return Receipt("accepted", message_id, conversation_id)
 
@@ -286,7 +251,80 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
         return Receipt("duplicate")
 
 
-def _find_sent(conn: Connection, update_: StatusUpdate) -> Any:
+def _insert_inbound(
+    tx: Transaction, message: InboundMessage, conversation_id: str, media: list[dict[str, Any]]
+) -> tuple[str, datetime]:
+    """The message's row: its id and time. A provider's message id is unique per channel,
+    so that key alone makes a retry a duplicate (``AlreadyStored``) and such messages need
+    no receipt; the channel must still be live (404 otherwise)."""
+    message_id = str(uuid.uuid4())
+    now = utcnow()
+    inserted = insert_if_absent(
+        tx.conn,
+        MESSAGES,
+        {
+            "id": message_id,
+            "account_id": message.account_id,
+            "conversation_id": conversation_id,
+            "channel_id": message.channel_id,
+            "direction": INBOUND,
+            "text": message.text,
+            "media": media,
+            "provider_message_id": message.provider_message_id,
+            "status": "received",
+            "status_rank": STATUS_RANK["received"],
+            "error_code": None,
+            "error_message": None,
+            "author": None,
+            "created_at": now,
+            "updated_at": now,
+        },
+        only_if=_CHANNEL_IS_LIVE,
+    )
+    if not inserted:
+        _require_live(tx, message.channel_id)
+        # A retry of a stored message (its id, or a receipt forgotten since).
+        raise AlreadyStored
+    return message_id, now
+
+
+def _received(
+    tx: Transaction,
+    message: InboundMessage,
+    *,
+    message_id: str,
+    conversation_id: str,
+    contact: dict[str, Any],
+    media: list[dict[str, Any]],
+    actor: Actor,
+) -> None:
+    """The ``message.received`` event: the message with its contact and queue."""
+    _event(
+        tx,
+        account_id=message.account_id,
+        actor=actor,
+        action="Create",
+        asset="Message",
+        asset_id=message_id,
+        type="message.received",
+        properties_changed=["text", "media"] if media else ["text"],
+        details={
+            "message_id": message_id,
+            "conversation_id": conversation_id,
+            "channel_id": message.channel_id,
+            "queue_id": message.queue_id,
+            "direction": INBOUND,
+            "contact": _contact_data(contact),
+            "text": message.text,
+            "media": media,
+            "provider_message_id": message.provider_message_id,
+            "received_at": message.received_at.isoformat(),
+            **({"extras": message.extras} if message.extras else {}),
+        },
+    )
+
+
+def _find_sent(conn: Connection, update_: StatusUpdate) -> MessageRow | None:
     query = select(MESSAGES).where(
         MESSAGES.c.channel_id == update_.channel_id, MESSAGES.c.direction == OUTBOUND
     )
@@ -303,7 +341,7 @@ def _find_sent(conn: Connection, update_: StatusUpdate) -> Any:
 
 def move_status(
     tx: Transaction,
-    row: Any,
+    row: MessageRow,
     *,
     status: str,
     actor: Actor,
@@ -387,23 +425,12 @@ async def queue_reply(
     author: str | None,
     actor: Actor,
 ) -> ReplyAccepted:
-    """Store an agent's reply and queue its sending, in one transaction."""
+    """Store an agent's reply and queue its sending, in one transaction: the conversation
+    must be open on a live channel; the message is stored pending, the conversation
+    touched, the send queued and ``message.queued`` recorded."""
 
     def work(tx: Transaction) -> ReplyAccepted:
-        found = tx.conn.execute(
-            select(CONVERSATIONS.c.status, CONVERSATIONS.c.channel_id, CHANNELS.c.deleted_at)
-            .join(CHANNELS, CHANNELS.c.id == CONVERSATIONS.c.channel_id)
-            .where(
-                CONVERSATIONS.c.id == conversation_id,
-                CONVERSATIONS.c.account_id == account_id,
-            )
-        ).one_or_none()
-        if found is None:
-            raise NotFound(f"No conversation {shown(conversation_id)!r} in this account.")
-        if found.deleted_at is not None:
-            raise Conflict("The conversation's channel was deleted; replies cannot be sent.")
-        if found.status == CLOSED:
-            raise Conflict("The conversation is closed.")
+        channel_id = _repliable_channel(tx.conn, account_id, conversation_id)
         message_id = str(uuid.uuid4())
         now = utcnow()
         tx.conn.execute(
@@ -411,7 +438,7 @@ async def queue_reply(
                 id=message_id,
                 account_id=account_id,
                 conversation_id=conversation_id,
-                channel_id=found.channel_id,
+                channel_id=channel_id,
                 direction=OUTBOUND,
                 text=text,
                 media=[],
@@ -440,7 +467,7 @@ async def queue_reply(
             details={
                 "message_id": message_id,
                 "conversation_id": conversation_id,
-                "channel_id": found.channel_id,
+                "channel_id": channel_id,
                 "direction": OUTBOUND,
                 "text": text,
                 "author": author,
@@ -450,6 +477,26 @@ async def queue_reply(
         return ReplyAccepted(id=message_id, conversation_id=conversation_id, status="pending")
 
     return await db.transact(work)
+
+
+def _repliable_channel(conn: Connection, account_id: str, conversation_id: str) -> str:
+    """The channel of a conversation a reply can go to: the account's (404 otherwise), on a
+    channel not deleted and not closed (409 saying which)."""
+    found = conn.execute(
+        select(CONVERSATIONS.c.status, CONVERSATIONS.c.channel_id, CHANNELS.c.deleted_at)
+        .join(CHANNELS, CHANNELS.c.id == CONVERSATIONS.c.channel_id)
+        .where(
+            CONVERSATIONS.c.id == conversation_id,
+            CONVERSATIONS.c.account_id == account_id,
+        )
+    ).one_or_none()
+    if found is None:
+        raise NotFound(f"No conversation {shown(conversation_id)!r} in this account.")
+    if found.deleted_at is not None:
+        raise Conflict("The conversation's channel was deleted; replies cannot be sent.")
+    if found.status == CLOSED:
+        raise Conflict("The conversation is closed.")
+    return str(found.channel_id)
 
 
 def forget_old_receipts(tx: Transaction) -> None:

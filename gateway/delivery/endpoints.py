@@ -34,6 +34,7 @@ from gateway.web.errors import InvalidValue, NotFound, Unprocessable, shown
 from storage import outbox
 from storage.engine import Database
 from storage.outbox import DEAD
+from storage.rows import EndpointRow
 from storage.tables import ENDPOINTS, OUTBOX, utcnow
 from storage.transaction import EVENT_DELIVERY, Transaction
 
@@ -45,7 +46,7 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(token_bytes(SECRET_BYTES)).decode()
 
 
-def _out(row: Any) -> EndpointOut:
+def _out(row: EndpointRow) -> EndpointOut:
     return EndpointOut(
         id=row.id,
         url=row.url,
@@ -107,7 +108,7 @@ async def add_endpoint(
     return EndpointCreated(**created.model_dump(), secret=secret)
 
 
-def _endpoint(conn: Connection, account_id: str, endpoint_id: str) -> Any:
+def _endpoint(conn: Connection, account_id: str, endpoint_id: str) -> EndpointRow:
     row = conn.execute(
         select(ENDPOINTS).where(ENDPOINTS.c.id == endpoint_id, ENDPOINTS.c.account_id == account_id)
     ).one_or_none()

@@ -31,6 +31,7 @@ from gateway.ttl_cache import TtlCache
 from storage import outbox
 from storage.engine import Database
 from storage.outbox import Claimed, Revived
+from storage.rows import EndpointRow, EventRow, MessageRow
 from storage.tables import (
     CHANNELS,
     CONTACTS,
@@ -103,7 +104,7 @@ def _send_plan(conn: Connection, message_id: str) -> SendPlan:
 _MESSAGE = select(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
 
 
-def _message_row(conn: Connection, message_id: str) -> Any:
+def _message_row(conn: Connection, message_id: str) -> MessageRow | None:
     return conn.execute(_MESSAGE, {"message_id": message_id}).one_or_none()
 
 
@@ -158,7 +159,9 @@ def send_handler(ctx: Context) -> Handler:
     return Handler(run=run, policy=ctx.policy("sends"), on_dead=on_dead, on_replay=on_replay)
 
 
-def _event_plan(conn: Connection, secrets: SecretBox, row: Claimed) -> tuple[Any, Any, str]:
+def _event_plan(
+    conn: Connection, secrets: SecretBox, row: Claimed
+) -> tuple[EndpointRow, EventRow, str]:
     endpoint = conn.execute(select(ENDPOINTS).where(ENDPOINTS.c.id == row.target_id)).one_or_none()
     if endpoint is None:
         raise Dropped("the endpoint was deleted")
@@ -170,7 +173,7 @@ def _event_plan(conn: Connection, secrets: SecretBox, row: Claimed) -> tuple[Any
     return endpoint, event, secrets.decrypt(endpoint.secret)
 
 
-def event_body(event: Any) -> str:
+def event_body(event: EventRow) -> str:
     """The Standard Webhooks payload of an event: type, timestamp, data (+ where it sits)."""
     occurred = event.occurred_at
     return orjson.dumps(
