@@ -114,7 +114,8 @@ def _take_upkeep(tx: Transaction, monitor_id: str) -> tuple[bool, bool]:
 async def _keep_refresh_token(
     db: Database, secrets: SecretBox, monitor_id: str, refresh_token: str
 ) -> None:
-    """Store a new refresh token; a lock wait is tried again, as the old one is spent."""
+    """Store a new refresh token; a lock wait is tried again: the platform may already
+    refuse the old one (the gateway assumes it does, decision 0013)."""
     for attempt in range(1, KEEP_ATTEMPTS + 1):
         try:
             await db.transact(
