@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from gateway.accounts import service as accounts
-from gateway.cli.common import emit, load_settings, plain, run_service
+from gateway.cli.common import JSON, emit, load_settings, plain, run_service
 from gateway.events.service import OPERATOR_CLI
 
 
@@ -17,7 +17,7 @@ def account() -> None:
 
 @account.command("create")
 @click.option("--name", required=True, help="Display name of the account.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@JSON
 def account_create(name: str, as_json: bool) -> None:
     """Create an account; prints its id."""
     created = run_service(accounts.create_account, name=name, actor=OPERATOR_CLI)
@@ -25,7 +25,7 @@ def account_create(name: str, as_json: bool) -> None:
 
 
 @account.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@JSON
 def account_list(as_json: bool) -> None:
     """List accounts."""
     items = run_service(accounts.list_accounts)
@@ -34,7 +34,7 @@ def account_list(as_json: bool) -> None:
 
 @click.command("scim-keys")
 @click.argument("account_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@JSON
 def scim_keys(account_id: str, as_json: bool) -> None:
     """Generate the Tenant URL and Secret Token for Entra (the old token stops working)."""
     settings = load_settings()
@@ -58,7 +58,7 @@ def integration() -> None:
 
 @integration.command("list")
 @click.argument("account_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@JSON
 def integration_list(account_id: str, as_json: bool) -> None:
     """List an account's integrations."""
     settings = load_settings()

@@ -1,7 +1,9 @@
 """What every CLI command shares: settings, output, and running service calls.
 
 Commands run the same async service functions as the admin API, on the same database,
-through ``asyncio.run``; errors the services raise end the command with their detail.
+through ``asyncio.run``. Every failure goes through ``fail``: one line on stderr, then
+exit 2 for the configuration (nothing ran) or 1 for a refused command. ``JSON`` is the
+one ``--json`` option; with it stdout holds one JSON document for scripts.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from pydantic import BaseModel, ValidationError
@@ -31,6 +34,33 @@ M = TypeVar("M", bound=BaseModel)
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
+def fail(*lines: str, configuration: bool = False) -> NoReturn:
+    """End the command: each line on stderr, then exit 2 for the configuration (nothing
+    ran) or 1 for a command the gateway refused."""
+    prefix = "configuration error" if configuration else "error"
+    for line in lines:
+        click.echo(f"{prefix}: {line}", err=True)
+    sys.exit(2 if configuration else 1)
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    """The key ring of ``settings`` (exit 2 when there is none to use)."""
+    try:
+        return SecretBox(load_secret_keys(settings))
+    except MissingSecretKeys as exc:
+        fail(str(exc), configuration=True)
+
+
+@contextmanager
+def refusals_fail() -> Iterator[None]:
+    """A refusal of the services (or a database out of reach) ends the command with its
+    detail."""
+    try:
+        yield
+    except (GatewayError, DatabaseUnavailable) as exc:
+        fail(exc.detail)
+
+
 def load_settings() -> Settings:
     """Settings from the environment, or exit 2 naming each bad variable.
 
@@ -40,10 +70,13 @@ def load_settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        for error in exc.errors():
-            name = "GATEWAY_" + "_".join(str(p) for p in error["loc"]).upper()
-            click.echo(f"configuration error: {name}: {error['msg']}", err=True)
-        sys.exit(2)
+        fail(
+            *(
+                "GATEWAY_" + "_".join(str(p) for p in error["loc"]).upper() + f": {error['msg']}"
+                for error in exc.errors()
+            ),
+            configuration=True,
+        )
     configure_logging("DEBUG" if settings.log_level == "DEBUG" else "WARNING")
     return settings
 
@@ -64,10 +97,8 @@ def run_service(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) -> T:
     """Run one service call on the configured database; errors exit 1 with their detail."""
     db = open_database(load_settings())
     try:
-        return asyncio.run(fn(db, **kwargs))
-    except (GatewayError, DatabaseUnavailable) as exc:
-        click.echo(f"error: {exc.detail}", err=True)
-        sys.exit(1)
+        with refusals_fail():
+            return asyncio.run(fn(db, **kwargs))
     finally:
         db.dispose()
 
@@ -83,13 +114,9 @@ class Tools:
 
 
 def run_with_tools(work: Callable[[Tools], Coroutine[Any, Any, T]]) -> T:
-    """Like ``_run_service``, with the key ring and provider clients of the server."""
+    """Like ``run_service``, with the key ring and provider clients of the server."""
     settings = load_settings()
-    try:
-        secrets = SecretBox(load_secret_keys(settings))
-    except MissingSecretKeys as exc:
-        click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(2)
+    secrets = secret_box(settings)
 
     async def main() -> T:
         providers = Providers.from_settings(settings)
@@ -100,10 +127,8 @@ def run_with_tools(work: Callable[[Tools], Coroutine[Any, Any, T]]) -> T:
 
     db = open_database(settings)
     try:
-        return asyncio.run(main())
-    except (GatewayError, DatabaseUnavailable) as exc:
-        click.echo(f"error: {exc.detail}", err=True)
-        sys.exit(1)
+        with refusals_fail():
+            return asyncio.run(main())
     finally:
         db.dispose()
 
@@ -113,7 +138,11 @@ def model_of(model: type[M], **values: Any) -> M:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        for error in exc.errors():
-            name = "--" + "-".join(str(p) for p in error["loc"]).replace("_", "-")
-            click.echo(f"error: {name}: {error['msg']}", err=True)
-        sys.exit(1)
+        fail(
+            *(
+                "--"
+                + "-".join(str(p) for p in error["loc"]).replace("_", "-")
+                + f": {error['msg']}"
+                for error in exc.errors()
+            )
+        )

@@ -16,8 +16,7 @@ import click
 
 from gateway.app import migrate_database
 from gateway.cli import accounts, messaging, presence
-from gateway.cli.common import load_settings
-from gateway.secret_keys import MissingSecretKeys, load_secret_keys
+from gateway.cli.common import load_settings, secret_box
 from gateway.security import generate_key
 from gateway.settings import Settings
 from observability.logging import configure_logging
@@ -96,11 +95,7 @@ def serve(host: str, port: int, workers: int | None) -> None:
         os.environ["GATEWAY_WORKERS"] = str(workers)
     settings = load_settings()
     configure_logging(settings.log_level)
-    try:
-        load_secret_keys(settings)
-    except MissingSecretKeys as exc:
-        click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(2)
+    secret_box(settings)
     migrate_database(settings)
     metrics_dir = None
     if settings.workers > 1:
