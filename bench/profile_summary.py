@@ -27,7 +27,7 @@ CHAIN = (
     "concurrent/futures/thread.py",
     "click/",
     "(cloudlink-gateway)",
-    "(gateway/cli.py)",
+    "(gateway/cli/",
     "(uvicorn/",
     "(asyncio/runners.py)",
     "(starlette/applications.py)",

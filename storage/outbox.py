@@ -258,3 +258,13 @@ def backlog(conn: Connection, moment: float) -> Backlog:
         )
     ).one()
     return Backlog(due=row[0], oldest_due_at=row[1], scheduled=row[2], dead=row[3])
+
+
+def forget_dead(conn: Connection, *, account_id: str, kind: str) -> int:
+    """Delete the account's dead letters of one kind (work a newer request replaces)."""
+    result = conn.execute(
+        delete(OUTBOX).where(
+            OUTBOX.c.account_id == account_id, OUTBOX.c.kind == kind, OUTBOX.c.status == DEAD
+        )
+    )
+    return result.rowcount

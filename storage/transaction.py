@@ -260,7 +260,8 @@ class Transaction:
             self.enqueue(
                 account_id=account_id, kind=kind, target_id=target_id, payload={}, delay=delay
             )
-        else:
+        elif delay <= 0:
+            # A waiting row made due now: this process's worker looks at once.
             self.enqueued = True
 
     def _require_open(self) -> None:

@@ -369,6 +369,19 @@ def move_status(
     if advanced.rowcount != 1:
         # A concurrent update moved it as far or further meanwhile: this one is stale.
         return False
+    _status_event(tx, row, {**values, "status": status}, actor=actor, recorded_as=recorded_as)
+    return True
+
+
+def _status_event(
+    tx: Transaction,
+    row: MessageRow,
+    changed: dict[str, Any],
+    *,
+    actor: Actor,
+    recorded_as: str,
+) -> None:
+    """The event of a message's status move: what changed, and the message as it is now."""
     _event(
         tx,
         account_id=row.account_id,
@@ -377,20 +390,19 @@ def move_status(
         asset="Message",
         asset_id=row.id,
         type=recorded_as,
-        properties_changed=sorted(k for k in values if k not in {"status_rank", "updated_at"}),
+        properties_changed=sorted(k for k in changed if k not in {"status_rank", "updated_at"}),
         details={
             "message_id": row.id,
             "conversation_id": row.conversation_id,
             "channel_id": row.channel_id,
             "direction": row.direction,
-            "status": status,
+            "status": changed["status"],
             "previous_status": row.status,
-            "provider_message_id": values.get("provider_message_id", row.provider_message_id),
-            "error_code": values.get("error_code", row.error_code),
-            "error_message": values.get("error_message", row.error_message),
+            "provider_message_id": changed.get("provider_message_id", row.provider_message_id),
+            "error_code": changed.get("error_code", row.error_code),
+            "error_message": changed.get("error_message", row.error_message),
         },
     )
-    return True
 
 
 async def apply_status(db: Database, update_: StatusUpdate, *, actor: Actor) -> Receipt:
@@ -535,25 +547,6 @@ def requeue_failed(tx: Transaction, message_id: str, *, actor: Actor) -> bool:
     )
     if moved.rowcount != 1:
         return False
-    _event(
-        tx,
-        account_id=row.account_id,
-        actor=actor,
-        action="Edit",
-        asset="Message",
-        asset_id=row.id,
-        type="message.status_changed",
-        properties_changed=["error_code", "error_message", "status"],
-        details={
-            "message_id": row.id,
-            "conversation_id": row.conversation_id,
-            "channel_id": row.channel_id,
-            "direction": row.direction,
-            "status": "pending",
-            "previous_status": row.status,
-            "provider_message_id": row.provider_message_id,
-            "error_code": None,
-            "error_message": None,
-        },
-    )
+    changed = {"status": "pending", "error_code": None, "error_message": None}
+    _status_event(tx, row, changed, actor=actor, recorded_as="message.status_changed")
     return True

@@ -193,7 +193,7 @@ class GraphApi:
             attempts=self.attempts,
             base=0.5,
             cap=8.0,
-            max_wait=self.max_wait,
+            budget=self.max_wait,
             again=again,
         )
 

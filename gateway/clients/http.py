@@ -282,18 +282,23 @@ async def with_retries(
     attempts: int = 3,
     base: float = 0.25,
     cap: float = 2.0,
-    max_wait: float | None = None,
+    budget: float | None = None,
     again: Callable[[ProviderError], bool] = _repeatable_error,
 ) -> T:
     """``call`` again after failures ``again`` accepts (by default: retryable ones), at most
-    ``attempts`` times in all and waiting ``max_wait`` seconds in all (by default twice
-    ``cap``: an admin waits for these).
+    ``attempts`` times in all.
 
-    The wait is the server's ``Retry-After`` when it sends one, else the jittered backoff.
+    Two ways to wait, for two kinds of caller:
+    - an admin waiting for an answer (no ``budget``): the longer of the backoff and the
+      server's ``Retry-After``, and no single wait beyond twice ``cap`` (a server asking
+      for longer gets its answer: try later);
+    - a job with a ``budget`` of seconds in all (Graph's calls): the server's
+      ``Retry-After`` as sent (at least ``SHORTEST_RETRY_AFTER``), else the backoff, while
+      the waits together stay within the budget.
+
     Deliveries do not retry here: they retry through the outbox, so that a retry survives
     a restart.
     """
-    budget = cap * 2 if max_wait is None else max_wait
     waited = 0.0
     for attempt in range(1, attempts + 1):
         try:
@@ -302,10 +307,16 @@ async def with_retries(
             if not again(exc) or attempt == attempts:
                 raise
             wait = backoff(attempt, base=base, cap=cap)
-            if exc.retry_after is not None:
-                wait = max(exc.retry_after, SHORTEST_RETRY_AFTER)
-            if waited + wait > budget:
-                raise
+            if budget is None:
+                if exc.retry_after is not None:
+                    wait = max(wait, exc.retry_after)
+                if wait > cap * 2:
+                    raise
+            else:
+                if exc.retry_after is not None:
+                    wait = max(exc.retry_after, SHORTEST_RETRY_AFTER)
+                if waited + wait > budget:
+                    raise
             waited += wait
             await asyncio.sleep(wait)
     raise AssertionError("unreachable")

@@ -23,7 +23,7 @@ from gateway.clients.http import ProviderError
 from gateway.clients.providers import Providers
 from gateway.delivery.senders import SendPlan, sender_for, senders
 from gateway.events.service import Actor
-from gateway.outbox.policy import RetryPolicy, policy_of
+from gateway.outbox.policy import RetryPolicy
 from gateway.outbox.worker import Dropped, Handler, Settle
 from gateway.security import SecretBox
 from gateway.settings import Settings
@@ -46,6 +46,8 @@ from storage.tables import (
 from storage.transaction import EVENT_DELIVERY, Transaction
 
 DELIVERY_ACTOR = Actor("Gateway", "outbox")
+# Seconds to wait after attempt n (1-based) of an event delivery.
+EVENT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,21 @@ class Context:
     credentials: TtlCache[Any] = field(default_factory=TtlCache)
 
     def policy(self, name: str) -> RetryPolicy:
-        """The retry policy of one kind of delivery, as the settings shape it."""
-        return policy_of(self.settings, name)
+        """The retry policy of one kind of delivery, as the settings shape it.
+
+        Events follow the schedule Standard Webhooks producers use: quick first retries,
+        then hours apart, about a day in all, so that an endpoint down overnight still gets
+        everything. Sends back off from 2 s, a few minutes in all with the default eight
+        attempts: a customer waiting for an answer is better told it failed than answered
+        late. Upkeep (a deleted channel's URL) keeps trying for about half an hour.
+        """
+        scale = self.settings.outbox_retry_scale
+        if name == "events":
+            attempts = self.settings.event_max_attempts
+            return RetryPolicy(attempts=attempts, schedule=EVENT_SCHEDULE, scale=scale)
+        if name == "sends":
+            return RetryPolicy(attempts=self.settings.send_max_attempts, cap=600.0, scale=scale)
+        return RetryPolicy(attempts=10, base=5.0, cap=3600.0, scale=scale)
 
 
 _SEND_PLAN = (

@@ -1,9 +1,10 @@
-"""How long each kind of delivery keeps trying, and how long it waits in between.
+"""How long a kind of outbox row keeps trying, and how long it waits in between.
 
-CloudLink events follow the schedule Standard Webhooks producers use: quick first
-retries, then hours apart, about a day in all, so an endpoint that is down overnight
-still gets everything. Provider sends retry for about half an hour: a customer waiting
-for an answer is better told it failed than sent it a day late.
+The engine knows no kind: each feature gives its handlers a ``RetryPolicy`` (messaging's
+sends and event deliveries in ``gateway.delivery.handlers``, presence's jobs in
+``gateway.presence.jobs``). A policy is either a backoff (waits doubling from ``base``
+up to ``cap``) or a fixed ``schedule``; either way a provider's ``Retry-After`` is
+honoured, up to a day.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ import random
 from dataclasses import dataclass
 
 from gateway.clients.http import backoff
-from gateway.settings import Settings
 
-# Seconds to wait after attempt n (1-based) of an event delivery.
-EVENT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 LONGEST_RETRY_AFTER = 86400.0
 
 
@@ -44,18 +42,3 @@ class RetryPolicy:
         if retry_after is not None:
             wait = max(wait, min(retry_after, LONGEST_RETRY_AFTER))
         return wait
-
-
-def policy_of(settings: Settings, name: str) -> RetryPolicy:
-    """The policy of one kind of delivery, as the settings shape it: ``events`` (the
-    Standard Webhooks schedule), ``sends`` (about half an hour) or ``upkeep`` (background
-    work that keeps trying for hours)."""
-    scale = settings.outbox_retry_scale
-    if name == "events":
-        attempts = settings.event_max_attempts
-        return RetryPolicy(attempts=attempts, schedule=EVENT_SCHEDULE, scale=scale)
-    if name == "sends":
-        return RetryPolicy(attempts=settings.send_max_attempts, cap=600.0, scale=scale)
-    if name == "upkeep":
-        return RetryPolicy(attempts=10, base=5.0, cap=3600.0, scale=scale)
-    raise ValueError(f"no retry policy named {name!r}")

@@ -1,4 +1,4 @@
 """Everything Teams presence: per-source and combined states (``states``, ``service``),
 Teams' changes coming in (``from_teams``), the Teams integration (``teams``), presence
-monitors and their sign-in (``monitors``), notification certificates, the system check,
-the admin routes, and the outbox jobs that talk to Graph (``jobs``)."""
+monitors (``monitors``) and their sign-in (``sign_in``), notification certificates,
+the system check, the admin routes, and the outbox jobs that talk to Graph (``jobs``)."""

@@ -21,7 +21,7 @@ from datetime import date
 from secrets import token_urlsafe
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, func, select
 
 from gateway.accounts.service import require_account
 from gateway.clients.http import HttpClient, ProviderError, request
@@ -31,6 +31,7 @@ from gateway.presence.monitors import LIVE, MONITOR_USERS, SUBSCRIBED, SYNC
 from gateway.presence.teams import TeamsConfig, teams_config
 from gateway.security import SecretBox
 from gateway.web.errors import Conflict
+from storage import outbox
 from storage.engine import Database
 from storage.outbox import DEAD, PENDING
 from storage.tables import OUTBOX, PRESENCE_MONITORS, PRESENCE_USERS
@@ -222,11 +223,7 @@ async def sync_all(db: Database, *, account_id: str) -> SyncStatus:
         if not rows:
             raise Conflict("No authorized presence monitor: nothing to sync.")
         # Read-backs an earlier sync gave up on are replaced by this one.
-        tx.conn.execute(
-            delete(OUTBOX).where(
-                OUTBOX.c.account_id == account_id, OUTBOX.c.kind == SYNC, OUTBOX.c.status == DEAD
-            )
-        )
+        outbox.forget_dead(tx.conn, account_id=account_id, kind=SYNC)
         for row in rows:
             tx.enqueue_once(account_id=account_id, kind=SYNC, target_id=row.id)
         return _sync_status(tx.conn, account_id)

@@ -82,6 +82,17 @@ def users_changed(tx: Transaction, account_id: str) -> None:
         )
 
 
+def needs_resync(tx: Transaction, account_id: str, monitor_id: str) -> None:
+    """Graph said the monitor's subscription needs care (reauthorization, removal, missed
+    notifications): its upkeep runs now and reads its users back."""
+    tx.conn.execute(
+        update(PRESENCE_MONITORS)
+        .where(PRESENCE_MONITORS.c.id == monitor_id)
+        .values(resync_needed=True)
+    )
+    tx.enqueue_once(account_id=account_id, kind=UPKEEP, target_id=monitor_id)
+
+
 @dataclass(frozen=True)
 class MonitorSecrets:
     """What a monitor keeps encrypted: its start link, PKCE verifier, refresh token."""

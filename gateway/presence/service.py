@@ -140,6 +140,12 @@ def writes_to_teams(conn: Connection, account_id: str) -> bool:
     return row is not None and row.status == "active" and bool(row.config.get("presence_to_teams"))
 
 
+def read_back(tx: Transaction, account_id: str, user_id: str) -> None:
+    """The user's pending ``presence.read``, due now: Graph said their presence changed
+    without saying to what."""
+    tx.enqueue_once(account_id=account_id, kind=READ, target_id=user_id)
+
+
 def queue_write(tx: Transaction, account_id: str, user_id: str) -> None:
     """The user's pending ``presence.write``, due now (its handler sends the newest state)."""
     tx.enqueue_once(account_id=account_id, kind=WRITE, target_id=user_id)

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from gateway.presence.from_teams import apply_graph_presences
-from gateway.presence.monitors import UPKEEP
-from gateway.presence.service import READ
+from gateway.presence.monitors import needs_resync
+from gateway.presence.service import read_back
 from gateway.security import token_matches
 from gateway.ttl_cache import TtlCache
 from gateway.web.bodies import NulPolicy, decode_json_object, read_body
@@ -186,7 +186,7 @@ async def notifications(request: Request) -> tuple[Response, str]:
             for account_id, found in sorted(by_account.items()):
                 apply_graph_presences(tx, account_id, found)
             for account_id, user_id in sorted(reads):
-                tx.enqueue_once(account_id=account_id, kind=READ, target_id=user_id)
+                read_back(tx, account_id, user_id)
 
         await app_state(request).db.transact(work)
     return Response(status_code=202), "accepted" if kept else "ignored"
@@ -206,12 +206,7 @@ async def lifecycle(request: Request) -> tuple[Response, str]:
 
         def work(tx: Transaction) -> None:
             for account_id, monitor_id in sorted(monitors):
-                tx.conn.execute(
-                    update(PRESENCE_MONITORS)
-                    .where(PRESENCE_MONITORS.c.id == monitor_id)
-                    .values(resync_needed=True)
-                )
-                tx.enqueue_once(account_id=account_id, kind=UPKEEP, target_id=monitor_id)
+                needs_resync(tx, account_id, monitor_id)
 
         await app_state(request).db.transact(work)
     return Response(status_code=202), "accepted" if kept else "ignored"

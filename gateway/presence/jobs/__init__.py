@@ -8,7 +8,7 @@ presence imports from here.
 from __future__ import annotations
 
 from gateway.clients.providers import Providers
-from gateway.outbox.policy import policy_of
+from gateway.outbox.policy import RetryPolicy
 from gateway.outbox.worker import Handler
 from gateway.presence.jobs.directory import directory_handler
 from gateway.presence.jobs.graph import Budgets, GraphTools
@@ -40,7 +40,12 @@ def handlers(
         upkeep_every=settings.presence_upkeep_seconds,
         resource_data=settings.presence_resource_data,
     )
-    sends, upkeep = policy_of(settings, "sends"), policy_of(settings, "upkeep")
+    scale = settings.outbox_retry_scale
+    # Reads, writes and sync back off like messaging's sends (a few minutes); the upkeep
+    # of monitors and the directory keep trying for about half an hour, and each leaves
+    # its next run behind when it gives up.
+    sends = RetryPolicy(attempts=settings.send_max_attempts, cap=600.0, scale=scale)
+    upkeep = RetryPolicy(attempts=10, base=5.0, cap=3600.0, scale=scale)
     return {
         READ: presence_read_handler(db, secrets, PresenceReader(graph, identity, budgets), sends),
         DIRECTORY: directory_handler(tools, upkeep),

@@ -38,7 +38,7 @@ from storage.engine import Database
 from storage.rows import MonitorRow
 from storage.tables import PRESENCE_MONITORS, utcnow
 
-log = structlog.get_logger("gateway.delivery")
+log = structlog.get_logger("gateway.presence.jobs")
 
 T = TypeVar("T")
 R = TypeVar("R")

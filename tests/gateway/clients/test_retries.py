@@ -47,12 +47,28 @@ def test_a_final_failure_is_not_repeated() -> None:
     assert calls.count == 1
 
 
-def test_a_wait_beyond_the_budget_gives_up_instead_of_waiting() -> None:
-    """A Retry-After longer than what is left of max_wait raises without sleeping it."""
+def test_an_admin_waiting_gets_the_longer_of_backoff_and_retry_after() -> None:
+    """Without a budget the wait is at least the server's Retry-After (two waits of 0.3 s
+    are taken), and a Retry-After beyond twice the cap ends the retries at once."""
+    calls = Calls(busy(retry_after=0.3), busy(retry_after=0.3))
+    assert run(with_retries(calls, attempts=3, base=0.01, cap=0.2)) == "done"
+    assert calls.count == 3
+    too_long = Calls(busy(retry_after=5.0))
+    with pytest.raises(ProviderError):
+        run(with_retries(too_long, attempts=5, base=0.01, cap=0.2))
+    assert too_long.count == 1
+
+
+def test_a_job_with_a_budget_stops_when_the_waits_would_pass_it() -> None:
+    """With a budget, a Retry-After longer than what is left raises without sleeping it;
+    short ones are honoured as sent, however many fit."""
     calls = Calls(busy(retry_after=60.0))
     with pytest.raises(ProviderError):
-        run(with_retries(calls, attempts=5, max_wait=1.0))
+        run(with_retries(calls, attempts=5, budget=1.0))
     assert calls.count == 1
+    quick = Calls(busy(retry_after=0.0), busy(retry_after=0.0), busy(retry_after=0.0))
+    assert run(with_retries(quick, attempts=4, base=10.0, cap=10.0, budget=1.0)) == "done"
+    assert quick.count == 4
 
 
 def test_the_caller_decides_what_is_tried_again() -> None:
