@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 STAMP := $(VENV)/.installed
-PYTEST_WORKERS ?= auto
+# Three workers on two cores: many tests wait on processes and sockets, not on the CPU.
+PYTEST_WORKERS ?= 3
 
 .PHONY: run test test-sqlite test-fast demo lint clean
 
@@ -24,13 +25,15 @@ demo: $(STAMP)
 	$(BIN)/python -m demo
 
 ## Lint, type-check, then every test on SQLite and on a throwaway PostgreSQL, spread over
-## the machine's cores (PYTEST_WORKERS=0 runs them in this one process); the PostgreSQL
-## tests run one after another on one worker (see tests/conftest.py).
+## three workers (PYTEST_WORKERS=0 runs them in this one process); the PostgreSQL tests
+## run one after another on one worker (see tests/conftest.py). The throwaway
+## cluster lives in a temporary directory (-t), so an interrupted run leaves nothing behind
+## that stops the next one.
 test: lint
 	@command -v pg_virtualenv >/dev/null || { \
 	  echo "pg_virtualenv not found: install PostgreSQL (Debian: apt-get install postgresql)"; \
 	  exit 1; }
-	GATEWAY_TEST_REQUIRE_POSTGRES=1 pg_virtualenv $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	GATEWAY_TEST_REQUIRE_POSTGRES=1 pg_virtualenv -t $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 ## Every test on SQLite only (the PostgreSQL variants are not collected).
 test-sqlite: lint

@@ -34,7 +34,8 @@ enforces Graph's rules and pushes real notifications over HTTP:
   shortened to ``max_subscription_minutes`` when that is less), resource data only with an
   encryption certificate, and the validation handshake on both URLs before creating (400
   ``ValidationError`` unless each answers 200 ``text/plain`` with the token within
-  ``notification_timeout``). ``create_latency`` seconds more pass before a create is
+  ``notification_timeout``; ``unanswered_validations`` makes the next ones fail as if the
+  endpoint were too slow). ``create_latency`` seconds more pass before a create is
   answered (Graph can take that long; the subscription exists when the answer leaves,
   whether or not the caller still waits for it). Renew, delete, reauthorize only by the
   creating user and app; an expired, dropped or deleted subscription is 404 and sends
@@ -697,6 +698,8 @@ class FakeGraph:
         self.max_subscription_minutes = max_subscription_minutes
         self.notification_timeout = notification_timeout
         self.create_latency = 0.0
+        # The next this many validation handshakes fail as if the endpoint never answered.
+        self.unanswered_validations = 0
         self.available_fade = available_fade
         self.shuffle_batch_responses = shuffle_batch_responses
         self.rate_limiter = RateLimiter(presence_window, presence_budget)
@@ -1393,6 +1396,11 @@ class FakeGraph:
         )
         target = f"{url}{'&' if '?' in url else '?'}validationToken={quote_plus(token)}"
         record: dict[str, Any] = {"url": url, "token": token, "status": None, "ok": False}
+        if self.unanswered_validations > 0:
+            self.unanswered_validations -= 1
+            record["error"] = "TimeoutError"
+            self.validations.append(record)
+            return False
         started = time.monotonic()
         try:
             async with httpx2.AsyncClient(timeout=self.notification_timeout) as client:

@@ -170,6 +170,24 @@ def _signed_out(monitor: MonitorRow, message: str) -> Settle:
     return settle
 
 
+def _unvalidated(exc: GraphError, url: str) -> ProviderError | None:
+    """Graph's refusal of a subscription whose notification URL did not answer its
+    validation request in time (400 ``ValidationError``), as a failure tried again.
+
+    The answer depends on this gateway, not on the request: a replica busy for ten seconds,
+    or a load balancer still starting, fails the validation once and passes it the next
+    time. Dead-lettering it would leave the monitor unsubscribed until its next upkeep.
+    """
+    if exc.status != 400 or exc.graph_code != "ValidationError":
+        return None
+    return ProviderError(
+        f"{exc} Graph must reach {url} and get its answer within 10 seconds; trying again",
+        retryable=True,
+        status=exc.status,
+        code=exc.code,
+    )
+
+
 def upkeep_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
     """Keep a monitor's subscription alive and its users' presence current."""
     upkeep = _Upkeep(tools)
@@ -272,7 +290,7 @@ class _Upkeep:
             return await create()
         except GraphError as exc:
             if exc.status != 409:
-                raise
+                raise _unvalidated(exc, url) or exc
         leftovers = [
             item
             for item in await graph.list_subscriptions(token)
@@ -291,7 +309,7 @@ class _Upkeep:
             return await create()
         except GraphError as exc:
             if exc.status != 409:
-                raise
+                raise _unvalidated(exc, url) or exc
             # A create sent earlier without an answer was made in the meantime: the next
             # try, in a moment, finds it and replaces it.
             raise ProviderError(

@@ -78,8 +78,9 @@ class TeamsStack:
         return feed.settled(*feed.of_account(self.api))
 
     def sign_in(self, authorize_url: str) -> httpx2.Response:
-        """A browser following a monitor's link: the gateway, Microsoft, back to the gateway."""
-        with httpx2.Client(timeout=10, follow_redirects=True) as browser:
+        """A browser following a monitor's link: the gateway, Microsoft, back to the gateway
+        (a browser waits half a minute for a page, longer than a test machine's busiest moment)."""
+        with httpx2.Client(timeout=30, follow_redirects=True) as browser:
             return browser.get(authorize_url)
 
     def monitors(self) -> dict[str, Any]:

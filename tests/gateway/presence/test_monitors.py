@@ -136,6 +136,22 @@ def test_reauthorization_required_is_answered(teams_stack: TeamsStack) -> None:
     )
 
 
+def test_a_failed_validation_of_the_notification_url_is_tried_again(
+    teams_stack: TeamsStack,
+) -> None:
+    """Graph could not validate the notification URL once (the gateway was too slow to
+    answer): the create is tried again and the monitor subscribes, without an operator."""
+    teams_stack.microsoft.graph.unanswered_validations = 1
+    assert teams_stack.set_teams().status_code == 200
+    monitor = subscribed_monitor(teams_stack)
+    assert monitor["last_error"] is None
+    failed, *passed = teams_stack.microsoft.graph.validations
+    assert not failed["ok"]
+    assert [v["ok"] for v in passed] == [True, True]
+    # Retried as a failure that passes, not given up on.
+    assert teams_stack.api("GET", "/dead-letters").json()["items"] == []
+
+
 @pytest.mark.parametrize("stack_overrides", [{"outbound_timeout": 0.5}])
 def test_a_subscription_answered_slowly_is_waited_for_and_made_once(
     teams_stack: TeamsStack,
