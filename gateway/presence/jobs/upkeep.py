@@ -276,21 +276,27 @@ class _Upkeep:
         url = self.tools.public_url + "/webhooks/graph/notifications"
 
         async def create() -> Subscription:
-            return await graph.create_subscription(
-                token,
-                user_ids=users,
-                notification_url=url,
-                lifecycle_url=self.tools.public_url + "/webhooks/graph/lifecycle",
-                expires_at=datetime.now(UTC) + timedelta(minutes=SUBSCRIPTION_MINUTES),
-                client_state=client_state,
-                certificate=certificate,
-            )
+            try:
+                return await graph.create_subscription(
+                    token,
+                    user_ids=users,
+                    notification_url=url,
+                    lifecycle_url=self.tools.public_url + "/webhooks/graph/lifecycle",
+                    expires_at=datetime.now(UTC) + timedelta(minutes=SUBSCRIPTION_MINUTES),
+                    client_state=client_state,
+                    certificate=certificate,
+                )
+            except GraphError as exc:
+                unvalidated = _unvalidated(exc, url)
+                if unvalidated is None:
+                    raise
+                raise unvalidated from exc
 
         try:
             return await create()
         except GraphError as exc:
             if exc.status != 409:
-                raise _unvalidated(exc, url) or exc
+                raise
         leftovers = [
             item
             for item in await graph.list_subscriptions(token)
@@ -309,7 +315,7 @@ class _Upkeep:
             return await create()
         except GraphError as exc:
             if exc.status != 409:
-                raise _unvalidated(exc, url) or exc
+                raise
             # A create sent earlier without an answer was made in the meantime: the next
             # try, in a moment, finds it and replaces it.
             raise ProviderError(
