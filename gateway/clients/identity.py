@@ -136,6 +136,10 @@ def _error(reply: Reply, what: str) -> IdentityError:
     )
 
 
+# Seconds a refresh's answer is waited for (see ``IdentityPlatform.refresh``).
+REFRESH_TIMEOUT = 60.0
+
+
 class IdentityPlatform:
     """The identity platform at ``login_url`` (``GATEWAY_LOGIN_URL``)."""
 
@@ -150,7 +154,13 @@ class IdentityPlatform:
         return f"{self.login_url}/{quote(tenant, safe='')}{path}"
 
     async def _token(
-        self, tenant: str, form: dict[str, str], what: str, *, attempts: int = 3
+        self,
+        tenant: str,
+        form: dict[str, str],
+        what: str,
+        *,
+        attempts: int = 3,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         async def call() -> Reply:
             return await request(
@@ -159,6 +169,7 @@ class IdentityPlatform:
                 self._endpoint(tenant, "/oauth2/v2.0/token"),
                 what=what,
                 form=form,
+                timeout=timeout,
                 limit=ANSWER_LIMIT,
             )
 
@@ -301,8 +312,11 @@ class IdentityPlatform:
             },
             "token refresh",
             # Never repeated blindly: a refresh the platform processed spent the old token,
-            # and a repeat of it would be refused as reused.
+            # and a repeat of it would be refused as reused. For the same reason its answer
+            # is waited for longer than other calls': given up on, a new refresh token the
+            # platform issued is lost, and the monitor must be signed in again.
             attempts=1,
+            timeout=max(REFRESH_TIMEOUT, self._http.timeout.total or 0.0),
         )
         return self._user_tokens(body)
 

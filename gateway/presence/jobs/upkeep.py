@@ -214,8 +214,12 @@ class _Upkeep:
         db = self.tools.db
         taken, resync = await db.transact(lambda tx: _take_upkeep(tx, row.target_id))
         if not taken:
+            # Tried again until the other one ends: its hold lasts UPKEEP_LEASE at most,
+            # which the attempts outlast at this pace.
             raise ProviderError(
-                "another upkeep of this monitor is running", retryable=True, retry_after=1.0
+                "another upkeep of this monitor is running",
+                retryable=True,
+                retry_after=UPKEEP_LEASE / 8,
             )
         try:
             settle = await self._run(row, resync)
