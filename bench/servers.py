@@ -254,6 +254,7 @@ def prepare_gateway(
     data_dir.mkdir(parents=True)
     # No GATEWAY_ setting from outside: only the ones chosen here.
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_DRAIN_SECONDS"] = "0"  # stopped between runs, with nothing routing to it
     env |= {
         "GATEWAY_DATA_DIR": str(data_dir),
         "GATEWAY_ADMIN_TOKEN": secrets.token_urlsafe(32),

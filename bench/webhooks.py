@@ -112,6 +112,7 @@ def gateway_env(
         "GATEWAY_TWILIO_API_URL": fake_url,
         "GATEWAY_LOG_LEVEL": "WARNING",
         "GATEWAY_SECRET_KEYS": "tDC1qomeyDzEI3V1fSPZ2gVYQj2bBV6hYMQ_IVBWRYk=",
+        "GATEWAY_DRAIN_SECONDS": "0",  # stopped between runs, with nothing routing to it
         **extra,
     }
     env.pop("GATEWAY_DATABASE_URL", None)

@@ -100,6 +100,8 @@ def main() -> None:
             "GATEWAY_LOGIN_URL": microsoft_url,
             "GATEWAY_OUTBOX_POLL_SECONDS": "0.1",
             "GATEWAY_LOG_LEVEL": "WARNING",
+            # The demo's server stops when the story ends: nothing routes to it to drain.
+            "GATEWAY_DRAIN_SECONDS": "0",
         }
         env.pop("GATEWAY_SECRET_KEYS", None)
         env.pop("GATEWAY_DATABASE_URL", None)

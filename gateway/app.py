@@ -40,6 +40,7 @@ from gateway.security import SecretBox
 from gateway.settings import Settings
 from gateway.ttl_cache import TtlCache
 from gateway.web.auth import failure_limiter
+from gateway.web.drain import Drain
 from gateway.web.error_handling import HANDLED, ErrorHandlingMiddleware, exception_handler
 from gateway.web.headers import BROWSER_PAGES, NO_STORE, SurfaceHeadersMiddleware
 from gateway.web.health import routes as health_routes
@@ -55,7 +56,7 @@ from observability.logging import configure_logging
 from observability.metrics import Metrics
 from observability.middleware import ObservabilityMiddleware
 from storage.engine import Database, make_engine
-from storage.migrate import upgrade
+from storage.migrate import SchemaState, check_usable, upgrade
 
 ADMIN_OPERATIONS = [
     *ACCOUNT_OPERATIONS,
@@ -82,24 +83,39 @@ def _admin_surface() -> Surface:
     return Surface(API, routes, PROBLEM_JSON, headers=NO_STORE)
 
 
-def _migrated_engine(settings: Settings) -> Engine:
-    engine = make_engine(
+def _engine(settings: Settings) -> Engine:
+    return make_engine(
         settings.effective_database_url,
         pool_size=settings.database_pool_size,
         sqlite_synchronous=settings.sqlite_synchronous,
     )
-    upgrade(engine)
-    return engine
 
 
-def migrate_database(settings: Settings) -> None:
-    """Bring the database of ``settings`` to the newest schema (no threads, no writer)."""
-    _migrated_engine(settings).dispose()
+def _prepared(engine: Engine, *, migrate: bool) -> SchemaState:
+    """The schema migrated to this code's head, or, without ``migrate``, checked usable
+    (``SchemaUnusable`` says what to do otherwise)."""
+    return upgrade(engine) if migrate else check_usable(engine)
+
+
+def migrate_database(settings: Settings, *, migrate: bool | None = None) -> SchemaState:
+    """Bring the database of ``settings`` to this code's schema (no threads, no writer);
+    ``migrate`` defaults to ``GATEWAY_MIGRATE_ON_START``, and ``False`` only checks."""
+    engine = _engine(settings)
+    try:
+        return _prepared(engine, migrate=settings.migrate_on_start if migrate is None else migrate)
+    finally:
+        engine.dispose()
 
 
 def open_database(settings: Settings, metrics: Metrics | None = None) -> Database:
-    """The migrated database of ``settings``, with its threads (CLI and server alike)."""
-    engine = _migrated_engine(settings)
+    """The migrated (or checked, see ``GATEWAY_MIGRATE_ON_START``) database of
+    ``settings``, with its threads (CLI and server alike)."""
+    engine = _engine(settings)
+    try:
+        _prepared(engine, migrate=settings.migrate_on_start)
+    except BaseException:
+        engine.dispose()
+        raise
     return Database(
         engine,
         threads=settings.database_pool_size,
@@ -138,13 +154,19 @@ def _outbox_worker(state: AppState, handlers: Mapping[str, Handler]) -> OutboxWo
     return worker
 
 
-def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlette:
-    """Build the gateway app; its lifespan migrates the database to the newest schema."""
+def create_app(
+    settings: Settings, *, metrics: Metrics | None = None, drain_on_sigterm: bool = False
+) -> Starlette:
+    """Build the gateway app; its lifespan migrates the database to the newest schema.
+
+    ``drain_on_sigterm``: a server process's app drains before it stops (``Drain``).
+    """
     metrics = metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
         secrets = SecretBox(load_secret_keys(settings))
+        drain = Drain(settings.drain_seconds, settings.shutdown_seconds)
         db = open_database(settings, metrics)
         providers = Providers.from_settings(settings)
         state = AppState(
@@ -158,9 +180,14 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
             auth_failures=failure_limiter(settings),
             secrets=secrets,
             providers=providers,
+            drain=drain,
         )
         handlers = outbox_handlers(db, secrets, providers, settings)
         worker = _outbox_worker(state, handlers)
+        if worker is not None:
+            drain.on_drain(worker.stop_claiming)
+        if drain_on_sigterm:
+            drain.install()
         certificates = CertificateRing()
         try:
             yield {
@@ -174,7 +201,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
             }
         finally:
             if worker is not None:
-                await worker.stop()
+                # After a SIGTERM, within what is left of drain + shutdown.
+                await worker.stop(grace=drain.remaining(worker.settings.grace))
             await providers.close()
             certificates.close()
             db.dispose()
@@ -220,6 +248,6 @@ def app_from_environment() -> Starlette:
     """The app of a server process (``serve``), with settings from the environment."""
     settings = Settings()
     configure_logging(settings.log_level)
-    app = create_app(settings)
+    app = create_app(settings, drain_on_sigterm=True)
     _tune_garbage_collection()
     return app

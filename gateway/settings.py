@@ -93,6 +93,33 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, le=64, description="Server processes accepting on the one port."
     )
+    keepalive_seconds: int = Field(
+        default=75,
+        gt=0,
+        le=3600,
+        description="Seconds an idle HTTP connection is kept open. Above the idle timeout "
+        "of the load balancers in front (60 s for most): a server that closes first races "
+        "the balancer's next request on that connection, which then fails with a 502.",
+    )
+    drain_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="After SIGTERM, seconds /readyz answers 503 while requests are still "
+        "served: Kubernetes keeps routing to a terminating pod for a few seconds.",
+    )
+    shutdown_seconds: int = Field(
+        default=20,
+        gt=0,
+        le=600,
+        description="After the drain, seconds requests in flight and claimed outbox jobs "
+        "are given to finish; jobs still running are then given back to other replicas.",
+    )
+    migrate_on_start: bool = Field(
+        default=True,
+        description="Migrate the database when serve starts. Off where a separate step "
+        "migrates (the Helm chart's Job): serve then refuses a schema it cannot use.",
+    )
     twilio_api_url: str = Field(
         default="https://api.twilio.com",
         description="Base URL of Twilio's REST API (the gateway adds /2010-04-01/...).",

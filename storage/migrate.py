@@ -7,6 +7,11 @@ first, so exactly one migrates and the others wait for it, then find the schema 
 and do nothing. Without the lock, two processes created the same tables and one died
 with a unique violation. On SQLite the migration runs inside ``BEGIN IMMEDIATE`` (see
 env.py), which serializes migrators the same way.
+
+During a rolling upgrade, replicas of the old version go on serving while the new one
+has migrated. The schema names the oldest code that can use it (``schema_compatibility``,
+decision 0017): a process stays ready on a newer schema that still admits it, and refuses,
+saying why, one it cannot use, older or newer.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import structlog
 from alembic import command
@@ -69,10 +76,32 @@ def migration_lock(engine: Engine) -> Iterator[None]:
             connection.commit()
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent; one process at a time)."""
+class SchemaUnusable(RuntimeError):
+    """The database's schema is one this code cannot use; the message says what to do."""
+
+
+def upgrade(engine: Engine) -> SchemaState:
+    """Bring the schema to this code's newest revision (idempotent; one process at a time).
+
+    A schema newer than this code is left alone when it admits this code (an older
+    replica restarting during a rolling upgrade) and refused otherwise.
+    """
     with migration_lock(engine):
-        command.upgrade(alembic_config(engine), "head")
+        state = read_schema_state(engine)
+        if state.verdict == "too_new":
+            raise SchemaUnusable(state.explained())
+        if state.verdict != "compatible":
+            command.upgrade(alembic_config(engine), "head")
+            state = read_schema_state(engine)
+        return state
+
+
+def check_usable(engine: Engine) -> SchemaState:
+    """The schema, refused with ``SchemaUnusable`` unless this code can serve on it."""
+    state = read_schema_state(engine)
+    if not state.usable:
+        raise SchemaUnusable(state.explained())
+    return state
 
 
 @functools.cache
@@ -87,10 +116,84 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def schema_is_current(connection: Connection) -> bool:
-    """The same check on an open connection, with one small query (for /readyz)."""
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision of the packaged chain: a database at any other is newer than this code."""
+    script = ScriptDirectory.from_config(_packaged_config())
+    return frozenset(rev.revision for rev in script.walk_revisions())
+
+
+def require_code(revision: str) -> None:
+    """In a migration: code whose newest migration is older than ``revision`` cannot use the
+    schema this migration leaves (it removes or changes something that code reads)."""
+    from alembic import op
+
+    op.execute(text("DELETE FROM schema_compatibility"))
+    op.get_bind().execute(
+        text("INSERT INTO schema_compatibility (id, oldest_code) VALUES (1, :revision)"),
+        {"revision": revision},
+    )
+
+
+Verdict = Literal["current", "compatible", "outdated", "empty", "too_new"]
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where the database's schema stands for this code."""
+
+    revision: str | None
+    oldest_code: str | None
+    verdict: Verdict
+
+    @property
+    def usable(self) -> bool:
+        """This code can serve on it: its own head, or a newer schema that admits it."""
+        return self.verdict in ("current", "compatible")
+
+    def explained(self) -> str:
+        """What is wrong and what to do, for an operator."""
+        head = packaged_head()
+        if self.verdict == "empty":
+            return "the database has no schema yet: run `cloudlink-gateway migrate` first"
+        if self.verdict == "outdated":
+            return (
+                f"the database schema is at revision {self.revision}, older than this "
+                f"version's {head}: run `cloudlink-gateway migrate` (the chart's migration "
+                "Job) first"
+            )
+        if self.verdict == "too_new":
+            return (
+                f"the database schema is at revision {self.revision}, made by a newer version "
+                f"that needs code from revision {self.oldest_code or '(unknown)'} on; this "
+                f"version is at {head}: run the newer version"
+            )
+        return f"the database schema is at revision {self.revision}, usable by this version"
+
+
+def schema_state(connection: Connection) -> SchemaState:
+    """The schema's revision and whether this code can use it, in one or two small reads."""
     try:
-        found = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
-        return list(found) == [packaged_head()]
+        revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLAlchemyError:
-        return False
+        connection.rollback()
+        revision = None
+    if revision is None:
+        return SchemaState(None, None, "empty")
+    if revision == packaged_head():
+        return SchemaState(revision, None, "current")
+    if revision in known_revisions():
+        return SchemaState(revision, None, "outdated")
+    try:
+        oldest = connection.execute(text("SELECT oldest_code FROM schema_compatibility")).scalar()
+    except SQLAlchemyError:
+        connection.rollback()
+        oldest = None
+    admitted = oldest is not None and oldest in known_revisions()
+    return SchemaState(revision, oldest, "compatible" if admitted else "too_new")
+
+
+def read_schema_state(engine: Engine) -> SchemaState:
+    """``schema_state`` on a connection of its own."""
+    with engine.connect() as connection:
+        return schema_state(connection)

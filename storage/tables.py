@@ -506,3 +506,15 @@ PRESENCE_USERS = _table(PresenceUser)
 PRESENCE_STATES = _table(PresenceState)
 PRESENCE_MONITORS = _table(PresenceMonitor)
 NOTIFICATION_CERTIFICATES = _table(NotificationCertificate)
+
+
+class SchemaCompatibility(SQLModel, table=True):
+    """One row: the oldest code (its newest migration's revision) that can use this
+    schema. Migrations that only add leave it; one that removes or changes what older code
+    reads raises it to its own revision (decision 0017). A replica of older code stays
+    ready on a newer schema whose row names a revision it knows."""
+
+    __tablename__ = "schema_compatibility"
+
+    id: int = Field(default=1, primary_key=True)
+    oldest_code: str = Field(sa_column=Column(String(32), nullable=False))

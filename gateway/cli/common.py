@@ -28,6 +28,7 @@ from gateway.web.errors import GatewayError
 from observability.logging import configure_logging
 from storage.engine import Database
 from storage.errors import DatabaseUnavailable
+from storage.migrate import SchemaUnusable
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -93,9 +94,18 @@ def plain(value: Any) -> Any:
     return value
 
 
+def usable_database(settings: Settings) -> Database:
+    """The database of ``settings``, migrated or checked; a schema this version cannot
+    use ends the command (exit 2) with what to do."""
+    try:
+        return open_database(settings)
+    except SchemaUnusable as exc:
+        fail(str(exc), configuration=True)
+
+
 def run_service(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) -> T:
     """Run one service call on the configured database; errors exit 1 with their detail."""
-    db = open_database(load_settings())
+    db = usable_database(load_settings())
     try:
         with refusals_fail():
             return asyncio.run(fn(db, **kwargs))
@@ -125,7 +135,7 @@ def run_with_tools(work: Callable[[Tools], Coroutine[Any, Any, T]]) -> T:
         finally:
             await providers.close()
 
-    db = open_database(settings)
+    db = usable_database(settings)
     try:
         with refusals_fail():
             return asyncio.run(main())

@@ -16,11 +16,12 @@ import click
 
 from gateway.app import migrate_database
 from gateway.cli import accounts, messaging, presence
-from gateway.cli.common import load_settings, secret_box
+from gateway.cli.common import fail, load_settings, secret_box
 from gateway.security import generate_key
 from gateway.settings import Settings
 from observability.logging import configure_logging
 from observability.metrics import MULTIPROCESS_ENV, new_metrics_directory
+from storage.migrate import SchemaState, SchemaUnusable
 
 
 @click.group()
@@ -96,7 +97,7 @@ def serve(host: str, port: int, workers: int | None) -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
     secret_box(settings)
-    migrate_database(settings)
+    _schema(settings)
     metrics_dir = None
     if settings.workers > 1:
         # Metrics of every worker are summed from files in one directory the gateway
@@ -116,10 +117,20 @@ def serve(host: str, port: int, workers: int | None) -> None:
             access_log=False,
             proxy_headers=True,
             server_header=False,
+            timeout_keep_alive=settings.keepalive_seconds,
+            timeout_graceful_shutdown=settings.shutdown_seconds,
         )
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _schema(settings: Settings, *, migrate: bool | None = None) -> SchemaState:
+    """Migrate (or check) the schema, or end with what to do when it cannot be used."""
+    try:
+        return migrate_database(settings, migrate=migrate)
+    except SchemaUnusable as exc:
+        fail(str(exc), configuration=True)
 
 
 @main.command()
@@ -127,8 +138,11 @@ def migrate() -> None:
     """Bring the database schema to the newest revision."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    migrate_database(settings)
-    click.echo("database is at the newest schema revision")
+    state = _schema(settings, migrate=True)
+    if state.verdict == "compatible":
+        click.echo(f"{state.explained()}: nothing to migrate")
+    else:
+        click.echo(f"database is at schema revision {state.revision}, this version's newest")
 
 
 @main.command("generate-key")

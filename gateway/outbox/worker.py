@@ -101,17 +101,23 @@ class OutboxWorker:
         """Look for work now (called on the event loop after a commit that enqueued)."""
         self._wake.set()
 
-    async def stop(self) -> None:
-        """Stop claiming, let deliveries finish for the grace period, release the rest."""
+    def stop_claiming(self) -> None:
+        """Claim nothing more (the process drains): deliveries already running go on."""
         self._stopping = True
         self.db.outbox_listener = None
         self._wake.set()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming, let deliveries finish for ``grace`` seconds (the settings' grace
+        by default), and give back the claims of the rest to other processes."""
+        self.stop_claiming()
         if self._loop_task is not None:
             await self._loop_task
         unfinished: list[int] = []
         if self._running:
             _done, pending = await asyncio.wait(
-                list(self._running.values()), timeout=self.settings.grace
+                list(self._running.values()),
+                timeout=self.settings.grace if grace is None else grace,
             )
             unfinished = [pk for pk, task in self._running.items() if task in pending]
             for task in pending:

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from gateway.web.routing import TemplateRoute
 from gateway.web.state import app_state
 from storage.errors import DatabaseUnavailable
-from storage.migrate import schema_is_current
+from storage.migrate import schema_state
 
 
 async def livez(request: Request) -> Response:
@@ -24,11 +24,18 @@ async def livez(request: Request) -> Response:
 
 
 def _database_state(conn: Connection) -> str:
+    """``ok`` on this code's schema and on a newer one that admits this code (a rolling
+    upgrade has migrated while this replica still serves); the verdict otherwise."""
     conn.execute(text("SELECT 1"))
-    return "ok" if schema_is_current(conn) else "schema_outdated"
+    state = schema_state(conn)
+    return "ok" if state.usable else f"schema_{state.verdict}"
 
 
 async def readyz(request: Request) -> Response:
+    """503 while the process drains before it stops (SIGTERM), or when its database cannot
+    serve it; 200 otherwise."""
+    if app_state(request).drain.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
     try:
         state = await app_state(request).db.query(_database_state)
     except (SQLAlchemyError, DatabaseUnavailable):

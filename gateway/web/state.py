@@ -14,6 +14,7 @@ from starlette.requests import Request
 from gateway.clients.providers import Providers
 from gateway.security import SecretBox
 from gateway.settings import Settings
+from gateway.web.drain import Drain
 from gateway.web.ratelimit import RateLimiter
 from observability.metrics import Metrics
 from storage.engine import Database
@@ -30,6 +31,7 @@ class AppState:
     auth_failures: RateLimiter
     secrets: SecretBox
     providers: Providers
+    drain: Drain
 
 
 def app_state(request: Request) -> AppState:

@@ -76,7 +76,8 @@ def _start(env: dict[str, str], workers: int, sink: IO[str] | None) -> ServerPro
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
+        # Stopped at the end of each test: no load balancer to drain for, unless asked.
+        env={"GATEWAY_DRAIN_SECONDS": "0", **env},
         stdout=subprocess.DEVNULL,
         stderr=sink if sink is not None else subprocess.DEVNULL,
         text=True,

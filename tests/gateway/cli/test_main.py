@@ -49,6 +49,23 @@ def test_bad_configuration_exits_2_naming_the_variable(env: dict[str, str]) -> N
     assert "GATEWAY_PUBLIC_URL" in result.stderr
 
 
+def test_without_migrate_on_start_serve_refuses_an_unmigrated_database_saying_what_to_do(
+    env: dict[str, str],
+) -> None:
+    """GATEWAY_MIGRATE_ON_START=false (a separate step migrates): serve and the commands
+    exit 2 on a database not migrated yet, naming the command to run; after `migrate`,
+    they work."""
+    unmigrated = {**env, "GATEWAY_MIGRATE_ON_START": "false"}
+    for command in (("serve", "--port", "1"), ("account", "list", "--json")):
+        result = cli(unmigrated, *command)
+        assert result.returncode == 2, result.stderr
+        assert "cloudlink-gateway migrate" in result.stderr
+    migrated = cli(unmigrated, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "this version's newest" in migrated.stdout
+    assert cli(unmigrated, "account", "list", "--json").returncode == 0
+
+
 def test_serve_refuses_a_short_admin_token_naming_the_variable(env: dict[str, str]) -> None:
     """`serve` with a guessable operator token exits 2 before binding, naming the variable."""
     result = cli({**env, "GATEWAY_ADMIN_TOKEN": "short-but-set"}, "serve", "--port", "1")
