@@ -56,7 +56,7 @@ def server_env(
     }
 
 
-def _wait_ready(server: ServerProcess, workers: int) -> None:
+def wait_ready(server: ServerProcess, workers: int) -> None:
     deadline = time.monotonic() + 60
     with httpx2.Client(timeout=5) as http:
         while time.monotonic() < deadline:
@@ -72,7 +72,7 @@ def _wait_ready(server: ServerProcess, workers: int) -> None:
     raise RuntimeError("the server did not become ready")
 
 
-def _start(env: dict[str, str], workers: int, sink: IO[str] | None) -> ServerProcess:
+def start_server(env: dict[str, str], workers: int, sink: IO[str] | None) -> ServerProcess:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", str(workers)],
@@ -85,7 +85,7 @@ def _start(env: dict[str, str], workers: int, sink: IO[str] | None) -> ServerPro
     return ServerProcess(f"http://127.0.0.1:{port}", process)
 
 
-def _stop(server: ServerProcess) -> None:
+def stop_server(server: ServerProcess) -> None:
     server.process.terminate()
     try:
         server.process.wait(timeout=30)
@@ -120,11 +120,11 @@ def serving_together(
             stack.enter_context(path.open("w")) if path is not None else None
             for path in (outputs or [None] * len(envs))
         ]
-        servers = [_start(env, workers, sink) for env, sink in zip(envs, sinks, strict=True)]
+        servers = [start_server(env, workers, sink) for env, sink in zip(envs, sinks, strict=True)]
         try:
             for server in servers:
-                _wait_ready(server, workers)
+                wait_ready(server, workers)
             yield servers
         finally:
             for server in servers:
-                _stop(server)
+                stop_server(server)
