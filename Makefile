@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Three workers on two cores: many tests wait on processes and sockets, not on the CPU.
 PYTEST_WORKERS ?= 3
 
-.PHONY: run test test-sqlite test-fast demo lint clean
+.PHONY: run test test-sqlite test-fast demo lint clean image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,10 @@ test: lint
 	@command -v pg_virtualenv >/dev/null || { \
 	  echo "pg_virtualenv not found: install PostgreSQL (Debian: apt-get install postgresql)"; \
 	  exit 1; }
-	GATEWAY_TEST_REQUIRE_POSTGRES=1 pg_virtualenv -t $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	@command -v promtool >/dev/null || { \
+	  echo "promtool not found: install Prometheus (Debian: apt-get install prometheus)"; \
+	  exit 1; }
+	GATEWAY_TEST_REQUIRE_POSTGRES=1 GATEWAY_TEST_REQUIRE_PROMTOOL=1 pg_virtualenv -t $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 ## Every test on SQLite only (the PostgreSQL variants are not collected).
 test-sqlite: lint
@@ -51,3 +54,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+## The production image from Containerfile, built and checked here (as root: lint, build,
+## then run its entry point on a read-only root filesystem); tagged cloudlink-gateway:VERSION.
+image:
+	bash .ci/image

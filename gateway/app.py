@@ -29,6 +29,7 @@ from gateway.clients.providers import Providers
 from gateway.delivery.handlers import handlers as messaging_handlers
 from gateway.delivery.routes import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.events.routes import OPERATIONS as EVENT_OPERATIONS
+from gateway.outbox.throttle import SharedBuckets
 from gateway.outbox.worker import Handler, OutboxWorker, WorkerSettings
 from gateway.presence.jobs import handlers as presence_handlers
 from gateway.presence.routes import BROWSER_ROUTES as PRESENCE_BROWSER_ROUTES
@@ -46,7 +47,7 @@ from gateway.web.headers import BROWSER_PAGES, NO_STORE, SurfaceHeadersMiddlewar
 from gateway.web.health import routes as health_routes
 from gateway.web.openapi import API, build_openapi
 from gateway.web.pages import HTML_PAGE
-from gateway.web.ratelimit import RateLimiter
+from gateway.web.ratelimit import AccountLimit, LocalLimit, RateLimiter
 from gateway.web.responses import PROBLEM_JSON, json_response
 from gateway.web.routing import Surface, TemplateRoute
 from gateway.web.state import AppState
@@ -124,6 +125,16 @@ def open_database(settings: Settings, metrics: Metrics | None = None) -> Databas
     )
 
 
+def scim_limit(settings: Settings, db: Database) -> AccountLimit:
+    """The SCIM rate limit of each account, the configured one for the whole deployment:
+    shared by every replica through the database on PostgreSQL, divided among the
+    worker processes of the one machine on the embedded default (decision 0018)."""
+    rate, burst = settings.scim_rate_limit_per_second, settings.scim_rate_limit_burst
+    if not settings.embedded:
+        return SharedBuckets(db, rate, burst, namespace="scim")
+    return LocalLimit(RateLimiter(rate / settings.workers, max(1, burst // settings.workers)))
+
+
 def outbox_handlers(
     db: Database, secrets: SecretBox, providers: Providers, settings: Settings
 ) -> dict[str, Handler]:
@@ -173,10 +184,7 @@ def create_app(
             settings=settings,
             db=db,
             metrics=metrics,
-            rate_limiter=RateLimiter(
-                settings.scim_rate_limit_per_second / settings.workers,
-                max(1, settings.scim_rate_limit_burst // settings.workers),
-            ),
+            rate_limiter=scim_limit(settings, db),
             auth_failures=failure_limiter(settings),
             secrets=secrets,
             providers=providers,

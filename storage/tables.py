@@ -518,3 +518,18 @@ class SchemaCompatibility(SQLModel, table=True):
 
     id: int = Field(default=1, primary_key=True)
     oldest_code: str = Field(sa_column=Column(String(32), nullable=False))
+
+
+class RateBudget(SQLModel, table=True):
+    """A token bucket every replica takes from (PostgreSQL): the SCIM limit of an account,
+    Graph's presence budget of a tenant's app. ``updated_at`` is the database's clock, so
+    that replicas' clocks do not matter."""
+
+    __tablename__ = "rate_budgets"
+
+    key: str = Field(max_length=200, primary_key=True)
+    tokens: float = Field(sa_column=Column(Double, nullable=False))
+    updated_at: float = Field(sa_column=Column(Double, nullable=False))
+
+
+RATE_BUDGETS = _table(RateBudget)

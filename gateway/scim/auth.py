@@ -38,7 +38,7 @@ async def authenticate(request: Request, state: AppState) -> Tenant:
                 "regenerated or the Azure AD Sync integration removed: generate keys again "
                 "and update both values in Entra."
             )
-    wait = state.rate_limiter.acquire(account_id)
+    wait = await state.rate_limiter.acquire(account_id)
     if wait is not None:
         raise RateLimited(
             f"Too many SCIM requests for this account; retry after {wait} s.", retry_after=wait

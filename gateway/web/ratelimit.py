@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from typing import Protocol
 
 from gateway.outbox.throttle import Clock, TokenBucket, whole_seconds
 
@@ -85,3 +86,23 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class AccountLimit(Protocol):
+    """The SCIM limit of an account: in this process (``LocalLimit``), or shared by every
+    replica through the database (``gateway.outbox.throttle.SharedBuckets``)."""
+
+    async def acquire(self, key: str) -> int | None:
+        """None if allowed, else whole seconds to wait before retrying."""
+        ...
+
+
+class LocalLimit:
+    """A ``RateLimiter`` as an ``AccountLimit`` (the embedded default: one machine, its
+    worker processes each taking a share of the limit)."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def acquire(self, key: str) -> int | None:
+        return self.limiter.acquire(key)

@@ -15,7 +15,7 @@ from gateway.clients.providers import Providers
 from gateway.security import SecretBox
 from gateway.settings import Settings
 from gateway.web.drain import Drain
-from gateway.web.ratelimit import RateLimiter
+from gateway.web.ratelimit import AccountLimit, RateLimiter
 from observability.metrics import Metrics
 from storage.engine import Database
 
@@ -27,7 +27,7 @@ class AppState:
     settings: Settings
     db: Database
     metrics: Metrics
-    rate_limiter: RateLimiter
+    rate_limiter: AccountLimit
     auth_failures: RateLimiter
     secrets: SecretBox
     providers: Providers

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
-def _envs(tmp_path: Path, database_url: str, urls: dict[str, str]) -> list[dict[str, str]]:
+def _envs(
+    tmp_path: Path, database_url: str, urls: dict[str, str], **settings: str
+) -> list[dict[str, str]]:
     return [
         server_env(
             tmp_path / f"data-{n}",
@@ -66,6 +69,7 @@ def _envs(tmp_path: Path, database_url: str, urls: dict[str, str]) -> list[dict[
             GATEWAY_OUTBOX_LEASE_SECONDS="5",
             GATEWAY_SEND_MAX_ATTEMPTS="20",
             GATEWAY_EVENT_MAX_ATTEMPTS="20",
+            **settings,
         )
         for n in range(REPLICAS)
     ]
@@ -256,3 +260,67 @@ def test_three_replicas_one_killed_mid_load_lose_and_repeat_nothing(
             stop_server(replica)
         for log in logs:
             log.close()
+
+
+RATE, BURST = 20, 20
+
+
+@pytest.mark.parametrize("spread", [True, False], ids=["spread", "one-replica"])
+def test_an_accounts_scim_limit_is_the_configured_one_whatever_the_replicas(
+    tmp_path: Path,
+    database_url: str,
+    fakes: Fakes,  # noqa: F811
+    spread: bool,
+) -> None:
+    """20 requests a second and a burst of 20 for the account across three replicas,
+    within 10%, whether the requests are spread over them or all reach one (a balancer
+    that keeps Entra's connection on one pod)."""
+    envs = _envs(
+        tmp_path,
+        database_url,
+        fakes[3],
+        GATEWAY_SCIM_RATE_LIMIT_PER_SECOND=str(RATE),
+        GATEWAY_SCIM_RATE_LIMIT_BURST=str(BURST),
+    )
+    replicas = [start_server(env, 1, None) for env in envs]
+    try:
+        for replica in replicas:
+            wait_ready(replica, 1)
+        with _client(replicas[0].url) as http:
+            account = http.post("/api/v1/accounts", json={"name": "Limited"}).json()["id"]
+            http.post(f"/api/v1/accounts/{account}/integrations", json={"kind": "azure_ad_sync"})
+            keys = http.post(f"/api/v1/accounts/{account}/integrations/azure_ad_sync/keys").json()
+        path = keys["tenant_url"].removeprefix(PUBLIC_URL) + "/Users?count=1"
+        auth = {"Authorization": f"Bearer {keys['secret_token']}"}
+        statuses: list[int] = []
+        lock = threading.Lock()
+        deadline = time.monotonic() + 6.0
+
+        def hammer(worker: int) -> None:
+            targets = replicas if spread else replicas[:1]
+            clients = [httpx2.Client(base_url=r.url, headers=auth, timeout=30) for r in targets]
+            try:
+                for n in itertools.count():
+                    if time.monotonic() >= deadline:
+                        return
+                    status = clients[(worker + n) % len(clients)].get(path).status_code
+                    with lock:
+                        statuses.append(status)
+            finally:
+                for client in clients:
+                    client.close()
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        for replica in replicas:
+            stop_server(replica)
+    assert set(statuses) <= {200, 429}
+    allowed, configured = statuses.count(200), BURST + RATE * elapsed
+    assert statuses.count(429) > allowed, "the load went past the limit"
+    assert 0.9 * configured <= allowed <= 1.1 * configured, (allowed, configured)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -14,13 +15,24 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from tests.fakes.loopback import PromptServer
 
+# Ports a server of a test listens on are drawn from below the kernel's ephemeral range
+# (32768-60999 on Linux): a port the kernel handed out (port 0) is free when asked, but
+# any outgoing connection of a parallel test can take it as its own local port before the
+# server binds it, and the server then fails to start.
+LISTEN_PORTS = range(20000, 32768)
+
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port nobody listens on right now, outside the ephemeral range."""
+    for _ in range(100):
+        port = random.choice(LISTEN_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port to listen on")
 
 
 @contextmanager

@@ -27,8 +27,9 @@ def handlers(
     db: Database, secrets: SecretBox, providers: Providers, settings: Settings
 ) -> dict[str, Handler]:
     """Every kind of outbox row presence writes, and its handler. The Graph budget of a
-    tenant is shared by reads and writes, each process taking its share of it."""
-    budgets = Budgets(processes=settings.workers)
+    tenant is shared by reads and writes: on PostgreSQL by every replica, from the
+    database; on the embedded default each process takes its share of it."""
+    budgets = Budgets(processes=settings.workers, db=None if settings.embedded else db)
     graph, identity = providers.graph, providers.identity
     tools = GraphTools(
         db,

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, select
 from gateway.clients.graph import MAX_PRESENCE_IDS, BatchRequest, BatchResponse, GraphApi
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AccessToken, AppCredentials, IdentityPlatform
-from gateway.outbox.throttle import TokenBucket
+from gateway.outbox.throttle import SharedBucket, SharedBuckets, TokenBucket
 from gateway.outbox.worker import Dropped
 from gateway.presence.monitors import LIVE
 from gateway.presence.teams import TeamsConfig, teams_config
@@ -50,18 +50,30 @@ WINDOW = 0.02
 
 
 class Budgets:
-    """One presence budget per (tenant, app), this process's share of Graph's."""
+    """One presence budget per (tenant, app): Graph's, shared by every replica through the
+    database when there is one (``db``), else this process's share of it."""
 
-    def __init__(self, *, processes: int) -> None:
-        self.rate = BUDGET / BUDGET_SECONDS / max(1, processes)
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+    def __init__(self, *, processes: int, db: Database | None = None) -> None:
+        whole = BUDGET / BUDGET_SECONDS
+        self.rate = whole if db is not None else whole / max(1, processes)
+        self._shared = (
+            SharedBuckets(db, whole, max(20.0, whole), namespace="graph-presence")
+            if db is not None
+            else None
+        )
+        self._buckets: dict[tuple[str, str], TokenBucket | SharedBucket] = {}
 
-    def of(self, creds: AppCredentials) -> TokenBucket:
+    def of(self, creds: AppCredentials) -> TokenBucket | SharedBucket:
         """The bucket of the app's tenant."""
         key = (creds.tenant_id, creds.client_id)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(self.rate, burst=max(20.0, self.rate))
+            bucket = (
+                SharedBucket(self._shared, f"{creds.tenant_id}:{creds.client_id}")
+                if self._shared is not None
+                else TokenBucket(self.rate, burst=max(20.0, self.rate))
+            )
+            self._buckets[key] = bucket
         return bucket
 
 

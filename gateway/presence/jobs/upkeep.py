@@ -62,8 +62,11 @@ from storage.transaction import Transaction
 
 UPKEEP_AT_MOST = 120.0
 UPKEEP_AT_LEAST = 10.0
-# How long one upkeep run may hold its monitor (a crashed run frees it after this).
-UPKEEP_LEASE = 60.0
+# How long one upkeep run may hold its monitor (a crashed run frees it after this). Longer
+# than a run can take (a token refresh waited for a minute, a subscription for half a
+# minute, reads): a second run taking a hold the first still needs would refresh with a
+# refresh token the first has just spent.
+UPKEEP_LEASE = 300.0
 KEEP_ATTEMPTS = 5
 # Graph allows 60; a little less, so that a clock ahead of Graph's is not refused.
 SUBSCRIPTION_MINUTES = 55
@@ -255,6 +258,12 @@ class _Upkeep:
             tokens = await _refreshed(self.tools, monitor.id, creds, kept.refresh_token)
         except IdentityError as exc:
             if exc.signed_out:
+                if await self._refresh_token_moved(monitor.id, kept.refresh_token):
+                    # Another run spent the token read here and stored its successor.
+                    raise ProviderError(
+                        "the monitor's refresh token was renewed meanwhile; trying again",
+                        retryable=True,
+                    ) from exc
                 return _signed_out(monitor, str(exc))
             if exc.bad_client:
                 # The app's secret, not the monitor: the system check shows it, and the
@@ -265,6 +274,15 @@ class _Upkeep:
                 ) from exc
             raise
         return await self._subscribe(monitor, tokens.access.token, users, config, resync)
+
+    async def _refresh_token_moved(self, monitor_id: str, used: str) -> bool:
+        """Whether the stored refresh token is no longer the one ``used``."""
+
+        def stored(conn: Connection) -> str | None:
+            monitor = live_monitor(conn, monitor_id)
+            return MonitorSecrets.opened(self.tools.secrets, monitor.secret).refresh_token
+
+        return await self.tools.db.query(stored) not in (None, used)
 
     async def _create(
         self,
