@@ -31,6 +31,7 @@ from gateway.delivery.routes import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.events.routes import OPERATIONS as EVENT_OPERATIONS
 from gateway.outbox.throttle import SharedBuckets
 from gateway.outbox.worker import Handler, OutboxWorker, WorkerSettings
+from gateway.presence.gauges import refresh_gauges as presence_gauges
 from gateway.presence.jobs import handlers as presence_handlers
 from gateway.presence.routes import BROWSER_ROUTES as PRESENCE_BROWSER_ROUTES
 from gateway.presence.routes import OPERATIONS as PRESENCE_OPERATIONS
@@ -159,6 +160,7 @@ def _outbox_worker(state: AppState, handlers: Mapping[str, Handler]) -> OutboxWo
             poll=settings.outbox_poll_seconds,
             concurrency=settings.outbox_concurrency,
             upkeep=forget_old_receipts,
+            gauges=presence_gauges,
         ),
     )
     worker.start()

@@ -13,6 +13,7 @@ progress) are dropped at the next scrape.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -126,6 +127,35 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
+        # The presence gauges are readings of the shared database, like the outbox's: every
+        # worker process takes the same reading every few seconds. Summed, N processes
+        # would report N times the truth. "max" or "min" would keep the reading of a worker
+        # that died until the server stops, and even their live variants show, after a
+        # change, the old reading of whichever process has not read again yet.
+        # "mostrecent" shows the latest reading any process took, and leaves out a value
+        # no process has set yet.
+        self.presence_monitors = Gauge(
+            f"{PREFIX}_presence_monitors",
+            "Teams presence monitors by status (not_authorized, authorized, subscribed, "
+            "needs_update; 0 when none), counted over the accounts that bring Teams "
+            "presence in: an account that turned it off runs no upkeep for its monitors.",
+            ["status"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.presence_subscription_expiry = Gauge(
+            f"{PREFIX}_presence_subscription_expiry_seconds",
+            "Seconds until the soonest end of a subscribed monitor's Graph subscription "
+            "(negative once it has ended unrenewed); +Inf when no monitor is subscribed.",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        if not os.environ.get(MULTIPROCESS_ENV):
+            # Until the first reading no subscription is known to end; the default 0 would
+            # read as one ending now. In multiprocess mode an unset value is left out of
+            # the scrape, and setting one here would stamp it newer than the readings the
+            # other workers took.
+            self.presence_subscription_expiry.set(math.inf)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type (summed over workers)."""

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
+from sqlalchemy import Connection
 
 from gateway.clients.http import ProviderError
 from gateway.outbox.policy import RetryPolicy
@@ -70,6 +71,9 @@ class WorkerSettings:
     concurrency: int = 32
     grace: float = 10.0
     upkeep: Callable[[Transaction], None] | None = None
+    # Features' gauges of the database, read with the backlog's (every BACKLOG_EVERY
+    # seconds) on a reading connection: a cheap aggregate, never a write.
+    gauges: Callable[[Connection, Metrics], None] | None = None
 
 
 @dataclass
@@ -186,6 +190,9 @@ class OutboxWorker:
             self.metrics.outbox_oldest_age.set(0 if oldest is None else max(0.0, at - oldest))
             self.metrics.outbox_scheduled.set(found.scheduled)
             self.metrics.dead_letters.set(found.dead)
+            gauges = self.settings.gauges
+            if gauges is not None:
+                await self.db.query(gauges, self.metrics)
         upkeep = self.settings.upkeep
         if upkeep is not None and moment >= self._next_upkeep:
             self._next_upkeep = moment + UPKEEP_EVERY

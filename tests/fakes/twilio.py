@@ -29,6 +29,7 @@ import binascii
 import hashlib
 import re
 import secrets
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -631,6 +632,8 @@ class FakeTwilio:
             "status_callback": status_callback,
             "status": "queued" if from_ is not None else "accepted",
             "form": form,
+            # When the fake took it (monotonic), for tests that order sends and kills.
+            "taken_at": time.monotonic(),
         }
         self.sent.append(record)
         if self.auto_status and status_callback is not None:

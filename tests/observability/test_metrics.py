@@ -3,6 +3,7 @@ the directory of the workers' metric files."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +15,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from observability.metrics import METRICS_DIR_PREFIX, new_metrics_directory
+from observability.metrics import (
+    METRICS_DIR_PREFIX,
+    MULTIPROCESS_ENV,
+    Metrics,
+    new_metrics_directory,
+)
 from tests.conftest import Tenant, user_body
 
 
@@ -126,3 +132,39 @@ def test_metrics_directories_of_killed_servers_are_removed_at_the_next_start(
             alive.kill()
     assert left == {made.name, running.name, legacy_alive.name, legacy_starting.name}
     assert made.name.startswith(f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+
+
+# A worker process that takes a reading of the presence gauges, or ("-") only starts.
+_READING = """
+import sys
+from observability.metrics import Metrics
+metrics = Metrics()
+if sys.argv[1] != "-":
+    metrics.presence_monitors.labels("not_authorized").set(float(sys.argv[1]))
+    metrics.presence_subscription_expiry.set(float(sys.argv[2]))
+"""
+
+
+def test_with_several_workers_the_presence_gauges_show_the_latest_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker reads the same database: a scrape shows the latest reading, neither the
+    sum nor the largest or smallest of them, and a worker that has only started does not
+    hide it."""
+    env = {**os.environ, MULTIPROCESS_ENV: str(tmp_path)}
+    repo = Path(__file__).resolve().parents[2]
+    for argv in (["3", "100"], ["1", "900"], ["-"]):
+        subprocess.run(
+            [sys.executable, "-c", _READING, *argv], env=env, cwd=repo, check=True, timeout=60
+        )
+    monkeypatch.setenv(MULTIPROCESS_ENV, str(tmp_path))
+    text = Metrics().exposition()[0].decode()
+    assert sample(text, "cloudlink_gateway_presence_monitors", status="not_authorized") == 1
+    assert sample(text, "cloudlink_gateway_presence_subscription_expiry_seconds") == 900
+
+
+def test_before_the_first_reading_no_subscription_is_known_to_end() -> None:
+    """One process: the expiry reads +Inf (not 0, an end now) and no status is counted."""
+    text = Metrics().exposition()[0].decode()
+    assert sample(text, "cloudlink_gateway_presence_subscription_expiry_seconds") == math.inf
+    assert "cloudlink_gateway_presence_monitors{" not in text
