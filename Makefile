@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 STAMP := $(VENV)/.installed
-# Three workers on two cores: many tests wait on processes and sockets, not on the CPU.
-PYTEST_WORKERS ?= 3
+# One pytest worker per core: a third on two cores starved the fakes that live in the
+# test processes (the 10,000-user presence test's identity platform among them).
+PYTEST_WORKERS ?= auto
 
 .PHONY: run test test-sqlite test-fast demo lint clean image
 
@@ -25,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/python -m demo
 
 ## Lint, type-check, then every test on SQLite and on a throwaway PostgreSQL, spread over
-## three workers (PYTEST_WORKERS=0 runs them in this one process); the PostgreSQL tests
+## the machine's cores (PYTEST_WORKERS=0 runs them in this one process); the PostgreSQL tests
 ## run one after another on one worker (see tests/conftest.py). The throwaway
 ## cluster lives in a temporary directory (-t), so an interrupted run leaves nothing behind
 ## that stops the next one.
