@@ -30,16 +30,20 @@ def take(conn: Connection, *, key: str, rate: float, burst: float, want: int) ->
     """Take up to ``want`` whole tokens of the bucket ``key`` (``rate`` a second, at most
     ``burst`` held, full when first used), in the caller's transaction (PostgreSQL)."""
     clock = func.extract("epoch", func.clock_timestamp())
-    conn.execute(
-        pg_insert(RATE_BUDGETS)
-        .values(key=key, tokens=burst, updated_at=clock)
-        .on_conflict_do_nothing(index_elements=["key"])
-    )
-    row = conn.execute(
+    locked = (
         select(RATE_BUDGETS.c.tokens, RATE_BUDGETS.c.updated_at, clock.label("now"))
         .where(RATE_BUDGETS.c.key == key)
         .with_for_update()
-    ).one()
+    )
+    row = conn.execute(locked).first()
+    if row is None:
+        # The key's first take: made full (once, whichever replica comes first).
+        conn.execute(
+            pg_insert(RATE_BUDGETS)
+            .values(key=key, tokens=burst, updated_at=clock)
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
+        row = conn.execute(locked).one()
     now = float(row.now)
     held = min(burst, row.tokens + max(0.0, now - row.updated_at) * rate)
     taken = max(0, min(want, math.floor(held)))

@@ -32,7 +32,7 @@ from tests.conftest import ADMIN_TOKEN, SECRET_KEY, user_body
 from tests.fakes.microsoft import FakeMicrosoft
 from tests.fakes.twilio import new_sid
 from tests.gateway.messaging.conftest import Stack, fakes, set_up_account  # noqa: F401
-from tests.gateway.messaging.test_processes import Fakes, _sent_message_ids
+from tests.gateway.messaging.test_processes import Fakes, _client, _sent_message_ids, messaging_env
 from tests.gateway.presence.conftest import (  # noqa: F401
     CLIENT_ID,
     CLIENT_SECRET,
@@ -71,30 +71,16 @@ def _envs(
     tmp_path: Path, database_url: str, urls: dict[str, str], **settings: str
 ) -> list[dict[str, str]]:
     return [
-        server_env(
+        messaging_env(
             tmp_path / f"data-{n}",
             database_url,
-            admin_token=ADMIN_TOKEN,
-            secret_key=SECRET_KEY,
+            urls,
             GATEWAY_PUBLIC_URL=PUBLIC_URL,
-            GATEWAY_TWILIO_API_URL=urls["twilio"],
-            GATEWAY_CM_API_URL=urls["cm"],
-            GATEWAY_ALLOW_PRIVATE_ENDPOINTS="true",
             GATEWAY_OUTBOX_POLL_SECONDS="0.1",
-            GATEWAY_OUTBOX_RETRY_SCALE="0.01",
-            GATEWAY_OUTBOX_LEASE_SECONDS="5",
-            GATEWAY_SEND_MAX_ATTEMPTS="20",
-            GATEWAY_EVENT_MAX_ATTEMPTS="20",
             **settings,
         )
         for n in range(REPLICAS)
     ]
-
-
-def _client(url: str) -> httpx2.Client:
-    return httpx2.Client(
-        base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
-    )
 
 
 class Load:

@@ -36,23 +36,32 @@ pytestmark = pytest.mark.slow
 Fakes = tuple[FakeTwilio, FakeCM, FakeCloudLink, dict[str, str]]
 
 
-@pytest.fixture
-def env(tmp_path: Path, database_url: str, fakes: Fakes) -> dict[str, str]:
-    urls = fakes[3]
+def messaging_env(
+    data_dir: Path, database_url: str, urls: dict[str, str], **settings: str
+) -> dict[str, str]:
+    """A `serve` process wired to the fakes, with quick retries and short leases."""
+    quick = {
+        "GATEWAY_TWILIO_API_URL": urls["twilio"],
+        "GATEWAY_CM_API_URL": urls["cm"],
+        "GATEWAY_ALLOW_PRIVATE_ENDPOINTS": "true",
+        "GATEWAY_OUTBOX_POLL_SECONDS": "0.05",
+        "GATEWAY_OUTBOX_RETRY_SCALE": "0.01",
+        "GATEWAY_OUTBOX_LEASE_SECONDS": "5",
+        "GATEWAY_SEND_MAX_ATTEMPTS": "20",
+        "GATEWAY_EVENT_MAX_ATTEMPTS": "20",
+    }
     return server_env(
-        tmp_path / "data",
+        data_dir,
         database_url,
         admin_token=ADMIN_TOKEN,
         secret_key=SECRET_KEY,
-        GATEWAY_TWILIO_API_URL=urls["twilio"],
-        GATEWAY_CM_API_URL=urls["cm"],
-        GATEWAY_ALLOW_PRIVATE_ENDPOINTS="true",
-        GATEWAY_OUTBOX_POLL_SECONDS="0.05",
-        GATEWAY_OUTBOX_RETRY_SCALE="0.01",
-        GATEWAY_OUTBOX_LEASE_SECONDS="5",
-        GATEWAY_SEND_MAX_ATTEMPTS="20",
-        GATEWAY_EVENT_MAX_ATTEMPTS="20",
+        **{**quick, **settings},
     )
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str, fakes: Fakes) -> dict[str, str]:
+    return messaging_env(tmp_path / "data", database_url, fakes[3])
 
 
 def _stack(server: ServerProcess, http: httpx2.Client, fakes: Fakes) -> Stack:
