@@ -5,8 +5,10 @@ The chain lives inside the package so that an installed gateway can migrate itse
 one PostgreSQL (replicas, or `migrate` beside `serve`): each takes one advisory lock
 first, so exactly one migrates and the others wait for it, then find the schema at head
 and do nothing. Without the lock, two processes created the same tables and one died
-with a unique violation. On SQLite the migration runs inside ``BEGIN IMMEDIATE`` (see
-env.py), which serializes migrators the same way.
+with a unique violation. On SQLite the same lock is an exclusive ``flock`` on a file beside
+the database: ``BEGIN IMMEDIATE`` alone did not serialize them, because Alembic ends the
+transaction between reading the version and running the revisions, and two processes
+both ran the same revision ("duplicate column name").
 
 During a rolling upgrade, replicas of the old version go on serving while the new one
 has migrated. The schema names the oldest code that can use it (``schema_compatibility``,
@@ -16,6 +18,7 @@ saying why, one it cannot use, older or newer.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,14 +56,17 @@ def alembic_config(engine: Engine) -> Config:
 
 @contextmanager
 def migration_lock(engine: Engine) -> Iterator[None]:
-    """Hold the migration lock of the database (PostgreSQL; a no-op on SQLite).
+    """Hold the migration lock of the database.
 
-    A session-level advisory lock, on a connection of its own that stays open while the
-    migration runs on another: it outlives the migration's transaction, and it is given
-    back even when the migration fails (or with the connection, if the process dies).
+    On PostgreSQL a session-level advisory lock, on a connection of its own that stays
+    open while the migration runs on another: it outlives the migration's transaction,
+    and it is given back even when the migration fails (or with the connection, if the
+    process dies). On a SQLite file, an exclusive ``flock`` on ``<file>.migrate.lock``,
+    which the kernel gives back with the process too.
     """
     if engine.dialect.name != "postgresql":
-        yield
+        with _file_lock(engine):
+            yield
         return
     with engine.connect() as connection:
         key = {"key": MIGRATION_LOCK_KEY}
@@ -74,6 +80,24 @@ def migration_lock(engine: Engine) -> Iterator[None]:
         finally:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
             connection.commit()
+
+
+@contextmanager
+def _file_lock(engine: Engine) -> Iterator[None]:
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield  # one process's own database: nobody to wait for
+        return
+    with open(f"{database}.migrate.lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("migration_waiting", reason="another process is migrating the database")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class SchemaUnusable(RuntimeError):
