@@ -12,8 +12,11 @@ A claim holds until ``lease_until``; a worker that dies loses its claims when th
 leases run out, and another takes the rows. Every later change of a claimed row checks
 ``lease_owner``, so a worker whose lease was taken over cannot complete the row.
 Attempts are counted at claim time: a row that crashes its worker still runs out of
-attempts instead of looping forever. A row out of attempts is a dead letter until an
-operator replays it (``revive``).
+attempts instead of looping forever. A claim taken over after its lease ran out, a claim
+given back at shutdown, and an attempt that went unanswered leave the row's
+``outcome_unknown`` set: the call may have reached the other side, and a handler whose
+call creates something (a send) looks there before it repeats it. A row out of attempts
+is a dead letter until an operator replays it (``revive``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class Claimed:
     payload: dict[str, Any]
     attempts: int
     created_at: float
+    # An earlier attempt may have reached the other side (see the module's docstring).
+    outcome_unknown: bool = False
 
 
 def now() -> float:
@@ -81,6 +86,10 @@ def claim(
             lease_until=moment + lease,
             attempts=OUTBOX.c.attempts + 1,
             updated_at=moment,
+            # Still held by someone: that claim's lease ran out without an outcome.
+            outcome_unknown=case(
+                (OUTBOX.c.lease_owner.is_not(None), True), else_=OUTBOX.c.outcome_unknown
+            ),
         )
         .returning(
             OUTBOX.c.pk,
@@ -90,6 +99,7 @@ def claim(
             OUTBOX.c.payload,
             OUTBOX.c.attempts,
             OUTBOX.c.created_at,
+            OUTBOX.c.outcome_unknown,
         )
     ).all()
     claimed = [
@@ -101,6 +111,7 @@ def claim(
             payload=row.payload,
             attempts=row.attempts,
             created_at=row.created_at,
+            outcome_unknown=bool(row.outcome_unknown),
         )
         for row in rows
     ]
@@ -116,6 +127,7 @@ _HELD = (
 )
 _COMPLETE = delete(OUTBOX).where(_HELD)
 _RELEASE_HELD = update(OUTBOX).where(_HELD)
+_RELEASE_UNANSWERED = update(OUTBOX).where(_HELD).values(outcome_unknown=True)
 
 
 def complete(conn: Connection, *, pk: int, owner: str) -> bool:
@@ -133,10 +145,16 @@ def _unclaimed(error: str) -> dict[str, Any]:
     }
 
 
-def retry_later(conn: Connection, *, pk: int, owner: str, at: float, error: str) -> bool:
-    """Free the row for another attempt at ``at``; False if ``owner`` no longer holds it."""
+def retry_later(
+    conn: Connection, *, pk: int, owner: str, at: float, error: str, unanswered: bool = False
+) -> bool:
+    """Free the row for another attempt at ``at``; False if ``owner`` no longer holds it.
+
+    ``unanswered``: this attempt's call may have reached the other side. A doubt stays
+    until the row is done: the next attempt may fail before it has looked."""
     values = {"row_pk": pk, "owner": owner, "available_at": at, **_unclaimed(error)}
-    return conn.execute(_RELEASE_HELD, values).rowcount == 1
+    statement = _RELEASE_UNANSWERED if unanswered else _RELEASE_HELD
+    return conn.execute(statement, values).rowcount == 1
 
 
 def bury(conn: Connection, *, pk: int, owner: str, error: str) -> bool:
@@ -164,7 +182,9 @@ def bury_target(
 
 
 def release(conn: Connection, *, owner: str, pks: Sequence[int]) -> int:
-    """Give back claims ``owner`` did not finish (shutdown), due at once, attempt refunded."""
+    """Give back claims ``owner`` did not finish (shutdown), due at once, attempt refunded.
+
+    Their outcome is unknown: an attempt stopped midway may have been sent."""
     if not pks:
         return 0
     result = conn.execute(
@@ -174,6 +194,7 @@ def release(conn: Connection, *, owner: str, pks: Sequence[int]) -> int:
             lease_owner=None,
             lease_until=None,
             attempts=OUTBOX.c.attempts - 1,
+            outcome_unknown=True,
             updated_at=now(),
         )
     )

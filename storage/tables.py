@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Double,
     ForeignKey,
@@ -347,7 +348,10 @@ class OutboxRow(SQLModel, table=True):
     Times are seconds since the epoch (``Double``) so that claims compare numbers on
     both backends. A row is pending until a worker claims it (``lease_owner`` and
     ``lease_until``); a claim whose lease has run out is free again. Done rows are
-    deleted; dead ones stay for the dead-letter view and replay.
+    deleted; dead ones stay for the dead-letter view and replay. ``outcome_unknown``:
+    an earlier attempt may have reached the other side without its answer coming back
+    (its process died, it was stopped, or the call went unanswered), so a handler whose
+    call creates something looks before it repeats it.
     """
 
     __tablename__ = "outbox"
@@ -373,6 +377,9 @@ class OutboxRow(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
     last_error: str | None = Field(default=None, max_length=1000)
+    outcome_unknown: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
     created_at: float = Field(sa_column=Column(Double, nullable=False))
     updated_at: float = Field(sa_column=Column(Double, nullable=False))
 

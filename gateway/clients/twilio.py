@@ -8,6 +8,8 @@ message so that an admin (or a dead letter) shows what Twilio said.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +27,10 @@ from gateway.clients.http import (
 API = "/2010-04-01"
 # One resource (an account, a message, a number: 1 to 3 KB) or an error.
 ANSWER_LIMIT = 64 * KIB
+# How far back a send of unknown outcome is looked for between two addresses: pages of
+# the newest messages, enough for minutes of a busy conversation.
+RECENT_PAGE_SIZE = 100
+RECENT_PAGES = 10
 # A page of up to 1000 incoming numbers (``PageSize``), each about 3 KB of fields and URLs.
 PAGE_LIMIT = 8 * MIB
 
@@ -53,6 +59,17 @@ class SentMessage:
 
     sid: str
     status: str
+
+
+@dataclass(frozen=True)
+class ListedMessage:
+    """A message as Twilio lists it: enough to recognize a send of ours."""
+
+    sid: str
+    status: str
+    body: str
+    direction: str
+    created: datetime | None
 
 
 def _error(response: Reply, what: str) -> ProviderError:
@@ -190,3 +207,54 @@ class TwilioApi:
             creds, "POST", self._account(creds) + "/Messages.json", "sending via Twilio", form=form
         )
         return SentMessage(sid=str(answer.get("sid", "")), status=str(answer.get("status", "")))
+
+    async def recent_messages(
+        self, creds: TwilioCredentials, *, to: str, from_: str, since: float
+    ) -> list[ListedMessage]:
+        """The messages from ``from_`` to ``to`` created since ``since`` (epoch seconds),
+        newest first, read page by page until one reaches past ``since`` (at most
+        ``RECENT_PAGES`` pages).
+
+        Twilio takes no idempotency key on a send, so this is how a send whose answer never
+        came back (a timeout, a process killed mid-call) is found before it is repeated.
+        """
+        params = {"To": to, "From": from_, "PageSize": str(RECENT_PAGE_SIZE)}
+        url: str | None = self._account(creds) + "/Messages.json"
+        found: list[ListedMessage] = []
+        for _ in range(RECENT_PAGES):
+            if url is None:
+                break
+
+            async def call(page_url: str = url, query: dict[str, str] = params) -> dict[str, Any]:
+                return await self._call(
+                    creds,
+                    "GET",
+                    page_url,
+                    "listing Twilio messages",
+                    params=query,
+                    limit=PAGE_LIMIT,
+                )
+
+            body = await with_retries(call)
+            page = [_listed(item) for item in body.get("messages") or [] if isinstance(item, dict)]
+            found.extend(m for m in page if m.created is None or m.created.timestamp() >= since)
+            if any(m.created is not None and m.created.timestamp() < since for m in page):
+                break
+            next_uri = body.get("next_page_uri")
+            url = self._base.removesuffix(API) + next_uri if next_uri else None
+            params = {}
+        return found
+
+
+def _listed(item: dict[str, Any]) -> ListedMessage:
+    try:
+        created: datetime | None = parsedate_to_datetime(str(item.get("date_created")))
+    except (TypeError, ValueError):
+        created = None
+    return ListedMessage(
+        sid=str(item.get("sid", "")),
+        status=str(item.get("status", "")),
+        body=str(item.get("body") or ""),
+        direction=str(item.get("direction", "")),
+        created=created,
+    )

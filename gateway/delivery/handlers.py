@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import structlog
 from sqlalchemy import Connection, bindparam, select, update
 
 from gateway.accounts.providers import twilio_credentials
@@ -21,7 +22,7 @@ from gateway.chat.service import SEND, move_status, requeue_failed
 from gateway.clients.cloudlink import EndpointGone, deliver_event
 from gateway.clients.http import ProviderError
 from gateway.clients.providers import Providers
-from gateway.delivery.senders import SendPlan, sender_for, senders
+from gateway.delivery.senders import Sender, SendPlan, Sent, sender_for, senders
 from gateway.events.service import Actor
 from gateway.outbox.policy import RetryPolicy
 from gateway.outbox.worker import Dropped, Handler, Settle
@@ -46,6 +47,7 @@ from storage.tables import (
 from storage.transaction import EVENT_DELIVERY, Transaction
 
 DELIVERY_ACTOR = Actor("Gateway", "outbox")
+log = structlog.get_logger("delivery")
 # Seconds to wait after attempt n (1-based) of an event delivery.
 EVENT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
@@ -123,9 +125,50 @@ def _message_row(conn: Connection, message_id: str) -> MessageRow | None:
     return conn.execute(_MESSAGE, {"message_id": message_id}).one_or_none()
 
 
+def _taken_elsewhere(conn: Connection, provider_ids: list[str], message_id: str) -> set[str]:
+    """Which of ``provider_ids`` other messages of ours already hold."""
+    rows = conn.execute(
+        select(MESSAGES.c.provider_message_id).where(
+            MESSAGES.c.provider_message_id.in_(provider_ids), MESSAGES.c.id != message_id
+        )
+    )
+    return {row.provider_message_id for row in rows}
+
+
+async def _sent_before(
+    ctx: Context, sender: Sender[Any], plan: SendPlan, creds: Any, row: Claimed
+) -> Sent | None:
+    """The provider's message of an earlier attempt whose answer never came back.
+
+    A message with the same addresses and text that no other reply holds is this one:
+    two identical replies in a row each keep their own once settled, and an unsettled
+    twin would be found by whichever looks first, each then taking a different one.
+    """
+    found = await sender.find_sent(plan, creds, row.created_at)
+    if not found:
+        return None
+    taken = await ctx.db.query(
+        _taken_elsewhere, [sent.provider_message_id for sent in found], plan.message_id
+    )
+    for sent in found:
+        if sent.provider_message_id not in taken:
+            log.info(
+                "send_found_already_sent",
+                message_id=plan.message_id,
+                provider_message_id=sent.provider_message_id,
+            )
+            return sent
+    return None
+
+
 def send_handler(ctx: Context) -> Handler:
     """Agent replies out through their channel's provider; final failures mark the
-    message failed, and a replay of the dead letter moves it back to pending."""
+    message failed, and a replay of the dead letter moves it back to pending.
+
+    A reply whose earlier attempt may have reached the provider (its process died
+    mid-call, the call went unanswered) is looked up there first and sent only if the
+    provider does not hold it: the customer gets it once.
+    """
     found = senders(ctx.providers, ctx.settings)
 
     async def run(row: Claimed) -> Settle | None:
@@ -139,7 +182,9 @@ def send_handler(ctx: Context) -> Handler:
             raise ProviderError(
                 f"the {sender.integration} integration is not configured", retryable=False
             )
-        sent = await sender.send(plan, creds)
+        sent = await _sent_before(ctx, sender, plan, creds, row) if row.outcome_unknown else None
+        if sent is None:
+            sent = await sender.send(plan, creds)
         status = sent.status if sent.status in STATUS_RANK else "queued"
 
         def settle(tx: Transaction) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy import Connection
 
-from gateway.clients.http import ProviderError
+from gateway.clients.http import ProviderError, Unanswered
 from gateway.outbox.policy import RetryPolicy
 from observability.metrics import Metrics
 from storage import outbox
@@ -215,11 +215,11 @@ class OutboxWorker:
             await self._failed(row, handler, exc)
             return
         except TimeoutError:
-            await self._failed(row, handler, ProviderError("timed out", retryable=True))
+            await self._failed(row, handler, Unanswered("timed out", retryable=True))
             return
         except Exception as exc:
             log.exception("outbox_handler_bug", kind=row.kind, pk=row.pk)
-            await self._failed(row, handler, ProviderError(type(exc).__name__, retryable=True))
+            await self._failed(row, handler, Unanswered(type(exc).__name__, retryable=True))
             return
         await self._settle(row, "delivered", lambda tx: self._complete(tx, row, settle))
 
@@ -234,8 +234,12 @@ class OutboxWorker:
         if handler is not None and exc.retryable and row.attempts < handler.policy.attempts:
             at = outbox.now() + handler.policy.delay(row.attempts, exc.retry_after)
 
+            unanswered = isinstance(exc, Unanswered)
+
             def retry(tx: Transaction) -> None:
-                if not outbox.retry_later(tx.conn, pk=row.pk, owner=self.owner, at=at, error=error):
+                if not outbox.retry_later(
+                    tx.conn, pk=row.pk, owner=self.owner, at=at, error=error, unanswered=unanswered
+                ):
                     raise LeaseLost
 
             await self._settle(row, "retried", retry)

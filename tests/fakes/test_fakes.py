@@ -93,6 +93,24 @@ def test_twilio_rate_limit_then_recovery(twilio: FakeTwilio) -> None:
     assert len(twilio.sent) == 1
 
 
+def test_twilio_lists_messages_newest_first_by_addresses_and_day_sent(twilio: FakeTwilio) -> None:
+    client = TestClient(twilio.app)
+    for body in ("one", "two", "three"):
+        assert send(client, To="+31612345678", From=OWNED, Body=body).status_code == 201
+    assert send(client, To="+31687654321", From=OWNED, Body="other").status_code == 201
+    base = f"/2010-04-01/Accounts/{SID}/Messages.json"
+    query = {"To": "+31612345678", "From": OWNED, "PageSize": "2"}
+    first = client.get(base, params=query, auth=(SID, TOKEN)).json()
+    assert [m["body"] for m in first["messages"]] == ["three", "two"]
+    second = client.get(first["next_page_uri"], auth=(SID, TOKEN)).json()
+    assert [m["body"] for m in second["messages"]] == ["one"]
+    assert second["next_page_uri"] is None
+    today = datetime.now(UTC).date().isoformat()
+    unsent = client.get(base, params={"DateSent": today}, auth=(SID, TOKEN)).json()
+    assert unsent["messages"] == []
+    assert client.get(base, auth=("AC" + "0" * 32, TOKEN)).status_code == 401
+
+
 def test_twilio_numbers_filter_and_webhook_update(twilio: FakeTwilio) -> None:
     client = TestClient(twilio.app)
     twilio.add_number(SID, "+31207654321")

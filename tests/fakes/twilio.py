@@ -31,10 +31,10 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -306,6 +306,8 @@ class FakeTwilio:
         self.callbacks: list[dict[str, Any]] = []
         self._faults = Faults()
         self._last_callback: tuple[str, bytes, dict[str, str]] | None = None
+        self._late = (0, 0.0)
+        self._recoveries = 0
         self._background: set[asyncio.Task[None]] = set()
         self.app = Starlette(
             routes=[
@@ -321,6 +323,7 @@ class FakeTwilio:
                     methods=["POST"],
                 ),
                 Route(f"{ACCOUNTS}/{{sid}}/Messages.json", self._create_message, methods=["POST"]),
+                Route(f"{ACCOUNTS}/{{sid}}/Messages.json", self._list_messages, methods=["GET"]),
             ],
             exception_handlers={TwilioError: self._error, HTTPException: self._http_error},
         )
@@ -380,6 +383,20 @@ class FakeTwilio:
     def recover(self) -> None:
         """Serve sends normally again."""
         self._faults.recover()
+        self._late = (0, 0.0)
+        self._recoveries += 1
+
+    async def _hold(self, seconds: float) -> None:
+        """Wait ``seconds`` before answering, or until ``recover()``."""
+        deadline = time.monotonic() + seconds
+        recoveries = self._recoveries
+        while time.monotonic() < deadline and self._recoveries == recoveries:
+            await asyncio.sleep(0.05)
+
+    def answer_late(self, count: int, seconds: float) -> None:
+        """Take the next ``count`` sends, but answer each only after ``seconds``: a caller
+        whose timeout is shorter never learns that the message went out."""
+        self._late = (count, seconds)
 
     # Status callbacks
 
@@ -432,6 +449,8 @@ class FakeTwilio:
             "I-Twilio-Idempotency-Token": secrets.token_hex(16),
         }
         message["status"] = status
+        if status in {"sent", "delivered", "read"} and message["date_sent"] is None:
+            message["date_sent"] = twilio_date()
         self._last_callback = (url, urlencode(params).encode(), headers)
         return await self._post_callback(url, self._last_callback[1], headers)
 
@@ -521,13 +540,7 @@ class FakeTwilio:
         self.requests["list_numbers"] += 1
         account = self._account_for(request)
         query = request.query_params
-        try:
-            page_size = int(query.get("PageSize", "50"))
-            page = int(query.get("Page", "0"))
-        except ValueError:
-            raise TwilioError(400, 20001, "Invalid paging parameters") from None
-        if not 1 <= page_size <= 1000 or page < 0:
-            raise TwilioError(400, 20001, "PageSize must be 1 to 1000 and Page at least 0")
+        page_size, page = _paging(query)
         wanted = query.get("PhoneNumber")
         matches = [
             number
@@ -535,32 +548,17 @@ class FakeTwilio:
             if number.account_sid == account.sid
             and (wanted is None or number.phone_number == wanted)
         ]
-        start = page * page_size
-        items = matches[start : start + page_size]
         path = request.url.path
 
-        def page_uri(index: int, *, token: bool = False) -> str:
+        def page_uri(index: int, token: bool) -> str:
             params = {} if wanted is None else {"PhoneNumber": wanted}
             params |= {"PageSize": str(page_size), "Page": str(index)}
             if token:
                 params["PageToken"] = f"PA{new_sid('')}"
             return f"{path}?{urlencode(params)}"
 
-        return JSONResponse(
-            {
-                "incoming_phone_numbers": [number.resource() for number in items],
-                "page": page,
-                "page_size": page_size,
-                "start": start,
-                "end": start + max(len(items) - 1, 0),
-                "uri": page_uri(page),
-                "first_page_uri": page_uri(0),
-                "next_page_uri": (
-                    page_uri(page + 1, token=True) if start + page_size < len(matches) else None
-                ),
-                "previous_page_uri": page_uri(page - 1, token=True) if page > 0 else None,
-            }
-        )
+        resources = [number.resource() for number in matches]
+        return _list_page("incoming_phone_numbers", resources, page, page_size, page_uri)
 
     async def _update_number(self, request: Request) -> Response:
         self.requests["update_number"] += 1
@@ -631,41 +629,63 @@ class FakeTwilio:
             "media_urls": list(media_urls),
             "status_callback": status_callback,
             "status": "queued" if from_ is not None else "accepted",
+            "date_created": now,
+            "date_sent": None,
             "form": form,
-            # When the fake took it (monotonic), for tests that order sends and kills.
-            "taken_at": time.monotonic(),
         }
         self.sent.append(record)
         if self.auto_status and status_callback is not None:
             task = asyncio.get_running_loop().create_task(self._play_statuses(sid))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        uri = f"{ACCOUNTS}/{account.sid}/Messages/{sid}"
-        return JSONResponse(
-            {
-                "sid": sid,
-                "account_sid": account.sid,
-                "api_version": API_VERSION,
-                "to": to,
-                "from": from_,
-                "messaging_service_sid": service_sid,
-                "body": body,
-                "status": record["status"],
-                "direction": "outbound-api",
-                "num_media": str(len(media_urls)),
-                "num_segments": str(_segments(body)),
-                "price": None,
-                "price_unit": "USD",
-                "date_created": now,
-                "date_updated": now,
-                "date_sent": None,
-                "error_code": None,
-                "error_message": None,
-                "uri": f"{uri}.json",
-                "subresource_uris": {"media": f"{uri}/Media.json"},
-            },
-            status_code=201,
-        )
+        late, delay = self._late
+        if late > 0:
+            self._late = (late - 1, delay)
+            await self._hold(delay)
+        return JSONResponse(_message_resource(record), status_code=201)
+
+    async def _list_messages(self, request: Request) -> Response:
+        """Read multiple messages: ``To``, ``From`` and ``DateSent`` (a day, or ``DateSent<``
+        and ``DateSent>`` for before and after it) narrow the list, newest first; a message
+        not yet sent has no ``date_sent`` and matches no date filter, as on Twilio."""
+        self.requests["list_messages"] += 1
+        account = self._account_for(request)
+        query = request.query_params
+        page_size, page = _paging(query)
+        filters = {name: query[name] for name in ("To", "From") if name in query}
+        days = {op: query[f"DateSent{op}"] for op in ("", "<", ">") if f"DateSent{op}" in query}
+
+        def sent_day(record: dict[str, Any]) -> str | None:
+            sent = record["date_sent"]
+            return None if sent is None else parsedate_to_datetime(sent).date().isoformat()
+
+        def matches(record: dict[str, Any]) -> bool:
+            if record["account_sid"] != account.sid:
+                return False
+            if "To" in filters and record["to"] != filters["To"]:
+                return False
+            if "From" in filters and record["sender"] != filters["From"]:
+                return False
+            day = sent_day(record)
+            for op, wanted in days.items():
+                if (
+                    day is None
+                    or not {"": day == wanted, "<": day <= wanted, ">": day >= wanted}[op]
+                ):
+                    return False
+            return True
+
+        found = [_message_resource(r) for r in reversed(self.sent) if matches(r)]
+        path = request.url.path
+
+        def page_uri(index: int, token: bool) -> str:
+            params = {**filters, **{f"DateSent{op}": day for op, day in days.items()}}
+            params |= {"PageSize": str(page_size), "Page": str(index)}
+            if token:
+                params["PageToken"] = f"PA{new_sid('')}"
+            return f"{path}?{urlencode(params)}"
+
+        return _list_page("messages", found, page, page_size, page_uri)
 
     def _sender(self, account: Account, to: str, from_: str | None, service_sid: str | None) -> str:
         """The address the message goes out from, enforcing that the account owns it."""
@@ -704,6 +724,72 @@ class FakeTwilio:
         if bare_from not in senders:
             raise TwilioError(400, 63007, NO_CHANNEL)
         return from_
+
+
+def _list_page(
+    key: str,
+    everything: list[dict[str, Any]],
+    page: int,
+    page_size: int,
+    page_uri: Callable[[int, bool], str],
+) -> JSONResponse:
+    """One page of a Twilio list, under ``key``, with its paging fields and URIs."""
+    start = page * page_size
+    items = everything[start : start + page_size]
+    return JSONResponse(
+        {
+            key: items,
+            "page": page,
+            "page_size": page_size,
+            "start": start,
+            "end": start + max(len(items) - 1, 0),
+            "uri": page_uri(page, False),
+            "first_page_uri": page_uri(0, False),
+            "next_page_uri": (
+                page_uri(page + 1, True) if start + page_size < len(everything) else None
+            ),
+            "previous_page_uri": page_uri(page - 1, True) if page > 0 else None,
+        }
+    )
+
+
+def _paging(query: Mapping[str, str]) -> tuple[int, int]:
+    """``PageSize`` (1 to 1000, 50 when absent) and ``Page`` of a list request."""
+    try:
+        page_size = int(query.get("PageSize", "50"))
+        page = int(query.get("Page", "0"))
+    except ValueError:
+        raise TwilioError(400, 20001, "Invalid paging parameters") from None
+    if not 1 <= page_size <= 1000 or page < 0:
+        raise TwilioError(400, 20001, "PageSize must be 1 to 1000 and Page at least 0")
+    return page_size, page
+
+
+def _message_resource(record: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Twilio answers for one message, as created or as listed."""
+    uri = f"{ACCOUNTS}/{record['account_sid']}/Messages/{record['sid']}"
+    return {
+        "sid": record["sid"],
+        "account_sid": record["account_sid"],
+        "api_version": API_VERSION,
+        "to": record["to"],
+        "from": record["sender"] if record["from"] is None else record["from"],
+        "messaging_service_sid": record["messaging_service_sid"],
+        "body": record["body"],
+        "status": record["status"],
+        "direction": "outbound-api",
+        "num_media": str(len(record["media_urls"])),
+        "num_segments": str(_segments(record["body"])),
+        "price": None,
+        "price_unit": "USD",
+        "date_created": record["date_created"],
+        "date_updated": record["date_created"],
+        "date_sent": record["date_sent"],
+        "error_code": None,
+        "error_message": None,
+        "uri": f"{uri}.json",
+        "subresource_uris": {"media": f"{uri}/Media.json"},
+    }
 
 
 async def _form(request: Request) -> dict[str, list[str]]:

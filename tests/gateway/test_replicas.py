@@ -7,9 +7,10 @@ Three `serve` processes, each on its own port and data directory, share one data
 and one public URL (the balancer's). SCIM creates, signed Twilio webhooks and agent
 replies go to all three in turn while a CloudLink consumer follows the feed; one replica
 is SIGKILLed in the middle and started again. Then every acknowledged request is stored
-once and in the feed once, no reply reached Twilio twice but one the killed replica was
-sending, no event reached the CloudLink receiver under two ids, and the feed read during
-the load skipped nothing.
+once and in the feed once, no reply reached Twilio twice (a send the killed replica had
+made without recording it is found in Twilio's list by the replica taking it over), no
+event reached the CloudLink receiver under two ids, and the feed read during the load
+skipped nothing.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ class Load:
             raise AssertionError(f"{answer.status_code}: {answer.text}")
 
 
-def test_three_replicas_one_killed_mid_load_lose_nothing_and_repeat_only_cut_sends(
+def test_three_replicas_one_killed_mid_load_lose_nothing_and_send_nothing_twice(
     tmp_path: Path,
     database_url: str,
     fakes: Fakes,  # noqa: F811
@@ -201,7 +202,9 @@ def test_three_replicas_one_killed_mid_load_lose_nothing_and_repeat_only_cut_sen
             for thread in workers:
                 thread.start()
             eventually(lambda: len(load.messages) >= 60, timeout=120, what="load before the kill")
-            killed_at = time.monotonic()
+            # Sends answered slowly from now on: the kill cuts some of them midway.
+            twilio.answer_late(1_000_000, 1.0)
+            time.sleep(1.0)
             replicas[1].process.kill()
             replicas[1].process.wait(timeout=10)
             eventually(lambda: len(load.messages) >= 120, timeout=120, what="load after the kill")
@@ -237,7 +240,8 @@ def test_three_replicas_one_killed_mid_load_lose_nothing_and_repeat_only_cut_sen
             everything = feed.settled(page, committed)
             ids = [item["id"] for item in everything]
             assert len(ids) == len(set(ids))
-            assert [item["id"] for item in seen] == ids
+            # (Events committed after the reader stopped, a late send's, come after it.)
+            assert [item["id"] for item in seen] == ids[: len(seen)]
             received = [e for e in everything if e["type"] == "message.received"]
             assert len(received) == len(load.messages) + 1
 
@@ -247,16 +251,10 @@ def test_three_replicas_one_killed_mid_load_lose_nothing_and_repeat_only_cut_sen
                 timeout=120,
                 what="replies",
             )
-            # At least once, not exactly once: a send the killed replica had made but not
-            # yet recorded is made again by another replica once its lease ends (Twilio
-            # takes no idempotency key). Nothing else is sent twice.
-            sends: dict[str, list[float]] = {}
-            for sent in twilio.sent:
-                reply = sent["status_callback"].rsplit("message=", 1)[1]
-                sends.setdefault(reply, []).append(sent["taken_at"])
-            repeated = {reply: at for reply, at in sends.items() if len(at) > 1}
-            assert all(len(at) == 2 and at[0] <= killed_at < at[1] for at in repeated.values())
-            assert len(repeated) <= 64
+            twilio.recover()
+            # A send the killed replica had made without recording it was looked for by the
+            # replica taking it over (test_processes shows one such send step by step).
+            assert [reply for reply, n in _sent_message_ids(twilio).items() if n > 1] == []
             start = next(i for i, e in enumerate(everything) if e["type"] == "endpoint.created")
             pushed = set(ids[start:])
             eventually(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy import func, insert, select
 
@@ -98,6 +99,46 @@ def test_a_claim_holds_until_its_lease_ends(db: Database) -> None:
     assert done is False
     done = run(db.transact(lambda tx: outbox.complete(tx.conn, pk=first[0].pk, owner="worker-b")))
     assert done is True
+
+
+def test_a_claim_taken_over_or_given_back_has_an_unknown_outcome(db: Database) -> None:
+    """A fresh claim knows nothing was sent; one taken over after its lease ran out, or
+    given back at shutdown, says an earlier attempt may have been."""
+    account_id = _account(db, {})
+    _enqueue(db, account_id, 2)
+    start = outbox.now()
+    first = _claim(db, "worker-a", start)
+    assert [row.outcome_unknown for row in first] == [False, False]
+    taken = _claim(db, "worker-b", start + 31)
+    assert [row.outcome_unknown for row in taken] == [True, True]
+    _enqueue(db, account_id, 1)
+    [fresh] = _claim(db, "worker-c", start + 32)
+    assert fresh.outcome_unknown is False
+    run(db.transact(lambda tx: outbox.release(tx.conn, owner="worker-c", pks=[fresh.pk])))
+    [again] = _claim(db, "worker-d", start + 33)
+    assert (again.pk, again.outcome_unknown) == (fresh.pk, True)
+
+
+def test_an_unanswered_attempt_leaves_a_doubt_a_refused_one_does_not(db: Database) -> None:
+    """A retry after a call that went unanswered is marked; after a plain refusal it is
+    not; and a doubt, once there, stays through later refusals."""
+    account_id = _account(db, {})
+    _enqueue(db, account_id, 2)
+    moment = outbox.now()
+    refused, unanswered = _claim(db, "w", moment)
+
+    def retry(pk: int, *, lost: bool) -> Callable[[Transaction], bool]:
+        return lambda tx: outbox.retry_later(
+            tx.conn, pk=pk, owner="w", at=moment, error="e", unanswered=lost
+        )
+
+    assert run(db.transact(retry(refused.pk, lost=False)))
+    assert run(db.transact(retry(unanswered.pk, lost=True)))
+    claimed = {row.pk: row.outcome_unknown for row in _claim(db, "w", moment + 1)}
+    assert claimed == {refused.pk: False, unanswered.pk: True}
+    assert run(db.transact(retry(unanswered.pk, lost=False)))
+    [row] = [r for r in _claim(db, "w", moment + 2) if r.pk == unanswered.pk]
+    assert row.outcome_unknown is True
 
 
 def test_rows_wait_until_they_are_due(db: Database) -> None:

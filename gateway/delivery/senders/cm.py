@@ -48,6 +48,12 @@ class CmSender:
         )
         return Sent(accepted.reference, "accepted")
 
+    async def find_sent(self, plan: SendPlan, credentials: str, since: float) -> list[Sent]:
+        """Nothing: CM.com's API has no way to read sent messages back. A send whose answer
+        never came is repeated; its delivery reports, which carry the reference, may have
+        settled it first (a reply that has a status is not sent again)."""
+        return []
+
 
 def sender(providers: Providers, _settings: Settings) -> CmSender:
     """The CM.com sender of one process."""

@@ -60,3 +60,9 @@ class Sender(Protocol[C]):
     async def send(self, plan: SendPlan, credentials: C) -> Sent:
         """One send attempt (the outbox retries); ``ProviderError`` says whether to retry."""
         ...
+
+    async def find_sent(self, plan: SendPlan, credentials: C, since: float) -> list[Sent]:
+        """Messages the provider holds that may be this reply, sent since ``since`` (epoch
+        seconds) by an attempt whose answer never came back; newest first. Empty when the
+        provider offers no way to look."""
+        ...

@@ -14,6 +14,9 @@ from gateway.delivery.senders.sender import SendPlan, Sent
 from gateway.security import SecretBox
 from gateway.settings import Settings
 
+# Seconds a listed message may seem older than the reply and still be taken for it.
+CLOCK_MARGIN = 30.0
+
 
 @dataclass(frozen=True)
 class TwilioSender:
@@ -47,6 +50,23 @@ class TwilioSender:
             status_callback=f"{callback}?message={plan.message_id}",
         )
         return Sent(sent.sid, sent.status or "queued")
+
+    async def find_sent(
+        self, plan: SendPlan, credentials: TwilioCredentials, since: float
+    ) -> list[Sent]:
+        """Outbound messages with this reply's addresses and text, created since ``since``
+        (less ``CLOCK_MARGIN``: Twilio's clock and dates to the second are not ours)."""
+        listed = await self.api.recent_messages(
+            credentials,
+            to=plan.contact_address,
+            from_=plan.local_address,
+            since=since - CLOCK_MARGIN,
+        )
+        return [
+            Sent(message.sid, message.status or "queued")
+            for message in listed
+            if message.direction.startswith("outbound") and message.body == (plan.text or "")
+        ]
 
 
 def sender(providers: Providers, settings: Settings) -> TwilioSender:

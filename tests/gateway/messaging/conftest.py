@@ -9,6 +9,7 @@ each, and a CloudLink endpoint whose signatures the fake receiver verifies.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,16 +183,17 @@ def stack_settings(
     return build
 
 
-@pytest.fixture
-def stack(
+@contextmanager
+def open_stack(
     stack_settings: Callable[..., Settings],
     fakes: tuple[FakeTwilio, FakeCM, FakeCloudLink, dict[str, str]],
+    **overrides: Any,
 ) -> Iterator[Stack]:
-    """A live gateway with the account of ``set_up_account``."""
+    """A live gateway with the account of ``set_up_account``, its settings overridden."""
     twilio, cm, cloudlink, urls = fakes
     port = free_port()
     with (
-        live_server(stack_settings(port), port) as url,
+        live_server(stack_settings(port, **overrides), port) as url,
         httpx2.Client(
             base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
         ) as http,
@@ -205,4 +207,14 @@ def stack(
             cloudlink_url=urls["cloudlink"],
         )
         set_up_account(built)
+        yield built
+
+
+@pytest.fixture
+def stack(
+    stack_settings: Callable[..., Settings],
+    fakes: tuple[FakeTwilio, FakeCM, FakeCloudLink, dict[str, str]],
+) -> Iterator[Stack]:
+    """A live gateway with the account of ``set_up_account``."""
+    with open_stack(stack_settings, fakes) as built:
         yield built

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.fakes.cmcom import delivery_report, send_report
-from tests.gateway.messaging.conftest import BUSINESS, CUSTOMER, Stack
+import pytest
+
+from gateway.settings import Settings
+from tests.fakes.cloudlink import FakeCloudLink
+from tests.fakes.cmcom import FakeCM, delivery_report, send_report
+from tests.fakes.twilio import FakeTwilio
+from tests.gateway.messaging.conftest import BUSINESS, CUSTOMER, Stack, open_stack
 from tests.support.sync import run
 from tests.support.waiting import eventually
 
@@ -86,6 +92,62 @@ def test_429_then_success_sends_once(stack: Stack) -> None:
     reply = _reply(stack)
     eventually(lambda: _message(stack, reply["id"])["provider_message_id"] is not None)
     assert stack.twilio.requests["messages"] == 2
+    assert len(stack.twilio.sent) == 1
+
+
+@pytest.fixture
+def impatient(
+    stack_settings: Callable[..., Settings],
+    fakes: tuple[FakeTwilio, FakeCM, FakeCloudLink, dict[str, str]],
+) -> Iterator[Stack]:
+    """A gateway that waits half a second for any answer."""
+    with open_stack(stack_settings, fakes, outbound_timeout=0.5) as built:
+        yield built
+
+
+def test_a_send_whose_answer_never_came_is_found_at_twilio_not_sent_twice(
+    impatient: Stack,
+) -> None:
+    """Twilio takes the reply but its answer comes after the gateway gave up: the next
+    attempt finds the message in Twilio's list and keeps its id instead of sending again."""
+    impatient.twilio.answer_late(1, 2.0)
+    reply = _reply(impatient)
+    eventually(lambda: _message(impatient, reply["id"])["provider_message_id"] is not None)
+    [sent] = impatient.twilio.sent
+    assert _message(impatient, reply["id"])["provider_message_id"] == sent["sid"]
+    assert impatient.twilio.requests["messages"] == 1
+    assert impatient.twilio.requests["list_messages"] == 1
+    assert _statuses_of(impatient, reply["id"]) == [
+        ("message.queued", "pending"),
+        ("message.sent", "queued"),
+    ]
+
+
+def test_a_lost_answer_is_not_taken_for_an_earlier_identical_reply(impatient: Stack) -> None:
+    """The same text twice in a row: the first is sent and settled, the second's answer is
+    lost. Twilio lists both; the second keeps its own message, not the first's."""
+    first = _reply(impatient, "ok")
+    eventually(lambda: _message(impatient, first["id"])["provider_message_id"] is not None)
+    impatient.twilio.answer_late(1, 2.0)
+    [conversation] = [
+        c for c in impatient.conversations() if c["channel_id"] == impatient.twilio_channel["id"]
+    ]
+    path = f"/conversations/{conversation['id']}/messages"
+    second = impatient.api("POST", path, json={"text": "ok"}).json()
+    eventually(lambda: _message(impatient, second["id"])["provider_message_id"] is not None)
+    sids = [m["sid"] for m in impatient.twilio.sent]
+    assert len(sids) == 2
+    assert _message(impatient, first["id"])["provider_message_id"] == sids[0]
+    assert _message(impatient, second["id"])["provider_message_id"] == sids[1]
+
+
+def test_a_refused_send_is_tried_again_without_looking(stack: Stack) -> None:
+    """A 503 says Twilio did not take the message: the retry sends with no lookup first."""
+    stack.twilio.fail_next(1, 503)
+    reply = _reply(stack)
+    eventually(lambda: _message(stack, reply["id"])["provider_message_id"] is not None)
+    assert stack.twilio.requests["messages"] == 2
+    assert stack.twilio.requests["list_messages"] == 0
     assert len(stack.twilio.sent) == 1
 
 

@@ -118,6 +118,43 @@ def _kill(server: ServerProcess) -> None:
     server.process.wait(timeout=10)
 
 
+def test_a_reply_sent_by_a_killed_server_is_found_not_sent_again(
+    env: dict[str, str], fakes: Fakes
+) -> None:
+    """The server is killed while Twilio holds its send unanswered: once the lease runs
+    out, the restarted server finds the message in Twilio's list and keeps its id, and
+    the customer gets the reply once."""
+    twilio = fakes[0]
+    with serving(env, workers=1) as server, _client(server.url) as http:
+        stack = _stack(server, http, fakes)
+        set_up_account(stack)
+        conversation = _conversation(stack)
+        twilio.answer_late(1, 15.0)
+        reply = stack.api(
+            "POST", f"/conversations/{conversation}/messages", json={"text": "Coming"}
+        ).json()["id"]
+        eventually(lambda: bool(twilio.sent), what="the send at Twilio")
+        _kill(server)
+    with serving(env, workers=1) as server, _client(server.url) as http:
+
+        def recorded() -> str | None:
+            message: dict[str, Any] = http.get(
+                f"/api/v1/accounts/{_account_of(http)}/messages/{reply}"
+            ).json()
+            return (
+                None
+                if message["provider_message_id"] is None
+                else str(message["provider_message_id"])
+            )
+
+        eventually(lambda: recorded() is not None, timeout=30, what="the send recorded")
+        [sent] = twilio.sent
+        assert recorded() == sent["sid"]
+        assert twilio.requests["messages"] == 1
+        assert twilio.requests["list_messages"] == 1
+        twilio.recover()
+
+
 def test_a_killed_server_loses_nothing_it_acknowledged(
     env: dict[str, str], fakes: Fakes, database_url: str
 ) -> None:
