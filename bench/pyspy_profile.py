@@ -2,7 +2,8 @@
 
 Usage: python bench/pyspy_profile.py [--users N] [--duration S] [--rate HZ] [--markdown PATH]
 
-Starts the gateway (SQLite, one worker, as ``bench/run.py`` does) in a temporary dir,
+Starts the gateway (SQLite, one worker, as ``bench/run.py`` does; or on the empty
+PostgreSQL database of ``--database-url``) in a temporary dir,
 seeds it, measures wrk's ``create.lua`` load once without the profiler, then, under the
 same load, records the server process twice with ``py-spy record --format raw
 --threads``: with ``--gil`` (the thread holding the GIL: where the Python CPU time goes)
@@ -131,6 +132,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=100, help="samples per second (100)")
     parser.add_argument("--top", type=int, default=15, help="functions listed (15)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (16)")
+    parser.add_argument(
+        "--database-url",
+        help="profile on this (empty) PostgreSQL database instead of the embedded SQLite",
+    )
     parser.add_argument("--raw", type=Path, help="also keep py-spy's raw output: PATH.MODE.txt")
     parser.add_argument("--markdown", type=Path, help="also write the section to this file")
     return parser.parse_args(argv)
@@ -167,10 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, str] = {}
     shown: list[str] = []
     try:
-        log("gateway (SQLite, 1 worker): starting")
-        server = serve_gateway(
-            prepare_gateway(workdir / "gateway-data"), workers=1, log_path=workdir / "gw.log"
+        backend = "PostgreSQL" if args.database_url else "SQLite"
+        log(f"gateway ({backend}, 1 worker): starting")
+        setup = prepare_gateway(
+            workdir / "gateway-data", database_url=args.database_url, shown_url="<given>"
         )
+        server = serve_gateway(setup, workers=1, log_path=workdir / "gw.log")
         log(f"  seeding {args.users:,} users")
         seed(server.users_url, server.headers, range(1, args.users + 1))
         # Phone numbers +15<run><thread><counter> (see seeding.phone_number); 2: the token.

@@ -14,7 +14,6 @@ measurement behind decision 0019 (poll, no LISTEN/NOTIFY).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -29,8 +28,7 @@ sys.path.insert(0, str(HERE))
 
 from machine import machine_info  # noqa: E402
 from postgres import PostgresCluster  # noqa: E402
-from servers import free_port  # noqa: E402
-from webhooks import ADMIN, gateway_env, serve, set_up, start, stop, wait_http  # noqa: E402
+from webhooks import ADMIN, gateway_env, serve, set_up, start_fake, stop  # noqa: E402
 from wrk_runner import wrk_version  # noqa: E402
 
 
@@ -72,16 +70,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as temp:
         workdir = Path(temp)
-        fake_port = free_port()
-        fake = start(
-            [sys.executable, str(HERE / "fake_provider.py"), "--port", str(fake_port)],
-            dict(os.environ),
-            workdir / "fake.log",
-        )
-        fake_url = f"http://127.0.0.1:{fake_port}"
+        fake, fake_url = start_fake(workdir)
         cluster = PostgresCluster()
         try:
-            wait_http(fake_url + "/_stats")
             cluster.start()
             for name, a_delivers in (
                 ("A delivers (its own wake)", True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -265,7 +266,11 @@ def prepare_gateway(
         shown_env = "GATEWAY_SQLITE_SYNCHRONOUS=FULL"
     else:
         env["GATEWAY_DATABASE_URL"] = database_url
-        shown_env = f"GATEWAY_DATABASE_URL={shown_url or '<redacted>'}"
+        # On PostgreSQL the key of stored secrets comes from the environment (a Fernet key).
+        env["GATEWAY_SECRET_KEYS"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+        shown_env = (
+            f"GATEWAY_DATABASE_URL={shown_url or '<redacted>'} GATEWAY_SECRET_KEYS=<redacted>"
+        )
     account = _gateway_json(["account", "create", "--name", account_name, "--json"], env)
     keys = _gateway_json(["scim-keys", str(account["id"]), "--json"], env)
     return GatewaySetup(

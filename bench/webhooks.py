@@ -121,6 +121,19 @@ def gateway_env(
     return env
 
 
+def start_fake(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The fake provider (fake_provider.py) on a free port, answering; and its URL."""
+    port = free_port()
+    process = start(
+        [sys.executable, str(HERE / "fake_provider.py"), "--port", str(port), *extra],
+        dict(os.environ),
+        workdir / "fake.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/_stats")
+    return process, url
+
+
 def serve(env: dict[str, str], workers: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = start(
@@ -510,23 +523,9 @@ def main() -> None:
         args.queue_seconds, args.no_docs, args.write_units = 2, True, 3_000
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as temp:
         workdir = Path(temp)
-        fake_port = free_port()
-        fake = start(
-            [
-                sys.executable,
-                str(HERE / "fake_provider.py"),
-                "--port",
-                str(fake_port),
-                "--accounts",
-                "10",
-            ],
-            dict(os.environ),
-            workdir / "fake.log",
-        )
-        fake_url = f"http://127.0.0.1:{fake_port}"
+        fake, fake_url = start_fake(workdir, "--accounts", "10")
         cluster = None
         try:
-            wait_http(fake_url + "/_stats")
             runs = []
             for workers in (1, 2):
                 runs.append(

@@ -19,8 +19,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,6 +65,9 @@ def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL
         )
         _configure_sqlite(engine, sqlite_synchronous)
         return engine
+    # No pre-ping: it cost a round trip on every checkout. A connection found dead is
+    # replaced, and its unit run again when nothing of it can have been committed
+    # (``Database``); the pool is emptied on the first such error.
     return create_engine(
         url,
         json_serializer=_json_dumps,
@@ -73,8 +75,8 @@ def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL
         # Statement errors would otherwise quote bound values (emails, token hashes) in logs.
         hide_parameters=True,
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+        # Each thread keeps a reading connection, and takes one for a write besides.
+        max_overflow=pool_size + 2,
     )
 
 
@@ -127,6 +129,14 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
             connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+class _NotCommitted(Exception):
+    """A write's connection was found dead before its commit: safe to run again."""
+
+    def __init__(self, error: OperationalError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Database:
     """The engine plus the threads that run its blocking work for async code.
 
@@ -157,9 +167,28 @@ class Database:
         self._writer: SqliteWriter | None = None
         self._writer_lock = threading.Lock()
         self._max_batch = max_batch
+        if not self.is_sqlite:
+            self._set_lock_timeout()
         # Called on the event loop after a commit that wrote outbox rows (wakes the workers
         # of this process; other processes find the rows when they next look).
         self.outbox_listener: Callable[[], None] | None = None
+
+    def _set_lock_timeout(self) -> None:
+        """Every PostgreSQL connection waits at most ``lock_timeout`` for a lock, set once
+        when it connects rather than by a statement in every transaction. Connections
+        opened before (the migration's) are dropped so that none goes without it."""
+        statement = f"SET lock_timeout = {max(1, int(self.lock_timeout * 1000))}"
+
+        @event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True
+            try:
+                dbapi_connection.execute(statement)
+            finally:
+                dbapi_connection.autocommit = autocommit
+
+        self.engine.dispose()
 
     @property
     def retry_after(self) -> int:
@@ -168,38 +197,55 @@ class Database:
 
     # -- reads ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _read_connection(self) -> Iterator[Connection]:
-        """A connection for reading, on the calling (pool) thread.
+    def _reader(self) -> Connection:
+        """This thread's reading connection, opened on first use and kept.
 
-        On SQLite each thread keeps one connection and opens no transaction: each
-        statement reads a consistent snapshot on its own, and skipping BEGIN/ROLLBACK
-        halves the cost of a lookup.
+        No transaction is opened on it: on SQLite each statement reads a consistent
+        snapshot on its own; on PostgreSQL it runs in autocommit, where a statement sees
+        what it would see in a READ COMMITTED transaction. Skipping BEGIN/ROLLBACK and
+        the pool's checkout halves the round trips of a lookup.
         """
-        if not self.is_sqlite:
-            with self.engine.connect() as connection:
-                yield connection
-            return
         kept: Connection | None = getattr(self._local, "reader", None)
-        if kept is None or kept.closed:
+        if kept is None or kept.closed or kept.invalidated:
             kept = self.engine.connect()
+            if not self.is_sqlite:
+                kept = kept.execution_options(isolation_level="AUTOCOMMIT")
             self._local.reader = kept
             with self._kept_lock:
                 self._kept.append(kept)
-        try:
-            yield kept
-        finally:
-            # Ends SQLAlchemy's notion of a transaction; no SQL was begun on SQLite.
-            kept.rollback()
+        return kept
+
+    def _drop_reader(self) -> None:
+        kept: Connection | None = getattr(self._local, "reader", None)
+        self._local.reader = None
+        if kept is not None:
+            with self._kept_lock:
+                if kept in self._kept:
+                    self._kept.remove(kept)
+            kept.invalidate()
+            kept.close()
 
     def _read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        try:
-            with self._read_connection() as conn:
+        for attempt in range(2):
+            conn = self._reader()
+            try:
                 return fn(conn, *args)
-        except PoolTimeout as exc:
-            raise self._busy("No database connection was free") from exc
-        except OperationalError as exc:
-            raise self._translate(exc) from exc
+            except PoolTimeout as exc:
+                raise self._busy("No database connection was free") from exc
+            except DBAPIError as exc:
+                if exc.connection_invalidated and attempt == 0:
+                    # The server closed it (a restart, an idle timeout): a read is safe
+                    # to run again on a new connection.
+                    self._drop_reader()
+                    continue
+                if isinstance(exc, OperationalError):
+                    raise self._translate(exc) from exc
+                raise
+            finally:
+                # Ends SQLAlchemy's notion of a transaction; none was begun in SQL.
+                if not conn.closed and not conn.invalidated:
+                    conn.rollback()
+        raise AssertionError("unreachable")
 
     async def query(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` on a reading connection, off the event loop."""
@@ -245,22 +291,45 @@ class Database:
             return self._writer
 
     def _transact_postgres(self, work: Callable[[Transaction], T]) -> T:
-        timeout_ms = max(1, int(self.lock_timeout * 1000))
-        try:
-            with self.engine.connect() as conn, conn.begin():
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
+        for attempt in range(2):
+            try:
+                result = self._one_transaction(work)
+            except _NotCommitted as stale:
+                if attempt == 0:
+                    continue  # the connection was dead before anything was committed
+                raise self._translate(stale.error) from stale.error
+            except PoolTimeout as exc:
+                raise self._busy("No database connection was free") from exc
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE:
+                    raise self._busy("The change waited too long for a lock") from exc
+                if isinstance(exc, OperationalError):
+                    raise self._translate(exc) from exc
+                raise
+            if self._on_commit is not None:
+                self._on_commit(1)
+            return result
+        raise AssertionError("unreachable")
+
+    def _one_transaction(self, work: Callable[[Transaction], T]) -> T:
+        """Run ``work`` in one transaction; ``_NotCommitted`` if the connection turned out
+        dead before the commit was sent (then nothing of it was written)."""
+        with self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
                 result = work(Transaction(conn))
-        except PoolTimeout as exc:
-            raise self._busy("No database connection was free") from exc
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE:
-                raise self._busy("The change waited too long for a lock") from exc
-            if isinstance(exc, OperationalError):
-                raise self._translate(exc) from exc
-            raise
-        if self._on_commit is not None:
-            self._on_commit(1)
-        return result
+            except DBAPIError as exc:
+                if transaction.is_active:
+                    transaction.rollback()
+                if exc.connection_invalidated and isinstance(exc, OperationalError):
+                    raise _NotCommitted(exc) from exc
+                raise
+            except BaseException:
+                if transaction.is_active:
+                    transaction.rollback()
+                raise
+            transaction.commit()
+            return result
 
     def _busy(self, what: str) -> DatabaseBusy:
         return DatabaseBusy.waited(what, self.retry_after)

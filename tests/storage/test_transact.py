@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, insert, select, text, update
 
 from storage.engine import Database, make_engine
 from storage.errors import DatabaseBusy
@@ -227,3 +227,65 @@ def test_batched_events_of_a_failed_unit_leave_nothing(db: Database) -> None:
         asyncio.run(db.transact(unit))
     with db.engine.connect() as conn:
         assert conn.execute(select(EVENTS.c.id)).all() == []
+
+
+@pytest.fixture
+def postgres_db(database_url: str) -> Iterator[Database]:
+    """A PostgreSQL database whose writes wait at most half a second for a lock."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("connections the server closes, and row locks, are PostgreSQL's")
+    engine = make_engine(database_url)
+    upgrade(engine)
+    database = Database(engine, lock_timeout=0.5)
+    yield database
+    database.dispose()
+
+
+def _close_every_connection(db: Database) -> int:
+    """What a server restart does to the gateway's connections: ends them all."""
+    engine = make_engine(db.engine.url.render_as_string(hide_password=False), pool_size=1)
+    try:
+        with engine.connect() as conn:
+            closed = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return int(closed)
+
+
+def test_connections_the_server_closed_are_replaced_and_nothing_is_written_twice(
+    postgres_db: Database,
+) -> None:
+    """Every connection of the gateway is ended (a restart): the next read and the next
+    write each run on a new connection, and the write is stored once."""
+    db = postgres_db
+    asyncio.run(db.transact(add("before")))
+    assert asyncio.run(db.query(lambda conn: conn.execute(select(ACCOUNTS.c.name)).all()))
+    assert _close_every_connection(db) >= 1
+    read = asyncio.run(db.query(lambda conn: conn.execute(select(ACCOUNTS.c.name)).scalars().all()))
+    assert read == ["before"]
+    assert _close_every_connection(db) >= 1
+    asyncio.run(db.transact(add("after")))
+    assert names(db) == ["after", "before"]
+
+
+def test_a_row_lock_held_past_the_lock_timeout_makes_the_write_busy(
+    postgres_db: Database,
+) -> None:
+    """Another transaction holds an account's row: a write needing it waits the lock
+    timeout, set on every connection, then is busy, having written nothing."""
+    db = postgres_db
+    account_id = asyncio.run(db.transact(add("held")))
+
+    def rename(tx: Transaction) -> None:
+        tx.conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == account_id).values(name="new"))
+
+    with db.engine.connect() as holder, holder.begin():
+        holder.execute(select(ACCOUNTS.c.id).where(ACCOUNTS.c.id == account_id).with_for_update())
+        with pytest.raises(DatabaseBusy):
+            asyncio.run(db.transact(rename))
+    assert names(db) == ["held"]
