@@ -255,6 +255,75 @@ def gateway_goals(runs: list[ServerRun]) -> list[tuple[str, list[Goal]]]:
     return [(r.label, goals(r, peer)) for r in runs if r.name == GATEWAY]
 
 
+def postgres_table(runs: list[ServerRun]) -> str:
+    """PostgreSQL against SQLite at each worker count measured on both: the production
+    database's goals, and the CPU each request costs in the gateway and in PostgreSQL."""
+    lines = []
+    for workers in sorted({r.workers for r in runs if r.name == GATEWAY}):
+        found = {
+            r.database: r
+            for r in runs
+            if r.name == GATEWAY and r.workers == workers and r.lookup and r.create
+        }
+        pg, lite = found.get("PostgreSQL"), found.get("SQLite")
+        if pg is None or lite is None or pg.lookup is None or pg.create is None:
+            continue
+        if lite.lookup is None or lite.create is None:
+            continue
+        goals = [
+            ("lookups >= 0.7x SQLite", pg.lookup.rps / lite.lookup.rps, "{:.2f}x", 0.7, True),
+            ("creates >= 0.7x SQLite", pg.create.rps / lite.create.rps, "{:.2f}x", 0.7, True),
+            ("creates >= 600 req/s", pg.create.rps, "{:,.0f} req/s", 600, True),
+            ("lookups p99 < 25 ms", pg.lookup.p99_ms, "{:.2f} ms", 25, False),
+        ]
+        cells = [
+            f"{fmt.format(value)}: **{_verdict_of(value >= bar if up else value < bar)}**"
+            for _text, value, fmt, bar, up in goals
+        ]
+
+        def per_request(result: WrkResult) -> str:
+            ms = 10 / result.rps if result.rps else 0.0
+            return f"{result.server_cpu_pct * ms:.2f} / {result.database_cpu_pct * ms:.2f}"
+
+        lines.append(
+            f"| {workers} | "
+            + " | ".join(cells)
+            + f" | {per_request(pg.lookup)} | {per_request(pg.create)} |"
+        )
+    if not lines:
+        return ""
+    header = (
+        "| workers | " + " | ".join(g for g in POSTGRES_GOALS) + " | CPU ms a lookup, "
+        "gateway / PostgreSQL | CPU ms a create, gateway / PostgreSQL |"
+    )
+    return "\n".join(
+        [
+            "## PostgreSQL against SQLite",
+            "",
+            "The production database against the embedded default, same worker count, same "
+            "run. CPU ms: the CPU time of the gateway's processes and of PostgreSQL's, per "
+            "request, from the CPU % measured during the run.",
+            "",
+            header,
+            "|---" * (len(POSTGRES_GOALS) + 3) + "|",
+            *lines,
+            "",
+        ]
+    )
+
+
+def _verdict_of(met: bool) -> str:
+    return "met" if met else "missed"
+
+
+POSTGRES_GOALS = (
+    "lookups >= 0.7x SQLite",
+    "creates >= 0.7x SQLite",
+    "creates >= 600 req/s",
+    "lookups p99 < 25 ms",
+)
+
+
 # -- docs/benchmarks.md -------------------------------------------------------------------
 
 
@@ -354,6 +423,7 @@ Each gateway configuration against the peer of the same run.
 
 {goals_table(gateway_goals(runs))}
 
+{postgres_table(runs)}
 ## Results
 
 Load: wrk, {settings.threads} threads, {settings.connections} connections,

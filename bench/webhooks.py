@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ from postgres import PostgresCluster  # noqa: E402
 from procs import memory_kib, tree  # noqa: E402
 from servers import free_port  # noqa: E402
 from twilio.request_validator import RequestValidator  # noqa: E402
-from wrk_runner import LoadSettings, WrkResult, run_wrk, wrk_version  # noqa: E402
+from wrk_runner import LoadSettings, Watched, WrkResult, run_wrk, wrk_version  # noqa: E402
 
 PUBLIC = "https://hooks.example.com"
 CUSTOMERS = 100
@@ -244,9 +245,17 @@ def acked(result: WrkResult) -> int:
     return result.requests - result.unexpected_status
 
 
-def load(url: str, requests_file: Path, duration: int, connections: int) -> WrkResult:
+def load(
+    url: str,
+    requests_file: Path,
+    duration: int,
+    connections: int,
+    watched: Watched | None = None,
+) -> WrkResult:
     settings = LoadSettings(threads=2, connections=connections, duration_s=duration, warmup_s=0)
-    result, _ = run_wrk(url, "webhook.lua", [str(requests_file), "2"], duration, settings)
+    result, _ = run_wrk(
+        url, "webhook.lua", [str(requests_file), "2"], duration, settings, watched=watched
+    )
     return result
 
 
@@ -259,6 +268,7 @@ def webhook_run(
     workers: int,
     accounts: int,
     args: argparse.Namespace,
+    database_pids: Callable[[], list[int]] = list,
 ) -> dict[str, Any]:
     """One configuration: fresh database, set-up, warm-up, measured run, checks."""
     data = workdir / name
@@ -271,7 +281,8 @@ def webhook_run(
         prepare(channels, args.warmup_requests, warm_file)
         prepare(channels, args.requests, run_file)
         warm = load(url, warm_file, args.warmup, args.connections)
-        result = load(url, run_file, args.duration, args.connections)
+        watched = Watched(server=lambda: tree(process.pid), database=database_pids)
+        result = load(url, run_file, args.duration, args.connections, watched)
         memory = memory_kib(tree(process.pid))
         time.sleep(1)
     finally:
@@ -296,6 +307,7 @@ def webhook_run(
         "command": result.command,
         "wrk_cpu_pct": result.wrk_cpu_pct,
         "server_cpu_pct": result.server_cpu_pct,
+        "database_cpu_pct": result.database_cpu_pct,
     }
 
 
@@ -432,9 +444,12 @@ def markdown(results: dict[str, Any]) -> str:
         "It bounds the gateway on SQLite, whose writers (one a process) take turns at the "
         "file's one write lock.",
         "",
+        "CPU % is the share of one CPU used during the measured run by the server's processes "
+        "and by PostgreSQL's; CPU ms is that per webhook.",
+        "",
         "| configuration | webhooks/s | vs limit | p50 ms | p99 ms | non-200 "
-        "| stored exactly once | RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---|---:|",
+        "| stored exactly once | RSS MiB | CPU % server / database | CPU ms server / database |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     limit = results["limit"]["rps"]
     for run in results["runs"]:
@@ -442,18 +457,19 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {run['name']} | {run['rps']:,.0f} | {run['rps'] / limit:.2f}x "
             f"| {run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {run['non_200']} "
-            f"| {'yes' if run['exactly_once'] else 'NO'} ({_stored(run)}) | {rss:.0f} |"
+            f"| {'yes' if run['exactly_once'] else 'NO'} ({_stored(run)}) | {rss:.0f} "
+            f"| {_cpu(run)} |"
         )
     write = results.get("write_path")
     if write:
         lines.append(
             f"| {write['name']} | {write['rps']:,.0f} | {write['rps'] / limit:.2f}x | | | "
             f"| {'yes' if write['exactly_once'] else 'NO'} "
-            f"({write['stored']['messages']:,} stored) | |"
+            f"({write['stored']['messages']:,} stored) | | | |"
         )
     lines.append(
         f"| {results['limit']['name']} | {limit:,.0f} | 1.00x | {results['limit']['p50_ms']:.1f} | "
-        f"{results['limit']['p99_ms']:.1f} | {results['limit']['non_200']} | | |"
+        f"{results['limit']['p99_ms']:.1f} | {results['limit']['non_200']} | | | | |"
     )
     for outbox in results.get("outbox") or []:
         rss = (outbox["memory_kib"].get("vm_rss_kib") or 0) / 1024
@@ -471,6 +487,13 @@ def markdown(results: dict[str, Any]) -> str:
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _cpu(run: dict[str, Any]) -> str:
+    """CPU shares and CPU time per acknowledged webhook: the server's, the database's."""
+    server, database = run.get("server_cpu_pct", 0.0), run.get("database_cpu_pct", 0.0)
+    per = 10 / run["rps"] if run["rps"] else 0.0  # % of a CPU over req/s, in ms
+    return f"{server:.0f} / {database:.0f} | {server * per:.2f} / {database * per:.2f}"
 
 
 def _stored(run: dict[str, Any]) -> str:
@@ -548,20 +571,21 @@ def main() -> None:
             if not args.no_postgres:
                 cluster = PostgresCluster()
                 cluster.start()
-                for accounts in (1, 10):
-                    name = f"bench_{accounts}"
+                for workers, accounts in ((1, 1), (2, 1), (2, 10)):
+                    name = f"bench_{workers}_{accounts}"
                     url = cluster.create_database(name).replace(
                         "postgresql://", "postgresql+psycopg://"
                     )
                     runs.append(
                         webhook_run(
-                            f"gateway, PostgreSQL, 2 workers, {accounts} account(s)",
+                            f"gateway, PostgreSQL, {workers} worker(s), {accounts} account(s)",
                             workdir=workdir,
                             fake_url=fake_url,
                             database_url=url,
-                            workers=2,
+                            workers=workers,
                             accounts=accounts,
                             args=args,
+                            database_pids=cluster.pids,
                         )
                     )
                     print(json.dumps(runs[-1], default=str), flush=True)
