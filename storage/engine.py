@@ -226,26 +226,29 @@ class Database:
             kept.close()
 
     def _read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        for attempt in range(2):
-            conn = self._reader()
+        try:
             try:
-                return fn(conn, *args)
-            except PoolTimeout as exc:
-                raise self._busy("No database connection was free") from exc
+                return self._read_on(self._reader(), fn, args)
             except DBAPIError as exc:
-                if exc.connection_invalidated and attempt == 0:
-                    # The server closed it (a restart, an idle timeout): a read is safe
-                    # to run again on a new connection.
-                    self._drop_reader()
-                    continue
-                if isinstance(exc, OperationalError):
-                    raise self._translate(exc) from exc
-                raise
-            finally:
-                # Ends SQLAlchemy's notion of a transaction; none was begun in SQL.
-                if not conn.closed and not conn.invalidated:
-                    conn.rollback()
-        raise AssertionError("unreachable")
+                if not exc.connection_invalidated:
+                    raise
+                # The server closed it (a restart, an idle timeout): a read is safe to
+                # run again, once, on a new connection.
+                self._drop_reader()
+                return self._read_on(self._reader(), fn, args)
+        except PoolTimeout as exc:
+            raise self._busy("No database connection was free") from exc
+        except OperationalError as exc:
+            raise self._translate(exc) from exc
+
+    @staticmethod
+    def _read_on(conn: Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return fn(conn, *args)
+        finally:
+            # Ends SQLAlchemy's notion of a transaction; none was begun in SQL.
+            if not conn.closed and not conn.invalidated:
+                conn.rollback()
 
     async def query(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` on a reading connection, off the event loop."""
@@ -291,25 +294,26 @@ class Database:
             return self._writer
 
     def _transact_postgres(self, work: Callable[[Transaction], T]) -> T:
-        for attempt in range(2):
+        try:
             try:
                 result = self._one_transaction(work)
-            except _NotCommitted as stale:
-                if attempt == 0:
-                    continue  # the connection was dead before anything was committed
-                raise self._translate(stale.error) from stale.error
-            except PoolTimeout as exc:
-                raise self._busy("No database connection was free") from exc
-            except DBAPIError as exc:
-                if getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE:
-                    raise self._busy("The change waited too long for a lock") from exc
-                if isinstance(exc, OperationalError):
-                    raise self._translate(exc) from exc
-                raise
-            if self._on_commit is not None:
-                self._on_commit(1)
-            return result
-        raise AssertionError("unreachable")
+            except _NotCommitted:
+                # The connection was dead before anything was committed: once more, on a
+                # new one (the pool was emptied).
+                result = self._one_transaction(work)
+        except _NotCommitted as stale:
+            raise self._translate(stale.error) from stale.error
+        except PoolTimeout as exc:
+            raise self._busy("No database connection was free") from exc
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE:
+                raise self._busy("The change waited too long for a lock") from exc
+            if isinstance(exc, OperationalError):
+                raise self._translate(exc) from exc
+            raise
+        if self._on_commit is not None:
+            self._on_commit(1)
+        return result
 
     def _one_transaction(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in one transaction; ``_NotCommitted`` if the connection turned out

@@ -7,6 +7,7 @@ message so that an admin (or a dead letter) shows what Twilio said.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -152,21 +153,28 @@ class TwilioApi:
         params = {"PageSize": "1000"}
         if phone_number is not None:
             params["PhoneNumber"] = phone_number
-        url: str | None = self._account(creds) + "/IncomingPhoneNumbers.json"
+        url = self._account(creds) + "/IncomingPhoneNumbers.json"
         numbers: list[PhoneNumber] = []
-        while url is not None:
+        async for body in self._pages(creds, url, params, "listing Twilio numbers"):
+            numbers.extend(_number(item) for item in body.get("incoming_phone_numbers") or [])
+        return numbers
 
-            async def call(page_url: str = url, query: dict[str, str] = params) -> dict[str, Any]:
-                return await self._call(
-                    creds, "GET", page_url, "listing Twilio numbers", params=query, limit=PAGE_LIMIT
-                )
+    async def _pages(
+        self, creds: TwilioCredentials, url: str, params: dict[str, str], what: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The pages of one of Twilio's lists, following ``next_page_uri`` (which carries
+        the query) until the last; the caller stops early by leaving the loop."""
+        page_url: str | None = url
+        while page_url is not None:
+
+            async def call(at: str = page_url, query: dict[str, str] = params) -> dict[str, Any]:
+                return await self._call(creds, "GET", at, what, params=query, limit=PAGE_LIMIT)
 
             body = await with_retries(call)
-            numbers.extend(_number(item) for item in body.get("incoming_phone_numbers") or [])
+            yield body
             next_uri = body.get("next_page_uri")
-            url = self._base.removesuffix(API) + next_uri if next_uri else None
+            page_url = self._base.removesuffix(API) + next_uri if next_uri else None
             params = {}
-        return numbers
 
     async def set_sms_url(self, creds: TwilioCredentials, number_sid: str, url: str) -> None:
         """Point the number's incoming SMS at ``url`` (POST); an empty URL clears it."""
@@ -219,30 +227,16 @@ class TwilioApi:
         came back (a timeout, a process killed mid-call) is found before it is repeated.
         """
         params = {"To": to, "From": from_, "PageSize": str(RECENT_PAGE_SIZE)}
-        url: str | None = self._account(creds) + "/Messages.json"
+        url = self._account(creds) + "/Messages.json"
         found: list[ListedMessage] = []
-        for _ in range(RECENT_PAGES):
-            if url is None:
-                break
-
-            async def call(page_url: str = url, query: dict[str, str] = params) -> dict[str, Any]:
-                return await self._call(
-                    creds,
-                    "GET",
-                    page_url,
-                    "listing Twilio messages",
-                    params=query,
-                    limit=PAGE_LIMIT,
-                )
-
-            body = await with_retries(call)
+        pages = 0
+        async for body in self._pages(creds, url, params, "listing Twilio messages"):
             page = [_listed(item) for item in body.get("messages") or [] if isinstance(item, dict)]
-            found.extend(m for m in page if m.created is None or m.created.timestamp() >= since)
-            if any(m.created is not None and m.created.timestamp() < since for m in page):
+            older = [m for m in page if m.created is not None and m.created.timestamp() < since]
+            found.extend(m for m in page if m not in older)
+            pages += 1
+            if older or pages == RECENT_PAGES:
                 break
-            next_uri = body.get("next_page_uri")
-            url = self._base.removesuffix(API) + next_uri if next_uri else None
-            params = {}
         return found
 
 

@@ -31,7 +31,7 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -548,17 +548,11 @@ class FakeTwilio:
             if number.account_sid == account.sid
             and (wanted is None or number.phone_number == wanted)
         ]
-        path = request.url.path
-
-        def page_uri(index: int, token: bool) -> str:
-            params = {} if wanted is None else {"PhoneNumber": wanted}
-            params |= {"PageSize": str(page_size), "Page": str(index)}
-            if token:
-                params["PageToken"] = f"PA{new_sid('')}"
-            return f"{path}?{urlencode(params)}"
-
+        shown = {} if wanted is None else {"PhoneNumber": wanted}
         resources = [number.resource() for number in matches]
-        return _list_page("incoming_phone_numbers", resources, page, page_size, page_uri)
+        return _list_page(
+            "incoming_phone_numbers", resources, page, page_size, request.url.path, shown
+        )
 
     async def _update_number(self, request: Request) -> Response:
         self.requests["update_number"] += 1
@@ -676,16 +670,8 @@ class FakeTwilio:
             return True
 
         found = [_message_resource(r) for r in reversed(self.sent) if matches(r)]
-        path = request.url.path
-
-        def page_uri(index: int, token: bool) -> str:
-            params = {**filters, **{f"DateSent{op}": day for op, day in days.items()}}
-            params |= {"PageSize": str(page_size), "Page": str(index)}
-            if token:
-                params["PageToken"] = f"PA{new_sid('')}"
-            return f"{path}?{urlencode(params)}"
-
-        return _list_page("messages", found, page, page_size, page_uri)
+        shown = {**filters, **{f"DateSent{op}": day for op, day in days.items()}}
+        return _list_page("messages", found, page, page_size, request.url.path, shown)
 
     def _sender(self, account: Account, to: str, from_: str | None, service_sid: str | None) -> str:
         """The address the message goes out from, enforcing that the account owns it."""
@@ -731,11 +717,20 @@ def _list_page(
     everything: list[dict[str, Any]],
     page: int,
     page_size: int,
-    page_uri: Callable[[int, bool], str],
+    path: str,
+    filters: Mapping[str, str],
 ) -> JSONResponse:
-    """One page of a Twilio list, under ``key``, with its paging fields and URIs."""
+    """One page of a Twilio list, under ``key``, with its paging fields and URIs (the
+    filters kept in them; next and previous pages carry a ``PageToken``, as Twilio's do)."""
     start = page * page_size
     items = everything[start : start + page_size]
+
+    def page_uri(index: int, *, token: bool = False) -> str:
+        params = {**filters, "PageSize": str(page_size), "Page": str(index)}
+        if token:
+            params["PageToken"] = f"PA{new_sid('')}"
+        return f"{path}?{urlencode(params)}"
+
     return JSONResponse(
         {
             key: items,
@@ -743,12 +738,12 @@ def _list_page(
             "page_size": page_size,
             "start": start,
             "end": start + max(len(items) - 1, 0),
-            "uri": page_uri(page, False),
-            "first_page_uri": page_uri(0, False),
+            "uri": page_uri(page),
+            "first_page_uri": page_uri(0),
             "next_page_uri": (
-                page_uri(page + 1, True) if start + page_size < len(everything) else None
+                page_uri(page + 1, token=True) if start + page_size < len(everything) else None
             ),
-            "previous_page_uri": page_uri(page - 1, True) if page > 0 else None,
+            "previous_page_uri": page_uri(page - 1, token=True) if page > 0 else None,
         }
     )
 
