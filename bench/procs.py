@@ -32,6 +32,18 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def workers(pids: Iterable[int]) -> list[int]:
+    """Of ``pids``, the worker processes that multiprocessing spawned (not its resource
+    tracker, not the supervisor)."""
+    found = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if any(b"spawn_main" in arg for arg in argv):
+                found.append(pid)
+    return found
+
+
 def cpu_seconds(pids: Iterable[int]) -> float:
     """User + system CPU seconds of ``pids``, and of their children already reaped."""
     total = 0.0

@@ -136,6 +136,14 @@ def goals(gateway: ServerRun | None, peer: ServerRun | None) -> list[Goal]:
         for text, value, fmt, ok in specs
     ]
     measured = [r for r in (small, lookup, create) if r is not None]
+    shares = [x for r in measured if (x := r.smallest_worker_share) is not None]
+    out.append(
+        Goal(
+            "every worker >= 40% of the requests (2 workers, every run)",
+            f"least busy worker {min(shares):.0%}" if shares else "not measured",
+            min(shares) >= 0.4 if shares else None,
+        )
+    )
     bad = sum(r.bad for r in measured)
     out.append(
         Goal(
@@ -175,6 +183,11 @@ def _cell(result: WrkResult | None, what: str) -> str:
             f"{result.server_cpu_pct:.0f} / {result.database_cpu_pct:.0f} / "
             f"{result.wrk_cpu_pct:.0f} / {result.other_cpu_pct:.0f}"
         )
+    if what == "workers":
+        total = sum(result.worker_requests)
+        if len(result.worker_requests) < 2 or not total:
+            return "—"
+        return " / ".join(f"{n / total:.0%}" for n in result.worker_requests)
     if what == "bad":
         sockets = sum(result.socket_errors.values())
         return f"{result.unexpected_status:,} / {result.wrong_body:,} / {sockets:,}"
@@ -204,6 +217,7 @@ def results_table(runs: list[ServerRun]) -> str:
         row(f"{label} p99 ms", [_cell(x, "p99_ms") for x in results])
         row(f"{label} bad status / bad body / socket errors", [_cell(x, "bad") for x in results])
         row(f"{label} CPU % server / database / wrk / other", [_cell(x, "cpu") for x in results])
+        row(f"{label} requests per worker", [_cell(x, "workers") for x in results])
     if any(r.lookup_small for r in runs):
         small = [r.lookup_small for r in runs]
         sizes = {r.small_users for r in runs if r.small_users}

@@ -34,7 +34,7 @@ def log(message: str) -> None:
 
 
 def _watched(server: Server) -> Watched:
-    return Watched(server.pids, server.database_pids)
+    return Watched(server.pids, server.database_pids, server.log_path)
 
 
 def _measure(
@@ -131,9 +131,15 @@ def _creates(
 
 def _cpu(result: WrkResult) -> str:
     database = f"database {result.database_cpu_pct:.0f}, " if result.database_cpu_pct else ""
+    total = sum(result.worker_requests)
+    workers = (
+        "; requests per worker " + " / ".join(f"{n / total:.0%}" for n in result.worker_requests)
+        if len(result.worker_requests) > 1 and total
+        else ""
+    )
     return (
         f"CPU % server {result.server_cpu_pct:.0f}, {database}wrk {result.wrk_cpu_pct:.0f}, "
-        f"other {result.other_cpu_pct:.0f}"
+        f"other {result.other_cpu_pct:.0f}{workers}"
     )
 
 

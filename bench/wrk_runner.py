@@ -61,6 +61,17 @@ class WrkResult:
     database_cpu_pct: float = 0.0  # a database server's processes (PostgreSQL), if any
     wrk_cpu_pct: float = 0.0
     other_cpu_pct: float = 0.0
+    # Requests each worker process answered during the run, most first (from the
+    # gateway's access log; empty for a server that does not log its pid).
+    worker_requests: tuple[int, ...] = ()
+
+    @property
+    def smallest_worker_share(self) -> float | None:
+        """The least busy worker's share of the requests (None unless 2 or more answered)."""
+        total = sum(self.worker_requests)
+        if len(self.worker_requests) < 2 or total == 0:
+            return None
+        return self.worker_requests[-1] / total
 
     @property
     def disturbed(self) -> bool:
@@ -82,6 +93,8 @@ class Watched:
 
     server: Callable[[], list[int]]
     database: Callable[[], list[int]] = list
+    # The server's log, whose access lines name the worker (``"pid"``) that answered.
+    log_path: Path | None = None
 
 
 def _cpu_seconds(watched: Watched | None) -> tuple[float, float, float, float]:
@@ -200,6 +213,7 @@ def run_wrk(
         *("<redacted>" if i in secret_args and a != "-" else a for i, a in enumerate(script_args)),
     ]
     command = shlex.join(shown)
+    log_offset = _log_size(watched)
     before, started = _cpu_seconds(watched), time.monotonic()
     try:
         done = subprocess.run(
@@ -219,8 +233,39 @@ def run_wrk(
         database_cpu_pct=100 * database / wall,
         wrk_cpu_pct=100 * ours / wall,
         other_cpu_pct=max(0.0, 100 * (machine - server - database - ours) / wall),
+        worker_requests=_worker_requests(watched, log_offset),
     )
     return result, output
+
+
+_PID = re.compile(rb'"pid":\s*(\d+)')
+
+
+def _log_size(watched: Watched | None) -> int:
+    if watched is None or watched.log_path is None:
+        return 0
+    try:
+        return watched.log_path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _worker_requests(watched: Watched | None, offset: int) -> tuple[int, ...]:
+    """Access-log lines written since ``offset``, counted by the pid that wrote them;
+    every worker alive is counted, one that answered nothing as 0."""
+    if watched is None or watched.log_path is None:
+        return ()
+    counts: dict[int, int] = dict.fromkeys(procs.workers(watched.server()), 0)
+    with watched.log_path.open("rb") as log:
+        log.seek(offset)
+        for line in log:
+            found = _PID.search(line) if b'"gateway.access"' in line else None
+            if found:
+                pid = int(found.group(1))
+                counts[pid] = counts.get(pid, 0) + 1
+    if sum(counts.values()) == 0:
+        return ()
+    return tuple(sorted(counts.values(), reverse=True))
 
 
 def measure(

@@ -7,6 +7,7 @@ account and user ids.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -92,4 +93,6 @@ class ObservabilityMiddleware:
                 route=route,
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
+                # Which worker process answered (several share the port).
+                pid=os.getpid(),
             )

@@ -85,7 +85,7 @@ def _command_name() -> str:
 )
 def serve(host: str, port: int, workers: int | None) -> None:
     """Migrate the database, then serve HTTP."""
-    import uvicorn
+    from gateway.cli import serving
 
     # Every worker process reads its settings from the environment: put the choices
     # made here (public URL following the bound port, worker count) there first.
@@ -107,19 +107,7 @@ def serve(host: str, port: int, workers: int | None) -> None:
         os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
     _welcome(settings, host, port, public_url_chosen=public_url_chosen)
     try:
-        uvicorn.run(
-            "gateway.app:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=settings.workers,
-            log_config=None,
-            access_log=False,
-            proxy_headers=True,
-            server_header=False,
-            timeout_keep_alive=settings.keepalive_seconds,
-            timeout_graceful_shutdown=settings.shutdown_seconds,
-        )
+        serving.run(settings, host, port)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

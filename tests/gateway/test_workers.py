@@ -20,7 +20,14 @@ import pytest
 from tests.conftest import SECRET_KEY, user_body
 from tests.support import feed
 from tests.support.databases import sqlite_url
-from tests.support.server import ServerProcess, server_env, serving
+from tests.support.server import (
+    ESTABLISHED,
+    LISTENING,
+    ServerProcess,
+    held_by,
+    server_env,
+    serving,
+)
 
 # Servers of two worker processes.
 pytestmark = pytest.mark.slow
@@ -145,6 +152,36 @@ def _counter(server: ServerProcess, route: str, method: str, status_class: str) 
         if labels == wanted:
             total += float(match["value"])
     return total
+
+
+def test_each_worker_listens_on_its_own_socket_and_keep_alive_connections_spread(
+    gateway: Gateway,
+) -> None:
+    """Sixteen keep-alive connections opened at once: each worker holds some (with one
+    shared socket, the worker that wakes first often took them all)."""
+    server = gateway.server
+    workers = server.worker_pids()
+    listening = server.sockets(LISTENING)
+    assert len(listening) == 2
+    assert all(len(held_by(pid, listening)) == 1 for pid in workers)
+    clients = [httpx2.Client(base_url=gateway.server.url, timeout=30) for _ in range(16)]
+    start = threading.Barrier(len(clients))
+
+    def first_request(client: httpx2.Client) -> int:
+        start.wait()
+        return client.get("/livez").status_code
+
+    try:
+        with ThreadPoolExecutor(len(clients)) as pool:
+            assert set(pool.map(first_request, clients)) == {200}
+        established = server.sockets(ESTABLISHED)
+        held = [len(held_by(pid, established)) for pid in workers]
+        assert sum(held) == 16
+        # Two workers chosen by a hash of each connection: all 16 on one is 1 in 32,768.
+        assert min(held) >= 1, held
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_metrics_are_the_sum_over_workers_whichever_answers(gateway: Gateway) -> None:

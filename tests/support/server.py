@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,9 +36,40 @@ class ServerProcess:
                 pids.append(int(pid))
         return sorted(pids)
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def sockets(self, state: str) -> set[int]:
+        """Inodes of the TCP sockets on the server's port in ``state`` (``LISTENING``,
+        ``ESTABLISHED``), from /proc/net/tcp and tcp6."""
+        found = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == self.port and fields[3] == state:
+                    found.add(int(fields[9]))
+        return found
+
     def kill_worker(self, pid: int) -> None:
         """SIGKILL one worker, as the OOM killer would."""
         os.kill(pid, signal.SIGKILL)
+
+
+# Socket states in /proc/net/tcp.
+LISTENING = "0A"
+ESTABLISHED = "01"
+
+
+def held_by(pid: int, inodes: set[int]) -> set[int]:
+    """Which of the socket ``inodes`` process ``pid`` has open."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                held.add(int(target[8:-1]))
+    return held & inodes
 
 
 def server_env(
@@ -66,7 +98,8 @@ def wait_ready(server: ServerProcess, workers: int) -> None:
                 ready = http.get(server.url + "/readyz").status_code == 200
             except httpx2.TransportError:
                 ready = False
-            if ready and (workers == 1 or len(server.worker_pids()) == workers):
+            # Each worker listens on a socket of its own once it has started.
+            if ready and (workers == 1 or len(server.sockets(LISTENING)) == workers):
                 return
             time.sleep(0.05)
     raise RuntimeError("the server did not become ready")
