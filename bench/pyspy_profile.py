@@ -54,6 +54,7 @@ class Recording:
     users: int
     duration_s: int
     rate: int
+    backend: str  # "SQLite (`GATEWAY_SQLITE_SYNCHRONOUS=FULL`)" or "PostgreSQL"
     plain: WrkResult  # the create load without the profiler
     profiled: WrkResult  # ... and while py-spy sampled
     py_spy_commands: list[str]
@@ -67,7 +68,7 @@ def markdown(gil: Profile, busy: Profile, rec: Recording, top: int) -> str:
     commands = "\n".join(rec.py_spy_commands)
     return f"""## Profile of creates, {today} (commit {commit()})
 
-The gateway on SQLite (`GATEWAY_SQLITE_SYNCHRONOUS=FULL`), one worker, {rec.users:,} users
+The gateway on {rec.backend}, one worker, {rec.users:,} users
 seeded, under wrk's create load: {rec.plain.rps:,.0f} creates/s without the profiler,
 {rec.profiled.rps:,.0f} while it sampled (py-spy stops the process for every sample).
 py-spy recorded it twice, {rec.duration_s} s each at {rec.rate} Hz:
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.raw:
         for mode, text in raw.items():
             args.raw.with_suffix(f".{mode}.txt").write_text(text)
-    recording = Recording(args.users, args.duration, args.rate, plain, profiled, shown)
+    backend = "PostgreSQL" if args.database_url else "SQLite (`GATEWAY_SQLITE_SYNCHRONOUS=FULL`)"
+    recording = Recording(args.users, args.duration, args.rate, backend, plain, profiled, shown)
     section = markdown(
         parse_raw(raw["gil"], drop_idle=False),
         parse_raw(raw["busy"], drop_idle=True),
