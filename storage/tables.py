@@ -154,6 +154,31 @@ class ScimClaim(SQLModel, table=True):
     )
 
 
+class ScimUserCount(SQLModel, table=True):
+    """How many users an account has, kept by triggers on ``scim_users`` (revision 0008) so
+    that a page of ``GET /Users`` needs no ``count(*)`` over them, whichever code inserts.
+
+    Spread over ``USER_COUNT_SHARDS`` rows per account (by the user's ``pk``) so that
+    concurrent creates of one account seldom wait for one row's lock on PostgreSQL.
+    ``removed`` only grows: a change of it tells a reader that positions in the list
+    may have moved (a page found by seeking from a remembered position).
+    """
+
+    __tablename__ = "scim_user_counts"
+
+    account_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    shard: int = Field(primary_key=True)
+    users: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    removed: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
+USER_COUNT_SHARDS = 16
+
+
 class Event(SQLModel, table=True):
     """One entry of an account's event history, which is also its ordered feed.
 
@@ -501,6 +526,7 @@ SCIM_CREDENTIALS = _table(ScimCredential)
 SCIM_USERS = _table(ScimUser)
 SCIM_USER_VALUES = _table(ScimUserValue)
 SCIM_CLAIMS = _table(ScimClaim)
+SCIM_USER_COUNTS = _table(ScimUserCount)
 EVENTS = _table(Event)
 CHANNELS = _table(Channel)
 CONTACTS = _table(Contact)

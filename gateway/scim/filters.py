@@ -351,6 +351,8 @@ class CompiledFilter:
 
     where: ColumnElement[bool]
     converters: tuple[Callable[[str], Any], ...]
+    # No filter: every user of the account (paged from its kept count and positions).
+    everything: bool = False
 
     def parameters(self, values: list[str]) -> dict[str, Any]:
         """The bound values for one request (raises ``InvalidFilter`` on a bad value)."""
@@ -361,7 +363,7 @@ class CompiledFilter:
 def compile_shape(shape: str) -> CompiledFilter:
     """Parse and compile a filter shape (see ``split_literals``); cached."""
     if not shape.strip():
-        return CompiledFilter(true(), ())
+        return CompiledFilter(true(), (), everything=True)
     tree = parse_shape(shape)
     compiler = _Compiler()
     where = compiler.node(tree)

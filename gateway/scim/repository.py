@@ -19,10 +19,18 @@ from sqlalchemy import (
 )
 
 from gateway.scim.filters import CompiledFilter
+from gateway.scim.positions import Positions
 from gateway.scim.rules import UserRecord
-from storage.tables import SCIM_CLAIMS, SCIM_CREDENTIALS, SCIM_USER_VALUES, SCIM_USERS
+from storage.tables import (
+    SCIM_CLAIMS,
+    SCIM_CREDENTIALS,
+    SCIM_USER_COUNTS,
+    SCIM_USER_VALUES,
+    SCIM_USERS,
+)
 
 claims = SCIM_CLAIMS
+counts = SCIM_USER_COUNTS
 credentials = SCIM_CREDENTIALS
 values = SCIM_USER_VALUES
 users = SCIM_USERS
@@ -71,6 +79,19 @@ def _search_statements(compiled: CompiledFilter) -> tuple[Select[Any], Select[An
     return page, count
 
 
+_TOTAL = select(
+    func.coalesce(func.sum(counts.c.users), 0), func.coalesce(func.sum(counts.c.removed), 0)
+).where(counts.c.account_id == bindparam("account_id"))
+_PAGE_AFTER = (
+    select(*_RESOURCE_COLUMNS)
+    .where(users.c.account_id == bindparam("account_id"), users.c.pk > bindparam("after"))
+    .order_by(users.c.pk)
+    .limit(bindparam("limit", type_=Integer))
+    .offset(bindparam("offset", type_=Integer))
+)
+_POSITIONS = Positions()
+
+
 def search(
     conn: Connection,
     account_id: str,
@@ -81,6 +102,8 @@ def search(
     limit: int,
 ) -> tuple[int, list[Any]]:
     """A page of matching users in creation order, and the total number that match."""
+    if compiled.everything:
+        return _page_of_all(conn, account_id, offset=offset, limit=limit)
     page, count = _search_statements(compiled)
     bound = {**parameters, "account_id": account_id}
     rows = (
@@ -91,6 +114,25 @@ def search(
     if offset == 0 and len(rows) < limit:
         return len(rows), rows
     return int(conn.execute(count, bound).scalar_one()), rows
+
+
+def _page_of_all(
+    conn: Connection, account_id: str, *, offset: int, limit: int
+) -> tuple[int, list[Any]]:
+    """A page of all the account's users: the total kept by the triggers of
+    ``scim_user_counts``, the page found by seeking from where an earlier page ended
+    (``positions``) rather than by stepping over every user before it."""
+    total, removed = conn.execute(_TOTAL, {"account_id": account_id}).one()
+    total, removed = int(total), int(removed)
+    if limit <= 0 or offset >= total:
+        return total, []
+    start = _POSITIONS.before(account_id, removed, offset)
+    index, after = start if start is not None else (-1, 0)
+    bound = {"account_id": account_id, "after": after, "limit": limit}
+    rows = list(conn.execute(_PAGE_AFTER, {**bound, "offset": offset - index - 1}).all())
+    if rows:
+        _POSITIONS.remember(account_id, removed, offset + len(rows) - 1, rows[-1].pk)
+    return total, rows
 
 
 # Statements are built once: building one per call (``.values(...)``) costs more than
