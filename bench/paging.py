@@ -88,6 +88,18 @@ def seed(database: Path, users: int) -> float:
     return time.monotonic() - started
 
 
+def on_disk(database: Path, users: int) -> str:
+    """The database's bytes per user, and its largest tables and indexes (SQLite's
+    ``dbstat``); the copies have no events, which an API create also writes."""
+    with sqlite3.connect(database) as conn:
+        sizes = conn.execute(
+            "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 6"
+        ).fetchall()
+        (total,) = conn.execute("SELECT sum(pgsize) FROM dbstat").fetchone()
+    parts = ", ".join(f"{name} {size / 2**20:,.0f} MiB" for name, size in sizes)
+    return f"{total / users:,.0f} bytes a user ({parts})"
+
+
 def timed(http: httpx2.Client, url: str, params: dict[str, Any], repeat: int) -> float:
     """Median ms of ``repeat`` GETs (each answered 200)."""
     times = []
@@ -123,6 +135,7 @@ def measure(users: int, repeat: int, workdir: Path) -> dict[str, float]:
             assert setup.sqlite_path is not None
             seconds = seed(setup.sqlite_path, users)
             log(f"  {users:,} users: {users - 1:,} copied by SQL in {seconds:.1f} s")
+            log(f"  on disk: {on_disk(setup.sqlite_path, users)}")
             check(http, server.users_url, made.json(), users)
             url = server.users_url
             last = max(1, users - PAGE + 1)
@@ -135,6 +148,7 @@ def measure(users: int, repeat: int, workdir: Path) -> dict[str, float]:
                 "userName eq lookup": timed(
                     http, url, {"filter": f'userName eq "user{users // 2}@bench.example"'}, repeat
                 ),
+                "/readyz": timed(http, server.base_url + "/readyz", {}, repeat),
             }
     finally:
         server.stop()
