@@ -113,18 +113,21 @@ def timed(http: httpx2.Client, url: str, params: dict[str, Any], repeat: int) ->
 
 
 def forward(http: httpx2.Client, url: str, users: int, pages: int) -> float:
-    """Mean ms a page while paging forward ``pages`` pages from the middle."""
-    start = (users // 2 // PAGE) * PAGE + 1
-    http.get(url, params={"startIndex": start, "count": PAGE})  # where the walk begins
+    """Mean ms a page while paging forward ``pages`` full pages from the middle (back to
+    the first page after the last, as a client starting over does)."""
+    full_pages = max(1, users // PAGE)
+    first = full_pages // 2
+    http.get(url, params={"startIndex": first * PAGE + 1, "count": PAGE})  # where it begins
     started = time.perf_counter()
-    for page in range(1, pages + 1):
-        params = {"startIndex": start + page * PAGE, "count": PAGE}
+    for step in range(1, pages + 1):
+        params = {"startIndex": (first + step) % full_pages * PAGE + 1, "count": PAGE}
         if http.get(url, params=params).status_code != 200:
             sys.exit(f"paging failed at {params}")
     return (time.perf_counter() - started) * 1000 / pages
 
 
-def measure(users: int, repeat: int, workdir: Path) -> dict[str, float]:
+def measure(users: int, repeat: int, workdir: Path) -> tuple[dict[str, float], str]:
+    """Times of each request at ``users`` users, and what the database holds on disk."""
     setup = prepare_gateway(workdir / f"data-{users}")
     server = serve_gateway(setup, workers=1, log_path=workdir / f"gateway-{users}.log")
     try:
@@ -135,7 +138,8 @@ def measure(users: int, repeat: int, workdir: Path) -> dict[str, float]:
             assert setup.sqlite_path is not None
             seconds = seed(setup.sqlite_path, users)
             log(f"  {users:,} users: {users - 1:,} copied by SQL in {seconds:.1f} s")
-            log(f"  on disk: {on_disk(setup.sqlite_path, users)}")
+            disk = on_disk(setup.sqlite_path, users)
+            log(f"  on disk: {disk}")
             check(http, server.users_url, made.json(), users)
             url = server.users_url
             last = max(1, users - PAGE + 1)
@@ -149,7 +153,7 @@ def measure(users: int, repeat: int, workdir: Path) -> dict[str, float]:
                     http, url, {"filter": f'userName eq "user{users // 2}@bench.example"'}, repeat
                 ),
                 "/readyz": timed(http, server.base_url + "/readyz", {}, repeat),
-            }
+            }, disk
     finally:
         server.stop()
 
@@ -171,24 +175,43 @@ def check(http: httpx2.Client, url: str, template: dict[str, Any], users: int) -
         sys.exit(f"totalResults {total}, expected {users}")
 
 
+def section(small_users: int, users: int, repeat: int) -> str:
+    """Measure at both sizes; the Markdown section for docs/benchmarks.md."""
+    with tempfile.TemporaryDirectory(prefix="cloudlink-paging-") as tmp:
+        results = {}
+        for size in (small_users, users):
+            log(f"gateway (SQLite, 1 worker) at {size:,} users, copied by SQL")
+            results[size] = measure(size, repeat, Path(tmp))
+    (small, _), (large, disk) = results[small_users], results[users]
+    lines = [
+        f"## Paging and lookups at {users:,} users",
+        "",
+        f"`python bench/paging.py --users {users} --small-users {small_users} --repeat "
+        f"{repeat}`: users copied by SQL from one the API made (SQLite, one worker), one "
+        f"request at a time, medians of {repeat}. Goal: each within 1.3x of its time at "
+        f"{small_users:,} users.",
+        "",
+        f"| request | {small_users:,} users (ms) | {users:,} users (ms) | ratio | goal |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name in small:
+        ratio = large[name] / small[name] if small[name] else 0.0
+        verdict = "**met**" if ratio <= 1.3 else "**missed**"
+        lines.append(
+            f"| {name} | {small[name]:.2f} | {large[name]:.2f} | {ratio:.2f}x | {verdict} |"
+        )
+    lines += ["", f"On disk at {users:,} users (without events): {disk}.", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python bench/paging.py", description=__doc__)
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--small-users", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="cloudlink-paging-") as tmp:
-        results = {}
-        for users in (args.small_users, args.users):
-            log(f"gateway (SQLite, 1 worker) at {users:,} users")
-            results[users] = measure(users, args.repeat, Path(tmp))
-    small, large = results[args.small_users], results[args.users]
-    sizes = f"{args.small_users:,} users | {args.users:,}"
-    print(f"\n| request (ms, one at a time) | {sizes} | ratio |")
-    print("|---|---:|---:|---:|")
-    for name in small:
-        ratio = large[name] / small[name] if small[name] else 0.0
-        print(f"| {name} | {small[name]:.2f} | {large[name]:.2f} | {ratio:.2f}x |")
+    print()
+    print(section(args.small_users, args.users, args.repeat))
 
 
 if __name__ == "__main__":

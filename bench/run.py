@@ -28,6 +28,7 @@ from lock_hold import LockResult
 from lock_report import markdown as lock_markdown
 from lock_report import summarize
 from machine import machine_info
+from paging import section
 from report import (
     GATEWAY,
     PEER,
@@ -96,6 +97,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=2.0,
         help="GATEWAY_DATABASE_LOCK_TIMEOUT during the lock-hold experiment (2)",
+    )
+    add(
+        "--paging-users",
+        type=int,
+        default=1_000_000,
+        help="also time paging and lookups at this many users copied by SQL, against "
+        "--small-users (bench/paging.py; 1,000,000; 0: skip)",
     )
     add("--duration", type=int, default=15, help="seconds measured per test")
     add("--warmup", type=int, default=3, help="seconds of warm-up per test")
@@ -207,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     locks: list[LockResult] = []
     workdir = Path(tempfile.mkdtemp(prefix="cloudlink-bench-"))
     postgres = Postgres(args.pg_version)
+    paging = ""
     try:
         for config in configs:
             run, lock = bench_gateway(config, workdir, postgres, args, settings)
@@ -222,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                     settings,
                 )
             )
+        paging = (
+            section(args.small_users or 1_000, args.paging_users, repeat=20)
+            if args.paging_users
+            else ""
+        )
     finally:
         with shielded():
             postgres.close()
@@ -237,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     if locks:
         print()
         print(lock_markdown(locks))
+    if paging:
+        print()
+        print(paging)
     if args.json:
         args.json.write_text(json.dumps(to_json(machine, runs, locks), indent=2, default=str))
     failed = any(r.error for r in runs) or any(lock.error for lock in locks)
@@ -250,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 harness,
                 uvicorn_choice(args.peer_loop, args.peer_http),
                 args.seed_concurrency,
-                extra_sections=lock_markdown(locks),
+                extra_sections="\n".join(x for x in (paging, lock_markdown(locks)) if x),
             )
         )
         log(f"wrote {args.docs.relative_to(REPO) if args.docs.is_relative_to(REPO) else args.docs}")
