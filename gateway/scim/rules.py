@@ -293,15 +293,24 @@ def _check_work_email(emails: list[MultiValue]) -> None:
         )
 
 
-def to_record(user: ScimUser) -> UserRecord:
-    """Check CloudLink's rules on ``user`` and build the record to store.
-
-    Raises ``InvalidValue`` with an actionable detail when a rule is broken.
-    """
+def user_document(user: ScimUser) -> dict[str, Any]:
+    """The attributes of ``user`` CloudLink keeps, as a JSON document."""
     # A plain dump is six times cheaper than a SCIM-context one; ``prune_document`` keeps
     # only supported attributes (never ``password`` or other write-only ones) either way.
     dumped = user.model_dump(scim_ctx=None, mode="json", by_alias=True, exclude_none=True)
-    document = prune_document(dumped)
+    return prune_document(dumped)
+
+
+def to_record(user: ScimUser) -> UserRecord:
+    """Check CloudLink's rules on ``user`` and build the record to store."""
+    return record_of(user_document(user))
+
+
+def record_of(document: dict[str, Any]) -> UserRecord:
+    """Check CloudLink's rules on a user's document and build the record to store.
+
+    Raises ``InvalidValue`` with an actionable detail when a rule is broken.
+    """
     check_entry_counts(document)
     user_name, user_name_key = _user_name(document)
     _check_names(document)

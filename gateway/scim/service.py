@@ -22,12 +22,19 @@ from gateway.events.service import SCIM_ACTOR, record_event
 from gateway.presence.monitors import users_changed
 from gateway.scim import repository as repo
 from gateway.scim.filters import compile_filter
-from gateway.scim.parsing import apply_patch, parse_patch, parse_user, stored_user
+from gateway.scim.parsing import (
+    apply_patch,
+    new_user_document,
+    parse_patch,
+    parse_user,
+    stored_user,
+)
 from gateway.scim.rules import (
     CLAIM_ATTRIBUTES,
     UserRecord,
     changed_properties,
     normalized_user,
+    record_of,
     to_record,
 )
 from gateway.scim.schema import list_response
@@ -164,7 +171,7 @@ def _presence_matters(before: dict[str, Any] | None, after: dict[str, Any] | Non
 
 async def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dict[str, Any]:
     """POST /Users."""
-    record = to_record(parse_user(body, Context.RESOURCE_CREATION_REQUEST, tenant.users_url))
+    record = record_of(new_user_document(body, tenant.users_url))
     user_id = str(uuid.uuid4())
     now = utcnow()
 
