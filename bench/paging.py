@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python bench/paging.py", description=__doc__)
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--small-users", type=int, default=1_000)
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=200)
     args = parser.parse_args(argv)
     print()
     print(section(args.small_users, args.users, args.repeat))

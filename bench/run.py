@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         paging = (
-            section(args.small_users or 1_000, args.paging_users, repeat=20)
+            section(args.small_users or 1_000, args.paging_users, repeat=200)
             if args.paging_users
             else ""
         )
