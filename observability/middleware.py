@@ -41,6 +41,8 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The worker process that answers (several share the port); each builds its app.
+        self._pid = os.getpid()
         # Label children resolved once per (route, method, status class): a small, fixed set.
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
@@ -93,6 +95,5 @@ class ObservabilityMiddleware:
                 route=route,
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
-                # Which worker process answered (several share the port).
-                pid=os.getpid(),
+                pid=self._pid,
             )

@@ -158,7 +158,7 @@ class ScimUserCount(SQLModel, table=True):
     """How many users an account has, kept by triggers on ``scim_users`` (revision 0008) so
     that a page of ``GET /Users`` needs no ``count(*)`` over them, whichever code inserts.
 
-    Spread over ``USER_COUNT_SHARDS`` rows per account (by the user's ``pk``) so that
+    Spread over 16 rows per account (row ``pk % 16``, written in the triggers) so that
     concurrent creates of one account seldom wait for one row's lock on PostgreSQL.
     ``removed`` only grows: a change of it tells a reader that positions in the list
     may have moved (a page found by seeking from a remembered position).
@@ -174,9 +174,6 @@ class ScimUserCount(SQLModel, table=True):
     shard: int = Field(primary_key=True)
     users: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
     removed: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
-
-
-USER_COUNT_SHARDS = 16
 
 
 class Event(SQLModel, table=True):

@@ -129,8 +129,8 @@ def _page_of_all(
         return total, []
     start = _POSITIONS.before(account_id, removed, offset)
     index, after = start if start is not None else (-1, 0)
-    bound = {"account_id": account_id, "after": after, "limit": limit}
-    rows = list(conn.execute(_PAGE_AFTER, {**bound, "offset": offset - index - 1}).all())
+    bound = {"account_id": account_id, "after": after, "limit": limit, "offset": offset - index - 1}
+    rows = list(conn.execute(_PAGE_AFTER, bound).all())
     if rows:
         _POSITIONS.remember(account_id, removed, offset + len(rows) - 1, rows[-1].pk)
     return total, rows

@@ -23,7 +23,7 @@ down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Rows per account: a user is counted in row pk % 16 (storage.tables.USER_COUNT_SHARDS).
+# Rows per account: a user is counted in row pk % 16.
 _SQLITE = [
     """
     CREATE TRIGGER scim_users_counted AFTER INSERT ON scim_users BEGIN
