@@ -31,6 +31,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from storage.errors import DatabaseBusy, DatabaseUnavailable
+from storage.loop_reader import LoopReader
+from storage.reads import Plan, run_plan
 from storage.sqlite_writer import SqliteWriter, is_lock_error
 from storage.transaction import Transaction
 
@@ -167,8 +169,12 @@ class Database:
         self._writer: SqliteWriter | None = None
         self._writer_lock = threading.Lock()
         self._max_batch = max_batch
+        self._loop_reader: LoopReader | None = None
         if not self.is_sqlite:
             self._set_lock_timeout()
+            self._loop_reader = LoopReader(
+                engine, size=threads, wait=lock_timeout, retry_after=self.retry_after
+            )
         # Called on the event loop after a commit that wrote outbox rows (wakes the workers
         # of this process; other processes find the rows when they next look).
         self.outbox_listener: Callable[[], None] | None = None
@@ -253,6 +259,13 @@ class Database:
     async def query(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` on a reading connection, off the event loop."""
         return await asyncio.wrap_future(self._executor.submit(self._read, fn, args))
+
+    async def read(self, plan: Callable[..., Plan[T]], *args: Any, **kwargs: Any) -> T:
+        """Run the read ``plan(*args, **kwargs)`` (``storage.reads``): on SQLite in one
+        hop to a reading thread; on PostgreSQL on the event loop, with no thread at all."""
+        if self._loop_reader is None:
+            return await self.query(lambda conn: run_plan(conn, plan(*args, **kwargs)))
+        return await self._loop_reader.read(plan(*args, **kwargs))
 
     # -- writes --------------------------------------------------------------------------
 
@@ -354,6 +367,8 @@ class Database:
             self._writer.stop()
             self._writer = None
         self._executor.shutdown(wait=True)
+        if self._loop_reader is not None:
+            self._loop_reader.close()
         with self._kept_lock:
             for connection in self._kept:
                 connection.close()

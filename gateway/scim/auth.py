@@ -31,7 +31,7 @@ async def authenticate(request: Request, state: AppState) -> Tenant:
                 "Missing bearer token: paste the Secret Token generated for this account's "
                 "Azure AD Sync integration into Entra's Admin Credentials."
             )
-        digest = await state.db.query(repo.credential_digest, account_id)
+        digest = await state.db.read(repo.credential_digest, account_id)
         if digest is None or not token_matches(token, digest):
             raise WrongToken(
                 "The secret token is not valid for this tenant URL. Keys may have been "

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Integer,
-    Select,
     bindparam,
     delete,
     func,
@@ -22,6 +21,7 @@ from gateway.scim.filters import CompiledFilter
 from gateway.scim.positions import Positions
 from gateway.scim.rules import UserRecord
 from storage.prepared import Prepared
+from storage.reads import Plan, Read, one_or_none, run_plan
 from storage.tables import (
     SCIM_CLAIMS,
     SCIM_CREDENTIALS,
@@ -46,27 +46,34 @@ _RESOURCE_COLUMNS = (
 )
 
 
-_CREDENTIAL = select(credentials.c.token_sha256).where(
-    credentials.c.account_id == bindparam("account_id")
+_CREDENTIAL = Prepared(
+    select(credentials.c.token_sha256).where(credentials.c.account_id == bindparam("account_id"))
 )
-_LOAD = select(*_RESOURCE_COLUMNS).where(
-    users.c.account_id == bindparam("account_id"), users.c.id == bindparam("user_id")
+_LOAD = Prepared(
+    select(*_RESOURCE_COLUMNS).where(
+        users.c.account_id == bindparam("account_id"), users.c.id == bindparam("user_id")
+    )
 )
 
 
-def credential_digest(conn: Connection, account_id: str) -> str | None:
+def credential_digest(account_id: str) -> Plan[str | None]:
     """The stored token hash of an account's SCIM credential, if any."""
-    digest: str | None = conn.execute(_CREDENTIAL, {"account_id": account_id}).scalar_one_or_none()
-    return digest
+    row = one_or_none((yield Read(_CREDENTIAL, {"account_id": account_id})))
+    return None if row is None else str(row[0])
+
+
+def found(account_id: str, user_id: str) -> Plan[Any]:
+    """One user of the account by SCIM id, or None (another account's id is None too)."""
+    return one_or_none((yield Read(_LOAD, {"account_id": account_id, "user_id": user_id})))
 
 
 def load(conn: Connection, account_id: str, user_id: str) -> Any:
-    """One user of the account by SCIM id, or None (another account's id is None too)."""
-    return conn.execute(_LOAD, {"account_id": account_id, "user_id": user_id}).one_or_none()
+    """``found``, inside the caller's transaction."""
+    return run_plan(conn, found(account_id, user_id))
 
 
 @functools.lru_cache(maxsize=1024)
-def _search_statements(compiled: CompiledFilter) -> tuple[Select[Any], Select[Any]]:
+def _search_statements(compiled: CompiledFilter) -> tuple[Prepared, Prepared]:
     """The page and count queries of a compiled filter, built once per filter shape."""
     scope = (users.c.account_id == bindparam("account_id"), compiled.where)
     page = (
@@ -77,13 +84,15 @@ def _search_statements(compiled: CompiledFilter) -> tuple[Select[Any], Select[An
         .offset(bindparam("offset", type_=Integer))
     )
     count = select(func.count()).select_from(users).where(*scope)
-    return page, count
+    return Prepared(page), Prepared(count)
 
 
-_TOTAL = select(
-    func.coalesce(func.sum(counts.c.users), 0), func.coalesce(func.sum(counts.c.removed), 0)
-).where(counts.c.account_id == bindparam("account_id"))
-_PAGE_AFTER = (
+_TOTAL = Prepared(
+    select(
+        func.coalesce(func.sum(counts.c.users), 0), func.coalesce(func.sum(counts.c.removed), 0)
+    ).where(counts.c.account_id == bindparam("account_id"))
+)
+_PAGE_AFTER = Prepared(
     select(*_RESOURCE_COLUMNS)
     .where(users.c.account_id == bindparam("account_id"), users.c.pk > bindparam("after"))
     .order_by(users.c.pk)
@@ -94,43 +103,37 @@ _POSITIONS = Positions()
 
 
 def search(
-    conn: Connection,
     account_id: str,
     compiled: CompiledFilter,
     parameters: dict[str, Any],
     *,
     offset: int,
     limit: int,
-) -> tuple[int, list[Any]]:
+) -> Plan[tuple[int, list[Any]]]:
     """A page of matching users in creation order, and the total number that match."""
     if compiled.everything:
-        return _page_of_all(conn, account_id, offset=offset, limit=limit)
+        return (yield from _page_of_all(account_id, offset=offset, limit=limit))
     page, count = _search_statements(compiled)
     bound = {**parameters, "account_id": account_id}
-    rows = (
-        list(conn.execute(page, {**bound, "offset": offset, "limit": limit}).all())
-        if limit > 0
-        else []
-    )
+    rows = (yield Read(page, {**bound, "offset": offset, "limit": limit})) if limit > 0 else []
     if offset == 0 and len(rows) < limit:
         return len(rows), rows
-    return int(conn.execute(count, bound).scalar_one()), rows
+    (total,) = (yield Read(count, bound))[0]
+    return int(total), rows
 
 
-def _page_of_all(
-    conn: Connection, account_id: str, *, offset: int, limit: int
-) -> tuple[int, list[Any]]:
+def _page_of_all(account_id: str, *, offset: int, limit: int) -> Plan[tuple[int, list[Any]]]:
     """A page of all the account's users: the total kept by the triggers of
     ``scim_user_counts``, the page found by seeking from where an earlier page ended
     (``positions``) rather than by stepping over every user before it."""
-    total, removed = conn.execute(_TOTAL, {"account_id": account_id}).one()
+    total, removed = (yield Read(_TOTAL, {"account_id": account_id}))[0]
     total, removed = int(total), int(removed)
     if limit <= 0 or offset >= total:
         return total, []
     start = _POSITIONS.before(account_id, removed, offset)
     index, after = start if start is not None else (-1, 0)
     bound = {"account_id": account_id, "after": after, "limit": limit, "offset": offset - index - 1}
-    rows = list(conn.execute(_PAGE_AFTER, bound).all())
+    rows = yield Read(_PAGE_AFTER, bound)
     if rows:
         _POSITIONS.remember(account_id, removed, offset + len(rows) - 1, rows[-1].pk)
     return total, rows

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from scim2_models import Context
-from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from gateway.events.service import SCIM_ACTOR, record_event
@@ -194,7 +193,7 @@ async def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dic
 
 async def get_user(db: Database, tenant: Tenant, user_id: str) -> dict[str, Any]:
     """GET /Users/{id}."""
-    row = await db.query(repo.load, tenant.account_id, user_id)
+    row = await db.read(repo.found, tenant.account_id, user_id)
     if row is None:
         raise _not_found(user_id)
     return _render_row(tenant, row)
@@ -210,12 +209,14 @@ async def list_users(
     """GET /Users with filter and pagination (1-based ``startIndex``)."""
     compiled, parameters = compile_filter(filter_text or "")
 
-    def search(conn: Connection) -> tuple[int, list[Any]]:
-        return repo.search(
-            conn, tenant.account_id, compiled, parameters, offset=start_index - 1, limit=count
-        )
-
-    total, rows = await db.query(search)
+    total, rows = await db.read(
+        repo.search,
+        tenant.account_id,
+        compiled,
+        parameters,
+        offset=start_index - 1,
+        limit=count,
+    )
     resources = [_render_row(tenant, row) for row in rows]
     return list_response(resources, total=total, start_index=start_index)
 
@@ -237,7 +238,7 @@ async def _update(
     update starts over from a fresh read.
     """
     for _ in range(CLAIM_RETRIES):
-        row = await db.query(repo.load, tenant.account_id, user_id)
+        row = await db.read(repo.found, tenant.account_id, user_id)
         if row is None:
             raise _not_found(user_id)
         record = change(row.document)

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, select, text, update
+from sqlalchemy import event, insert, select, update
 
 from storage.engine import Database, make_engine
 from storage.errors import DatabaseBusy
 from storage.migrate import upgrade
 from storage.tables import ACCOUNTS, ENDPOINTS, EVENTS, OUTBOX, utcnow
 from storage.transaction import NewEvent, Transaction
-from tests.support.databases import sqlite_url
+from tests.support.databases import close_every_connection, sqlite_url
 from tests.support.locker import write_lock_held
 
 
@@ -229,34 +229,6 @@ def test_batched_events_of_a_failed_unit_leave_nothing(db: Database) -> None:
         assert conn.execute(select(EVENTS.c.id)).all() == []
 
 
-@pytest.fixture
-def postgres_db(database_url: str) -> Iterator[Database]:
-    """A PostgreSQL database whose writes wait at most half a second for a lock."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("connections the server closes, and row locks, are PostgreSQL's")
-    engine = make_engine(database_url)
-    upgrade(engine)
-    database = Database(engine, lock_timeout=0.5)
-    yield database
-    database.dispose()
-
-
-def _close_every_connection(db: Database) -> int:
-    """What a server restart does to the gateway's connections: ends them all."""
-    engine = make_engine(db.engine.url.render_as_string(hide_password=False), pool_size=1)
-    try:
-        with engine.connect() as conn:
-            closed = conn.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            ).scalar_one()
-    finally:
-        engine.dispose()
-    return int(closed)
-
-
 def test_connections_the_server_closed_are_replaced_and_nothing_is_written_twice(
     postgres_db: Database,
 ) -> None:
@@ -265,10 +237,10 @@ def test_connections_the_server_closed_are_replaced_and_nothing_is_written_twice
     db = postgres_db
     asyncio.run(db.transact(add("before")))
     assert asyncio.run(db.query(lambda conn: conn.execute(select(ACCOUNTS.c.name)).all()))
-    assert _close_every_connection(db) >= 1
+    assert close_every_connection(db) >= 1
     read = asyncio.run(db.query(lambda conn: conn.execute(select(ACCOUNTS.c.name)).scalars().all()))
     assert read == ["before"]
-    assert _close_every_connection(db) >= 1
+    assert close_every_connection(db) >= 1
     asyncio.run(db.transact(add("after")))
     assert names(db) == ["after", "before"]
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from sqlalchemy import create_engine, text
 
-from storage.engine import make_engine
+from storage.engine import Database, make_engine
 from storage.migrate import upgrade
 
 # One template per test session, so that sessions sharing a server never drop each other's.
@@ -96,3 +96,19 @@ def backend_database(
 def sqlite_url(directory: Path) -> str:
     """A SQLite file URL inside ``directory``."""
     return f"sqlite:///{directory / 'gateway.db'}"
+
+
+def close_every_connection(db: Database) -> int:
+    """What a server restart does to the gateway's connections: ends them all."""
+    engine = make_engine(db.engine.url.render_as_string(hide_password=False), pool_size=1)
+    try:
+        with engine.connect() as conn:
+            closed = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return int(closed)

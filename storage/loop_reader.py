@@ -1,0 +1,184 @@
+"""PostgreSQL reads driven by the event loop, without threads.
+
+A read on a database thread pays, for each round trip, a wake-up of that thread and a
+wait for the GIL that the busy event loop holds; measured with ``perf``, that switching
+was about half of the gateway's CPU time under PostgreSQL load (docs/performance.md,
+round 9). Here the event loop sends the statement on a psycopg ``AsyncConnection`` and
+goes on with other requests until the answer arrives: no thread, no GIL hand-off.
+
+Each process keeps up to ``size`` connections in autocommit (a statement alone sees what
+it would see as the first statement of a READ COMMITTED transaction, as the threads'
+reading connections do, decision 0021). A connection the server closed fails its
+statement; the read then runs once more on a new connection. A caller that waits longer
+than ``wait`` for a free connection gets ``DatabaseBusy``, as with the threads' pool.
+Only reads come here: writes keep their transactions on the threads (decision 0007).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import orjson
+import psycopg
+from psycopg.types.json import set_json_loads
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from storage.errors import DatabaseBusy, DatabaseUnavailable
+from storage.reads import Plan
+
+T = TypeVar("T")
+
+
+class LoopReader:
+    """A small pool of PostgreSQL connections owned by one event loop."""
+
+    def __init__(self, engine: Engine, *, size: int, wait: float, retry_after: int) -> None:
+        self._dialect = engine.dialect
+        self._connect_args = engine.dialect.create_connect_args(engine.url)
+        self._size = max(1, size)
+        self._wait = wait
+        self._retry_after = retry_after
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: collections.deque[psycopg.AsyncConnection[Any]] = collections.deque()
+        self._open = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def read(self, plan: Plan[T]) -> T:
+        """Drive ``plan``: each statement on a pooled connection, awaited on the loop."""
+        try:
+            read = next(plan)
+            while True:
+                rows = await self._rows(read.statement, read.params)
+                read = plan.send(rows)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def _rows(self, statement: Any, params: Any) -> list[Any]:
+        compiled = statement.compiled(self._dialect, tuple(params))
+        arguments = compiled.arguments(params)
+        for attempt in (1, 2):
+            async with self._connection() as conn:
+                try:
+                    cursor = await conn.execute(compiled.sql, arguments)
+                    raw = await cursor.fetchall() if cursor.description is not None else []
+                except psycopg.Error as exc:
+                    if conn.broken and attempt == 1:
+                        # The server closed it (a restart, an idle timeout): a read is
+                        # safe to run again, once, on a new connection.
+                        continue
+                    raise self._translate(compiled.sql, exc) from exc
+            return [compiled.make_row(row) for row in raw]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        conn = await self._acquire()
+        reusable = False
+        try:
+            yield conn
+            reusable = True
+        except psycopg.Error:
+            reusable = True
+            raise
+        finally:
+            # A connection left by a cancelled statement may still be busy, one the
+            # server closed is broken: either is closed, never given to the next read.
+            if reusable and not conn.closed and not conn.broken:
+                self._release(conn)
+            else:
+                if not conn.closed:
+                    conn.pgconn.finish()
+                self._release(None)
+
+    async def _acquire(self) -> psycopg.AsyncConnection[Any]:
+        self._own_loop()
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if self._open < self._size:
+                self._open += 1
+                try:
+                    return await self._connect()
+                except BaseException:
+                    self._open -= 1
+                    self._wake_one()
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, self._wait)
+            except BaseException as exc:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    # Woken, then cancelled: the connection freed for it goes to the next.
+                    self._wake_one()
+                if isinstance(exc, TimeoutError):
+                    raise DatabaseBusy.waited(
+                        "No database connection was free", self._retry_after
+                    ) from None
+                raise
+
+    def _release(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
+        if conn is None:
+            self._open -= 1
+        else:
+            self._idle.append(conn)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        args, kwargs = self._connect_args
+        try:
+            conn = await psycopg.AsyncConnection.connect(*args, autocommit=True, **kwargs)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(
+                f"The database cannot be reached; retry after {self._retry_after} s.",
+                retry_after=self._retry_after,
+            ) from exc
+        # As the engine's connections read JSON (SQLAlchemy sets the same loader).
+        set_json_loads(orjson.loads, conn)
+        return conn
+
+    def _own_loop(self) -> None:
+        """Connections belong to the loop that opened them; a new loop (the CLI runs each
+        command in ``asyncio.run``) starts a new pool."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._close_all()
+            self._loop = loop
+
+    def _translate(self, sql: str, exc: psycopg.Error) -> Exception:
+        if isinstance(exc, psycopg.OperationalError):
+            return DatabaseUnavailable(
+                f"The database cannot be reached; retry after {self._retry_after} s.",
+                retry_after=self._retry_after,
+            )
+        # Raised as SQLAlchemy would, as the threads' reads raise it.
+        return DBAPIError.instance(
+            sql, None, exc, psycopg.Error, hide_parameters=True, dialect=self._dialect
+        )
+
+    def _close_all(self) -> None:
+        while self._idle:
+            conn = self._idle.pop()
+            # Closes the socket without awaiting: the loop may be gone already.
+            conn.pgconn.finish()
+        self._open = 0
+        self._waiters.clear()
+
+    def close(self) -> None:
+        """Close every idle connection (at shutdown)."""
+        self._close_all()
