@@ -31,16 +31,19 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from storage.errors import DatabaseBusy, DatabaseUnavailable
-from storage.loop_pool import RETRYABLE, LoopPool
-from storage.plans import Plan, run_plan
+from storage.loop_reader import LoopReader
+from storage.reads import Plan, run_plan
 from storage.sqlite_writer import SqliteWriter, is_lock_error
-from storage.transaction import Steps, Transaction
+from storage.transaction import Transaction
 
 T = TypeVar("T")
 
 log = structlog.get_logger("storage.engine")
 
 SQLITE_READ_BUSY_TIMEOUT_MS = 5000
+# PostgreSQL SQLSTATEs that mean "try again": lock_not_available (lock_timeout),
+# deadlock_detected, serialization_failure.
+_PG_RETRYABLE = {"55P03", "40P01", "40001"}
 
 
 def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL") -> Engine:
@@ -166,25 +169,21 @@ class Database:
         self._writer: SqliteWriter | None = None
         self._writer_lock = threading.Lock()
         self._max_batch = max_batch
-        self._loop_pool: LoopPool | None = None
+        self._loop_reader: LoopReader | None = None
         if not self.is_sqlite:
-            statement = f"SET lock_timeout = {max(1, int(self.lock_timeout * 1000))}"
-            self._set_lock_timeout(statement)
-            self._loop_pool = LoopPool(
-                engine,
-                size=threads,
-                wait=lock_timeout,
-                retry_after=self.retry_after,
-                lock_timeout_statement=statement,
+            self._set_lock_timeout()
+            self._loop_reader = LoopReader(
+                engine, size=threads, wait=lock_timeout, retry_after=self.retry_after
             )
         # Called on the event loop after a commit that wrote outbox rows (wakes the workers
         # of this process; other processes find the rows when they next look).
         self.outbox_listener: Callable[[], None] | None = None
 
-    def _set_lock_timeout(self, statement: str) -> None:
+    def _set_lock_timeout(self) -> None:
         """Every PostgreSQL connection waits at most ``lock_timeout`` for a lock, set once
         when it connects rather than by a statement in every transaction. Connections
         opened before (the migration's) are dropped so that none goes without it."""
+        statement = f"SET lock_timeout = {max(1, int(self.lock_timeout * 1000))}"
 
         @event.listens_for(self.engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -264,9 +263,9 @@ class Database:
     async def read(self, plan: Callable[..., Plan[T]], *args: Any, **kwargs: Any) -> T:
         """Run the read ``plan(*args, **kwargs)`` (``storage.reads``): on SQLite in one
         hop to a reading thread; on PostgreSQL on the event loop, with no thread at all."""
-        if self._loop_pool is None:
+        if self._loop_reader is None:
             return await self.query(lambda conn: run_plan(conn, plan(*args, **kwargs)))
-        return await self._loop_pool.read(plan(*args, **kwargs))
+        return await self._loop_reader.read(plan(*args, **kwargs))
 
     # -- writes --------------------------------------------------------------------------
 
@@ -295,27 +294,6 @@ class Database:
             self.outbox_listener()
         return result
 
-    async def transact_plan(self, work: Callable[[Steps], Plan[T]]) -> T:
-        """``transact`` for a unit written as a plan (``storage.plans``): the same
-        guarantees, and on PostgreSQL its statements run on the event loop, without a
-        thread hop and a GIL hand-off per round trip. ``work`` receives the ``Steps``
-        that record its events and side effects; it may be called twice on PostgreSQL
-        (when its connection turned out dead before anything was committed)."""
-        if self._loop_pool is None:
-            return await self.transact(lambda tx: tx.run(work(tx)))
-        steps: list[Steps] = []
-
-        def plan() -> Plan[T]:
-            steps.append(Steps("postgresql"))
-            return work(steps[-1])
-
-        result = await self._loop_pool.transact(plan)
-        if self._on_commit is not None:
-            self._on_commit(1)
-        if steps[-1].enqueued and self.outbox_listener is not None:
-            self.outbox_listener()
-        return result
-
     def _sqlite_writer(self) -> SqliteWriter:
         with self._writer_lock:
             if self._writer is None:
@@ -341,7 +319,7 @@ class Database:
         except PoolTimeout as exc:
             raise self._busy("No database connection was free") from exc
         except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) in RETRYABLE:
+            if getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE:
                 raise self._busy("The change waited too long for a lock") from exc
             if isinstance(exc, OperationalError):
                 raise self._translate(exc) from exc
@@ -389,8 +367,8 @@ class Database:
             self._writer.stop()
             self._writer = None
         self._executor.shutdown(wait=True)
-        if self._loop_pool is not None:
-            self._loop_pool.close()
+        if self._loop_reader is not None:
+            self._loop_reader.close()
         with self._kept_lock:
             for connection in self._kept:
                 connection.close()

@@ -112,8 +112,6 @@ class Prepared:
             compiled.sql,
             lambda cursor: cursor.execute(compiled.sql, compiled.arguments(params)),
         )
-        if cursor.description is None:  # a statement without a result
-            return []
         return [compiled.make_row(raw) for raw in cursor.fetchall()]
 
     def _parts(self, conn: Connection, params: Mapping[str, Any]) -> tuple[str, Arguments, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -30,11 +30,8 @@ from sqlalchemy import (
     update,
 )
 
-from storage.plans import Plan, Run, run_plan
 from storage.prepared import Prepared
 from storage.tables import ACCOUNTS, ENDPOINTS, EVENTS, OUTBOX, JSONType, utcnow
-
-T = TypeVar("T")
 
 EVENT_DELIVERY = "event"
 _INSERT_EVENT = Prepared(insert(EVENTS))
@@ -42,28 +39,7 @@ _INSERT_EVENT = Prepared(insert(EVENTS))
 _INSERT_EVENT_POSTGRES = Prepared(
     insert(EVENTS).values(tx_order=literal_column("pg_current_xact_id()::text::bigint"))
 )
-_INSERT_OUTBOX = Prepared(insert(OUTBOX))
-# A pending, unclaimed (or lease-expired) job for the target is made due sooner instead of
-# adding another; RETURNING tells whether one was found.
-_REUSE_PENDING = Prepared(
-    update(OUTBOX)
-    .where(
-        OUTBOX.c.kind == bindparam("b_kind"),
-        OUTBOX.c.target_id == bindparam("b_target_id"),
-        OUTBOX.c.account_id == bindparam("b_account_id"),
-        OUTBOX.c.status == "pending",
-        # Unclaimed, or claimed by a worker whose lease ran out (it is free again).
-        or_(OUTBOX.c.lease_owner.is_(None), OUTBOX.c.lease_until <= bindparam("b_moment")),
-    )
-    .values(
-        available_at=case(
-            (OUTBOX.c.available_at > bindparam("b_at"), bindparam("b_at")),
-            else_=OUTBOX.c.available_at,
-        ),
-        updated_at=bindparam("b_moment"),
-    )
-    .returning(OUTBOX.c.pk)
-)
+_INSERT_OUTBOX = insert(OUTBOX)
 # One delivery per enabled endpoint of the account, in the event's own transaction.
 _FAN_OUT_SELECT = insert(OUTBOX).from_select(
     [
@@ -123,118 +99,16 @@ class NewEvent:
     occurred_at: datetime | None = None
 
 
-class Steps:
-    """What a unit of work writes besides its own rows (events, their deliveries, side
-    effects) as plan steps (``storage.plans``), with ``enqueued`` noting whether it
-    wrote outbox rows. ``Database.transact_plan`` hands one to a plan unit; a
-    ``Transaction`` is one too, and runs the same steps on its connection."""
-
-    def __init__(self, dialect_name: str) -> None:
-        self.postgres = dialect_name == "postgresql"
-        # Whether this unit wrote outbox rows: the database tells the workers after commit.
-        self.enqueued = False
-
-    def event_steps(self, event: NewEvent) -> Plan[None]:
-        """Insert ``event`` and one delivery per enabled endpoint of its account."""
-        yield Run(_INSERT_EVENT_POSTGRES if self.postgres else _INSERT_EVENT, _event_row(event))
-        # RETURNING, as PostgreSQL's driver reports no row count for INSERT ... SELECT.
-        payload = {"event_id": event.id}
-        fanned = yield Run(
-            _FAN_OUT, {"account_id": event.account_id, "payload": payload, "moment": time.time()}
-        )
-        if fanned:
-            self.enqueued = True
-
-    def enqueue_steps(
-        self,
-        *,
-        account_id: str,
-        kind: str,
-        target_id: str,
-        payload: dict[str, Any],
-        delay: float = 0.0,
-    ) -> Plan[None]:
-        """Write one side effect to the outbox: it exists exactly when this change commits."""
-        moment = time.time()
-        yield Run(
-            _INSERT_OUTBOX,
-            {
-                "account_id": account_id,
-                "kind": kind,
-                "target_id": target_id,
-                "payload": payload,
-                "status": "pending",
-                "attempts": 0,
-                "available_at": moment + delay,
-                "created_at": moment,
-                "updated_at": moment,
-            },
-        )
-        self.enqueued = True
-
-    def enqueue_once_steps(
-        self, *, account_id: str, kind: str, target_id: str, delay: float = 0.0
-    ) -> Plan[None]:
-        """One pending job per target: a waiting row is made due by ``delay`` from now if
-        that is sooner, else a row is added (with an empty payload).
-
-        A row being worked on does not count: the change it did not see gets a run of its
-        own. Handlers that must not overlap with themselves hold their target while they
-        run (a monitor's upkeep); a job that reads the newest state when it runs (a
-        presence write) needs nothing more.
-        """
-        moment = time.time()
-        at = moment + delay
-        reused = yield Run(
-            _REUSE_PENDING,
-            {
-                "b_kind": kind,
-                "b_target_id": target_id,
-                "b_account_id": account_id,
-                "b_moment": moment,
-                "b_at": at,
-            },
-        )
-        if not reused:
-            yield from self.enqueue_steps(
-                account_id=account_id, kind=kind, target_id=target_id, payload={}, delay=delay
-            )
-        elif delay <= 0:
-            # A waiting row made due now: this process's worker looks at once.
-            self.enqueued = True
-
-
-def _event_row(event: NewEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "account_id": event.account_id,
-        "occurred_at": event.occurred_at or utcnow(),
-        "actor_name": event.actor_name,
-        "actor_id": event.actor_id,
-        "action": event.action,
-        "event_type": event.category,
-        "asset": event.asset,
-        "asset_id": event.asset_id,
-        "type": event.type,
-        "properties_changed": event.properties_changed,
-        "details": event.details,
-    }
-
-
-class Transaction(Steps):
+class Transaction:
     """The connection of one unit of work, inside a transaction ``Database.transact`` owns."""
 
     def __init__(self, conn: Connection) -> None:
-        super().__init__(conn.dialect.name)
         self.conn = conn
         self._locked: set[str] = set()
         # Rows of events recorded inside ``batched_events``, not inserted yet.
         self._batch: list[dict[str, Any]] | None = None
-
-    def run(self, plan: Plan[T]) -> T:
-        """Run a plan's statements on this transaction's connection."""
-        self._require_open()
-        return run_plan(self.conn, plan)
+        # Whether this unit wrote outbox rows: the database tells the workers after commit.
+        self.enqueued = False
 
     def lock_account(self, account_id: str) -> None:
         """Serialise the writers of one account until commit (PostgreSQL; SQLite has one writer).
@@ -248,7 +122,7 @@ class Transaction(Steps):
         if account_id in self._locked:
             return
         self._locked.add(account_id)
-        if self.postgres:
+        if self.conn.dialect.name == "postgresql":
             self.conn.execute(_LOCK_ACCOUNT, {"account_id": account_id})
 
     def record_event(self, event: NewEvent) -> None:
@@ -258,10 +132,35 @@ class Transaction(Steps):
         event can never be committed on its own, whoever built this object.
         """
         self._require_open()
+        row = {
+            "id": event.id,
+            "account_id": event.account_id,
+            "occurred_at": event.occurred_at or utcnow(),
+            "actor_name": event.actor_name,
+            "actor_id": event.actor_id,
+            "action": event.action,
+            "event_type": event.category,
+            "asset": event.asset,
+            "asset_id": event.asset_id,
+            "type": event.type,
+            "properties_changed": event.properties_changed,
+            "details": event.details,
+        }
         if self._batch is not None:
-            self._batch.append(_event_row(event))
+            self._batch.append(row)
             return
-        self.run(self.event_steps(event))
+        self._insert_events.run(self.conn, row)
+        fanned = _FAN_OUT.run(
+            self.conn,
+            {
+                "account_id": event.account_id,
+                "payload": {"event_id": event.id},
+                "moment": time.time(),
+            },
+        )
+        # RETURNING, as PostgreSQL's driver reports no row count for INSERT ... SELECT.
+        if fanned.fetchone() is not None:
+            self.enqueued = True
 
     @contextmanager
     def batched_events(self) -> Iterator[None]:
@@ -281,8 +180,7 @@ class Transaction(Steps):
             self._batch = None
         if not rows:
             return
-        insert_events = _INSERT_EVENT_POSTGRES if self.postgres else _INSERT_EVENT
-        insert_events.run_many(self.conn, rows)
+        self._insert_events.run_many(self.conn, rows)
         moment = time.time()
         for account_id in dict.fromkeys(row["account_id"] for row in rows):
             if _HAS_ENDPOINT.run(self.conn, {"account_id": account_id}).fetchone() is None:
@@ -297,6 +195,10 @@ class Transaction(Steps):
             )
             self.enqueued = True
 
+    @property
+    def _insert_events(self) -> Prepared:
+        return _INSERT_EVENT_POSTGRES if self.conn.dialect.name == "postgresql" else _INSERT_EVENT
+
     def enqueue(
         self,
         *,
@@ -306,24 +208,61 @@ class Transaction(Steps):
         payload: dict[str, Any],
         delay: float = 0.0,
     ) -> None:
-        """``enqueue_steps`` on this transaction."""
+        """Write one side effect to the outbox: it exists exactly when this change commits."""
         self._require_open()
-        self.run(
-            self.enqueue_steps(
-                account_id=account_id, kind=kind, target_id=target_id, payload=payload, delay=delay
-            )
+        moment = time.time()
+        self.conn.execute(
+            _INSERT_OUTBOX,
+            {
+                "account_id": account_id,
+                "kind": kind,
+                "target_id": target_id,
+                "payload": payload,
+                "status": "pending",
+                "attempts": 0,
+                "available_at": moment + delay,
+                "created_at": moment,
+                "updated_at": moment,
+            },
         )
+        self.enqueued = True
 
     def enqueue_once(
         self, *, account_id: str, kind: str, target_id: str, delay: float = 0.0
     ) -> None:
-        """``enqueue_once_steps`` on this transaction."""
+        """One pending job per target: a waiting row is made due by ``delay`` from now if
+        that is sooner, else a row is added (with an empty payload).
+
+        A row being worked on does not count: the change it did not see gets a run of its
+        own. Handlers that must not overlap with themselves hold their target while they
+        run (a monitor's upkeep); a job that reads the newest state when it runs (a
+        presence write) needs nothing more.
+        """
         self._require_open()
-        self.run(
-            self.enqueue_once_steps(
-                account_id=account_id, kind=kind, target_id=target_id, delay=delay
+        moment = time.time()
+        at = moment + delay
+        reused = self.conn.execute(
+            update(OUTBOX)
+            .where(
+                OUTBOX.c.kind == kind,
+                OUTBOX.c.target_id == target_id,
+                OUTBOX.c.account_id == account_id,
+                OUTBOX.c.status == "pending",
+                # Unclaimed, or claimed by a worker whose lease ran out (it is free again).
+                or_(OUTBOX.c.lease_owner.is_(None), OUTBOX.c.lease_until <= moment),
+            )
+            .values(
+                available_at=case((OUTBOX.c.available_at > at, at), else_=OUTBOX.c.available_at),
+                updated_at=moment,
             )
         )
+        if reused.rowcount == 0:
+            self.enqueue(
+                account_id=account_id, kind=kind, target_id=target_id, payload={}, delay=delay
+            )
+        elif delay <= 0:
+            # A waiting row made due now: this process's worker looks at once.
+            self.enqueued = True
 
     def _require_open(self) -> None:
         raw = self.conn.connection.driver_connection

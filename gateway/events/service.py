@@ -55,50 +55,25 @@ def record_event(
     product it belongs to (Messaging, Presence, Provisioning, Admin), the history's
     coarse filter, stored and shown as ``event_type`` (decision 0016).
     """
-    event = new_event(
-        account_id=account_id,
-        actor=actor,
-        action=action,
-        asset=asset,
-        asset_id=asset_id,
-        category=category,
-        type=type,
-        properties_changed=properties_changed,
-        details=details,
-    )
-    tx.record_event(event)
-    return event.id
-
-
-def new_event(
-    *,
-    account_id: str,
-    actor: Actor,
-    action: str,
-    asset: str,
-    asset_id: str | None,
-    category: str,
-    type: str,
-    properties_changed: list[str],
-    details: dict[str, Any],
-) -> NewEvent:
-    """The event ``record_event`` records, for a unit written as a plan, which records it
-    with ``Steps.event_steps``."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
-    return NewEvent(
-        id=str(uuid.uuid4()),
-        account_id=account_id,
-        actor_name=actor.name,
-        actor_id=actor.id,
-        action=action,
-        category=category,
-        asset=asset,
-        asset_id=asset_id,
-        type=type,
-        properties_changed=properties_changed,
-        details=details,
+    event_id = str(uuid.uuid4())
+    tx.record_event(
+        NewEvent(
+            id=event_id,
+            account_id=account_id,
+            actor_name=actor.name,
+            actor_id=actor.id,
+            action=action,
+            category=category,
+            asset=asset,
+            asset_id=asset_id,
+            type=type,
+            properties_changed=properties_changed,
+            details=details,
+        )
     )
+    return event_id
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,10 @@ from gateway.presence.teams import teams_config
 from gateway.security import SecretBox, token_digest
 from gateway.web.errors import Conflict, InvalidValue, NotFound
 from storage.engine import Database
-from storage.plans import Plan, Run
 from storage.prepared import Prepared
 from storage.rows import MonitorRow
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, utcnow
-from storage.transaction import Steps, Transaction
+from storage.transaction import Transaction
 from storage.upsert import insert_if_absent
 
 MONITOR_USERS = 650
@@ -73,12 +72,12 @@ _HAS_MONITOR = Prepared(
 monitor_event = functools.partial(record_event, category=PRESENCE_CATEGORY)
 
 
-def users_changed(steps: Steps, account_id: str) -> Plan[None]:
+def users_changed(tx: Transaction, account_id: str) -> None:
     """A provisioned user was added, changed or removed: when the account watches Teams
     presence, its directory job runs shortly, finding new users in Teams and releasing
     the ones no longer provisioned."""
-    if (yield Run(_HAS_MONITOR, {"account_id": account_id})):
-        yield from steps.enqueue_once_steps(
+    if _HAS_MONITOR.run(tx.conn, {"account_id": account_id}).fetchone() is not None:
+        tx.enqueue_once(
             account_id=account_id, kind=DIRECTORY, target_id=account_id, delay=DIRECTORY_SETTLE
         )
 

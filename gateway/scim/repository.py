@@ -20,8 +20,8 @@ from sqlalchemy import (
 from gateway.scim.filters import CompiledFilter
 from gateway.scim.positions import Positions
 from gateway.scim.rules import UserRecord
-from storage.plans import Plan, Run, RunMany, one_or_none, run_plan
 from storage.prepared import Prepared
+from storage.reads import Plan, Read, one_or_none, run_plan
 from storage.tables import (
     SCIM_CLAIMS,
     SCIM_CREDENTIALS,
@@ -58,13 +58,13 @@ _LOAD = Prepared(
 
 def credential_digest(account_id: str) -> Plan[str | None]:
     """The stored token hash of an account's SCIM credential, if any."""
-    row = one_or_none((yield Run(_CREDENTIAL, {"account_id": account_id})))
+    row = one_or_none((yield Read(_CREDENTIAL, {"account_id": account_id})))
     return None if row is None else str(row[0])
 
 
 def found(account_id: str, user_id: str) -> Plan[Any]:
     """One user of the account by SCIM id, or None (another account's id is None too)."""
-    return one_or_none((yield Run(_LOAD, {"account_id": account_id, "user_id": user_id})))
+    return one_or_none((yield Read(_LOAD, {"account_id": account_id, "user_id": user_id})))
 
 
 def load(conn: Connection, account_id: str, user_id: str) -> Any:
@@ -115,10 +115,10 @@ def search(
         return (yield from _page_of_all(account_id, offset=offset, limit=limit))
     page, count = _search_statements(compiled)
     bound = {**parameters, "account_id": account_id}
-    rows = (yield Run(page, {**bound, "offset": offset, "limit": limit})) if limit > 0 else []
+    rows = (yield Read(page, {**bound, "offset": offset, "limit": limit})) if limit > 0 else []
     if offset == 0 and len(rows) < limit:
         return len(rows), rows
-    (total,) = (yield Run(count, bound))[0]
+    (total,) = (yield Read(count, bound))[0]
     return int(total), rows
 
 
@@ -126,14 +126,14 @@ def _page_of_all(account_id: str, *, offset: int, limit: int) -> Plan[tuple[int,
     """A page of all the account's users: the total kept by the triggers of
     ``scim_user_counts``, the page found by seeking from where an earlier page ended
     (``positions``) rather than by stepping over every user before it."""
-    total, removed = (yield Run(_TOTAL, {"account_id": account_id}))[0]
+    total, removed = (yield Read(_TOTAL, {"account_id": account_id}))[0]
     total, removed = int(total), int(removed)
     if limit <= 0 or offset >= total:
         return total, []
     start = _POSITIONS.before(account_id, removed, offset)
     index, after = start if start is not None else (-1, 0)
     bound = {"account_id": account_id, "after": after, "limit": limit, "offset": offset - index - 1}
-    rows = yield Run(_PAGE_AFTER, bound)
+    rows = yield Read(_PAGE_AFTER, bound)
     if rows:
         _POSITIONS.remember(account_id, removed, offset + len(rows) - 1, rows[-1].pk)
     return total, rows
@@ -156,10 +156,10 @@ _DELETE_CLAIMS = delete(claims).where(claims.c.user_pk == bindparam("b_pk"))
 _DELETE_USER = delete(users).where(users.c.pk == bindparam("b_pk"))
 
 
-def _children(account_id: str, pk: int, record: UserRecord) -> Plan[None]:
+def _write_children(conn: Connection, account_id: str, pk: int, record: UserRecord) -> None:
     if record.values:
-        yield RunMany(
-            _INSERT_VALUES,
+        _INSERT_VALUES.run_many(
+            conn,
             [
                 {
                     "user_pk": pk,
@@ -173,8 +173,8 @@ def _children(account_id: str, pk: int, record: UserRecord) -> Plan[None]:
                 for v in record.values
             ],
         )
-    yield RunMany(
-        _INSERT_CLAIMS,
+    _INSERT_CLAIMS.run_many(
+        conn,
         [
             {"account_id": account_id, "kind": kind, "value_key": key, "user_pk": pk}
             for kind, key in sorted(record.claims)
@@ -182,7 +182,9 @@ def _children(account_id: str, pk: int, record: UserRecord) -> Plan[None]:
     )
 
 
-def insert_user(account_id: str, user_id: str, record: UserRecord, now: datetime) -> Plan[int]:
+def insert_user(
+    conn: Connection, account_id: str, user_id: str, record: UserRecord, now: datetime
+) -> int:
     """Insert a user with its filter values and claims; returns its primary key."""
     row = {
         "id": user_id,
@@ -192,9 +194,9 @@ def insert_user(account_id: str, user_id: str, record: UserRecord, now: datetime
         "updated_at": now,
         **record.columns(),
     }
-    ((pk,),) = yield Run(_INSERT_USER, row)
-    yield from _children(account_id, int(pk), record)
-    return int(pk)
+    pk = int(_INSERT_USER.run(conn, row).fetchone()[0])
+    _write_children(conn, account_id, pk, record)
+    return pk
 
 
 def update_user(
@@ -217,7 +219,7 @@ def update_user(
         return False
     conn.execute(_DELETE_VALUES, {"b_pk": pk})
     conn.execute(_DELETE_CLAIMS, {"b_pk": pk})
-    run_plan(conn, _children(account_id, pk, record))
+    _write_children(conn, account_id, pk, record)
     return True
 
 

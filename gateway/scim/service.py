@@ -9,7 +9,7 @@ claim, the holder is looked up only to name the clashing attribute.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from scim2_models import Context
 from sqlalchemy.exc import IntegrityError
 
-from gateway.events.service import SCIM_ACTOR, new_event
+from gateway.events.service import SCIM_ACTOR, record_event
 from gateway.presence.monitors import users_changed
 from gateway.scim import repository as repo
 from gateway.scim.filters import compile_filter
@@ -39,9 +39,8 @@ from gateway.scim.rules import (
 from gateway.scim.schema import list_response
 from gateway.web.errors import Conflict, InvalidValue, NotFound, Uniqueness
 from storage.engine import Database
-from storage.plans import Plan
 from storage.tables import utcnow
-from storage.transaction import Steps, Transaction
+from storage.transaction import Transaction
 
 T = TypeVar("T")
 
@@ -91,13 +90,28 @@ class _Attempt:
 async def _write_claiming(
     db: Database,
     tenant: Tenant,
-    write: Callable[[_Attempt], Awaitable[T]],
+    work: Callable[[Transaction, _Attempt], T],
+    *,
+    lock: bool = True,
 ) -> T:
-    """Run ``write`` (one write transaction); turn a refused claim into a 409 naming it."""
+    """Run ``work`` in a write transaction; turn a refused claim into a 409 naming it.
+
+    ``lock``: serialize with the account's other writers first. A create does without:
+    it only inserts, its claims in one sorted order, so two creates wanting one value
+    queue on the unique index (the second then fails and gets its 409) and cannot
+    deadlock. Holding the account's lock through the commit capped an account's creates
+    at one per commit on PostgreSQL (about 200 a second here).
+    """
     for _ in range(CLAIM_RETRIES):
         attempt = _Attempt()
+
+        def unit(tx: Transaction, attempt: _Attempt = attempt) -> T:
+            if lock:
+                tx.lock_account(tenant.account_id)
+            return work(tx, attempt)
+
         try:
-            return await write(attempt)
+            return await db.transact(unit)
         except IntegrityError:
             kind = await db.query(
                 repo.claim_holder, tenant.account_id, attempt.claims, attempt.user_pk
@@ -121,7 +135,7 @@ def _update_type(before: dict[str, Any], after: dict[str, Any]) -> str:
 
 
 def _record(
-    steps: Steps,
+    tx: Transaction,
     tenant: Tenant,
     *,
     action: str,
@@ -129,8 +143,9 @@ def _record(
     user_id: str,
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
-) -> Plan[None]:
-    event = new_event(
+) -> None:
+    record_event(
+        tx,
         account_id=tenant.account_id,
         actor=SCIM_ACTOR,
         action=action,
@@ -141,9 +156,8 @@ def _record(
         properties_changed=changed_properties(before, after),
         details=after if after is not None else (before or {}),
     )
-    yield from steps.event_steps(event)
     if _presence_matters(before, after):
-        yield from users_changed(steps, tenant.account_id)
+        users_changed(tx, tenant.account_id)
 
 
 def _presence_matters(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
@@ -160,11 +174,11 @@ async def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dic
     user_id = str(uuid.uuid4())
     now = utcnow()
 
-    def work(steps: Steps, attempt: _Attempt) -> Plan[None]:
+    def work(tx: Transaction, attempt: _Attempt) -> None:
         attempt.claims = record.claims
-        yield from repo.insert_user(tenant.account_id, user_id, record, now)
-        yield from _record(
-            steps,
+        repo.insert_user(tx.conn, tenant.account_id, user_id, record, now)
+        _record(
+            tx,
             tenant,
             action="Create",
             type_="user.created",
@@ -173,14 +187,7 @@ async def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dic
             after=normalized_user(user_id, record.document),
         )
 
-    # A create takes no account lock: it only inserts, its claims in one sorted order,
-    # so two creates wanting one value queue on the unique index (the second then fails
-    # and gets its 409) and cannot deadlock. Holding the account's lock through the
-    # commit capped an account's creates at one per commit on PostgreSQL (about 200 a
-    # second here). As a plan, its statements run on the event loop on PostgreSQL.
-    await _write_claiming(
-        db, tenant, lambda attempt: db.transact_plan(lambda steps: work(steps, attempt))
-    )
+    await _write_claiming(db, tenant, work, lock=False)
     return render(tenant, user_id, record.document, now, now)
 
 
@@ -254,24 +261,21 @@ async def _store_update(
 
     def work(tx: Transaction, attempt: _Attempt) -> None:
         attempt.claims, attempt.user_pk = record.claims, row.pk
-        tx.lock_account(tenant.account_id)
         if not repo.update_user(
             tx.conn, tenant.account_id, row.pk, version=row.version, record=record, now=now
         ):
             raise _Stale
-        tx.run(
-            _record(
-                tx,
-                tenant,
-                action="Edit",
-                type_=_update_type(before, after),
-                user_id=row.id,
-                before=before,
-                after=after,
-            )
+        _record(
+            tx,
+            tenant,
+            action="Edit",
+            type_=_update_type(before, after),
+            user_id=row.id,
+            before=before,
+            after=after,
         )
 
-    await _write_claiming(db, tenant, lambda attempt: db.transact(lambda tx: work(tx, attempt)))
+    await _write_claiming(db, tenant, work)
     return render(tenant, row.id, record.document, row.created_at, now)
 
 
@@ -309,16 +313,14 @@ async def delete_user(db: Database, tenant: Tenant, user_id: str) -> None:
         if row is None:
             raise _not_found(user_id)
         repo.delete_user(tx.conn, row.pk)
-        tx.run(
-            _record(
-                tx,
-                tenant,
-                action="Delete",
-                type_="user.deleted",
-                user_id=user_id,
-                before=normalized_user(user_id, row.document),
-                after=None,
-            )
+        _record(
+            tx,
+            tenant,
+            action="Delete",
+            type_="user.deleted",
+            user_id=user_id,
+            before=normalized_user(user_id, row.document),
+            after=None,
         )
 
     await db.transact(work)

@@ -1,4 +1,4 @@
-"""PostgreSQL work driven by the event loop, without threads.
+"""PostgreSQL reads driven by the event loop, without threads.
 
 A read on a database thread pays, for each round trip, a wake-up of that thread and a
 wait for the GIL that the busy event loop holds; measured with ``perf``, that switching
@@ -6,16 +6,12 @@ was about half of the gateway's CPU time under PostgreSQL load (docs/performance
 round 9). Here the event loop sends the statement on a psycopg ``AsyncConnection`` and
 goes on with other requests until the answer arrives: no thread, no GIL hand-off.
 
-Each process keeps up to ``size`` connections in autocommit: a read's statement alone
-sees what it would see as the first statement of a READ COMMITTED transaction, as the
-threads' reading connections do (decision 0021); a write plan runs between ``BEGIN`` and
-``COMMIT``, with the lock timeout set on the connection when it opens, as the threads'
-connections have it. A connection the server closed fails its statement; a read then
-runs once more on a new connection, and so does a write whose ``COMMIT`` was not sent
-(nothing of it can have been written). A caller that waits longer than ``wait`` for a
-free connection gets ``DatabaseBusy``, as with the threads' pool. Only plans
-(``storage.plans``) come here; units written against a blocking connection keep the
-threads (decision 0007).
+Each process keeps up to ``size`` connections in autocommit (a statement alone sees what
+it would see as the first statement of a READ COMMITTED transaction, as the threads'
+reading connections do, decision 0021). A connection the server closed fails its
+statement; the read then runs once more on a new connection. A caller that waits longer
+than ``wait`` for a free connection gets ``DatabaseBusy``, as with the threads' pool.
+Only reads come here: writes keep their transactions on the threads (decision 0007).
 """
 
 from __future__ import annotations
@@ -23,43 +19,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import orjson
 import psycopg
-from psycopg.pq import TransactionStatus
 from psycopg.types.json import set_json_loads
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from storage.errors import DatabaseBusy, DatabaseUnavailable
-from storage.plans import Plan, RunMany, Step
+from storage.reads import Plan
 
 T = TypeVar("T")
 
 
-# lock_not_available (lock_timeout), deadlock_detected, serialization_failure: try again.
-RETRYABLE = {"55P03", "40P01", "40001"}
-
-
-class _NotCommitted(Exception):
-    """A write's connection was found dead before its COMMIT was sent."""
-
-
-class LoopPool:
+class LoopReader:
     """A small pool of PostgreSQL connections owned by one event loop."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        size: int,
-        wait: float,
-        retry_after: int,
-        lock_timeout_statement: str,
-    ) -> None:
-        self._lock_timeout_statement = lock_timeout_statement
+    def __init__(self, engine: Engine, *, size: int, wait: float, retry_after: int) -> None:
         self._dialect = engine.dialect
         self._connect_args = engine.dialect.create_connect_args(engine.url)
         self._size = max(1, size)
@@ -73,89 +51,45 @@ class LoopPool:
     async def read(self, plan: Plan[T]) -> T:
         """Drive ``plan``: each statement on a pooled connection, awaited on the loop."""
         try:
-            step = next(plan)
+            read = next(plan)
             while True:
-                step = plan.send(await self._run_alone(step))
+                rows = await self._rows(read.statement, read.params)
+                read = plan.send(rows)
         except StopIteration as done:
             result: T = done.value
             return result
 
-    async def _run_alone(self, step: Step) -> list[Any]:
+    async def _rows(self, statement: Any, params: Any) -> list[Any]:
+        compiled = statement.compiled(self._dialect, tuple(params))
+        arguments = compiled.arguments(params)
         for attempt in (1, 2):
             async with self._connection() as conn:
                 try:
-                    return await self._run(conn, step)
+                    cursor = await conn.execute(compiled.sql, arguments)
+                    raw = await cursor.fetchall() if cursor.description is not None else []
                 except psycopg.Error as exc:
                     if conn.broken and attempt == 1:
                         # The server closed it (a restart, an idle timeout): a read is
                         # safe to run again, once, on a new connection.
                         continue
-                    raise self._translate(exc) from exc
+                    raise self._translate(compiled.sql, exc) from exc
+            return [compiled.make_row(row) for row in raw]
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def transact(self, plan: Callable[[], Plan[T]]) -> T:
-        """Run the plan ``plan()`` in one transaction; return its result once committed."""
-        try:
-            try:
-                return await self._one_transaction(plan())
-            except _NotCommitted:
-                # The connection was dead before anything was committed: once more.
-                return await self._one_transaction(plan())
-        except _NotCommitted as stale:
-            raise self._translate(stale.__cause__) from stale.__cause__  # type: ignore[arg-type]
-        except psycopg.Error as exc:
-            raise self._translate(exc) from exc
-
-    async def _one_transaction(self, plan: Plan[T]) -> T:
-        async with self._connection() as conn:
-            try:
-                await conn.execute("BEGIN")
-                try:
-                    step = next(plan)
-                    while True:
-                        step = plan.send(await self._run(conn, step))
-                except StopIteration as done:
-                    result: T = done.value
-            except Exception as exc:
-                if isinstance(exc, psycopg.Error) and conn.broken:
-                    raise _NotCommitted() from exc
-                if not conn.broken and not conn.closed:
-                    await conn.execute("ROLLBACK")
-                raise
-            # A failure from here on leaves the outcome unknown: never run again.
-            await conn.execute("COMMIT")
-            return result
-
-    async def _run(self, conn: psycopg.AsyncConnection[Any], step: Step) -> list[Any]:
-        if isinstance(step, RunMany):
-            if step.rows:
-                compiled = step.statement.compiled(self._dialect, tuple(step.rows[0]))
-                async with conn.cursor() as cursor:
-                    await cursor.executemany(
-                        compiled.sql, [compiled.arguments(row) for row in step.rows]
-                    )
-            return []
-        compiled = step.statement.compiled(self._dialect, tuple(step.params))
-        cursor = await conn.execute(compiled.sql, compiled.arguments(step.params))
-        if cursor.description is None:
-            return []
-        return [compiled.make_row(row) for row in await cursor.fetchall()]
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         conn = await self._acquire()
+        reusable = False
         try:
             yield conn
+            reusable = True
+        except psycopg.Error:
+            reusable = True
+            raise
         finally:
-            # Only an idle connection goes to the next caller: one left by a cancelled
-            # statement may still be busy, one the server closed is broken, one inside
-            # a transaction was left by a cancelled write. The others are closed (the
-            # server rolls back what they had begun).
-            if (
-                not conn.closed
-                and not conn.broken
-                and conn.info.transaction_status == TransactionStatus.IDLE
-            ):
+            # A connection left by a cancelled statement may still be busy, one the
+            # server closed is broken: either is closed, never given to the next read.
+            if reusable and not conn.closed and not conn.broken:
                 self._release(conn)
             else:
                 if not conn.closed:
@@ -216,7 +150,6 @@ class LoopPool:
             ) from exc
         # As the engine's connections read JSON (SQLAlchemy sets the same loader).
         set_json_loads(orjson.loads, conn)
-        await conn.execute(self._lock_timeout_statement)
         return conn
 
     def _own_loop(self) -> None:
@@ -227,9 +160,7 @@ class LoopPool:
             self._close_all()
             self._loop = loop
 
-    def _translate(self, exc: psycopg.Error) -> Exception:
-        if exc.sqlstate in RETRYABLE:
-            return DatabaseBusy.waited("The change waited too long for a lock", self._retry_after)
+    def _translate(self, sql: str, exc: psycopg.Error) -> Exception:
         if isinstance(exc, psycopg.OperationalError):
             return DatabaseUnavailable(
                 f"The database cannot be reached; retry after {self._retry_after} s.",
@@ -237,7 +168,7 @@ class LoopPool:
             )
         # Raised as SQLAlchemy would, as the threads' reads raise it.
         return DBAPIError.instance(
-            None, None, exc, psycopg.Error, hide_parameters=True, dialect=self._dialect
+            sql, None, exc, psycopg.Error, hide_parameters=True, dialect=self._dialect
         )
 
     def _close_all(self) -> None:
