@@ -78,7 +78,7 @@ def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL
         hide_parameters=True,
         pool_size=pool_size,
         # Each thread keeps a reading connection, and takes one for a write besides.
-        max_overflow=pool_size + 2,
+        max_overflow=pool_size,
     )
 
 
@@ -172,8 +172,13 @@ class Database:
         self._loop_reader: LoopReader | None = None
         if not self.is_sqlite:
             self._set_lock_timeout()
+            # As many as the threads: with half as many, lookups queued for one (p99
+            # 27-32 ms against 14-18 ms, PostgreSQL, 2 workers).
             self._loop_reader = LoopReader(
-                engine, size=threads, wait=lock_timeout, retry_after=self.retry_after
+                engine,
+                size=threads,
+                wait=lock_timeout,
+                retry_after=self.retry_after,
             )
         # Called on the event loop after a commit that wrote outbox rows (wakes the workers
         # of this process; other processes find the rows when they next look).
