@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from gateway.accounts import SCIM_PREFIX
 from gateway.scim import service
-from gateway.scim.auth import authenticate
+from gateway.scim.auth import authenticate, read_authenticated
 from gateway.scim.discovery import Discovery
 from gateway.scim.errors import SCIM_ERRORS, SCIM_MEDIA_TYPE
 from gateway.scim.schema import ScimUser, list_response
@@ -36,6 +36,7 @@ from gateway.web.routing import Surface, TemplateRoute
 from gateway.web.state import AppState, app_state
 from observability.metrics import Metrics
 from storage.errors import DatabaseUnavailable
+from storage.reads import Plan
 
 Handler = Callable[[Request], Awaitable[Response]]
 BASE = SCIM_PREFIX + "/{account_id}"
@@ -205,22 +206,30 @@ async def schemas(request: Request) -> Response:
 
 @operation("list")
 async def list_users(request: Request) -> Response:
-    state, tenant = await _tenant(request)
-    start_index = max(1, _int_param(request, "startIndex", 1))
-    if start_index > MAX_START_INDEX:
-        raise InvalidValue(
-            f"startIndex must be at most {MAX_START_INDEX}; page through the users with "
-            "startIndex=1, then the previous startIndex plus the count returned."
-        )
+    state = app_state(request)
     page_size = state.settings.scim_max_page_size
-    count = min(max(0, _int_param(request, "count", page_size)), page_size)
-    filter_text = request.query_params.get("filter")
-    parameters = _response_parameters(request)
-    result = await service.list_users(
-        state.db, tenant, filter_text=filter_text, start_index=start_index, count=count
-    )
-    if parameters is not None:
-        result["Resources"] = [_project(parameters, r) for r in result["Resources"]]
+
+    def read(tenant: service.Tenant) -> Plan[dict[str, Any]]:
+        # Runs once the token matched: every refusal below comes after a 401.
+        start_index = max(1, _int_param(request, "startIndex", 1))
+        if start_index > MAX_START_INDEX:
+            raise InvalidValue(
+                f"startIndex must be at most {MAX_START_INDEX}; page through the users with "
+                "startIndex=1, then the previous startIndex plus the count returned."
+            )
+        count = min(max(0, _int_param(request, "count", page_size)), page_size)
+        parameters = _response_parameters(request)
+        result = yield from service.list_users(
+            tenant,
+            filter_text=request.query_params.get("filter"),
+            start_index=start_index,
+            count=count,
+        )
+        if parameters is not None:
+            result["Resources"] = [_project(parameters, r) for r in result["Resources"]]
+        return result
+
+    _, result = await read_authenticated(request, state, read)
     return _scim(result)
 
 
@@ -251,7 +260,14 @@ async def create_user(request: Request) -> Response:
 
 @operation("get")
 async def get_user(request: Request) -> Response:
-    return await _user_operation(request, service.get_user, has_body=False)
+    user_id = request.path_params["user_id"]
+
+    def read(tenant: service.Tenant) -> Plan[dict[str, Any]]:
+        parameters = _response_parameters(request)
+        return _project(parameters, (yield from service.get_user(tenant, user_id)))
+
+    _, resource = await read_authenticated(request, app_state(request), read)
+    return _scim(resource)
 
 
 @operation("replace")

@@ -39,6 +39,7 @@ from gateway.scim.rules import (
 from gateway.scim.schema import list_response
 from gateway.web.errors import Conflict, InvalidValue, NotFound, Uniqueness
 from storage.engine import Database
+from storage.reads import Plan
 from storage.tables import utcnow
 from storage.transaction import Transaction
 
@@ -191,9 +192,9 @@ async def create_user(db: Database, tenant: Tenant, body: dict[str, Any]) -> dic
     return render(tenant, user_id, record.document, now, now)
 
 
-async def get_user(db: Database, tenant: Tenant, user_id: str) -> dict[str, Any]:
-    """GET /Users/{id}."""
-    row = await db.read(repo.found, tenant.account_id, user_id)
+def get_user(tenant: Tenant, user_id: str) -> Plan[dict[str, Any]]:
+    """GET /Users/{id}, as a read plan (the route runs it with the token's check)."""
+    row = yield from repo.found(tenant.account_id, user_id)
     if row is None:
         raise _not_found(user_id)
     return _render_row(tenant, row)
@@ -203,19 +204,14 @@ def _not_found(user_id: str) -> NotFound:
     return NotFound(f"No user with id {user_id} in this account.")
 
 
-async def list_users(
-    db: Database, tenant: Tenant, *, filter_text: str | None, start_index: int, count: int
-) -> dict[str, Any]:
-    """GET /Users with filter and pagination (1-based ``startIndex``)."""
+def list_users(
+    tenant: Tenant, *, filter_text: str | None, start_index: int, count: int
+) -> Plan[dict[str, Any]]:
+    """GET /Users with filter and pagination (1-based ``startIndex``), as a read plan
+    (the route runs it with the token's check)."""
     compiled, parameters = compile_filter(filter_text or "")
-
-    total, rows = await db.read(
-        repo.search,
-        tenant.account_id,
-        compiled,
-        parameters,
-        offset=start_index - 1,
-        limit=count,
+    total, rows = yield from repo.search(
+        tenant.account_id, compiled, parameters, offset=start_index - 1, limit=count
     )
     resources = [_render_row(tenant, row) for row in rows]
     return list_response(resources, total=total, start_index=start_index)

@@ -30,6 +30,26 @@ def test_wrong_token_is_401(tenant: Tenant) -> None:
     assert response.status_code == 401
 
 
+def test_a_wrong_token_is_refused_before_anything_of_the_query_is_read(tenant: Tenant) -> None:
+    """The token's check and the read share one trip to the database, and the read runs
+    only after the check: a wrong token with a bad filter, a bad startIndex or bad
+    attributes, or on a user that does not exist, is 401 whatever else is wrong."""
+    wrong = {"Authorization": "Bearer nope"}
+    for path, params in (
+        ("/Users", {"filter": 'userName zz "x"'}),
+        ("/Users", {"startIndex": str(2**40)}),
+        ("/Users", {"attributes": "!!"}),
+        ("/Users/00000000-0000-0000-0000-000000000000", {}),
+        ("/Users/00000000-0000-0000-0000-000000000000", {"attributes": "!!"}),
+    ):
+        response = tenant.client.get(tenant.url(path), params=params, headers=wrong)
+        assert response.status_code == 401, (path, params, response.text)
+    # With the right token the same requests are refused for what is wrong with them.
+    assert tenant.get("/Users", params={"filter": 'userName zz "x"'}).status_code == 400
+    missing = tenant.get("/Users/00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404
+
+
 def test_token_of_account_a_never_reads_or_changes_account_b(
     client: TestClient, db: Database
 ) -> None:
