@@ -176,6 +176,25 @@ class ScimUserCount(SQLModel, table=True):
     removed: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
 
 
+class ScimUserBlock(SQLModel, table=True):
+    """How many users an account has in each block of 8,192 consecutive ``pk`` values
+    (``pk >> 13``), kept by triggers on ``scim_users`` (revision 0009) so that a page
+    asked for out of order is found by summing blocks and seeking into one, not by
+    stepping over every user before it. 16 rows a block (``pk % 16``), as for the counts.
+    """
+
+    __tablename__ = "scim_user_blocks"
+
+    account_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    block: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    shard: int = Field(primary_key=True)
+    users: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
 class Event(SQLModel, table=True):
     """One entry of an account's event history, which is also its ordered feed.
 
@@ -524,6 +543,7 @@ SCIM_USERS = _table(ScimUser)
 SCIM_USER_VALUES = _table(ScimUserValue)
 SCIM_CLAIMS = _table(ScimClaim)
 SCIM_USER_COUNTS = _table(ScimUserCount)
+SCIM_USER_BLOCKS = _table(ScimUserBlock)
 EVENTS = _table(Event)
 CHANNELS = _table(Channel)
 CONTACTS = _table(Contact)

@@ -25,6 +25,7 @@ from storage.reads import Plan, Read, one_or_none, run_plan
 from storage.tables import (
     SCIM_CLAIMS,
     SCIM_CREDENTIALS,
+    SCIM_USER_BLOCKS,
     SCIM_USER_COUNTS,
     SCIM_USER_VALUES,
     SCIM_USERS,
@@ -32,6 +33,7 @@ from storage.tables import (
 
 claims = SCIM_CLAIMS
 counts = SCIM_USER_COUNTS
+blocks = SCIM_USER_BLOCKS
 credentials = SCIM_CREDENTIALS
 values = SCIM_USER_VALUES
 users = SCIM_USERS
@@ -99,6 +101,14 @@ _PAGE_AFTER = Prepared(
     .limit(bindparam("limit", type_=Integer))
     .offset(bindparam("offset", type_=Integer))
 )
+# Users per block of keys (pk >> BLOCK_BITS), in key order: where a position lies.
+BLOCK_BITS = 13
+_BLOCKS = Prepared(
+    select(blocks.c.block, func.sum(blocks.c.users))
+    .where(blocks.c.account_id == bindparam("account_id"))
+    .group_by(blocks.c.block)
+    .order_by(blocks.c.block)
+)
 _POSITIONS = Positions()
 
 
@@ -125,18 +135,35 @@ def search(
 def _page_of_all(account_id: str, *, offset: int, limit: int) -> Plan[tuple[int, list[Any]]]:
     """A page of all the account's users: the total kept by the triggers of
     ``scim_user_counts``, the page found by seeking from where an earlier page ended
-    (``positions``) rather than by stepping over every user before it."""
+    (``positions``), or else from the block of keys that holds it (``scim_user_blocks``),
+    rather than by stepping over every user before it."""
     total, removed = (yield Read(_TOTAL, {"account_id": account_id}))[0]
     total, removed = int(total), int(removed)
     if limit <= 0 or offset >= total:
         return total, []
-    start = _POSITIONS.before(account_id, removed, offset)
-    index, after = start if start is not None else (-1, 0)
+    start = _POSITIONS.before(account_id, removed, offset) or (-1, 0)
+    if offset - start[0] > 1 << BLOCK_BITS:
+        # No earlier page ends near here: from the start of the block holding the
+        # position, rather than stepping over more than a block's users.
+        start = yield from _block_start(account_id, offset)
+    index, after = start
     bound = {"account_id": account_id, "after": after, "limit": limit, "offset": offset - index - 1}
     rows = yield Read(_PAGE_AFTER, bound)
     if rows:
         _POSITIONS.remember(account_id, removed, offset + len(rows) - 1, rows[-1].pk)
     return total, rows
+
+
+def _block_start(account_id: str, offset: int) -> Plan[tuple[int, int]]:
+    """The position just before the block of keys that holds position ``offset``, and
+    the key every user of that block is above: a page seeks there, then steps over at
+    most a block's users. (-1, 0) when the block is the first."""
+    before = 0
+    for block, users in (yield Read(_BLOCKS, {"account_id": account_id})):
+        if before + int(users) > offset:
+            return before - 1, (int(block) << BLOCK_BITS) - 1
+        before += int(users)
+    return -1, 0  # the counts moved meanwhile: from the start
 
 
 # Statements are built once: building one per call (``.values(...)``) costs more than

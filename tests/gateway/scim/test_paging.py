@@ -86,3 +86,72 @@ def test_the_total_counts_users_however_they_were_written(tenant: Tenant, db: Da
     with db.engine.begin() as conn:
         conn.execute(text("DELETE FROM scim_users WHERE pk = (SELECT min(pk) FROM scim_users)"))
     assert page(tenant, 1)["totalResults"] == 5
+
+
+def test_a_page_asked_for_alone_far_in_is_found_through_the_blocks_of_keys(
+    tenant: Tenant, db: Database
+) -> None:
+    """9,000 users whose keys span several blocks (copies made by SQL, 3 keys apart, as a
+    large account's users interleaved with others' are): a page asked for alone, with no
+    earlier page within a block's users of it, is the page an OFFSET finds, also after
+    removals, and so are pages near the start."""
+    create(tenant, 0)
+    with db.engine.begin() as conn:
+        template = conn.execute(text("SELECT * FROM scim_users")).mappings().one()
+        copied = [c for c in template if c not in ("pk", "id", "user_name", "user_name_key")]
+        names = ", ".join(copied)
+        conn.execute(
+            text(
+                f"INSERT INTO scim_users (pk, id, user_name, user_name_key, {names}) "
+                f"SELECT :pk, :id, :name, :name, {names} FROM scim_users WHERE pk = :template"
+            ),
+            [
+                {
+                    "pk": template["pk"] + 3 * n,
+                    "id": f"00000000-0000-0000-0000-{n:012d}",
+                    "name": f"copy{n}@example.com",
+                    "template": template["pk"],
+                }
+                for n in range(1, 9_000)
+            ],
+        )
+
+    def by_offset() -> list[str]:
+        with db.engine.connect() as conn:
+            return list(conn.execute(text("SELECT id FROM scim_users ORDER BY pk")).scalars())
+
+    everyone = by_offset()
+    for start in (8_990, 8_400, 8_195, 3, 8_999, 9_000):
+        listed = page(tenant, start, 5)
+        assert listed["totalResults"] == 9_000
+        assert ids(listed) == everyone[start - 1 : start + 4], start
+    with db.engine.begin() as conn:
+        gone = {"a": everyone[10], "b": everyone[8_500]}
+        conn.execute(text("DELETE FROM scim_users WHERE id IN (:a, :b)"), gone)
+    everyone = by_offset()
+    for start in (8_700, 8_300, 9):
+        assert ids(page(tenant, start, 5)) == everyone[start - 1 : start + 4], start
+
+
+def test_the_blocks_count_users_however_they_were_written(tenant: Tenant, db: Database) -> None:
+    """Users that existed before the blocks (revision 0008) are counted by the migration,
+    and the triggers count later creates and deletes, in the user's block of keys."""
+    created = [create(tenant, n) for n in range(5)]
+    command.downgrade(alembic_config(db.engine), "0008")
+    upgrade(db.engine)
+    create(tenant, 5)
+    assert tenant.delete(f"/Users/{created[0]}").status_code == 204
+    with db.engine.connect() as conn:
+        counted = conn.execute(
+            text(
+                "SELECT block, sum(users) FROM scim_user_blocks"
+                " GROUP BY block HAVING sum(users) > 0"
+            )
+        ).all()
+        actual = conn.execute(
+            text("SELECT pk / 8192, count(*) FROM scim_users GROUP BY pk / 8192")
+        ).all()
+    assert sorted((int(b), int(n)) for b, n in counted) == sorted(
+        (int(b), int(n)) for b, n in actual
+    )
+    assert sum(int(n) for _, n in counted) == 5
