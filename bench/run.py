@@ -232,7 +232,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         paging = (
-            section(args.small_users or 1_000, args.paging_users, repeat=200)
+            section(
+                args.small_users or 1_000,
+                args.paging_users,
+                repeat=200,
+                databases=tuple(args.databases),
+            )
             if args.paging_users
             else ""
         )
