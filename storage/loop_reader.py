@@ -20,10 +20,12 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import set_json_loads
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -32,6 +34,17 @@ from storage.errors import DatabaseBusy, DatabaseUnavailable
 from storage.reads import Plan
 
 T = TypeVar("T")
+
+
+@dataclass
+class _Held:
+    """The connection a read holds; replaced when the server closed it mid-read."""
+
+    conn: psycopg.AsyncConnection[Any]
+
+
+def _idle(conn: psycopg.AsyncConnection[Any]) -> bool:
+    return conn.info.transaction_status == TransactionStatus.IDLE
 
 
 class LoopReader:
@@ -46,50 +59,58 @@ class LoopReader:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: collections.deque[psycopg.AsyncConnection[Any]] = collections.deque()
         self._open = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[psycopg.AsyncConnection[Any] | None]] = (
+            collections.deque()
+        )
 
     async def read(self, plan: Plan[T]) -> T:
-        """Drive ``plan``: each statement on a pooled connection, awaited on the loop."""
-        try:
-            read = next(plan)
-            while True:
-                rows = await self._rows(read.statement, read.params)
-                read = plan.send(rows)
-        except StopIteration as done:
-            result: T = done.value
-            return result
+        """Drive ``plan`` on one pooled connection, each statement awaited on the loop.
 
-    async def _rows(self, statement: Any, params: Any) -> list[Any]:
+        One connection for the whole plan: taking one per statement let a read lose its
+        turn between its statements to reads that had just arrived (lookup p99 114 ms on
+        one worker, against a p50 of 7 ms)."""
+        async with self._connection() as held:
+            try:
+                read = next(plan)
+                while True:
+                    rows, held.conn = await self._rows(held.conn, read.statement, read.params)
+                    read = plan.send(rows)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+
+    async def _rows(
+        self, conn: psycopg.AsyncConnection[Any], statement: Any, params: Any
+    ) -> tuple[list[Any], psycopg.AsyncConnection[Any]]:
+        """The statement's rows, and the connection to go on with: a new one when the
+        server had closed ``conn`` (a restart, an idle timeout), as a read is safe to run
+        again, once."""
         compiled = statement.compiled(self._dialect, tuple(params))
         arguments = compiled.arguments(params)
         for attempt in (1, 2):
-            async with self._connection() as conn:
-                try:
-                    cursor = await conn.execute(compiled.sql, arguments)
-                    raw = await cursor.fetchall() if cursor.description is not None else []
-                except psycopg.Error as exc:
-                    if conn.broken and attempt == 1:
-                        # The server closed it (a restart, an idle timeout): a read is
-                        # safe to run again, once, on a new connection.
-                        continue
+            try:
+                cursor = await conn.execute(compiled.sql, arguments)
+                raw = await cursor.fetchall() if cursor.description is not None else []
+            except psycopg.Error as exc:
+                if not conn.broken or attempt == 2:
                     raise self._translate(compiled.sql, exc) from exc
-            return [compiled.make_row(row) for row in raw]
+                conn.pgconn.finish()
+                conn = await self._connect()
+                continue
+            return [compiled.make_row(row) for row in raw], conn
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        conn = await self._acquire()
-        reusable = False
+    async def _connection(self) -> AsyncIterator[_Held]:
+        held = _Held(await self._acquire())
         try:
-            yield conn
-            reusable = True
-        except psycopg.Error:
-            reusable = True
-            raise
+            yield held
         finally:
-            # A connection left by a cancelled statement may still be busy, one the
-            # server closed is broken: either is closed, never given to the next read.
-            if reusable and not conn.closed and not conn.broken:
+            # Only an idle connection goes to the next read: one left by a cancelled
+            # statement may still be busy, one the server closed is broken. The others
+            # are closed and their place in the pool freed.
+            conn = held.conn
+            if not conn.closed and not conn.broken and _idle(conn):
                 self._release(conn)
             else:
                 if not conn.closed:
@@ -97,47 +118,53 @@ class LoopReader:
                 self._release(None)
 
     async def _acquire(self) -> psycopg.AsyncConnection[Any]:
+        """An idle connection, a new one while the pool has room, or else the first one
+        freed, in the order the reads asked (a connection is handed to the read that has
+        waited longest, never left for a newcomer to take)."""
         self._own_loop()
-        while True:
-            if self._idle:
-                return self._idle.pop()
-            if self._open < self._size:
-                self._open += 1
-                try:
-                    return await self._connect()
-                except BaseException:
-                    self._open -= 1
-                    self._wake_one()
-                    raise
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, self._wait)
-            except BaseException as exc:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    # Woken, then cancelled: the connection freed for it goes to the next.
-                    self._wake_one()
-                if isinstance(exc, TimeoutError):
-                    raise DatabaseBusy.waited(
-                        "No database connection was free", self._retry_after
-                    ) from None
-                raise
+        if self._idle:
+            return self._idle.pop()
+        if self._open < self._size:
+            self._open += 1
+            return await self._connect_in_place()
+        waiter: asyncio.Future[psycopg.AsyncConnection[Any] | None]
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            handed = await asyncio.wait_for(waiter, self._wait)
+        except BaseException as exc:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                # Handed a connection (or a place), then cancelled: pass it on.
+                self._release(waiter.result())
+            if isinstance(exc, TimeoutError):
+                raise DatabaseBusy.waited(
+                    "No database connection was free", self._retry_after
+                ) from None
+            raise
+        return handed if handed is not None else await self._connect_in_place()
+
+    async def _connect_in_place(self) -> psycopg.AsyncConnection[Any]:
+        """Open a connection in a place of the pool already counted as open."""
+        try:
+            return await self._connect()
+        except BaseException:
+            self._release(None)
+            raise
 
     def _release(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
+        """Give ``conn`` (or, for None, the place of a closed one) to the read that has
+        waited longest, else back to the pool."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
         if conn is None:
             self._open -= 1
         else:
             self._idle.append(conn)
-        self._wake_one()
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         args, kwargs = self._connect_args
