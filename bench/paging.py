@@ -85,7 +85,8 @@ SELECT '00000000-0000-4000-8000-' || lpad(i::text, 12, '0'), account_id,
   replace(replace(replace(document::text, 'user1@', 'user' || i || '@'), '"ext-1"',
     '"ext-' || i || '"'), id, '00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::jsonb,
   version, created_at, updated_at
-FROM scim_users, generate_series(%(first)s::bigint, %(last)s::bigint) AS i WHERE scim_users.pk = %(template)s
+FROM scim_users, generate_series(%(first)s::bigint, %(last)s::bigint) AS i
+WHERE scim_users.pk = %(template)s
 """
 _PG_COPY_VALUES = """
 INSERT INTO scim_user_values (user_pk, account_id, attribute, type, value, value_key, "primary")
