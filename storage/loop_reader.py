@@ -8,8 +8,9 @@ goes on with other requests until the answer arrives: no thread, no GIL hand-off
 
 Each process keeps up to ``size`` connections in autocommit (a statement alone sees what
 it would see as the first statement of a READ COMMITTED transaction, as the threads'
-reading connections do, decision 0021). A connection the server closed fails its
-statement; the read then runs once more on a new connection. A caller that waits longer
+reading connections do, decision 0021). A read holds one of them for all its statements.
+A connection the server closed fails its statement; the statement then runs once more on
+a new connection. A caller that waits longer
 than ``wait`` for a free connection gets ``DatabaseBusy``, as with the threads' pool.
 Only reads come here: writes keep their transactions on the threads (decision 0007).
 """
@@ -31,7 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from storage.errors import DatabaseBusy, DatabaseUnavailable
-from storage.reads import Plan
+from storage.reads import Plan, Read
 
 T = TypeVar("T")
 
@@ -73,31 +74,27 @@ class LoopReader:
             try:
                 read = next(plan)
                 while True:
-                    rows, held.conn = await self._rows(held.conn, read.statement, read.params)
-                    read = plan.send(rows)
+                    read = plan.send(await self._rows(held, read))
             except StopIteration as done:
                 result: T = done.value
                 return result
 
-    async def _rows(
-        self, conn: psycopg.AsyncConnection[Any], statement: Any, params: Any
-    ) -> tuple[list[Any], psycopg.AsyncConnection[Any]]:
-        """The statement's rows, and the connection to go on with: a new one when the
-        server had closed ``conn`` (a restart, an idle timeout), as a read is safe to run
-        again, once."""
-        compiled = statement.compiled(self._dialect, tuple(params))
-        arguments = compiled.arguments(params)
+    async def _rows(self, held: _Held, read: Read) -> list[Any]:
+        """The statement's rows on the held connection; on a new one, once, when the
+        server had closed it (a restart, an idle timeout): a read is safe to run again."""
+        compiled = read.statement.compiled(self._dialect, tuple(read.params))
+        arguments = compiled.arguments(read.params)
         for attempt in (1, 2):
             try:
-                cursor = await conn.execute(compiled.sql, arguments)
+                cursor = await held.conn.execute(compiled.sql, arguments)
                 raw = await cursor.fetchall() if cursor.description is not None else []
             except psycopg.Error as exc:
-                if not conn.broken or attempt == 2:
+                if not held.conn.broken or attempt == 2:
                     raise self._translate(compiled.sql, exc) from exc
-                conn.pgconn.finish()
-                conn = await self._connect()
+                held.conn.pgconn.finish()
+                held.conn = await self._connect()
                 continue
-            return [compiled.make_row(row) for row in raw], conn
+            return [compiled.make_row(row) for row in raw]
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.asynccontextmanager

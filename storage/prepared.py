@@ -5,8 +5,9 @@ a statement over the driver's (measured on SQLite: a prebuilt INSERT 46 µs thro
 ``Connection.execute``, 21 µs on the cursor), a fifth of a webhook's CPU. The statement is
 still written with SQLAlchemy Core and compiled by it, with its bind processors (dates,
 JSON), so it stays one statement for both backends. ``run`` gives the cursor (plain
-tuples); ``rows`` and ``rows_async`` give named rows with the columns' result processors
-applied (JSON and dates on SQLite), as SQLAlchemy's own rows would read.
+tuples); ``rows`` gives named rows with the columns' result processors applied (JSON and
+dates on SQLite), as SQLAlchemy's own rows would read, and ``compiled`` gives the same
+parts to a driver of another kind (``storage.loop_reader``).
 """
 
 from __future__ import annotations
@@ -101,28 +102,24 @@ class Prepared:
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """Execute with ``params`` on the connection's driver cursor; returns the cursor."""
-        sql, arguments, _ = self._parts(conn, params)
-        return self._on_cursor(conn, sql, lambda cursor: cursor.execute(sql, arguments(params)))
+        return self._execute(conn, self.compiled(conn.dialect, tuple(params)), params)
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Every row of the result, named and read as SQLAlchemy reads them."""
         compiled = self.compiled(conn.dialect, tuple(params))
-        cursor = self._on_cursor(
-            conn,
-            compiled.sql,
-            lambda cursor: cursor.execute(compiled.sql, compiled.arguments(params)),
-        )
+        cursor = self._execute(conn, compiled, params)
         return [compiled.make_row(raw) for raw in cursor.fetchall()]
 
-    def _parts(self, conn: Connection, params: Mapping[str, Any]) -> tuple[str, Arguments, Any]:
-        compiled = self.compiled(conn.dialect, tuple(params))
-        return compiled.sql, compiled.arguments, compiled.make_row
+    def _execute(self, conn: Connection, compiled: Compiled, params: Mapping[str, Any]) -> Any:
+        sql, arguments = compiled.sql, compiled.arguments(params)
+        return self._on_cursor(conn, sql, lambda cursor: cursor.execute(sql, arguments))
 
     def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row (the driver's ``executemany``); every row has the same keys."""
         if not rows:
             return
-        sql, arguments, _ = self._parts(conn, rows[0])
+        compiled = self.compiled(conn.dialect, tuple(rows[0]))
+        sql, arguments = compiled.sql, compiled.arguments
         self._on_cursor(
             conn, sql, lambda cursor: cursor.executemany(sql, [arguments(row) for row in rows])
         )

@@ -4,8 +4,8 @@ A read is a generator (a ``Plan``) that yields ``Read``s, each a prepared statem
 its parameters, receives each one's rows, and returns its result. The logic between the
 statements (a count only when the page is full, a page found from a remembered position)
 is written once. ``Database.read`` drives it: on SQLite in one hop to a reading thread,
-all its statements on that thread's connection; on PostgreSQL on the event loop, each
-statement on a connection of its own pool (``storage.loop_reader``), without threads.
+all its statements on that thread's connection; on PostgreSQL on the event loop, all its
+statements on one connection of the loop's pool (``storage.loop_reader``), without threads.
 """
 
 from __future__ import annotations
