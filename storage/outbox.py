@@ -22,7 +22,7 @@ is a dead letter until an operator replays it (``revive``).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,18 +62,52 @@ def _due(moment: float) -> Any:
     )
 
 
-def has_due(conn: Connection, moment: float) -> bool:
-    """Whether any row is due: a read, so an idle worker never opens a write."""
-    return conn.execute(select(literal(1)).where(_due(moment)).limit(1)).first() is not None
+_HOLDER = OUTBOX.alias("holder")
+
+
+def _claimable(moment: float, serial: Collection[str]) -> Any:
+    """Due, and for a row of a ``serial`` kind, no other row of its kind and target held.
+
+    A job that takes seconds and is asked for again meanwhile (an account's directory
+    run, a monitor's upkeep) must not run twice at once: the second run repeats the first
+    one's calls, and under load every run that times out brings another, until the
+    provider's budget goes to runs that are thrown away.
+    """
+    if not serial:
+        return _due(moment)
+    held = (
+        select(literal(1))
+        .where(
+            _HOLDER.c.kind == OUTBOX.c.kind,
+            _HOLDER.c.target_id == OUTBOX.c.target_id,
+            _HOLDER.c.status == PENDING,
+            _HOLDER.c.lease_until >= moment,
+        )
+        .exists()
+    )
+    return _due(moment) & or_(OUTBOX.c.kind.not_in(list(serial)), ~held)
+
+
+def has_due(conn: Connection, moment: float, serial: Collection[str] = ()) -> bool:
+    """Whether any row can be claimed: a read, so an idle worker never opens a write."""
+    found = select(literal(1)).where(_claimable(moment, serial)).limit(1)
+    return conn.execute(found).first() is not None
 
 
 def claim(
-    conn: Connection, *, owner: str, moment: float, lease: float, limit: int
+    conn: Connection,
+    *,
+    owner: str,
+    moment: float,
+    lease: float,
+    limit: int,
+    serial: Collection[str] = (),
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due rows for ``owner`` until ``moment + lease``."""
+    """Claim up to ``limit`` due rows for ``owner`` until ``moment + lease``; of the
+    ``serial`` kinds, one row per target at a time (``_claimable``)."""
     chosen = (
         select(OUTBOX.c.pk)
-        .where(_due(moment))
+        .where(_claimable(moment, serial))
         .order_by(OUTBOX.c.available_at, OUTBOX.c.pk)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -116,7 +150,33 @@ def claim(
         for row in rows
     ]
     claimed.sort(key=lambda item: item.pk)
+    if serial:
+        claimed = _one_per_target(conn, claimed, serial)
     return claimed
+
+
+def _one_per_target(
+    conn: Connection, claimed: list[Claimed], serial: Collection[str]
+) -> list[Claimed]:
+    """The claimed rows, the second and later rows of one serial target given back (two
+    of them were due at once): they wait, unattempted, until the first is done."""
+    kept: list[Claimed] = []
+    seen: set[tuple[str, str]] = set()
+    extra: list[int] = []
+    for row in claimed:
+        key = (row.kind, row.target_id)
+        if row.kind in serial and key in seen:
+            extra.append(row.pk)
+            continue
+        seen.add(key)
+        kept.append(row)
+    if extra:
+        conn.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.pk.in_(extra))
+            .values(lease_owner=None, lease_until=None, attempts=OUTBOX.c.attempts - 1)
+        )
+    return kept
 
 
 # A row still held by its claimer; statements built once (each settles one delivery).

@@ -234,9 +234,9 @@ class Transaction:
         that is sooner, else a row is added (with an empty payload).
 
         A row being worked on does not count: the change it did not see gets a run of its
-        own. Handlers that must not overlap with themselves hold their target while they
-        run (a monitor's upkeep); a job that reads the newest state when it runs (a
-        presence write) needs nothing more.
+        own. Kinds that must not overlap with themselves are serial (``Handler.serial``:
+        that run waits until the one going on is done); a job that reads the newest
+        state when it runs (a presence write) needs nothing more.
         """
         self._require_open()
         moment = time.time()

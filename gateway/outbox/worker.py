@@ -54,12 +54,14 @@ class LeaseLost(Exception):
 class Handler:
     """What a kind of row does: deliver it, record a final failure, and take that record
     back when an operator replays the dead letter (``on_replay`` runs in the replay's
-    transaction, once per replayed row of the kind)."""
+    transaction, once per replayed row of the kind). A ``serial`` kind runs one row per
+    target at a time, in every process (``storage.outbox.claim``)."""
 
     run: Callable[[Claimed], Awaitable[Settle | None]]
     policy: RetryPolicy
     on_dead: Callable[[Transaction, Claimed, ProviderError], None] | None = None
     on_replay: Callable[[Transaction, Revived], None] | None = None
+    serial: bool = False
 
 
 @dataclass
@@ -93,6 +95,7 @@ class OutboxWorker:
         self._loop_task: asyncio.Task[None] | None = None
         self._next_backlog = 0.0
         self._next_upkeep = time.monotonic() + 5.0
+        self._serial = tuple(sorted(kind for kind, h in self.handlers.items() if h.serial))
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -157,7 +160,7 @@ class OutboxWorker:
         # unless nothing runs).
         if room <= 0 or (self._running and room < max(1, self.settings.concurrency // 4)):
             return 0
-        if not await self.db.query(outbox.has_due, outbox.now()):
+        if not await self.db.query(outbox.has_due, outbox.now(), self._serial):
             return 0
         rows = await self.db.transact(
             lambda tx: outbox.claim(
@@ -166,6 +169,7 @@ class OutboxWorker:
                 moment=outbox.now(),
                 lease=self.settings.lease,
                 limit=room,
+                serial=self._serial,
             )
         )
         for row in rows:

@@ -141,6 +141,51 @@ def test_an_unanswered_attempt_leaves_a_doubt_a_refused_one_does_not(db: Databas
     assert row.outcome_unknown is True
 
 
+def test_a_serial_kind_runs_one_row_per_target_at_a_time(db: Database) -> None:
+    """Two due rows of one serial target: one is claimed, the other given back unattempted
+    and left alone while the first is held (has_due says so too); it is claimed once the
+    first is done. Other targets, and kinds not serial, are claimed together as before."""
+    account_id = _account(db, {})
+
+    def work(tx: Transaction) -> None:
+        for kind, target in [
+            ("job", "a"),
+            ("job", "a"),
+            ("job", "b"),
+            ("send", "a"),
+            ("send", "a"),
+        ]:
+            tx.enqueue(account_id=account_id, kind=kind, target_id=target, payload={})
+
+    run(db.transact(work))
+    moment = outbox.now()
+
+    def claim(owner: str, at: float) -> list[outbox.Claimed]:
+        return run(
+            db.transact(
+                lambda tx: outbox.claim(
+                    tx.conn, owner=owner, moment=at, lease=30, limit=10, serial=("job",)
+                )
+            )
+        )
+
+    first = claim("w1", moment)
+    assert sorted((row.kind, row.target_id) for row in first) == [
+        ("job", "a"),
+        ("job", "b"),
+        ("send", "a"),
+        ("send", "a"),
+    ]
+    assert claim("w2", moment + 1) == []
+    assert run(db.query(outbox.has_due, moment + 1, ("job",))) is False
+    assert run(db.query(outbox.has_due, moment + 1)) is True
+    [held] = [row for row in first if (row.kind, row.target_id) == ("job", "a")]
+    assert run(db.transact(lambda tx: outbox.complete(tx.conn, pk=held.pk, owner="w1")))
+    [second] = claim("w2", moment + 2)
+    assert (second.kind, second.target_id, second.attempts) == ("job", "a", 1)
+    assert second.pk != held.pk
+
+
 def test_rows_wait_until_they_are_due(db: Database) -> None:
     """A row retried later is not claimed before its time."""
     account_id = _account(db, {})

@@ -290,4 +290,4 @@ def directory_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
             delay=DIRECTORY_EVERY,
         )
 
-    return Handler(run=run, policy=policy, on_dead=on_dead)
+    return Handler(run=run, policy=policy, on_dead=on_dead, serial=True)

@@ -59,4 +59,4 @@ def sync_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
         # Shown on the monitor; "sync all" counts it as failed.
         set_monitor(tx, row.target_id, last_error=f"sync all: {exc}"[:1000])
 
-    return Handler(run=run, policy=policy, on_dead=on_dead)
+    return Handler(run=run, policy=policy, on_dead=on_dead, serial=True)

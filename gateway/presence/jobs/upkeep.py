@@ -2,8 +2,9 @@
 
 Jobs are outbox rows like any other side effect: claimed with a lease, retried on
 failure, and each run leaves its next run behind (``Transaction.enqueue_once``), so they
-go on after a restart. A monitor's upkeep also holds the monitor itself while it runs
-(``upkeep_until``), so two runs of it, in one process or several, never overlap.
+go on after a restart. Upkeep is a serial kind (one row per monitor claimed at a time),
+and a run also holds the monitor itself (``upkeep_until``), so two runs of it never
+overlap, even when two processes claim at the same instant.
 
 - ``presence.upkeep`` (per monitor): refreshes the monitor's tokens (the new refresh token
   replaces the old; ``invalid_grant`` and kin make it ``not_authorized``), then creates,
@@ -20,10 +21,11 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from secrets import token_urlsafe
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, or_, select, update
 
@@ -37,6 +39,7 @@ from gateway.presence.from_teams import apply_graph_presences
 from gateway.presence.jobs.graph import (
     GraphTools,
     live_monitor,
+    log,
     presence_config,
     read_presences,
 )
@@ -54,22 +57,25 @@ from gateway.presence.monitors import (
 from gateway.presence.teams import NEEDS_UPDATE, TeamsConfig, teams_config
 from gateway.security import SecretBox, token_digest
 from storage.engine import Database
-from storage.errors import DatabaseBusy
+from storage.errors import DatabaseUnavailable
 from storage.outbox import Claimed
 from storage.rows import MonitorRow
 from storage.tables import PRESENCE_MONITORS, utcnow
 from storage.transaction import Transaction
 
+T = TypeVar("T")
+
 UPKEEP_AT_MOST = 120.0
 UPKEEP_AT_LEAST = 10.0
 # How long one upkeep run may hold its monitor (a crashed run frees it after this). Longer
-# than a run can take (a token refresh waited for a minute, a subscription for half a
-# minute, reads): a second run taking a hold the first still needs would refresh with a
-# refresh token the first has just spent.
+# than a run can take (a token refresh waited for a minute and its storing for two, a
+# subscription for half a minute, reads): a second run taking a hold the first still needs
+# would refresh with a refresh token the first has just spent.
 UPKEEP_LEASE = 300.0
 # Seconds before an upkeep that found another one running tries again.
 UPKEEP_BUSY_RETRY = 2.0
-KEEP_ATTEMPTS = 5
+# Seconds a new refresh token is tried to be stored for while the database is busy.
+KEEP_WITHIN = 120.0
 # Graph allows 60; a little less, so that a clock ahead of Graph's is not refused.
 SUBSCRIPTION_MINUTES = 55
 
@@ -119,19 +125,39 @@ def _take_upkeep(tx: Transaction, monitor_id: str) -> tuple[bool, bool]:
 async def _keep_refresh_token(
     db: Database, secrets: SecretBox, monitor_id: str, refresh_token: str
 ) -> None:
-    """Store a new refresh token; a lock wait is tried again: the platform may already
-    refuse the old one (the gateway assumes it does, decision 0013)."""
-    for attempt in range(1, KEEP_ATTEMPTS + 1):
+    """Store a new refresh token, trying again while the database is busy or away for up
+    to ``KEEP_WITHIN`` seconds: the platform may already refuse the old one (the gateway
+    assumes it does, decision 0013), so a token not stored signs the monitor out until a
+    person signs it in again."""
+    deadline = time.monotonic() + KEEP_WITHIN
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             await db.transact(
                 lambda tx: change_secrets(tx, secrets, monitor_id, refresh_token=refresh_token)
             )
-        except DatabaseBusy:
-            if attempt == KEEP_ATTEMPTS:
+        except DatabaseUnavailable:
+            if time.monotonic() >= deadline:
+                log.error("monitor_refresh_token_lost", monitor_id=monitor_id, attempts=attempt)
                 raise
-            await asyncio.sleep(0.2 * attempt)
+            await asyncio.sleep(min(0.2 * attempt, 2.0))
         else:
             return
+
+
+async def _to_the_end(step: Awaitable[T], undo: Callable[[T], Awaitable[None]] | None = None) -> T:
+    """``step``'s result; cancelled meanwhile, the step still runs to its end (and what it
+    did is undone by ``undo``) before the cancellation goes on."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            done = await task
+            if undo is not None:
+                await undo(done)
+        raise
 
 
 async def _refreshed(
@@ -143,7 +169,7 @@ async def _refreshed(
     The identity platform may spend the old refresh token as soon as it issues the new
     one, so an upkeep cancelled between the two (its time ran out, the process stops)
     would otherwise leave the monitor with a spent token and sign it out at the next
-    run. Cancelled, the step still finishes before the cancellation goes on.
+    run.
     """
 
     async def step() -> UserTokens:
@@ -152,13 +178,7 @@ async def _refreshed(
             await _keep_refresh_token(tools.db, tools.secrets, monitor_id, tokens.refresh_token)
         return tokens
 
-    task = asyncio.ensure_future(step())
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise
+    return await _to_the_end(step())
 
 
 def _signed_out(monitor: MonitorRow, message: str) -> Settle:
@@ -207,7 +227,7 @@ def upkeep_handler(tools: GraphTools, policy: RetryPolicy) -> Handler:
             delay=tools.upkeep_every,
         )
 
-    return Handler(run=upkeep.run, policy=policy, on_dead=on_dead)
+    return Handler(run=upkeep.run, policy=policy, on_dead=on_dead, serial=True)
 
 
 @dataclass(frozen=True)
@@ -217,7 +237,16 @@ class _Upkeep:
     async def run(self, row: Claimed) -> Settle | None:
         """One upkeep at a time per monitor: taken here, given back with the settle."""
         db = self.tools.db
-        taken, resync = await db.transact(lambda tx: _take_upkeep(tx, row.target_id))
+
+        async def give_back(held: tuple[bool, bool]) -> None:
+            if held[0]:
+                await self._release(row.target_id, resync=held[1])
+
+        # A hold taken by a run cancelled meanwhile is given back at once, not left to
+        # block the monitor for UPKEEP_LEASE.
+        taken, resync = await _to_the_end(
+            db.transact(lambda tx: _take_upkeep(tx, row.target_id)), give_back
+        )
         if not taken:
             # Tried again soon: the other one usually ends within seconds. The policy's
             # backoff spaces the attempts out past a hold left by a crashed run.
@@ -229,11 +258,7 @@ class _Upkeep:
         try:
             settle = await self._run(row, resync)
         except BaseException:
-            # Given back, with the resync it took if there was one.
-            values: dict[str, Any] = {"upkeep_until": None}
-            if resync:
-                values["resync_needed"] = True
-            await db.transact(lambda tx: set_monitor(tx, row.target_id, **values))
+            await self._release(row.target_id, resync=resync)
             raise
 
         def settle_and_release(tx: Transaction) -> None:
@@ -242,6 +267,13 @@ class _Upkeep:
             set_monitor(tx, row.target_id, upkeep_until=None)
 
         return settle_and_release
+
+    async def _release(self, monitor_id: str, *, resync: bool) -> None:
+        """Give the monitor's hold back, with the resync it took if there was one."""
+        values: dict[str, Any] = {"upkeep_until": None}
+        if resync:
+            values["resync_needed"] = True
+        await self.tools.db.transact(lambda tx: set_monitor(tx, monitor_id, **values))
 
     async def _run(self, row: Claimed, resync: bool) -> Settle | None:
         monitor, config, kept, users = await self.tools.db.query(
