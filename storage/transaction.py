@@ -66,6 +66,21 @@ _FAN_OUT_SELECT = insert(OUTBOX).from_select(
     ).where(ENDPOINTS.c.account_id == bindparam("account_id"), ENDPOINTS.c.status == "enabled"),
 )
 _FAN_OUT = Prepared(_FAN_OUT_SELECT.returning(OUTBOX.c.pk))
+# What ``record_event`` gives: every column but the key and the transaction's order.
+_EVENT_COLUMNS = tuple(c.name for c in EVENTS.c if c.name not in ("seq", "tx_order"))
+# PostgreSQL: the event and its deliveries in one statement (one round trip, not two).
+_RECORD_EVENT_POSTGRES = Prepared(
+    _FAN_OUT_SELECT.add_cte(
+        insert(EVENTS)
+        .values(
+            {
+                **{name: bindparam(name, type_=EVENTS.c[name].type) for name in _EVENT_COLUMNS},
+                "tx_order": literal_column("pg_current_xact_id()::text::bigint"),
+            }
+        )
+        .cte("new_event")
+    ).returning(OUTBOX.c.pk)
+)
 _FAN_OUT_MANY = Prepared(_FAN_OUT_SELECT)
 _HAS_ENDPOINT = Prepared(
     select(ENDPOINTS.c.id)
@@ -149,15 +164,12 @@ class Transaction:
         if self._batch is not None:
             self._batch.append(row)
             return
-        self._insert_events.run(self.conn, row)
-        fanned = _FAN_OUT.run(
-            self.conn,
-            {
-                "account_id": event.account_id,
-                "payload": {"event_id": event.id},
-                "moment": time.time(),
-            },
-        )
+        fan_out = {"payload": {"event_id": event.id}, "moment": time.time()}
+        if self.conn.dialect.name == "postgresql":
+            fanned = _RECORD_EVENT_POSTGRES.run(self.conn, {**row, **fan_out})
+        else:
+            self._insert_events.run(self.conn, row)
+            fanned = _FAN_OUT.run(self.conn, {"account_id": event.account_id, **fan_out})
         # RETURNING, as PostgreSQL's driver reports no row count for INSERT ... SELECT.
         if fanned.fetchone() is not None:
             self.enqueued = True

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import phonenumbers
 
@@ -82,20 +82,22 @@ class UserRecord:
     values: list[MultiValue] = field(default_factory=list)
     claims: set[tuple[str, str]] = field(default_factory=set)
 
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "user_name",
+        "user_name_key",
+        "external_id",
+        "display_name",
+        "given_name",
+        "family_name",
+        "active",
+        "extension",
+        "login_id",
+        "document",
+    )
+
     def columns(self) -> dict[str, Any]:
         """The indexed columns of ``scim_users``."""
-        return {
-            "user_name": self.user_name,
-            "user_name_key": self.user_name_key,
-            "external_id": self.external_id,
-            "display_name": self.display_name,
-            "given_name": self.given_name,
-            "family_name": self.family_name,
-            "active": self.active,
-            "extension": self.extension,
-            "login_id": self.login_id,
-            "document": self.document,
-        }
+        return {name: getattr(self, name) for name in self.COLUMNS}
 
 
 def _check_length(attribute: str, value: str) -> None:
