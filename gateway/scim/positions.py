@@ -63,9 +63,10 @@ class Positions:
             self._accounts.move_to_end(account_id)
             if index not in known.pks:
                 bisect.insort(known.indexes, index)
-                if len(known.indexes) > self._per_account:
-                    # The lowest positions go first: clients page forward.
-                    known.pks.pop(known.indexes.pop(0))
             known.pks[index] = pk
+            if len(known.indexes) > self._per_account:
+                # The lowest positions go first (clients page forward), even the one
+                # just given when it is the lowest.
+                known.pks.pop(known.indexes.pop(0))
             while len(self._accounts) > self._max_accounts:
                 self._accounts.popitem(last=False)

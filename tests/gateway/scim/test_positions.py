@@ -35,3 +35,17 @@ def test_memory_is_bounded_per_account_and_in_accounts() -> None:
     positions.remember("c", 0, 9, 2)
     assert positions.before("a", 0, 60) is None
     assert positions.before("c", 0, 10) == (9, 2)
+
+
+def test_a_position_below_every_remembered_one_is_let_go_when_memory_is_full() -> None:
+    """A full account's memory given a position lower than all it holds (a deep page's
+    block starts after pages near the end) drops that one, the lowest, and nothing fails."""
+    positions = Positions(per_account=3)
+    for index in (100, 200, 300):
+        positions.remember("a", 0, index, index + 1000)
+    positions.remember("a", 0, 50, 1050)
+    assert positions.before("a", 0, 101) == (100, 1100)
+    assert positions.before("a", 0, 99) is None
+    positions.remember("a", 0, 400, 1400)
+    assert positions.before("a", 0, 150) is None
+    assert positions.before("a", 0, 401) == (400, 1400)
