@@ -115,6 +115,8 @@ _PAGE_AFTER = Prepared(
 )
 # Users per block of keys (pk >> BLOCK_BITS), in key order: where a position lies.
 BLOCK_BITS = 13
+# Users stored from a block's start on before that start is remembered (``_block_start``).
+SETTLED = 256
 _BLOCKS = Prepared(
     select(blocks.c.block, func.sum(blocks.c.users))
     .where(blocks.c.account_id == bindparam("account_id"))
@@ -171,19 +173,22 @@ def _block_start(account_id: str, removed: int, offset: int) -> Plan[tuple[int, 
     the key every user of that block is above: a page seeks there, then steps over at
     most a block's users.
 
-    Where every block but the last two begins is remembered with the positions of pages
-    (``positions``), so that the next deep page seeks there without summing the blocks
-    again (at a million users, 1,968 counter rows: 0.65 ms on PostgreSQL). Those blocks
-    are settled: a new user's key is above them, and a removal forgets every position.
+    Where each block begins is remembered with the positions of pages (``positions``),
+    so that the next deep page seeks there without summing the blocks again (at a million
+    users, 1,968 counter rows: 0.65 ms on PostgreSQL), once ``SETTLED`` users were stored
+    from there on: a user whose key was handed out before them and who is not stored yet
+    would move that start (PostgreSQL hands keys out before commit), and no create waits
+    for that many others. A removal forgets every position.
     """
     rows = yield Read(_BLOCKS, {"account_id": account_id})
     # Half of an account's memory at most: for more blocks, every few blocks' start.
     step = -(-len(rows) // (PER_ACCOUNT // 2))
+    total = sum(int(users) for _block, users in rows)
     before = 0
     found: tuple[int, int] | None = None
     for at, (block, users) in enumerate(rows):
         start = (before - 1, (int(block) << BLOCK_BITS) - 1)
-        if before > 0 and at < len(rows) - 2 and at % step == 0:
+        if before > 0 and total - before >= SETTLED and at % step == 0:
             _POSITIONS.remember(account_id, removed, *start)
         if found is None and before + int(users) > offset:
             found = start
