@@ -151,12 +151,12 @@ def claim(
     ]
     claimed.sort(key=lambda item: item.pk)
     if serial:
-        claimed = _one_per_target(conn, claimed, serial)
+        claimed = _one_per_target(conn, owner, claimed, serial)
     return claimed
 
 
 def _one_per_target(
-    conn: Connection, claimed: list[Claimed], serial: Collection[str]
+    conn: Connection, owner: str, claimed: list[Claimed], serial: Collection[str]
 ) -> list[Claimed]:
     """The claimed rows, the second and later rows of one serial target given back (two
     of them were due at once): they wait, unattempted, until the first is done."""
@@ -170,12 +170,7 @@ def _one_per_target(
             continue
         seen.add(key)
         kept.append(row)
-    if extra:
-        conn.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.pk.in_(extra))
-            .values(lease_owner=None, lease_until=None, attempts=OUTBOX.c.attempts - 1)
-        )
+    release(conn, owner=owner, pks=extra, started=False)
     return kept
 
 
@@ -241,22 +236,25 @@ def bury_target(
     return result.rowcount
 
 
-def release(conn: Connection, *, owner: str, pks: Sequence[int]) -> int:
+def release(conn: Connection, *, owner: str, pks: Sequence[int], started: bool = True) -> int:
     """Give back claims ``owner`` did not finish (shutdown), due at once, attempt refunded.
 
-    Their outcome is unknown: an attempt stopped midway may have been sent."""
+    The outcome of a ``started`` one is unknown: an attempt stopped midway may have been
+    sent. One given back before it started (``_one_per_target``) keeps what it knew."""
     if not pks:
         return 0
+    values: dict[str, Any] = {
+        "lease_owner": None,
+        "lease_until": None,
+        "attempts": OUTBOX.c.attempts - 1,
+        "updated_at": now(),
+    }
+    if started:
+        values["outcome_unknown"] = True
     result = conn.execute(
         update(OUTBOX)
         .where(OUTBOX.c.pk.in_(list(pks)), OUTBOX.c.lease_owner == owner)
-        .values(
-            lease_owner=None,
-            lease_until=None,
-            attempts=OUTBOX.c.attempts - 1,
-            outcome_unknown=True,
-            updated_at=now(),
-        )
+        .values(values)
     )
     return result.rowcount
 

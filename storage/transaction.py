@@ -35,10 +35,17 @@ from storage.tables import ACCOUNTS, ENDPOINTS, EVENTS, OUTBOX, JSONType, utcnow
 
 EVENT_DELIVERY = "event"
 _INSERT_EVENT = Prepared(insert(EVENTS))
+# What ``record_event`` gives: every column but the key and the transaction's order.
+_EVENT_COLUMNS = tuple(c.name for c in EVENTS.c if c.name not in ("seq", "tx_order"))
 # On PostgreSQL each event records its transaction's id, which orders the feed (0011).
-_INSERT_EVENT_POSTGRES = Prepared(
-    insert(EVENTS).values(tx_order=literal_column("pg_current_xact_id()::text::bigint"))
+# Every other column is a named parameter, so that the statement can be a CTE too.
+_EVENT_POSTGRES = insert(EVENTS).values(
+    {
+        **{name: bindparam(name, type_=EVENTS.c[name].type) for name in _EVENT_COLUMNS},
+        "tx_order": literal_column("pg_current_xact_id()::text::bigint"),
+    }
 )
+_INSERT_EVENT_POSTGRES = Prepared(_EVENT_POSTGRES)
 _INSERT_OUTBOX = insert(OUTBOX)
 # One delivery per enabled endpoint of the account, in the event's own transaction.
 _FAN_OUT_SELECT = insert(OUTBOX).from_select(
@@ -66,20 +73,9 @@ _FAN_OUT_SELECT = insert(OUTBOX).from_select(
     ).where(ENDPOINTS.c.account_id == bindparam("account_id"), ENDPOINTS.c.status == "enabled"),
 )
 _FAN_OUT = Prepared(_FAN_OUT_SELECT.returning(OUTBOX.c.pk))
-# What ``record_event`` gives: every column but the key and the transaction's order.
-_EVENT_COLUMNS = tuple(c.name for c in EVENTS.c if c.name not in ("seq", "tx_order"))
 # PostgreSQL: the event and its deliveries in one statement (one round trip, not two).
 _RECORD_EVENT_POSTGRES = Prepared(
-    _FAN_OUT_SELECT.add_cte(
-        insert(EVENTS)
-        .values(
-            {
-                **{name: bindparam(name, type_=EVENTS.c[name].type) for name in _EVENT_COLUMNS},
-                "tx_order": literal_column("pg_current_xact_id()::text::bigint"),
-            }
-        )
-        .cte("new_event")
-    ).returning(OUTBOX.c.pk)
+    _FAN_OUT_SELECT.add_cte(_EVENT_POSTGRES.cte("new_event")).returning(OUTBOX.c.pk)
 )
 _FAN_OUT_MANY = Prepared(_FAN_OUT_SELECT)
 _HAS_ENDPOINT = Prepared(

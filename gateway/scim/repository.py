@@ -180,19 +180,19 @@ def _block_start(account_id: str, removed: int, offset: int) -> Plan[tuple[int, 
     would move that start (PostgreSQL hands keys out before commit), and no create waits
     for that many others. A removal forgets every position.
     """
-    rows = yield Read(_BLOCKS, {"account_id": account_id})
+    rows = [(int(b), int(n)) for b, n in (yield Read(_BLOCKS, {"account_id": account_id}))]
     # Half of an account's memory at most: for more blocks, every few blocks' start.
     step = -(-len(rows) // (PER_ACCOUNT // 2))
-    total = sum(int(users) for _block, users in rows)
+    total = sum(users for _block, users in rows)
     before = 0
     found: tuple[int, int] | None = None
     for at, (block, users) in enumerate(rows):
-        start = (before - 1, (int(block) << BLOCK_BITS) - 1)
+        start = (before - 1, (block << BLOCK_BITS) - 1)
         if before > 0 and total - before >= SETTLED and at % step == 0:
             _POSITIONS.remember(account_id, removed, *start)
-        if found is None and before + int(users) > offset:
+        if found is None and before + users > offset:
             found = start
-        before += int(users)
+        before += users
     return found or (-1, 0)  # the counts moved meanwhile: from the start
 
 
