@@ -88,6 +88,22 @@ def server_env(
     }
 
 
+def _listening_here(server: ServerProcess, workers: int) -> bool:
+    """Whether this server's own processes listen on its port, one socket a worker.
+
+    A ``/readyz`` answer alone is not enough: a server of a parallel test that drew the
+    same free port and bound it first answers it, while this one fails to bind and exits
+    (a test then set an account up on the other test's server and its fakes).
+    """
+    pids = [server.process.pid] if workers == 1 else server.worker_pids()
+    listening = server.sockets(LISTENING)
+    try:
+        held = [held_by(pid, listening) for pid in pids]
+    except OSError:  # a process gone meanwhile
+        return False
+    return sum(len(sockets) for sockets in held) == workers
+
+
 def wait_ready(server: ServerProcess, workers: int) -> None:
     deadline = time.monotonic() + 60
     with httpx2.Client(timeout=5) as http:
@@ -98,8 +114,7 @@ def wait_ready(server: ServerProcess, workers: int) -> None:
                 ready = http.get(server.url + "/readyz").status_code == 200
             except httpx2.TransportError:
                 ready = False
-            # Each worker listens on a socket of its own once it has started.
-            if ready and (workers == 1 or len(server.sockets(LISTENING)) == workers):
+            if ready and _listening_here(server, workers):
                 return
             time.sleep(0.05)
     raise RuntimeError("the server did not become ready")
