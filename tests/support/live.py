@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
 import socket
 import threading
@@ -22,10 +24,34 @@ from tests.fakes.loopback import PromptServer
 LISTEN_PORTS = range(20000, 32768)
 
 
+def _own_ports() -> Iterator[int]:
+    """This test process's share of ``LISTEN_PORTS``, in turn from a random place.
+
+    Each pytest-xdist worker draws from a slice of its own, so two parallel tests never
+    pick the same port between the check below and their server's bind (they did, drawn
+    at random from the whole range: one server then failed to start, or, binding with
+    ``SO_REUSEPORT``, shared the port with the other). In turn, a port comes back to this
+    process only after the whole slice.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw")) if worker.removeprefix("gw").isdigit() else 0
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    size = len(LISTEN_PORTS) // count
+    first = LISTEN_PORTS.start + (index % count) * size
+    offset = random.randrange(size)
+    for step in itertools.count():
+        yield first + (offset + step) % size
+
+
+_PORTS = _own_ports()
+_PORTS_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now, outside the ephemeral range."""
+    """A TCP port nobody listens on right now, of this test process's own ports."""
     for _ in range(100):
-        port = random.choice(LISTEN_PORTS)
+        with _PORTS_LOCK:
+            port = next(_PORTS)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

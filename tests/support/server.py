@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -25,6 +26,19 @@ class ServerProcess:
 
     url: str
     process: subprocess.Popen[str]
+    # Where its stderr goes (its logs), read back when it fails to start.
+    output: Path | None = None
+    # A file of its own, removed when the server stops.
+    own_output: bool = False
+
+    def last_output(self, lines: int = 40) -> str:
+        """The end of what the server printed, or a note that it was not kept."""
+        if self.output is None:
+            return "(its output was not kept)"
+        try:
+            return "\n".join(self.output.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(its output could not be read: {exc})"
 
     def worker_pids(self) -> list[int]:
         """The worker processes serving requests (children of the supervisor)."""
@@ -109,7 +123,10 @@ def wait_ready(server: ServerProcess, workers: int) -> None:
     with httpx2.Client(timeout=5) as http:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
-                raise RuntimeError("the server exited during start")
+                raise RuntimeError(
+                    f"the server exited during start (code {server.process.returncode}); "
+                    f"it printed:\n{server.last_output()}"
+                )
             try:
                 ready = http.get(server.url + "/readyz").status_code == 200
             except httpx2.TransportError:
@@ -117,20 +134,30 @@ def wait_ready(server: ServerProcess, workers: int) -> None:
             if ready and _listening_here(server, workers):
                 return
             time.sleep(0.05)
-    raise RuntimeError("the server did not become ready")
+    raise RuntimeError(f"the server did not become ready; it printed:\n{server.last_output()}")
 
 
 def start_server(env: dict[str, str], workers: int, sink: IO[str] | None) -> ServerProcess:
+    """Start `serve` on a free port; its stderr goes to ``sink``, or to a file of its own
+    (so that a server that fails to start says why in the test's failure)."""
     port = free_port()
+    own_output = sink is None
+    if sink is None:
+        sink = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, removed at stop)
+            "w", prefix="serve-", suffix=".log", delete=False
+        )
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", str(workers)],
         # Stopped at the end of each test: no load balancer to drain for, unless asked.
         env={"GATEWAY_DRAIN_SECONDS": "0", **env},
         stdout=subprocess.DEVNULL,
-        stderr=sink if sink is not None else subprocess.DEVNULL,
+        stderr=sink,
         text=True,
     )
-    return ServerProcess(f"http://127.0.0.1:{port}", process)
+    output = Path(sink.name) if isinstance(getattr(sink, "name", None), str) else None
+    if own_output:
+        sink.close()
+    return ServerProcess(f"http://127.0.0.1:{port}", process, output, own_output)
 
 
 def stop_server(server: ServerProcess) -> None:
@@ -140,6 +167,8 @@ def stop_server(server: ServerProcess) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait(timeout=10)
+    if server.own_output and server.output is not None:
+        server.output.unlink(missing_ok=True)
 
 
 @contextmanager
