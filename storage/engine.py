@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,9 +30,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from storage.errors import DatabaseBusy, DatabaseUnavailable
+from storage.errors import PG_RETRYABLE, DatabaseBusy, DatabaseUnavailable
 from storage.loop_reader import LoopReader
-from storage.reads import Plan, run_plan
+from storage.prepared import Prepared
+from storage.reads import Plan, Read, run_plan
 from storage.sqlite_writer import SqliteWriter, is_lock_error
 from storage.transaction import Transaction
 
@@ -41,9 +42,6 @@ T = TypeVar("T")
 log = structlog.get_logger("storage.engine")
 
 SQLITE_READ_BUSY_TIMEOUT_MS = 5000
-# PostgreSQL SQLSTATEs that mean "try again": lock_not_available (lock_timeout),
-# deadlock_detected, serialization_failure.
-_PG_RETRYABLE = {"55P03", "40P01", "40001"}
 
 
 def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL") -> Engine:
@@ -274,6 +272,32 @@ class Database:
 
     # -- writes --------------------------------------------------------------------------
 
+    @property
+    def writes_in_one_statement(self) -> bool:
+        """Whether ``write_statement`` is available (PostgreSQL; ``storage.one_statement``)."""
+        return self._loop_reader is not None
+
+    async def write_statement(self, statement: Prepared, params: Mapping[str, Any]) -> list[Any]:
+        """Run one statement that writes as a transaction of its own (autocommit), on the
+        event loop; its rows, once it is committed (``storage.one_statement``).
+
+        A row whose ``enqueued`` column is above 0 wakes this process's outbox worker.
+        Failures are those of ``transact``: ``DatabaseBusy`` past the lock timeout,
+        ``DatabaseUnavailable``, SQLAlchemy's ``IntegrityError``. A connection the server
+        had closed fails the statement, which then runs once more on a new connection:
+        when the first attempt's answer was lost after its commit, the second one finds
+        its rows there (a create gets its unique violation), which the caller must
+        recognise as its own.
+        """
+        if self._loop_reader is None:
+            raise RuntimeError("one-statement writes are PostgreSQL's; use transact")
+        rows = await self._loop_reader.write(Read(statement, params))
+        if self._on_commit is not None:
+            self._on_commit(1)
+        if self.outbox_listener is not None and any(getattr(row, "enqueued", 0) for row in rows):
+            self.outbox_listener()
+        return rows
+
     async def transact(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in a write transaction; return its result once it is committed.
 
@@ -324,7 +348,7 @@ class Database:
         except PoolTimeout as exc:
             raise self._busy("No database connection was free") from exc
         except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE:
+            if getattr(exc.orig, "sqlstate", None) in PG_RETRYABLE:
                 raise self._busy("The change waited too long for a lock") from exc
             if isinstance(exc, OperationalError):
                 raise self._translate(exc) from exc

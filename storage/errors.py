@@ -8,6 +8,10 @@ unit was written.
 
 from __future__ import annotations
 
+# PostgreSQL SQLSTATEs that mean "try again": lock_not_available (lock_timeout),
+# deadlock_detected, serialization_failure.
+PG_RETRYABLE = frozenset({"55P03", "40P01", "40001"})
+
 
 class DatabaseUnavailable(Exception):
     """The database cannot take the work now; nothing of it was written."""

@@ -12,7 +12,9 @@ reading connections do, decision 0021). A read holds one of them for all its sta
 A connection the server closed fails its statement; the statement then runs once more on
 a new connection. A caller that waits longer
 than ``wait`` for a free connection gets ``DatabaseBusy``, as with the threads' pool.
-Only reads come here: writes keep their transactions on the threads (decision 0007).
+Besides reads, only writes of one statement come here (``storage.one_statement``), each
+its own transaction; a unit of several statements keeps its transaction on the threads
+(decision 0007).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from psycopg.types.json import set_json_loads
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from storage.errors import DatabaseBusy, DatabaseUnavailable
+from storage.errors import PG_RETRYABLE, DatabaseBusy, DatabaseUnavailable
 from storage.reads import Plan, Read
 
 T = TypeVar("T")
@@ -56,6 +58,7 @@ class LoopReader:
         self._connect_args = engine.dialect.create_connect_args(engine.url)
         self._size = max(1, size)
         self._wait = wait
+        self._lock_timeout_ms = max(1, int(wait * 1000))
         self._retry_after = retry_after
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: collections.deque[psycopg.AsyncConnection[Any]] = collections.deque()
@@ -78,6 +81,14 @@ class LoopReader:
             except StopIteration as done:
                 result: T = done.value
                 return result
+
+    async def write(self, statement: Read) -> list[Any]:
+        """Run one statement that writes, committed as it ends (autocommit); its rows.
+
+        Like a read, it runs once more on a new connection when the server had closed
+        the one it was sent on: ``Database.write_statement`` says what that means."""
+        async with self._connection() as held:
+            return await self._rows(held, statement)
 
     async def _rows(self, held: _Held, read: Read) -> list[Any]:
         """The statement's rows on the held connection; on a new one, once, when the
@@ -165,8 +176,13 @@ class LoopReader:
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         args, kwargs = self._connect_args
+        # As the engine's connections wait for a lock (one-statement writes take row
+        # locks), set as the connection starts: no statement of its own.
+        options = f"{kwargs.get('options', '')} -c lock_timeout={self._lock_timeout_ms}"
         try:
-            conn = await psycopg.AsyncConnection.connect(*args, autocommit=True, **kwargs)
+            conn = await psycopg.AsyncConnection.connect(
+                *args, autocommit=True, **{**kwargs, "options": options.strip()}
+            )
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(
                 f"The database cannot be reached; retry after {self._retry_after} s.",
@@ -185,6 +201,8 @@ class LoopReader:
             self._loop = loop
 
     def _translate(self, sql: str, exc: psycopg.Error) -> Exception:
+        if exc.sqlstate in PG_RETRYABLE:
+            return DatabaseBusy.waited("The change waited too long for a lock", self._retry_after)
         if isinstance(exc, psycopg.OperationalError):
             return DatabaseUnavailable(
                 f"The database cannot be reached; retry after {self._retry_after} s.",

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.dml import ValuesBase
 
 Arguments = Callable[[Mapping[str, Any]], Any]
 
@@ -66,7 +67,11 @@ class Prepared:
         found = self._compiled.get(key)
         if found is not None:
             return found
-        compiled: Any = self.statement.compile(dialect=dialect, column_keys=list(names))
+        # The parameter names pick the columns of an INSERT or UPDATE given without values.
+        # Not for a SELECT: they would reach the INSERTs and UPDATEs of its CTEs, and make
+        # each set every column of its table that a parameter happens to be named after.
+        keys = list(names) if isinstance(self.statement, ValuesBase) else None
+        compiled: Any = self.statement.compile(dialect=dialect, column_keys=keys)
         processors: dict[str, Any] = dict(compiled._bind_processors)
         # Values the statement carries itself (literals compiled to parameters).
         fixed = {

@@ -19,7 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
+    Insert,
+    Update,
     bindparam,
     case,
     insert,
@@ -37,40 +40,57 @@ EVENT_DELIVERY = "event"
 _INSERT_EVENT = Prepared(insert(EVENTS))
 # What ``record_event`` gives: every column but the key and the transaction's order.
 _EVENT_COLUMNS = tuple(c.name for c in EVENTS.c if c.name not in ("seq", "tx_order"))
-# On PostgreSQL each event records its transaction's id, which orders the feed (0011).
-# Every other column is a named parameter, so that the statement can be a CTE too.
-_EVENT_POSTGRES = insert(EVENTS).values(
-    {
-        **{name: bindparam(name, type_=EVENTS.c[name].type) for name in _EVENT_COLUMNS},
-        "tx_order": literal_column("pg_current_xact_id()::text::bigint"),
-    }
+# The outbox columns a new row is given (the others keep their defaults).
+OUTBOX_COLUMNS = (
+    "account_id",
+    "kind",
+    "target_id",
+    "payload",
+    "status",
+    "attempts",
+    "available_at",
+    "created_at",
+    "updated_at",
 )
+
+
+def event_insert_postgres(prefix: str = "") -> Insert:
+    """PostgreSQL's INSERT of one event: it records its transaction's id, which orders
+    the feed (0011). Every other column is a parameter named ``prefix`` + the column, so
+    that the statement can be a CTE of another too."""
+    return insert(EVENTS).values(
+        {
+            **{
+                name: bindparam(prefix + name, type_=EVENTS.c[name].type) for name in _EVENT_COLUMNS
+            },
+            "tx_order": literal_column("pg_current_xact_id()::text::bigint"),
+        }
+    )
+
+
+def fan_out(account_id: ColumnElement[str], payload: ColumnElement[Any], moment: Any) -> Insert:
+    """One delivery per enabled endpoint of the account, in the event's own transaction."""
+    return insert(OUTBOX).from_select(
+        OUTBOX_COLUMNS,
+        select(
+            ENDPOINTS.c.account_id,
+            literal(EVENT_DELIVERY),
+            ENDPOINTS.c.id,
+            payload,
+            literal("pending"),
+            literal(0),
+            moment,
+            moment,
+            moment,
+        ).where(ENDPOINTS.c.account_id == account_id, ENDPOINTS.c.status == "enabled"),
+    )
+
+
+_EVENT_POSTGRES = event_insert_postgres()
 _INSERT_EVENT_POSTGRES = Prepared(_EVENT_POSTGRES)
 _INSERT_OUTBOX = insert(OUTBOX)
-# One delivery per enabled endpoint of the account, in the event's own transaction.
-_FAN_OUT_SELECT = insert(OUTBOX).from_select(
-    [
-        "account_id",
-        "kind",
-        "target_id",
-        "payload",
-        "status",
-        "attempts",
-        "available_at",
-        "created_at",
-        "updated_at",
-    ],
-    select(
-        ENDPOINTS.c.account_id,
-        literal(EVENT_DELIVERY),
-        ENDPOINTS.c.id,
-        bindparam("payload", type_=JSONType),
-        literal("pending"),
-        literal(0),
-        bindparam("moment"),
-        bindparam("moment"),
-        bindparam("moment"),
-    ).where(ENDPOINTS.c.account_id == bindparam("account_id"), ENDPOINTS.c.status == "enabled"),
+_FAN_OUT_SELECT = fan_out(
+    bindparam("account_id"), bindparam("payload", type_=JSONType), bindparam("moment")
 )
 _FAN_OUT = Prepared(_FAN_OUT_SELECT.returning(OUTBOX.c.pk))
 # PostgreSQL: the event and its deliveries in one statement (one round trip, not two).
@@ -110,6 +130,46 @@ class NewEvent:
     occurred_at: datetime | None = None
 
 
+def event_row(event: NewEvent) -> dict[str, Any]:
+    """The columns ``event`` is stored with (all but its key and its transaction's order)."""
+    return {
+        "id": event.id,
+        "account_id": event.account_id,
+        "occurred_at": event.occurred_at or utcnow(),
+        "actor_name": event.actor_name,
+        "actor_id": event.actor_id,
+        "action": event.action,
+        "event_type": event.category,
+        "asset": event.asset,
+        "asset_id": event.asset_id,
+        "type": event.type,
+        "properties_changed": event.properties_changed,
+        "details": event.details,
+    }
+
+
+def make_waiting_row_due(
+    *, account_id: Any, kind: str, target_id: Any, at: ColumnElement[float], moment: Any
+) -> Update:
+    """The UPDATE of ``enqueue_once``: the target's waiting row made due at ``at`` if that
+    is sooner. A row being worked on is not waiting: unclaimed, or claimed by a worker whose
+    lease ran out (it is free again)."""
+    return (
+        update(OUTBOX)
+        .where(
+            OUTBOX.c.kind == kind,
+            OUTBOX.c.target_id == target_id,
+            OUTBOX.c.account_id == account_id,
+            OUTBOX.c.status == "pending",
+            or_(OUTBOX.c.lease_owner.is_(None), OUTBOX.c.lease_until <= moment),
+        )
+        .values(
+            available_at=case((OUTBOX.c.available_at > at, at), else_=OUTBOX.c.available_at),
+            updated_at=moment,
+        )
+    )
+
+
 class Transaction:
     """The connection of one unit of work, inside a transaction ``Database.transact`` owns."""
 
@@ -143,20 +203,7 @@ class Transaction:
         event can never be committed on its own, whoever built this object.
         """
         self._require_open()
-        row = {
-            "id": event.id,
-            "account_id": event.account_id,
-            "occurred_at": event.occurred_at or utcnow(),
-            "actor_name": event.actor_name,
-            "actor_id": event.actor_id,
-            "action": event.action,
-            "event_type": event.category,
-            "asset": event.asset,
-            "asset_id": event.asset_id,
-            "type": event.type,
-            "properties_changed": event.properties_changed,
-            "details": event.details,
-        }
+        row = event_row(event)
         if self._batch is not None:
             self._batch.append(row)
             return
@@ -250,18 +297,12 @@ class Transaction:
         moment = time.time()
         at = moment + delay
         reused = self.conn.execute(
-            update(OUTBOX)
-            .where(
-                OUTBOX.c.kind == kind,
-                OUTBOX.c.target_id == target_id,
-                OUTBOX.c.account_id == account_id,
-                OUTBOX.c.status == "pending",
-                # Unclaimed, or claimed by a worker whose lease ran out (it is free again).
-                or_(OUTBOX.c.lease_owner.is_(None), OUTBOX.c.lease_until <= moment),
-            )
-            .values(
-                available_at=case((OUTBOX.c.available_at > at, at), else_=OUTBOX.c.available_at),
-                updated_at=moment,
+            make_waiting_row_due(
+                account_id=account_id,
+                kind=kind,
+                target_id=target_id,
+                at=literal(at),
+                moment=literal(moment),
             )
         )
         if reused.rowcount == 0:

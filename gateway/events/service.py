@@ -11,7 +11,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import Connection, Select, select, text, tuple_
 
@@ -36,44 +36,51 @@ OPERATOR_API = Actor("Operator", "admin-api")
 OPERATOR_CLI = Actor("Operator", "cli")
 
 
-def record_event(
-    tx: Transaction,
-    *,
-    account_id: str,
-    actor: Actor,
-    action: str,
-    asset: str,
-    asset_id: str | None,
-    category: str,
-    type: str,
-    properties_changed: list[str],
-    details: dict[str, Any],
-) -> str:
+class EventFields(TypedDict):
+    """What a change says of its event (``record_event``, ``new_event``)."""
+
+    account_id: str
+    actor: Actor
+    action: str
+    asset: str
+    asset_id: str | None
+    category: str
+    type: str
+    properties_changed: list[str]
+    details: dict[str, Any]
+
+
+def record_event(tx: Transaction, **fields: Unpack[EventFields]) -> str:
     """Record one event in the change's transaction; returns its id.
 
     ``type`` says what happened (``message.received``); ``category`` the part of the
     product it belongs to (Messaging, Presence, Provisioning, Admin), the history's
     coarse filter, stored and shown as ``event_type`` (decision 0016).
     """
+    event = new_event(**fields)
+    tx.record_event(event)
+    return event.id
+
+
+def new_event(**fields: Unpack[EventFields]) -> NewEvent:
+    """An event with a new id, for ``Transaction.record_event`` or a one-statement write
+    (``storage.one_statement``)."""
+    action, actor = fields["action"], fields["actor"]
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
-    event_id = str(uuid.uuid4())
-    tx.record_event(
-        NewEvent(
-            id=event_id,
-            account_id=account_id,
-            actor_name=actor.name,
-            actor_id=actor.id,
-            action=action,
-            category=category,
-            asset=asset,
-            asset_id=asset_id,
-            type=type,
-            properties_changed=properties_changed,
-            details=details,
-        )
+    return NewEvent(
+        id=str(uuid.uuid4()),
+        account_id=fields["account_id"],
+        actor_name=actor.name,
+        actor_id=actor.id,
+        action=action,
+        category=fields["category"],
+        asset=fields["asset"],
+        asset_id=fields["asset_id"],
+        type=fields["type"],
+        properties_changed=fields["properties_changed"],
+        details=fields["details"],
     )
-    return event_id
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,17 @@ from dataclasses import dataclass
 from secrets import token_urlsafe
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Connection,
+    bindparam,
+    delete,
+    exists,
+    func,
+    select,
+    update,
+)
 
 from gateway.accounts.service import require_account
 from gateway.events.service import Actor, record_event
@@ -37,6 +47,7 @@ from gateway.presence.teams import teams_config
 from gateway.security import SecretBox, token_digest
 from gateway.web.errors import Conflict, InvalidValue, NotFound
 from storage.engine import Database
+from storage.one_statement import enqueue_once_ctes
 from storage.prepared import Prepared
 from storage.rows import MonitorRow
 from storage.tables import PRESENCE_MONITORS, PRESENCE_USERS, utcnow
@@ -80,6 +91,23 @@ def users_changed(tx: Transaction, account_id: str) -> None:
         tx.enqueue_once(
             account_id=account_id, kind=DIRECTORY, target_id=account_id, delay=DIRECTORY_SETTLE
         )
+
+
+def directory_ctes(account_id: ColumnElement[str]) -> list[CTE]:
+    """``users_changed`` as CTEs of a one-statement write (``storage.one_statement``): the
+    account's directory job made due within ``DIRECTORY_SETTLE``, if the account has a
+    monitor. Parameters: ``directory_params``."""
+    has_monitor = exists(
+        select(PRESENCE_MONITORS.c.id).where(PRESENCE_MONITORS.c.account_id == account_id)
+    )
+    return enqueue_once_ctes(
+        "directory", account_id=account_id, kind=DIRECTORY, target_id=account_id, when=has_monitor
+    )
+
+
+def directory_params() -> dict[str, float]:
+    """The parameters of ``directory_ctes``."""
+    return {"directory_at": time.time() + DIRECTORY_SETTLE}
 
 
 def needs_resync(tx: Transaction, account_id: str, monitor_id: str) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import time
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    CTE,
     Connection,
     Integer,
     bindparam,
@@ -18,9 +20,11 @@ from sqlalchemy import (
     update,
 )
 
+from gateway.presence.monitors import directory_ctes, directory_params
 from gateway.scim.filters import CompiledFilter
 from gateway.scim.positions import PER_ACCOUNT, Positions
 from gateway.scim.rules import UserRecord
+from storage.one_statement import MOMENT, enqueued, event_ctes, event_params
 from storage.prepared import Prepared
 from storage.reads import Plan, Read, one_or_none, run_plan
 from storage.tables import (
@@ -31,6 +35,7 @@ from storage.tables import (
     SCIM_USER_VALUES,
     SCIM_USERS,
 )
+from storage.transaction import NewEvent
 
 claims = SCIM_CLAIMS
 counts = SCIM_USER_COUNTS
@@ -256,9 +261,9 @@ def _unnested(name: str, column: Any) -> Any:
     return func.unnest(bindparam(name, type_=ARRAY(column.type)))
 
 
-def _insert_user_postgres() -> Prepared:
-    """PostgreSQL: a user, its filter values and its claims in one statement (one round
-    trip instead of three), the children taking the new key from the user's RETURNING."""
+def _user_ctes() -> list[CTE]:
+    """PostgreSQL: a user, its filter values and its claims as CTEs of one statement, the
+    children taking the new key from the user's RETURNING (``new_user``)."""
     new = (
         insert(users)
         .values({name: bindparam(name, type_=users.c[name].type) for name in _USER_COLUMNS})
@@ -282,18 +287,55 @@ def _insert_user_postgres() -> Prepared:
             _unnested("c_value_key", claims.c.value_key),
         ),
     )
+    return [new, new_values.cte("new_values"), new_claims.cte("new_claims")]
+
+
+def _create_postgres() -> Prepared:
+    """PostgreSQL: a SCIM create as one statement, its own transaction
+    (``storage.one_statement``): the user with its values and claims, its event with the
+    event's deliveries, and, when the account watches Teams presence, its directory job.
+    Returns the user's key and how many outbox rows were added."""
+    user = _user_ctes()
+    event = event_ctes()
+    directory = directory_ctes(bindparam("account_id", type_=users.c.account_id.type))
     return Prepared(
-        select(new.c.pk).add_cte(new_values.cte("new_values"), new_claims.cte("new_claims"))
+        select(user[0].c.pk, enqueued(event[-1], directory[-1])).add_cte(
+            *user[1:], *event, *directory
+        )
     )
 
 
-_INSERT_USER_POSTGRES = _insert_user_postgres()
+_CREATE_POSTGRES = _create_postgres()
+
+
+def create_statement(
+    account_id: str, user_id: str, record: UserRecord, now: datetime, event: NewEvent
+) -> tuple[Prepared, dict[str, Any]]:
+    """The one-statement create (PostgreSQL) and its parameters (``Database.write_statement``)."""
+    # Claims in one sorted order, as _write_children writes them (see _write_claiming).
+    ordered = sorted(record.claims)
+    params = {
+        "id": user_id,
+        "account_id": account_id,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+        **record.columns(),
+        **{f"v_{name}": [getattr(v, name) for v in record.values] for name in _VALUE_COLUMNS},
+        "c_kind": [kind for kind, _key in ordered],
+        "c_value_key": [key for _kind, key in ordered],
+        **event_params(event),
+        **directory_params(),
+        MOMENT: time.time(),
+    }
+    return _CREATE_POSTGRES, params
 
 
 def insert_user(
     conn: Connection, account_id: str, user_id: str, record: UserRecord, now: datetime
 ) -> int:
-    """Insert a user with its filter values and claims; returns its primary key."""
+    """Insert a user with its filter values and claims; returns its primary key (SQLite:
+    PostgreSQL creates in one statement, ``create_statement``)."""
     row = {
         "id": user_id,
         "account_id": account_id,
@@ -302,15 +344,6 @@ def insert_user(
         "updated_at": now,
         **record.columns(),
     }
-    if conn.dialect.name == "postgresql":
-        # Claims in one sorted order, as _write_children writes them (see _write_claiming).
-        ordered = sorted(record.claims)
-        row.update(
-            {f"v_{name}": [getattr(v, name) for v in record.values] for name in _VALUE_COLUMNS}
-        )
-        row["c_kind"] = [kind for kind, _key in ordered]
-        row["c_value_key"] = [key for _kind, key in ordered]
-        return int(_INSERT_USER_POSTGRES.run(conn, row).fetchone()[0])
     pk = int(_INSERT_USER.run(conn, row).fetchone()[0])
     _write_children(conn, account_id, pk, record)
     return pk

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
+import pytest
+from sqlalchemy import func, select
 
 from gateway.accounts import service as accounts
 from gateway.events.service import OPERATOR_CLI
+from gateway.scim import service
+from gateway.scim.parsing import new_user_document
+from gateway.scim.rules import record_of
+from gateway.scim.service import Tenant as ScimTenant
 from gateway.settings import Settings
 from storage.engine import Database
-from tests.conftest import user_body
+from storage.tables import EVENTS, utcnow
+from tests.conftest import Tenant, user_body
 from tests.support.live import free_port, live_server
 from tests.support.sync import run
 
@@ -55,3 +63,27 @@ def test_concurrent_creates_of_one_user_name_give_exactly_one_201(
 
     assert rounds == [[201] + [409] * (CONCURRENT - 1)] * ROUNDS
     assert listing["totalResults"] == ROUNDS
+
+
+def test_a_create_run_again_after_its_commit_is_one_user_and_one_event(
+    tenant: Tenant, db: Database
+) -> None:
+    """A one-statement create whose answer was lost after its commit runs again on a new
+    connection (PostgreSQL): the second run finds the user it made, and answers as if it
+    were the first; the user and its event are stored once."""
+    if not db.writes_in_one_statement:
+        pytest.skip("SQLite's creates commit through transact, which never runs a unit twice")
+    scim = ScimTenant(tenant.account_id, tenant.tenant_url)
+    record = record_of(new_user_document(user_body(7), scim.users_url))
+    user_id, now = str(uuid.uuid4()), utcnow()
+    for _ in range(2):
+        run(service._create_in_one_statement(db, scim, user_id, record, now))
+    [user] = tenant.filter('userName eq "user7@contoso.example"')["Resources"]
+    assert user["id"] == user_id
+    with db.engine.connect() as conn:
+        created = conn.execute(
+            select(func.count()).where(
+                EVENTS.c.type == "user.created", EVENTS.c.asset_id == user_id
+            )
+        ).scalar_one()
+    assert created == 1
