@@ -47,17 +47,19 @@ _EVENT = "event_"
 MOMENT = "moment"
 
 
-def event_ctes() -> list[CTE]:
+def event_ctes(when: ColumnElement[bool] | None = None) -> list[CTE]:
     """The event and one delivery per enabled endpoint of its account: CTEs ``new_event``
-    and ``event_deliveries`` (its outbox keys), as ``Transaction.record_event`` writes them.
+    and ``event_deliveries`` (its outbox keys), as ``Transaction.record_event`` writes them;
+    with ``when``, only where it holds (a change that found it had nothing to write).
     Parameters: ``event_params``."""
     deliveries = fan_out(
         bindparam(_EVENT + "account_id", type_=EVENTS.c.account_id.type),
         bindparam(_EVENT + "delivery", type_=JSONType),
         bindparam(MOMENT),
+        when,
     ).returning(OUTBOX.c.pk)
     return [
-        event_insert_postgres(_EVENT).cte("new_event"),
+        event_insert_postgres(_EVENT, when).cte("new_event"),
         deliveries.cte("event_deliveries"),
     ]
 

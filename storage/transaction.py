@@ -54,36 +54,41 @@ OUTBOX_COLUMNS = (
 )
 
 
-def event_insert_postgres(prefix: str = "") -> Insert:
+def event_insert_postgres(prefix: str = "", when: ColumnElement[bool] | None = None) -> Insert:
     """PostgreSQL's INSERT of one event: it records its transaction's id, which orders
     the feed (0011). Every other column is a parameter named ``prefix`` + the column, so
-    that the statement can be a CTE of another too."""
-    return insert(EVENTS).values(
-        {
-            **{
-                name: bindparam(prefix + name, type_=EVENTS.c[name].type) for name in _EVENT_COLUMNS
-            },
-            "tx_order": literal_column("pg_current_xact_id()::text::bigint"),
-        }
-    )
+    that the statement can be a CTE of another too; with ``when``, only where it holds."""
+    row = {
+        **{name: bindparam(prefix + name, type_=EVENTS.c[name].type) for name in _EVENT_COLUMNS},
+        "tx_order": literal_column("pg_current_xact_id()::text::bigint"),
+    }
+    if when is None:
+        return insert(EVENTS).values(row)
+    return insert(EVENTS).from_select(list(row), select(*row.values()).where(when))
 
 
-def fan_out(account_id: ColumnElement[str], payload: ColumnElement[Any], moment: Any) -> Insert:
-    """One delivery per enabled endpoint of the account, in the event's own transaction."""
-    return insert(OUTBOX).from_select(
-        OUTBOX_COLUMNS,
-        select(
-            ENDPOINTS.c.account_id,
-            literal(EVENT_DELIVERY),
-            ENDPOINTS.c.id,
-            payload,
-            literal("pending"),
-            literal(0),
-            moment,
-            moment,
-            moment,
-        ).where(ENDPOINTS.c.account_id == account_id, ENDPOINTS.c.status == "enabled"),
-    )
+def fan_out(
+    account_id: ColumnElement[str],
+    payload: ColumnElement[Any],
+    moment: Any,
+    when: ColumnElement[bool] | None = None,
+) -> Insert:
+    """One delivery per enabled endpoint of the account, in the event's own transaction
+    (with ``when``, only where it holds)."""
+    source = select(
+        ENDPOINTS.c.account_id,
+        literal(EVENT_DELIVERY),
+        ENDPOINTS.c.id,
+        payload,
+        literal("pending"),
+        literal(0),
+        moment,
+        moment,
+        moment,
+    ).where(ENDPOINTS.c.account_id == account_id, ENDPOINTS.c.status == "enabled")
+    if when is not None:
+        source = source.where(when)
+    return insert(OUTBOX).from_select(OUTBOX_COLUMNS, source)
 
 
 _EVENT_POSTGRES = event_insert_postgres()

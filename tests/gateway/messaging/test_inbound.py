@@ -7,6 +7,14 @@ import json
 import threading
 from typing import Any
 
+import pytest
+from sqlalchemy import select, update
+
+from gateway.chat import service as chat
+from gateway.chat.models import InboundMessage
+from gateway.events.service import OPERATOR_CLI
+from storage.engine import Database
+from storage.tables import CONTACTS, CONVERSATIONS, utcnow
 from tests.fakes.cmcom import mo_message
 from tests.fakes.twilio import new_sid, sign_twilio_json
 from tests.gateway.messaging.conftest import (
@@ -18,6 +26,7 @@ from tests.gateway.messaging.conftest import (
     Stack,
 )
 from tests.support import feed
+from tests.support.sync import run
 from tests.support.waiting import eventually
 
 TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -207,3 +216,52 @@ def test_cm_writes_the_channel_number_with_or_without_its_international_prefix(
         assert stack.http.post(path, json=body).status_code == 200, to
     [conversation] = [c for c in stack.conversations() if c["channel_id"] == stack.cm_channel["id"]]
     assert len(stack.messages(conversation["id"])) == 3
+
+
+def test_a_message_in_one_statement_writes_nothing_if_what_it_read_changed(
+    stack: Stack, db: Database
+) -> None:
+    """PostgreSQL: between the read of the contact's open conversation and the statement,
+    the conversation was closed, or the contact renamed: the statement writes nothing (the
+    transaction then does what is needed). Once both hold again, it stores the message."""
+    if not db.writes_in_one_statement:
+        pytest.skip("SQLite stores a message in one transaction of several statements")
+    assert stack.twilio_inbound("first", name="Ada").status_code == 200
+    [conversation] = stack.conversations()
+    with db.engine.connect() as conn:
+        contact = conn.execute(select(CONTACTS)).one()
+    message = InboundMessage(
+        channel_id=stack.twilio_channel["id"],
+        account_id=stack.account_id,
+        queue_id=QUEUE,
+        contact_address=contact.address,
+        local_address="whatsapp:" + BUSINESS,
+        contact_name="Ada",
+        text="second",
+        media=[],
+        provider_message_id=new_sid("SM"),
+        dedup_keys=[],
+        received_at=utcnow(),
+    )
+    where = {"channel_id": message.channel_id, "address": message.contact_address}
+    found = run(db.read(chat._found, where))
+    assert found.conversation_id == conversation["id"]
+
+    def change(statement: Any) -> None:
+        with db.engine.begin() as conn:
+            conn.execute(statement)
+
+    change(update(CONVERSATIONS).values(status="closed"))
+    assert run(chat._write_received(db, message, OPERATOR_CLI, found)) is None
+    change(update(CONVERSATIONS).values(status="open"))
+    change(update(CONTACTS).values(name="Bob"))
+    assert run(chat._write_received(db, message, OPERATOR_CLI, found)) is None
+    assert [m["text"] for m in stack.messages(conversation["id"])] == ["first"]
+    assert stack.feed_types().count("message.received") == 1
+
+    change(update(CONTACTS).values(name="Ada"))
+    receipt = run(chat._write_received(db, message, OPERATOR_CLI, found))
+    assert receipt is not None
+    assert receipt.conversation_id == conversation["id"]
+    assert [m["text"] for m in stack.messages(conversation["id"])] == ["first", "second"]
+    assert stack.feed_types().count("message.received") == 2
