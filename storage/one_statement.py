@@ -1,5 +1,5 @@
 """Writes of one statement (PostgreSQL): a change, its event and its outbox rows as the
-data-modifying CTEs of one statement, which is its own transaction.
+data-modifying CTEs of one statement, which is its own transaction (decision 0026).
 
 A unit of ``Database.transact`` on PostgreSQL pays, for each statement, a round trip that a
 database thread waits for, and then the GIL, which the busy event loop holds; BEGIN and
