@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from storage.errors import PG_RETRYABLE, DatabaseBusy, DatabaseUnavailable
-from storage.reads import Plan, Read
+from storage.reads import Guarded, Plan, Read, one_or_none
 
 T = TypeVar("T")
 
@@ -77,10 +77,33 @@ class LoopReader:
             try:
                 read = next(plan)
                 while True:
-                    read = plan.send(await self._rows(held, read))
+                    if isinstance(read, Guarded):
+                        read = plan.send(await self._guarded(held, read))
+                    else:
+                        read = plan.send(await self._rows(held, read))
             except StopIteration as done:
                 result: T = done.value
                 return result
+
+    async def _guarded(self, held: _Held, read: Guarded) -> list[Any]:
+        """``[the guard's row or None, then's rows]`` in one statement (``joined``); in two
+        when their parameters share a name but not its value."""
+        shared = read.guard.params.keys() & read.then.params.keys()
+        if any(read.guard.params[name] != read.then.params[name] for name in shared):
+            found = one_or_none(await self._rows(held, read.guard))
+            return [found, [] if found is None else await self._rows(held, read.then)]
+        guard = read.guard.statement.compiled(self._dialect, tuple(read.guard.params))
+        then = read.then.statement.compiled(self._dialect, tuple(read.then.params))
+        statement = read.then.statement.joined_to(read.guard.statement)
+        params = {**read.then.params, **read.guard.params}
+        raw = await self._rows(held, Read(statement, params), raw=True)
+        if not raw:
+            return [None, []]
+        width = len(raw[0]) - 1 - guard.width
+        found = guard.make_row(raw[0][: guard.width])
+        rows = [then.make_row(row[guard.width : guard.width + width]) for row in raw]
+        # The row number is NULL when ``then`` found nothing (one row, the guard's).
+        return [found, [] if raw[0][-1] is None else rows]
 
     async def write(self, statement: Read) -> list[Any]:
         """Run one statement that writes, committed as it ends (autocommit); its rows.
@@ -90,7 +113,7 @@ class LoopReader:
         async with self._connection() as held:
             return await self._rows(held, statement)
 
-    async def _rows(self, held: _Held, read: Read) -> list[Any]:
+    async def _rows(self, held: _Held, read: Read, *, raw: bool = False) -> list[Any]:
         """The statement's rows on the held connection; on a new one, once, when the
         server had closed it (a restart, an idle timeout): a read is safe to run again."""
         compiled = read.statement.compiled(self._dialect, tuple(read.params))
@@ -98,14 +121,14 @@ class LoopReader:
         for attempt in (1, 2):
             try:
                 cursor = await held.conn.execute(compiled.sql, arguments)
-                raw = await cursor.fetchall() if cursor.description is not None else []
+                got = await cursor.fetchall() if cursor.description is not None else []
             except psycopg.Error as exc:
                 if not held.conn.broken or attempt == 2:
                     raise self._translate(compiled.sql, exc) from exc
                 held.conn.pgconn.finish()
                 held.conn = await self._connect()
                 continue
-            return [compiled.make_row(row) for row in raw]
+            return list(got) if raw else [compiled.make_row(row) for row in got]
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.asynccontextmanager

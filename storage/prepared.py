@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import Connection, Dialect, Select, func, select, true
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.dml import ValuesBase
@@ -33,6 +33,8 @@ class Compiled:
     sql: str
     arguments: Arguments
     make_row: Callable[[Sequence[Any]], Any]
+    # How many columns its rows have.
+    width: int = 0
 
 
 def _row_maker(compiled: Any, dialect: Dialect) -> Callable[[Sequence[Any]], Any]:
@@ -60,6 +62,26 @@ class Prepared:
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
         self._compiled: dict[tuple[str, tuple[str, ...]], Compiled] = {}
+        self._joined: dict[Prepared, Prepared] = {}
+
+    def joined_to(self, guard: Prepared) -> Prepared:
+        """This query joined to ``guard`` (a query of at most one row), built once:
+        ``guard``'s columns, this one's, and the number of this one's row, in its order.
+        One row of ``guard``'s with NULLs when this one finds nothing; none when ``guard``
+        finds nothing (``storage.reads.Guarded``). The number keeps this query's order,
+        whichever way PostgreSQL joins the two."""
+        found = self._joined.get(guard)
+        if found is None:
+            first = cast(Select[Any], guard.statement).subquery("guard")
+            inner = cast(Select[Any], self.statement).subquery("guarded")
+            then = select(inner, func.row_number().over().label("guarded_n")).lateral("then")
+            found = Prepared(
+                select(first, then)
+                .select_from(first.outerjoin(then, true()))
+                .order_by(then.c.guarded_n)
+            )
+            self._joined[guard] = found
+        return found
 
     def compiled(self, dialect: Dialect, names: tuple[str, ...]) -> Compiled:
         """The statement for ``dialect`` taking the parameters ``names``, compiled once."""
@@ -101,7 +123,8 @@ class Prepared:
                 return dict(values(params))
 
             arguments = named
-        found = Compiled(compiled.string, arguments, _row_maker(compiled, dialect))
+        width = len(getattr(compiled, "_result_columns", None) or [])
+        found = Compiled(compiled.string, arguments, _row_maker(compiled, dialect), width)
         self._compiled[key] = found
         return found
 

@@ -29,7 +29,21 @@ class Read:
     params: Mapping[str, Any]
 
 
-Plan = Generator[Read, list[Any], T]
+@dataclass(frozen=True)
+class Guarded:
+    """A read of at most one row (``guard``), then ``then`` only if it found one.
+
+    The plan receives ``[the guard's row or None, then's rows]`` (none without the guard's
+    row). On PostgreSQL both are one statement, ``then`` joined to ``guard``: one round
+    trip instead of two (``storage.loop_reader``). ``then`` may run even when the guard
+    finds nothing, so it must be a read that only reads.
+    """
+
+    guard: Read
+    then: Read
+
+
+Plan = Generator[Read | Guarded, list[Any], T]
 
 
 def run_plan(conn: Connection, plan: Plan[T]) -> T:
@@ -37,7 +51,12 @@ def run_plan(conn: Connection, plan: Plan[T]) -> T:
     try:
         read = next(plan)
         while True:
-            read = plan.send(read.statement.rows(conn, read.params))
+            if isinstance(read, Guarded):
+                found = one_or_none(read.guard.statement.rows(conn, read.guard.params))
+                rows = [] if found is None else read.then.statement.rows(conn, read.then.params)
+                read = plan.send([found, rows])
+            else:
+                read = plan.send(read.statement.rows(conn, read.params))
     except StopIteration as done:
         result: T = done.value
         return result

@@ -14,7 +14,7 @@ from gateway.security import token_matches
 from gateway.web.auth import WrongToken, client_key, presented_bearer, token_check
 from gateway.web.errors import RateLimited, Unauthorized
 from gateway.web.state import AppState
-from storage.reads import Plan
+from storage.reads import Guarded, Plan, one_or_none
 
 T = TypeVar("T")
 
@@ -74,10 +74,38 @@ async def _authenticated(
 def _checked(
     tenant: Tenant, token: str, read: Callable[[Tenant], Plan[T]] | None
 ) -> Plan[tuple[bool, T | None]]:
-    """Whether ``token`` is the account's, then (only if it is) ``read``'s result."""
-    digest = yield from repo.credential_digest(tenant.account_id)
-    if digest is None or not token_matches(token, digest):
-        return False, None
-    if read is None:
-        return True, None
-    return True, (yield from read(tenant))
+    """Whether ``token`` is the account's, then (only if it is) ``read``'s result.
+
+    The digest and ``read``'s first statement go together (``Guarded``: one statement on
+    PostgreSQL, the search joined to the digest's row); ``read`` goes on only once the
+    token matched."""
+    credential = repo.credential_read(tenant.account_id)
+    plan = read(tenant) if read is not None else None
+    nothing: T | None = None
+    refused: Exception | None = None
+    try:
+        first = next(plan) if plan is not None else None
+    except StopIteration as done:  # a read that needed no statement
+        first, nothing = None, done.value
+    except Exception as exc:  # a bad request: the token is checked first (401 before 400)
+        first, refused = None, exc
+    if plan is None or first is None or isinstance(first, Guarded):
+        row = one_or_none((yield credential))
+        if row is None or not token_matches(token, str(row[0])):
+            return False, None
+        if refused is not None:
+            raise refused
+        if plan is None or first is None:
+            return True, nothing
+        rows = yield first
+    else:
+        row, rows = yield Guarded(credential, first)
+        if row is None or not token_matches(token, str(row[0])):
+            plan.close()
+            return False, None
+    try:
+        step = plan.send(rows)
+        while True:
+            step = plan.send((yield step))
+    except StopIteration as done:
+        return True, done.value

@@ -64,6 +64,11 @@ _LOAD = Prepared(
 )
 
 
+def credential_read(account_id: str) -> Read:
+    """The statement of ``credential_digest``: at most one row, the digest."""
+    return Read(_CREDENTIAL, {"account_id": account_id})
+
+
 def credential_digest(account_id: str) -> Plan[str | None]:
     """The stored token hash of an account's SCIM credential, if any."""
     row = one_or_none((yield Read(_CREDENTIAL, {"account_id": account_id})))

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, func, insert, select
 from storage.engine import Database
 from storage.errors import DatabaseBusy
 from storage.prepared import Prepared
-from storage.reads import Plan, Read, run_plan
+from storage.reads import Guarded, Plan, Read, run_plan
 from storage.tables import ACCOUNTS, INTEGRATIONS, utcnow
 from storage.transaction import Transaction
 from tests.support.databases import close_every_connection
@@ -141,3 +141,57 @@ def test_each_event_loop_reads_on_connections_of_its_own(postgres_db: Database) 
     _add_account(postgres_db, "one")
     assert asyncio.run(postgres_db.read(names)) == ["one"]
     assert asyncio.run(postgres_db.read(names)) == ["one"]
+
+
+_ACCOUNT = Prepared(
+    select(ACCOUNTS.c.id, ACCOUNTS.c.created_at).where(ACCOUNTS.c.name == bindparam("name"))
+)
+_NAMES_FROM = Prepared(
+    select(ACCOUNTS.c.name, ACCOUNTS.c.created_at)
+    .where(ACCOUNTS.c.name >= bindparam("from_name"))
+    .order_by(ACCOUNTS.c.name.desc())
+)
+
+
+def guarded(guard_name: str, from_name: str) -> Plan[tuple[Any, list[Any]]]:
+    row, rows = yield Guarded(
+        Read(_ACCOUNT, {"name": guard_name}), Read(_NAMES_FROM, {"from_name": from_name})
+    )
+    return row, rows
+
+
+def test_a_guarded_read_gives_the_guards_row_and_then_the_rows_in_their_order(
+    db: Database,
+) -> None:
+    """The guard's row and the next read's rows, named and read as SQLAlchemy reads them,
+    in that read's order; none of them without the guard's row; the guard's row alone
+    when the next read finds nothing (one statement on PostgreSQL, two on SQLite)."""
+    for name in ("delta", "alpha", "echo", "charlie", "bravo"):
+        _add_account(db, name)
+    row, rows = asyncio.run(db.read(guarded, "alpha", "bravo"))
+    assert isinstance(row.created_at, datetime)
+    assert [r.name for r in rows] == ["echo", "delta", "charlie", "bravo"]
+    assert all(isinstance(r.created_at, datetime) for r in rows)
+    assert asyncio.run(db.read(guarded, "nobody", "bravo")) == (None, [])
+    row, rows = asyncio.run(db.read(guarded, "alpha", "zulu"))
+    assert row is not None
+    assert rows == []
+
+
+def test_a_guarded_read_whose_parameters_clash_runs_as_two(db: Database) -> None:
+    """A parameter of both statements with two values: each statement keeps its own."""
+    for name in ("alpha", "bravo", "charlie"):
+        _add_account(db, name)
+    clash = Prepared(
+        select(ACCOUNTS.c.name)
+        .where(ACCOUNTS.c.name >= bindparam("name"))
+        .order_by(ACCOUNTS.c.name)
+    )
+
+    def plan() -> Plan[tuple[Any, list[Any]]]:
+        row, rows = yield Guarded(Read(_ACCOUNT, {"name": "alpha"}), Read(clash, {"name": "bravo"}))
+        return row, rows
+
+    row, rows = asyncio.run(db.read(plan))
+    assert row is not None
+    assert [r.name for r in rows] == ["bravo", "charlie"]
