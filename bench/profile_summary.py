@@ -87,7 +87,7 @@ PARTS = [
     Part("`uuid4` (request id, user id, event id)", ("uuid4 (uuid.py)",)),
     Part(
         "token check (`authenticate`: digest read + SHA-256 compare)",
-        ("authenticate (gateway/scim/auth.py)", "credential_digest (gateway/scim/repository.py)"),
+        ("authenticate (gateway/scim/auth.py)", "_checked (gateway/scim/auth.py)"),
     ),
     Part("… of it, the token digest (`token_matches`)", ("token_matches (gateway/security.py)",)),
     Part("access log (structlog)", ("(structlog/", "(observability/logging.py)")),

@@ -99,9 +99,8 @@ class LoopReader:
         raw = await self._rows(held, Read(statement, params), raw=True)
         if not raw:
             return [None, []]
-        width = len(raw[0]) - 1 - guard.width
         found = guard.make_row(raw[0][: guard.width])
-        rows = [then.make_row(row[guard.width : guard.width + width]) for row in raw]
+        rows = [then.make_row(row[guard.width : guard.width + then.width]) for row in raw]
         # The row number is NULL when ``then`` found nothing (one row, the guard's).
         return [found, [] if raw[0][-1] is None else rows]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from starlette.requests import Request
 
@@ -80,27 +80,24 @@ def _checked(
     PostgreSQL, the search joined to the digest's row); ``read`` goes on only once the
     token matched."""
     credential = repo.credential_read(tenant.account_id)
-    plan = read(tenant) if read is not None else None
-    nothing: T | None = None
-    refused: Exception | None = None
+    if read is None:
+        return _matches(token, one_or_none((yield credential))), None
+    plan = read(tenant)
     try:
-        first = next(plan) if plan is not None else None
-    except StopIteration as done:  # a read that needed no statement
-        first, nothing = None, done.value
-    except Exception as exc:  # a bad request: the token is checked first (401 before 400)
-        first, refused = None, exc
-    if plan is None or first is None or isinstance(first, Guarded):
-        row = one_or_none((yield credential))
-        if row is None or not token_matches(token, str(row[0])):
+        first = next(plan)
+    except Exception as exc:  # it needed no statement, or a bad request (401 before 400)
+        if not _matches(token, one_or_none((yield credential))):
             return False, None
-        if refused is not None:
-            raise refused
-        if plan is None or first is None:
-            return True, nothing
+        if isinstance(exc, StopIteration):
+            return True, exc.value
+        raise
+    if isinstance(first, Guarded):  # guarded already: the token alone first
+        if not _matches(token, one_or_none((yield credential))):
+            return False, None
         rows = yield first
     else:
         row, rows = yield Guarded(credential, first)
-        if row is None or not token_matches(token, str(row[0])):
+        if not _matches(token, row):
             plan.close()
             return False, None
     try:
@@ -109,3 +106,8 @@ def _checked(
             step = plan.send((yield step))
     except StopIteration as done:
         return True, done.value
+
+
+def _matches(token: str, row: Any) -> bool:
+    """Whether ``token`` is the one whose digest ``row`` holds (None: no credential)."""
+    return row is not None and token_matches(token, str(row[0]))

@@ -65,14 +65,8 @@ _LOAD = Prepared(
 
 
 def credential_read(account_id: str) -> Read:
-    """The statement of ``credential_digest``: at most one row, the digest."""
+    """The stored token hash of an account's SCIM credential: at most one row."""
     return Read(_CREDENTIAL, {"account_id": account_id})
-
-
-def credential_digest(account_id: str) -> Plan[str | None]:
-    """The stored token hash of an account's SCIM credential, if any."""
-    row = one_or_none((yield Read(_CREDENTIAL, {"account_id": account_id})))
-    return None if row is None else str(row[0])
 
 
 def found(account_id: str, user_id: str) -> Plan[Any]:
@@ -320,12 +314,7 @@ def create_statement(
     # Claims in one sorted order, as _write_children writes them (see _write_claiming).
     ordered = sorted(record.claims)
     params = {
-        "id": user_id,
-        "account_id": account_id,
-        "version": 1,
-        "created_at": now,
-        "updated_at": now,
-        **record.columns(),
+        **_new_user_row(account_id, user_id, record, now),
         **{f"v_{name}": [getattr(v, name) for v in record.values] for name in _VALUE_COLUMNS},
         "c_kind": [kind for kind, _key in ordered],
         "c_value_key": [key for _kind, key in ordered],
@@ -336,12 +325,11 @@ def create_statement(
     return _CREATE_POSTGRES, params
 
 
-def insert_user(
-    conn: Connection, account_id: str, user_id: str, record: UserRecord, now: datetime
-) -> int:
-    """Insert a user with its filter values and claims; returns its primary key (SQLite:
-    PostgreSQL creates in one statement, ``create_statement``)."""
-    row = {
+def _new_user_row(
+    account_id: str, user_id: str, record: UserRecord, now: datetime
+) -> dict[str, Any]:
+    """The ``scim_users`` row of a new user."""
+    return {
         "id": user_id,
         "account_id": account_id,
         "version": 1,
@@ -349,7 +337,14 @@ def insert_user(
         "updated_at": now,
         **record.columns(),
     }
-    pk = int(_INSERT_USER.run(conn, row).fetchone()[0])
+
+
+def insert_user(
+    conn: Connection, account_id: str, user_id: str, record: UserRecord, now: datetime
+) -> int:
+    """Insert a user with its filter values and claims; returns its primary key (SQLite:
+    PostgreSQL creates in one statement, ``create_statement``)."""
+    pk = int(_INSERT_USER.run(conn, _new_user_row(account_id, user_id, record, now)).fetchone()[0])
     _write_children(conn, account_id, pk, record)
     return pk
 

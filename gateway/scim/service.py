@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from scim2_models import Context
 from sqlalchemy.exc import IntegrityError
 
-from gateway.events.service import SCIM_ACTOR, new_event, record_event
+from gateway.events.service import SCIM_ACTOR, new_event
 from gateway.presence.monitors import users_changed
 from gateway.scim import repository as repo
 from gateway.scim.filters import compile_filter
@@ -41,7 +41,7 @@ from gateway.web.errors import Conflict, InvalidValue, NotFound, Uniqueness
 from storage.engine import Database
 from storage.reads import Plan
 from storage.tables import utcnow
-from storage.transaction import Transaction
+from storage.transaction import NewEvent, Transaction
 
 T = TypeVar("T")
 
@@ -150,8 +150,24 @@ def _record(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> None:
-    record_event(
-        tx,
+    tx.record_event(
+        _user_event(tenant, action=action, type_=type_, user_id=user_id, before=before, after=after)
+    )
+    if _presence_matters(before, after):
+        users_changed(tx, tenant.account_id)
+
+
+def _user_event(
+    tenant: Tenant,
+    *,
+    action: str,
+    type_: str,
+    user_id: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> NewEvent:
+    """The event of a change to a user, as Provisioning by SCIM."""
+    return new_event(
         account_id=tenant.account_id,
         actor=SCIM_ACTOR,
         action=action,
@@ -162,8 +178,6 @@ def _record(
         properties_changed=changed_properties(before, after),
         details=after if after is not None else (before or {}),
     )
-    if _presence_matters(before, after):
-        users_changed(tx, tenant.account_id)
 
 
 def _presence_matters(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
@@ -210,16 +224,8 @@ async def _create_in_one_statement(
     user means the statement had committed and was run again (its connection lost the
     answer): the user is there, once."""
     after = normalized_user(user_id, record.document)
-    event = new_event(
-        account_id=tenant.account_id,
-        actor=SCIM_ACTOR,
-        action="Create",
-        asset="User",
-        asset_id=user_id,
-        category="Provisioning",
-        type="user.created",
-        properties_changed=changed_properties(None, after),
-        details=after,
+    event = _user_event(
+        tenant, action="Create", type_="user.created", user_id=user_id, before=None, after=after
     )
     statement, params = repo.create_statement(tenant.account_id, user_id, record, now, event)
     for _ in range(CLAIM_RETRIES):
