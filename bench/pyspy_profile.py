@@ -1,12 +1,13 @@
-"""Profile the gateway under create load with py-spy, and summarise where the time goes.
+"""Profile the gateway under create (or lookup) load with py-spy, and summarise where the time goes.
 
-Usage: python bench/pyspy_profile.py [--users N] [--duration S] [--rate HZ] [--markdown PATH]
+Usage: python bench/pyspy_profile.py [--load create|lookup] [--users N] [--duration S]
+       [--rate HZ] [--markdown PATH]
 
 Starts the gateway (SQLite, one worker, as ``bench/run.py`` does; or on the empty
-PostgreSQL database of ``--database-url``) in a temporary dir,
-seeds it, measures wrk's ``create.lua`` load once without the profiler, then, under the
-same load, records the server process twice with ``py-spy record --format raw
---threads``: with ``--gil`` (the thread holding the GIL: where the Python CPU time goes)
+PostgreSQL database of ``--database-url``) in a temporary dir, seeds it, measures wrk's
+``create.lua`` (or ``lookup.lua``) load once without the profiler, then, under the same
+load, records the server process twice with ``py-spy record --format raw --threads``:
+with ``--gil`` (the thread holding the GIL: where the Python CPU time goes)
 and without (every thread not waiting for work: wall time, fsync and GIL waits
 included). Prints a Markdown section for docs/performance.md (see profile_summary.py).
 Needs py-spy (``pip install py-spy``) and permission to ptrace the server (root, or
@@ -55,7 +56,8 @@ class Recording:
     duration_s: int
     rate: int
     backend: str  # "SQLite (`GATEWAY_SQLITE_SYNCHRONOUS=FULL`)" or "PostgreSQL"
-    plain: WrkResult  # the create load without the profiler
+    load: str  # "create" or "lookup"
+    plain: WrkResult  # the load without the profiler
     profiled: WrkResult  # ... and while py-spy sampled
     py_spy_commands: list[str]
 
@@ -66,10 +68,10 @@ def markdown(gil: Profile, busy: Profile, rec: Recording, top: int) -> str:
     gil_held = 100 * gil.total / (rec.duration_s * rec.rate)
     idle = "; ".join(f"{reason}: {n:,}" for reason, n in busy.idle.most_common())
     commands = "\n".join(rec.py_spy_commands)
-    return f"""## Profile of creates, {today} (commit {commit()})
+    return f"""## Profile of {rec.load}s, {today} (commit {commit()})
 
 The gateway on {rec.backend}, one worker, {rec.users:,} users
-seeded, under wrk's create load: {rec.plain.rps:,.0f} creates/s without the profiler,
+seeded, under wrk's {rec.load} load: {rec.plain.rps:,.0f} {rec.load}s/s without the profiler,
 {rec.profiled.rps:,.0f} while it sampled (py-spy stops the process for every sample).
 py-spy recorded it twice, {rec.duration_s} s each at {rec.rate} Hz:
 
@@ -88,7 +90,8 @@ py-spy recorded it twice, {rec.duration_s} s each at {rec.rate} Hz:
 Shares are of each recording's samples, all threads of the process together.
 
 ```sh
-python bench/pyspy_profile.py --users {rec.users} --duration {rec.duration_s} --rate {rec.rate}
+python bench/pyspy_profile.py --load {rec.load} --users {rec.users} \\
+  --duration {rec.duration_s} --rate {rec.rate}
 # which runs, against the gateway it started:
 {rec.profiled.command}
 {commands}
@@ -126,7 +129,10 @@ def _py_spy() -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python bench/pyspy_profile.py",
-        description="Profile the gateway (SQLite, 1 worker) under create load with py-spy.",
+        description="Profile the gateway (1 worker) under create or lookup load with py-spy.",
+    )
+    parser.add_argument(
+        "--load", choices=("create", "lookup"), default="create", help="what wrk sends (create)"
     )
     parser.add_argument("--users", type=int, default=1_000, help="users to seed first (1,000)")
     parser.add_argument("--duration", type=int, default=20, help="seconds per recording (20)")
@@ -185,23 +191,27 @@ def main(argv: list[str] | None = None) -> int:
         secret = frozenset({2})
         url, auth = server.users_url, server.auth
 
-        def creates(tag: str, seconds: int) -> WrkResult:
-            wrk_args = [f"prof{tag}", f"15{tag}", auth]
-            return run_wrk(url, "create.lua", wrk_args, seconds, settings, secret_args=secret)[0]
+        def load(tag: str, seconds: int) -> WrkResult:
+            if args.load == "lookup":  # users 1..N, each looked up by its userName
+                wrk_args, hidden = [str(args.users), auth], frozenset({1})
+            else:
+                wrk_args, hidden = [f"prof{tag}", f"15{tag}", auth], secret
+            script = f"{args.load}.lua"
+            return run_wrk(url, script, wrk_args, seconds, settings, secret_args=hidden)[0]
 
-        creates("0", 3)  # warm-up
-        plain = creates("1", args.duration)
-        log(f"  without the profiler: {plain.rps:,.0f} creates/s")
+        load("0", 3)  # warm-up
+        plain = load("1", args.duration)
+        log(f"  without the profiler: {plain.rps:,.0f} {args.load}s/s")
         # The load runs a little longer than the recordings, so that every sample is under it.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            load = pool.submit(creates, "2", len(MODES) * (args.duration + 2) + 2)
+            load = pool.submit(load, "2", len(MODES) * (args.duration + 2) + 2)
             time.sleep(1)
             for mode in MODES:
                 log(f"  py-spy record ({mode}) for {args.duration} s")
                 raw[mode], command = _record(py_spy, server, mode, args, workdir / f"{mode}.txt")
                 shown.append(command)
             profiled = load.result()
-        log(f"  while sampled: {profiled.rps:,.0f} creates/s")
+        log(f"  while sampled: {profiled.rps:,.0f} {args.load}s/s")
     except (SeedError, WrkError, subprocess.SubprocessError, OSError) as exc:
         log(f"FAILED: {exc}")
         return 1
@@ -214,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         for mode, text in raw.items():
             args.raw.with_suffix(f".{mode}.txt").write_text(text)
     backend = "PostgreSQL" if args.database_url else "SQLite (`GATEWAY_SQLITE_SYNCHRONOUS=FULL`)"
-    recording = Recording(args.users, args.duration, args.rate, backend, plain, profiled, shown)
+    recording = Recording(
+        args.users, args.duration, args.rate, backend, args.load, plain, profiled, shown
+    )
     section = markdown(
         parse_raw(raw["gil"], drop_idle=False),
         parse_raw(raw["busy"], drop_idle=True),

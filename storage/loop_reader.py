@@ -1,20 +1,23 @@
-"""PostgreSQL reads driven by the event loop, without threads.
+"""PostgreSQL reads driven by the event loop, without threads, on asyncpg.
 
 A read on a database thread pays, for each round trip, a wake-up of that thread and a
 wait for the GIL that the busy event loop holds; measured with ``perf``, that switching
 was about half of the gateway's CPU time under PostgreSQL load (docs/performance.md,
-round 9). Here the event loop sends the statement on a psycopg ``AsyncConnection`` and
-goes on with other requests until the answer arrives: no thread, no GIL hand-off.
+round 9). Here the event loop sends the statement on an asyncpg connection and goes on
+with other requests until the answer arrives: no thread, no GIL hand-off. asyncpg rather
+than psycopg's ``AsyncConnection``: the same lookup costs 23-26 µs of client CPU against
+74-78 µs (round 19), and each statement is prepared once per connection.
 
-Each process keeps up to ``size`` connections in autocommit (a statement alone sees what
-it would see as the first statement of a READ COMMITTED transaction, as the threads'
-reading connections do, decision 0021). A read holds one of them for all its statements.
-A connection the server closed fails its statement; the statement then runs once more on
-a new connection. A caller that waits longer
-than ``wait`` for a free connection gets ``DatabaseBusy``, as with the threads' pool.
+Each process keeps up to ``size`` connections, each statement its own transaction (a
+statement alone sees what it would see as the first statement of a READ COMMITTED
+transaction, as the threads' reading connections do, decision 0021). A read holds one
+of them for all its statements. A connection the server closed fails its statement;
+the statement then runs once more on a new connection. A caller that waits longer than
+``wait`` for a free connection gets ``DatabaseBusy``, as with the threads' pool.
 Besides reads, only writes of one statement come here (``storage.one_statement``), each
 its own transaction; a unit of several statements keeps its transaction on the threads
-(decision 0007).
+(decision 0007). Statements are written with SQLAlchemy Core and compiled for its
+asyncpg dialect (``$1`` parameters, typed), once each (``storage.prepared``).
 """
 
 from __future__ import annotations
@@ -22,48 +25,96 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+import shlex
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import asyncpg
 import orjson
-import psycopg
-from psycopg.pq import TransactionStatus
-from psycopg.types.json import set_json_loads
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import URL, Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
 from storage.errors import PG_RETRYABLE, DatabaseBusy, DatabaseUnavailable
 from storage.reads import Guarded, Plan, Read, one_or_none
 
 T = TypeVar("T")
 
+# Prepared statements kept per connection: every statement of the hot paths, with room.
+_STATEMENT_CACHE = 512
+
+# How a server error is raised, as SQLAlchemy raises psycopg's (by SQLSTATE class).
+_ERROR_CLASSES: dict[str, type[sa_exc.DBAPIError]] = {
+    "22": sa_exc.DataError,
+    "23": sa_exc.IntegrityError,
+    "0A": sa_exc.NotSupportedError,
+    "42": sa_exc.ProgrammingError,
+    "XX": sa_exc.InternalError,
+}
+
+
+# What a statement fails with when its connection is gone: the server's last word
+# (``_lost``), or none at all.
+_LOST = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+
+
+def _lost(exc: asyncpg.PostgresError) -> bool:
+    """The server ended the session: a connection failure, or a shutdown or restart."""
+    state = exc.sqlstate or ""
+    return state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+
 
 @dataclass
 class _Held:
-    """The connection a read holds; replaced when the server closed it mid-read."""
+    """The connection a read holds; replaced when the server closed it mid-read.
+    ``busy`` while a statement is out: a read that ends then (cancelled) leaves a
+    connection that must not serve the next one."""
 
-    conn: psycopg.AsyncConnection[Any]
+    conn: asyncpg.Connection
+    busy: bool = False
 
 
-def _idle(conn: psycopg.AsyncConnection[Any]) -> bool:
-    return conn.info.transaction_status == TransactionStatus.IDLE
+def connect_arguments(url: URL) -> tuple[str, dict[str, str], float]:
+    """asyncpg's DSN, server settings and connect timeout for the engine's ``url``.
+
+    libpq's ``options`` (``-c name=value``) become server settings, and
+    ``connect_timeout`` the timeout, which asyncpg would otherwise take for settings."""
+    query = dict(url.query)
+    settings: dict[str, str] = {}
+    options = query.pop("options", "")
+    words = shlex.split(options if isinstance(options, str) else " ".join(options))
+    for i, word in enumerate(words):
+        pair = word[2:] if word.startswith("--") else words[i + 1] if word == "-c" else ""
+        if pair.startswith("-") or "=" not in pair:
+            continue
+        name, value = pair.split("=", 1)
+        settings[name.replace("-", "_")] = value
+    timeout = query.pop("connect_timeout", None)
+    dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+    # asyncpg's own default when none is given: 60 s.
+    return dsn, settings, float(str(timeout)) if timeout else 60.0
 
 
 class LoopReader:
     """A small pool of PostgreSQL connections owned by one event loop."""
 
     def __init__(self, engine: Engine, *, size: int, wait: float, retry_after: int) -> None:
-        self._dialect = engine.dialect
-        self._connect_args = engine.dialect.create_connect_args(engine.url)
+        # JSON written as the engine writes it; read by the connections' codecs.
+        self._dialect = PGDialect_asyncpg(  # type: ignore[no-untyped-call]
+            json_serializer=getattr(engine.dialect, "_json_serializer", None),
+            json_deserializer=orjson.loads,
+        )
+        self._dsn, self._settings, self._connect_timeout = connect_arguments(engine.url)
         self._size = max(1, size)
         self._wait = wait
         self._lock_timeout_ms = max(1, int(wait * 1000))
         self._retry_after = retry_after
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: collections.deque[psycopg.AsyncConnection[Any]] = collections.deque()
+        self._keeper: asyncio.Task[None] | None = None
+        self._idle: collections.deque[asyncpg.Connection] = collections.deque()
         self._open = 0
-        self._waiters: collections.deque[asyncio.Future[psycopg.AsyncConnection[Any] | None]] = (
+        self._waiters: collections.deque[asyncio.Future[asyncpg.Connection | None]] = (
             collections.deque()
         )
 
@@ -96,11 +147,12 @@ class LoopReader:
         then = read.then.statement.compiled(self._dialect, tuple(read.then.params))
         statement = read.then.statement.joined_to(read.guard.statement)
         params = {**read.then.params, **read.guard.params}
-        raw = await self._rows(held, Read(statement, params), raw=True)
+        raw = [tuple(row) for row in await self._rows(held, Read(statement, params), raw=True)]
         if not raw:
             return [None, []]
         found = guard.make_row(raw[0][: guard.width])
-        rows = [then.make_row(row[guard.width : guard.width + then.width]) for row in raw]
+        end = guard.width + then.width
+        rows = [then.make_row(row[guard.width : end]) for row in raw]
         # The row number is NULL when ``then`` found nothing (one row, the guard's).
         return [found, [] if raw[0][-1] is None else rows]
 
@@ -118,16 +170,20 @@ class LoopReader:
         compiled = read.statement.compiled(self._dialect, tuple(read.params))
         arguments = compiled.arguments(read.params)
         for attempt in (1, 2):
+            held.busy = True
             try:
-                cursor = await held.conn.execute(compiled.sql, arguments)
-                got = await cursor.fetchall() if cursor.description is not None else []
-            except psycopg.Error as exc:
-                if not held.conn.broken or attempt == 2:
+                got = await held.conn.fetch(compiled.sql, *arguments)
+            except _LOST as exc:
+                if isinstance(exc, asyncpg.PostgresError) and not _lost(exc):
+                    held.busy = False
                     raise self._translate(compiled.sql, exc) from exc
-                held.conn.pgconn.finish()
+                if attempt == 2:
+                    raise self._unavailable() from exc
+                _drop(held.conn)
                 held.conn = await self._connect()
                 continue
-            return list(got) if raw else [compiled.make_row(row) for row in got]
+            held.busy = False
+            return got if raw else [compiled.make_row(row) for row in got]
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.asynccontextmanager
@@ -140,14 +196,13 @@ class LoopReader:
             # statement may still be busy, one the server closed is broken. The others
             # are closed and their place in the pool freed.
             conn = held.conn
-            if not conn.closed and not conn.broken and _idle(conn):
+            if not held.busy and not conn.is_closed():
                 self._release(conn)
             else:
-                if not conn.closed:
-                    conn.pgconn.finish()
+                _drop(conn)
                 self._release(None)
 
-    async def _acquire(self) -> psycopg.AsyncConnection[Any]:
+    async def _acquire(self) -> asyncpg.Connection:
         """An idle connection, a new one while the pool has room, or else the first one
         freed, in the order the reads asked (a connection is handed to the read that has
         waited longest, never left for a newcomer to take)."""
@@ -157,7 +212,7 @@ class LoopReader:
         if self._open < self._size:
             self._open += 1
             return await self._connect_in_place()
-        waiter: asyncio.Future[psycopg.AsyncConnection[Any] | None]
+        waiter: asyncio.Future[asyncpg.Connection | None]
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -175,7 +230,7 @@ class LoopReader:
             raise
         return handed if handed is not None else await self._connect_in_place()
 
-    async def _connect_in_place(self) -> psycopg.AsyncConnection[Any]:
+    async def _connect_in_place(self) -> asyncpg.Connection:
         """Open a connection in a place of the pool already counted as open."""
         try:
             return await self._connect()
@@ -183,7 +238,7 @@ class LoopReader:
             self._release(None)
             raise
 
-    def _release(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
+    def _release(self, conn: asyncpg.Connection | None) -> None:
         """Give ``conn`` (or, for None, the place of a closed one) to the read that has
         waited longest, else back to the pool."""
         while self._waiters:
@@ -196,22 +251,21 @@ class LoopReader:
         else:
             self._idle.append(conn)
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        args, kwargs = self._connect_args
+    async def _connect(self) -> asyncpg.Connection:
         # As the engine's connections wait for a lock (one-statement writes take row
         # locks), set as the connection starts: no statement of its own.
-        options = f"{kwargs.get('options', '')} -c lock_timeout={self._lock_timeout_ms}"
+        settings = {**self._settings, "lock_timeout": str(self._lock_timeout_ms)}
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                *args, autocommit=True, **{**kwargs, "options": options.strip()}
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self._dsn,
+                server_settings=settings,
+                statement_cache_size=_STATEMENT_CACHE,
+                timeout=self._connect_timeout,
             )
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(
-                f"The database cannot be reached; retry after {self._retry_after} s.",
-                retry_after=self._retry_after,
-            ) from exc
-        # As the engine's connections read JSON (SQLAlchemy sets the same loader).
-        set_json_loads(orjson.loads, conn)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise self._unavailable() from exc
+        # JSON read with orjson, as the engine's connections read it.
+        await _json_codecs(conn)
         return conn
 
     def _own_loop(self) -> None:
@@ -221,28 +275,70 @@ class LoopReader:
         if self._loop is not loop:
             self._close_all()
             self._loop = loop
+            self._keeper = loop.create_task(self._close_with(loop))
 
-    def _translate(self, sql: str, exc: psycopg.Error) -> Exception:
-        if exc.sqlstate in PG_RETRYABLE:
-            return DatabaseBusy.waited("The change waited too long for a lock", self._retry_after)
-        if isinstance(exc, psycopg.OperationalError):
-            return DatabaseUnavailable(
-                f"The database cannot be reached; retry after {self._retry_after} s.",
-                retry_after=self._retry_after,
-            )
-        # Raised as SQLAlchemy would, as the threads' reads raise it.
-        return DBAPIError.instance(
-            sql, None, exc, psycopg.Error, hide_parameters=True, dialect=self._dialect
+    async def _close_with(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Waits until its loop ends, then closes the loop's connections while it can:
+        ``asyncio.run`` cancels the tasks left before it closes the loop, and a
+        connection's socket can no longer be closed cleanly once its loop is closed."""
+        try:
+            await loop.create_future()
+        finally:
+            if self._loop is loop:
+                self._close_all()
+
+    def _unavailable(self) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"The database cannot be reached; retry after {self._retry_after} s.",
+            retry_after=self._retry_after,
         )
+
+    def _translate(self, sql: str, exc: asyncpg.PostgresError) -> Exception:
+        state = exc.sqlstate or ""
+        if state in PG_RETRYABLE:
+            return DatabaseBusy.waited("The change waited too long for a lock", self._retry_after)
+        if state[:2] in {"08", "53", "57", "58"}:  # connection, resources, shutdown, system
+            return self._unavailable()
+        # Raised as SQLAlchemy raises the threads' errors (IntegrityError, ...).
+        error = _ERROR_CLASSES.get(state[:2], sa_exc.DatabaseError)
+        return error(sql, None, exc, hide_parameters=True)
 
     def _close_all(self) -> None:
         while self._idle:
             conn = self._idle.pop()
-            # Closes the socket without awaiting: the loop may be gone already.
-            conn.pgconn.finish()
+            _drop(conn)
         self._open = 0
         self._waiters.clear()
 
     def close(self) -> None:
         """Close every idle connection (at shutdown)."""
         self._close_all()
+
+
+def _drop(conn: asyncpg.Connection) -> None:
+    """Close ``conn`` without awaiting. When its event loop was closed without ending its
+    tasks first (``LoopReader._close_with``), the socket closes when collected."""
+    with contextlib.suppress(RuntimeError):
+        conn.terminate()
+
+
+async def _json_codecs(conn: asyncpg.Connection) -> None:
+    """json and jsonb read with orjson and written from the text SQLAlchemy's bind
+    processors make (binary format: jsonb's carries a version byte, 1)."""
+    await conn.set_type_codec(
+        "json", encoder=str.encode, decoder=_loads(0), schema="pg_catalog", format="binary"
+    )
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda text: b"\x01" + text.encode(),
+        decoder=_loads(1),
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+def _loads(skip: int) -> Callable[[bytes], Any]:
+    def loads(data: bytes) -> Any:
+        return orjson.loads(data[skip:])
+
+    return loads

@@ -32,12 +32,12 @@ class Compiled:
 
     sql: str
     arguments: Arguments
-    make_row: Callable[[Sequence[Any]], Any]
+    make_row: Callable[[Any], Any]  # a tuple, or a row of another driver (indexable)
     # How many columns its rows have.
     width: int = 0
 
 
-def _row_maker(compiled: Any, dialect: Dialect) -> Callable[[Sequence[Any]], Any]:
+def _row_maker(compiled: Any, dialect: Dialect) -> Callable[[Any], Any]:
     columns = list(getattr(compiled, "_result_columns", None) or [])
     if not columns:
         return tuple
@@ -61,7 +61,7 @@ class Prepared:
 
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
-        self._compiled: dict[tuple[str, tuple[str, ...]], Compiled] = {}
+        self._compiled: dict[tuple[str, str, tuple[str, ...]], Compiled] = {}
         self._joined: dict[Prepared, Prepared] = {}
 
     def joined_to(self, guard: Prepared) -> Prepared:
@@ -85,7 +85,7 @@ class Prepared:
 
     def compiled(self, dialect: Dialect, names: tuple[str, ...]) -> Compiled:
         """The statement for ``dialect`` taking the parameters ``names``, compiled once."""
-        key = (dialect.name, names)
+        key = (dialect.name, dialect.driver, names)
         found = self._compiled.get(key)
         if found is not None:
             return found
