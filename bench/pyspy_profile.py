@@ -204,13 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  without the profiler: {plain.rps:,.0f} {args.load}s/s")
         # The load runs a little longer than the recordings, so that every sample is under it.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            load = pool.submit(load, "2", len(MODES) * (args.duration + 2) + 2)
+            loaded = pool.submit(load, "2", len(MODES) * (args.duration + 2) + 2)
             time.sleep(1)
             for mode in MODES:
                 log(f"  py-spy record ({mode}) for {args.duration} s")
                 raw[mode], command = _record(py_spy, server, mode, args, workdir / f"{mode}.txt")
                 shown.append(command)
-            profiled = load.result()
+            profiled = loaded.result()
         log(f"  while sampled: {profiled.rps:,.0f} {args.load}s/s")
     except (SeedError, WrkError, subprocess.SubprocessError, OSError) as exc:
         log(f"FAILED: {exc}")
