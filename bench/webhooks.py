@@ -173,8 +173,9 @@ def customer_of(index: int) -> str:
     return f"+316{index:08d}"
 
 
-def set_up(url: str, accounts: int) -> list[Channel]:
-    """Accounts with Twilio, a WhatsApp channel each, and 100 open conversations in all."""
+def set_up(url: str, accounts: int, customers: int = CUSTOMERS) -> list[Channel]:
+    """Accounts with Twilio, a WhatsApp channel each, and ``customers`` open conversations
+    in all."""
     channels = []
     with httpx2.Client(
         base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
@@ -194,7 +195,7 @@ def set_up(url: str, accounts: int) -> list[Channel]:
             )
             channel.raise_for_status()
             channels.append(Channel(account_id, channel.json()["id"], sid, token, number))
-        for index in range(CUSTOMERS):
+        for index in range(customers):
             channel = channels[index % accounts]
             params = params_for(channel, customer_of(index), "SM" + uuid.uuid4().hex, "Hello")
             path = f"/webhooks/twilio/{channel.channel_id}"
@@ -210,13 +211,13 @@ def set_up(url: str, accounts: int) -> list[Channel]:
 PADDING = "Hello, I ordered a blue kettle last week (order 0000) and it has not arrived yet. "
 
 
-def prepare(channels: list[Channel], count: int, path: Path) -> None:
+def prepare(channels: list[Channel], count: int, path: Path, customers: int = CUSTOMERS) -> None:
     """``count`` signed webhooks, one per line, for bench/wrk/webhook.lua."""
     validators = {c.channel_id: RequestValidator(c.token) for c in channels}
     with path.open("w") as out:
         for index in range(count):
             channel = channels[index % len(channels)]
-            customer = customer_of(index % CUSTOMERS)
+            customer = customer_of(index % customers)
             params = params_for(channel, customer, "SM" + uuid.uuid4().hex, PADDING + str(index))
             target = f"/webhooks/twilio/{channel.channel_id}"
             signature = validators[channel.channel_id].compute_signature(PUBLIC + target, params)
@@ -275,11 +276,11 @@ def webhook_run(
     env = gateway_env(data, database_url, fake_url)
     process, url = serve(env, workers, workdir / f"{name}.log")
     try:
-        channels = set_up(url, accounts)
+        channels = set_up(url, accounts, args.customers)
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         warm_file, run_file = workdir / f"{slug}-warm.txt", workdir / f"{slug}-run.txt"
-        prepare(channels, args.warmup_requests, warm_file)
-        prepare(channels, args.requests, run_file)
+        prepare(channels, args.warmup_requests, warm_file, args.customers)
+        prepare(channels, args.requests, run_file, args.customers)
         warm = load(url, warm_file, args.warmup, args.connections)
         watched = Watched(server=lambda: tree(process.pid), database=database_pids)
         result = load(url, run_file, args.duration, args.connections, watched)
@@ -288,7 +289,7 @@ def webhook_run(
     finally:
         stop(process)
     found = stored(database_url or f"sqlite:///{data / 'gateway.db'}")
-    sent = CUSTOMERS + acked(warm) + acked(result)
+    sent = args.customers + acked(warm) + acked(result)
     extra = found["messages"] - sent
     return {
         "name": name,
@@ -317,7 +318,7 @@ def write_path_run(workdir: Path, fake_url: str, args: argparse.Namespace) -> di
     env = gateway_env(data, None, fake_url)
     process, url = serve(env, 1, workdir / "write-path.log")
     try:
-        [channel] = set_up(url, 1)
+        [channel] = set_up(url, 1, args.customers)
     finally:
         stop(process)
     command = [
@@ -328,6 +329,8 @@ def write_path_run(workdir: Path, fake_url: str, args: argparse.Namespace) -> di
         str(args.write_units),
         "--in-flight",
         str(args.connections),
+        "--customers",
+        str(args.customers),
     ]
     rates = []
     for _ in range(2):
@@ -340,7 +343,7 @@ def write_path_run(workdir: Path, fake_url: str, args: argparse.Namespace) -> di
         "rates": rates,
         "stored": found,
         "exactly_once": found["messages"] == found["distinct"] == found["events"]
-        and found["messages"] == CUSTOMERS + 2 * args.write_units,
+        and found["messages"] == args.customers + 2 * args.write_units,
     }
 
 
@@ -433,7 +436,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"wrk {results['wrk']}.",
         "",
         "Signed Twilio inbound WhatsApp webhooks (new MessageSid and idempotency token each, "
-        "~500-byte form, 100 customers with open conversations, signed over a public URL the "
+        f"~500-byte form, {results.get('customers', CUSTOMERS):,} customers with open "
+        "conversations, signed over a public URL the "
         "server does not bind), `wrk -t2 -c32 -d8s` after a warm-up; each configuration on a "
         "fresh database. The limit is one uvicorn process with `serve`'s options running a "
         "bare Starlette endpoint that parses the form and answers empty TwiML.",
@@ -536,6 +540,9 @@ def main() -> None:
     parser.add_argument(
         "--write-units", type=int, default=20_000, help="messages a run of the write alone"
     )
+    parser.add_argument(
+        "--customers", type=int, default=CUSTOMERS, help="customers with open conversations"
+    )
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="short runs, no docs")
     parser.add_argument("--no-docs", action="store_true")
@@ -604,6 +611,7 @@ def main() -> None:
         "limit": limit,
         "write_path": write_path,
         "outbox": outbox,
+        "customers": args.customers,
     }
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))

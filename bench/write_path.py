@@ -33,7 +33,7 @@ from gateway.settings import Settings
 from gateway.webhooks.twilio import TWILIO_ACTOR, parse_inbound
 
 
-async def store(channel_id: str, count: int, in_flight: int) -> dict[str, float]:
+async def store(channel_id: str, count: int, in_flight: int, customers: int) -> dict[str, float]:
     """Store ``count`` new messages, ``in_flight`` at a time; units per second."""
     db = open_database(Settings())
     try:
@@ -46,7 +46,7 @@ async def store(channel_id: str, count: int, in_flight: int) -> dict[str, float]
             async with slots:
                 fields = params_for(
                     posted_to,
-                    customer_of(index % CUSTOMERS),
+                    customer_of(index % customers),
                     "SM" + uuid.uuid4().hex,
                     PADDING + str(index),
                 )
@@ -68,8 +68,9 @@ def main() -> None:
     parser.add_argument("channel_id")
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--customers", type=int, default=CUSTOMERS)
     args = parser.parse_args()
-    result = uvloop.run(store(args.channel_id, args.count, args.in_flight))
+    result = uvloop.run(store(args.channel_id, args.count, args.in_flight, args.customers))
     print(json.dumps(result))
 
 
