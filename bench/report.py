@@ -452,7 +452,9 @@ Load: wrk, {settings.threads} threads, {settings.connections} connections,
   phone number are unique (the gateway refuses a phone number already used in the
   account); bad unless it answers 201.
 - **seeding**: the users are POSTed one by one over keep-alive connections,
-  {seed_concurrency} at a time; every server gets the same bodies.
+  {seed_concurrency} at a time; every server gets the same bodies. On PostgreSQL a
+  `VACUUM (ANALYZE)` follows each seeding, as autovacuum would soon after a bulk load
+  (otherwise its catch-up lands in the measurement that follows).
 - Every configuration starts from an empty database and is seeded on its own; the
   servers run one after the other, never two at once.
 - The gateway runs `cloudlink-gateway serve --workers N` (uvicorn, N worker processes on

@@ -153,6 +153,10 @@ def _seed(server: Server, first: int, last: int, args: argparse.Namespace) -> fl
         deadline_s=args.seed_timeout,
     )
     log(f"  seeded {result.created:,} users in {result.seconds:.1f} s ({result.rate:,.0f}/s)")
+    started = time.monotonic()
+    server.settle()
+    if (settled := time.monotonic() - started) > 0.05:
+        log(f"  database settled (VACUUM ANALYZE) in {settled:.1f} s")
     return result.seconds
 
 

@@ -75,25 +75,61 @@ class _Held:
     busy: bool = False
 
 
-def connect_arguments(url: URL) -> tuple[str, dict[str, str], float]:
-    """asyncpg's DSN, server settings and connect timeout for the engine's ``url``.
+# libpq's connection parameters that asyncpg does not take (it would send them to the
+# server as settings, which refuses them). They still apply to the threads' connections.
+_LIBPQ_ONLY = frozenset(
+    {
+        "channel_binding",
+        "fallback_application_name",
+        "gssdelegation",
+        "gssencmode",
+        "hostaddr",
+        "keepalives",
+        "keepalives_count",
+        "keepalives_idle",
+        "keepalives_interval",
+        "load_balance_hosts",
+        "require_auth",
+        "requirepeer",
+        "sslcertmode",
+        "sslcompression",
+        "sslsni",
+        "tcp_user_timeout",
+    }
+)
 
-    libpq's ``options`` (``-c name=value``) become server settings, and
-    ``connect_timeout`` the timeout, which asyncpg would otherwise take for settings."""
-    query = dict(url.query)
-    settings: dict[str, str] = {}
+
+def connect_arguments(url: URL) -> tuple[str, dict[str, str], float]:
+    """asyncpg's DSN, server settings and connect timeout for the engine's ``url``, which
+    is written for libpq (psycopg, the threads' driver).
+
+    libpq's ``options`` (``-c name=value``) become server settings and ``connect_timeout``
+    the timeout; parameters only libpq knows are left out (``_LIBPQ_ONLY``)."""
+    query = {name: value for name, value in url.query.items() if name not in _LIBPQ_ONLY}
     options = query.pop("options", "")
-    words = shlex.split(options if isinstance(options, str) else " ".join(options))
-    for i, word in enumerate(words):
-        pair = word[2:] if word.startswith("--") else words[i + 1] if word == "-c" else ""
-        if pair.startswith("-") or "=" not in pair:
-            continue
-        name, value = pair.split("=", 1)
-        settings[name.replace("-", "_")] = value
+    settings = _server_options(options if isinstance(options, str) else " ".join(options))
     timeout = query.pop("connect_timeout", None)
     dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
     # asyncpg's own default when none is given: 60 s.
     return dsn, settings, float(str(timeout)) if timeout else 60.0
+
+
+def _server_options(options: str) -> dict[str, str]:
+    """The settings of libpq's ``options``: ``-c name=value``, ``-cname=value`` or
+    ``--name=value``, separated by spaces (a space in a value escaped by a backslash)."""
+    settings: dict[str, str] = {}
+    words = iter(shlex.split(options))
+    for word in words:
+        if word == "-c":
+            pair = next(words, "")
+        elif word.startswith(("-c", "--")):
+            pair = word[2:]
+        else:
+            continue
+        name, equals, value = pair.partition("=")
+        if equals and name:
+            settings[name.replace("-", "_")] = value
+    return settings
 
 
 class LoopReader:
