@@ -26,7 +26,7 @@ from tests.conftest import user_body
 from tests.fakes.cloudlink import FakeCloudLink
 from tests.fakes.loopback import serve_app
 from tests.fakes.microsoft import FakeMicrosoft
-from tests.fakes.twilio import FakeTwilio, inbound_message_params, new_sid, sign_twilio
+from tests.fakes.twilio import FakeTwilio, new_sid, sign_twilio
 from tests.support.live import free_port
 
 SID = "AC" + "de" * 16
@@ -176,7 +176,7 @@ def run_story(
     cloudlink.set_secret("/events", endpoint["secret"])
 
     say("2. A customer writes on WhatsApp: Twilio posts a signed webhook to the channel URL")
-    params = inbound_message_params(
+    params = twilio.inbound_params(
         account_sid=SID,
         from_="whatsapp:" + CUSTOMER,
         to="whatsapp:" + BUSINESS,

@@ -351,6 +351,8 @@ class Message(SQLModel, table=True):
     status_rank: int = Field(default=0)
     error_code: str | None = Field(default=None, max_length=40)
     error_message: str | None = Field(default=None, max_length=1000)
+    # The provider's own code when ``error_code`` names the case in the gateway's words.
+    provider_error_code: str | None = Field(default=None, max_length=40)
     author: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

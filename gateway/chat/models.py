@@ -66,6 +66,8 @@ class InboundMessage:
     dedup_keys: list[str]
     received_at: datetime
     extras: dict[str, str] = field(default_factory=dict)
+    # The channel's type (whatsapp, sms, messenger): whether a window applies.
+    channel_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class StatusUpdate:
     error_code: str | None
     error_message: str | None
     dedup_keys: list[str]
+    # Whose report it is (twilio, cm): its error codes are that provider's.
+    provider: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,13 @@ class ConversationOut(BaseModel):
     name: str | None = Field(description="The contact's profile name.")
     opened_at: datetime
     last_activity_at: datetime
+    window_closes_at: datetime | None = Field(
+        default=None,
+        description="When WhatsApp's or Messenger's 24-hour customer service window closes: "
+        "24 hours after the contact's last message. Free-form replies are refused after it "
+        "(send a template). Null for SMS, which has no window, and while the contact has "
+        "not written.",
+    )
 
 
 class ConversationList(BaseModel):
@@ -136,8 +147,15 @@ class MediaOut(BaseModel):
 class MessageError(BaseModel):
     """Why a message failed, as the provider (or the gateway) said it."""
 
-    code: str | None
+    code: str | None = Field(
+        description="What failed: window_closed when the provider refused a free-form "
+        "message outside WhatsApp's 24-hour window, else the provider's code (or the "
+        "gateway's, for a failure of its own)."
+    )
     message: str | None
+    provider_code: str | None = Field(
+        default=None, description="The provider's own error code (Twilio's, CM.com's)."
+    )
 
 
 class MessageOut(BaseModel):

@@ -15,17 +15,24 @@ from gateway.chat.models import (
     MessageError,
     MessageOut,
 )
+from gateway.chat.window import LAST_INBOUND, closes_at
 from gateway.web.errors import InvalidValue, NotFound, shown
 from storage.rows import MessageRow
-from storage.tables import CONTACTS, CONVERSATIONS, MESSAGES
+from storage.tables import CHANNELS, CONTACTS, CONVERSATIONS, MESSAGES
 
 
 def _conversations() -> Select[Any]:
-    return select(
-        CONVERSATIONS,
-        CONTACTS.c.address.label("contact_address"),
-        CONTACTS.c.name.label("contact_name"),
-    ).join(CONTACTS, CONTACTS.c.id == CONVERSATIONS.c.contact_id)
+    return (
+        select(
+            CONVERSATIONS,
+            CONTACTS.c.address.label("contact_address"),
+            CONTACTS.c.name.label("contact_name"),
+            CHANNELS.c.type.label("channel_type"),
+            LAST_INBOUND.label("last_inbound_at"),
+        )
+        .join(CONTACTS, CONTACTS.c.id == CONVERSATIONS.c.contact_id)
+        .join(CHANNELS, CHANNELS.c.id == CONVERSATIONS.c.channel_id)
+    )
 
 
 def conversation_out(row: Any) -> ConversationOut:
@@ -40,6 +47,7 @@ def conversation_out(row: Any) -> ConversationOut:
         name=row.contact_name,
         opened_at=row.opened_at,
         last_activity_at=row.last_activity_at,
+        window_closes_at=closes_at(row.channel_type, row.last_inbound_at),
     )
 
 
@@ -53,7 +61,11 @@ def message_out(row: MessageRow) -> MessageOut:
         text=row.text,
         media=[MediaOut(**item) for item in row.media],
         status=row.status,
-        error=MessageError(code=row.error_code, message=row.error_message) if failed else None,
+        error=MessageError(
+            code=row.error_code, message=row.error_message, provider_code=row.provider_error_code
+        )
+        if failed
+        else None,
         provider_message_id=row.provider_message_id,
         author=row.author,
         created_at=row.created_at,

@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 
+from gateway.chat import window
 from gateway.chat.models import (
     CLOSED,
     INBOUND,
@@ -41,8 +42,9 @@ from gateway.chat.models import (
     ReplyAccepted,
     StatusUpdate,
 )
+from gateway.chat.window import LAST_INBOUND
 from gateway.events.service import Actor, new_event, record_event
-from gateway.web.errors import Conflict, NotFound, shown
+from gateway.web.errors import Conflict, NotFound, WindowClosed, shown
 from storage.engine import Database
 from storage.one_statement import MOMENT, enqueued, event_ctes, event_params
 from storage.prepared import Prepared
@@ -176,12 +178,15 @@ def _open_conversation(
     contact: dict[str, Any],
     actor: Actor,
     found: str | None,
+    *,
+    now: datetime,
 ) -> str:
-    """The contact's open conversation, or a new one (with its event)."""
+    """The contact's open conversation, or a new one (with its event), opened ``now`` by
+    the message stored at that moment."""
     if found is not None:
         return found
     conversation_id = str(uuid.uuid4())
-    now = utcnow()
+    closes = window.closes_at(message.channel_type, now)
     opened = insert_if_absent(
         tx.conn,
         CONVERSATIONS,
@@ -215,6 +220,7 @@ def _open_conversation(
             "channel_id": message.channel_id,
             "queue_id": message.queue_id,
             "contact": _contact_data(contact),
+            **({"window_closes_at": closes.isoformat()} if closes is not None else {}),
         },
     )
     return conversation_id
@@ -241,9 +247,10 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
         if not _first_sighting(tx, message.channel_id, message.dedup_keys):
             return Receipt("duplicate")
         contact, found = _contact_and_conversation(tx, message)
-        conversation_id = _open_conversation(tx, message, contact, actor, found)
+        now = utcnow()
+        conversation_id = _open_conversation(tx, message, contact, actor, found, now=now)
         media = [asdict(item) for item in message.media]
-        message_id, now = _insert_inbound(tx, message, conversation_id, media)
+        message_id = _insert_inbound(tx, message, conversation_id, media, now)
         if found is not None:
             _TOUCH_CONVERSATION.run(tx.conn, {"conversation_id": found, "moment": now})
         tx.record_event(
@@ -254,6 +261,7 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
                 contact=contact,
                 media=media,
                 actor=actor,
+                stored_at=now,
             )
         )
         return Receipt("accepted", message_id, conversation_id)
@@ -343,6 +351,7 @@ async def _write_received(
         contact=contact,
         media=media,
         actor=actor,
+        stored_at=now,
     )
     stored = _inbound_row(message, message_id, found.conversation_id, media, now)
     [written] = await db.write_statement(
@@ -355,13 +364,16 @@ async def _write_received(
 
 
 def _insert_inbound(
-    tx: Transaction, message: InboundMessage, conversation_id: str, media: list[dict[str, Any]]
-) -> tuple[str, datetime]:
-    """The message's row: its id and time. A provider's message id is unique per channel,
-    so that key alone makes a retry a duplicate (``AlreadyStored``) and such messages need
-    no receipt; the channel must still be live (404 otherwise)."""
+    tx: Transaction,
+    message: InboundMessage,
+    conversation_id: str,
+    media: list[dict[str, Any]],
+    now: datetime,
+) -> str:
+    """The message's row, stored at ``now``: its id. A provider's message id is unique per
+    channel, so that key alone makes a retry a duplicate (``AlreadyStored``) and such
+    messages need no receipt; the channel must still be live (404 otherwise)."""
     message_id = str(uuid.uuid4())
-    now = utcnow()
     inserted = insert_if_absent(
         tx.conn,
         MESSAGES,
@@ -372,7 +384,7 @@ def _insert_inbound(
         _require_live(tx, message.channel_id)
         # A retry of a stored message (its id, or a receipt forgotten since).
         raise AlreadyStored
-    return message_id, now
+    return message_id
 
 
 def _inbound_row(
@@ -410,8 +422,11 @@ def _received(
     contact: dict[str, Any],
     media: list[dict[str, Any]],
     actor: Actor,
+    stored_at: datetime,
 ) -> NewEvent:
-    """The ``message.received`` event: the message with its contact and queue."""
+    """The ``message.received`` event: the message with its contact and queue, and on
+    WhatsApp and Messenger when the customer service window it opens again closes."""
+    closes = window.closes_at(message.channel_type, stored_at)
     return new_event(
         category=CHAT_CATEGORY,
         account_id=message.account_id,
@@ -432,6 +447,7 @@ def _received(
             "media": media,
             "provider_message_id": message.provider_message_id,
             "received_at": message.received_at.isoformat(),
+            **({"window_closes_at": closes.isoformat()} if closes is not None else {}),
             **({"extras": message.extras} if message.extras else {}),
         },
     )
@@ -462,8 +478,13 @@ def move_status(
     error_message: str | None = None,
     provider_message_id: str | None = None,
     recorded_as: str = "message.status_changed",
+    provider: str | None = None,
 ) -> bool:
-    """Move a message's status forward (never back); records the event. False if stale."""
+    """Move a message's status forward (never back); records the event. False if stale.
+
+    ``error_code`` is ``provider``'s own when that is given: it is kept as
+    ``provider_error_code``, and ``error_code`` names the case in the gateway's words
+    where it knows it (``window_closed``), else repeats it."""
     rank = STATUS_RANK.get(status)
     if rank is None or rank <= row.status_rank:
         if provider_message_id and not row.provider_message_id:
@@ -476,8 +497,9 @@ def move_status(
     if provider_message_id and not row.provider_message_id:
         values["provider_message_id"] = provider_message_id
     if error_code is not None or error_message is not None:
-        values["error_code"] = error_code
+        values["error_code"] = window.failure_code(provider, error_code) if provider else error_code
         values["error_message"] = error_message[:1000] if error_message else None
+        values["provider_error_code"] = error_code if provider else None
     advanced = tx.conn.execute(_ADVANCE_MESSAGE, {"message_pk": row.pk, "below": rank, **values})
     if advanced.rowcount != 1:
         # A concurrent update moved it as far or further meanwhile: this one is stale.
@@ -514,6 +536,7 @@ def _status_event(
             "provider_message_id": changed.get("provider_message_id", row.provider_message_id),
             "error_code": changed.get("error_code", row.error_code),
             "error_message": changed.get("error_message", row.error_message),
+            "provider_error_code": changed.get("provider_error_code", row.provider_error_code),
         },
     )
 
@@ -535,6 +558,7 @@ async def apply_status(db: Database, update_: StatusUpdate, *, actor: Actor) -> 
             error_code=update_.error_code,
             error_message=update_.error_message,
             provider_message_id=update_.provider_message_id,
+            provider=update_.provider or None,
         )
         return Receipt("accepted" if moved else "stale", row.id, row.conversation_id)
 
@@ -606,9 +630,16 @@ async def queue_reply(
 
 def _repliable_channel(conn: Connection, account_id: str, conversation_id: str) -> str:
     """The channel of a conversation a reply can go to: the account's (404 otherwise), on a
-    channel not deleted and not closed (409 saying which)."""
+    channel not deleted, not closed, and within the customer service window of WhatsApp
+    and Messenger (409 saying which)."""
     found = conn.execute(
-        select(CONVERSATIONS.c.status, CONVERSATIONS.c.channel_id, CHANNELS.c.deleted_at)
+        select(
+            CONVERSATIONS.c.status,
+            CONVERSATIONS.c.channel_id,
+            CHANNELS.c.deleted_at,
+            CHANNELS.c.type,
+            LAST_INBOUND.label("last_inbound_at"),
+        )
         .join(CHANNELS, CHANNELS.c.id == CONVERSATIONS.c.channel_id)
         .where(
             CONVERSATIONS.c.id == conversation_id,
@@ -621,7 +652,26 @@ def _repliable_channel(conn: Connection, account_id: str, conversation_id: str) 
         raise Conflict("The conversation's channel was deleted; replies cannot be sent.")
     if found.status == CLOSED:
         raise Conflict("The conversation is closed.")
+    if not window.is_open(found.type, found.last_inbound_at, utcnow()):
+        raise _window_closed(found.type, found.last_inbound_at)
     return str(found.channel_id)
+
+
+def _window_closed(channel_type: str, last_inbound: datetime | None) -> WindowClosed:
+    """The refusal of a free-form reply outside the window, with when it closed."""
+    closed = window.closes_at(channel_type, last_inbound)
+    kind = "WhatsApp" if channel_type == "whatsapp" else "Messenger"
+    since = (
+        f"closed at {closed.isoformat()}, 24 hours after the contact's last message"
+        if closed is not None
+        else "is closed: the contact has not written on this channel"
+    )
+    return WindowClosed(
+        f"The {kind} customer service window of this conversation {since}. The provider "
+        "refuses free-form messages outside it; send an approved template instead, and "
+        "the window opens again when the contact answers. Nothing was queued.",
+        fields={"window_closes_at": closed.isoformat() if closed is not None else None},
+    )
 
 
 def forget_old_receipts(tx: Transaction) -> None:
@@ -655,11 +705,17 @@ def requeue_failed(tx: Transaction, message_id: str, *, actor: Actor) -> bool:
             status_rank=STATUS_RANK["pending"],
             error_code=None,
             error_message=None,
+            provider_error_code=None,
             updated_at=utcnow(),
         )
     )
     if moved.rowcount != 1:
         return False
-    changed = {"status": "pending", "error_code": None, "error_message": None}
+    changed = {
+        "status": "pending",
+        "error_code": None,
+        "error_message": None,
+        "provider_error_code": None,
+    }
     _status_event(tx, row, changed, actor=actor, recorded_as="message.status_changed")
     return True

@@ -345,7 +345,9 @@ def conversation_list(account_id: str, limit: int, as_json: bool) -> None:
         items,
         as_json,
         "\n".join(
-            f"{i['id']}  {i['status']}  {i['address']}  {i.get('name') or ''}" for i in items
+            f"{i['id']}  {i['status']}  {i['address']}  {i.get('name') or ''}"
+            + (f"  window until {i['window_closes_at']}" if i.get("window_closes_at") else "")
+            for i in items
         ),
     )
 

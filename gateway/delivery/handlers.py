@@ -125,6 +125,13 @@ def _message_row(conn: Connection, message_id: str) -> MessageRow | None:
     return conn.execute(_MESSAGE, {"message_id": message_id}).one_or_none()
 
 
+def _provider_of(conn: Connection, channel_id: str) -> str | None:
+    found: str | None = conn.execute(
+        select(CHANNELS.c.provider).where(CHANNELS.c.id == channel_id)
+    ).scalar_one_or_none()
+    return found
+
+
 def _taken_elsewhere(conn: Connection, provider_ids: list[str], message_id: str) -> set[str]:
     """Which of ``provider_ids`` other messages of ours already hold."""
     rows = conn.execute(
@@ -204,6 +211,9 @@ def send_handler(ctx: Context) -> Handler:
     def on_dead(tx: Transaction, row: Claimed, exc: ProviderError) -> None:
         message = _message_row(tx.conn, row.target_id)
         if message is not None:
+            # A code in the provider's answer is the provider's; else the HTTP status,
+            # or the gateway's own failure.
+            provider = _provider_of(tx.conn, message.channel_id) if exc.code else None
             move_status(
                 tx,
                 message,
@@ -211,6 +221,7 @@ def send_handler(ctx: Context) -> Handler:
                 actor=DELIVERY_ACTOR,
                 error_code=exc.code or (str(exc.status) if exc.status else "gateway"),
                 error_message=str(exc),
+                provider=provider,
             )
 
     def on_replay(tx: Transaction, row: Revived) -> None:

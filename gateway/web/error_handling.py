@@ -36,7 +36,7 @@ def report_of(scope: Scope, exc: Exception) -> ErrorReport:
     if isinstance(exc, GatewayError):
         if isinstance(exc, RateLimited):
             log.warning("rate_limited", route=route)
-        return ErrorReport(exc.status, exc.detail, exc.code, exc.scim_type, exc.headers)
+        return ErrorReport(exc.status, exc.detail, exc.code, exc.scim_type, exc.headers, exc.fields)
     if isinstance(exc, HTTPException):
         detail = _HTTP_DETAILS.get(exc.status_code, str(exc.detail))
         return ErrorReport(

@@ -28,10 +28,18 @@ class GatewayError(Exception):
     scim_type: str | None = None
     code: str = "internal_error"
 
-    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        fields: Mapping[str, object] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = dict(headers or {})
+        # Facts a program acts on without reading the detail (the admin API's body has them).
+        self.fields = dict(fields or {})
 
 
 class BadRequest(GatewayError):
@@ -84,6 +92,12 @@ class Conflict(GatewayError):
 
     status = 409
     code = "conflict"
+
+
+class WindowClosed(Conflict):
+    """A free-form message to a contact outside the channel's customer service window."""
+
+    code = "window_closed"
 
 
 class Uniqueness(Conflict):

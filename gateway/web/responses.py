@@ -54,6 +54,8 @@ class ErrorReport:
     code: str
     scim_type: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Facts beside the detail, for programs (``GatewayError.fields``); the admin API's body.
+    fields: Mapping[str, object] = field(default_factory=dict)
 
 
 class ErrorFormat(Protocol):
@@ -68,7 +70,7 @@ class ProblemJson:
 
     def render(self, error: ErrorReport) -> Response:
         """A JSON problem."""
-        body = {"error": error.code, "detail": error.detail, "status": error.status}
+        body = {**error.fields, "error": error.code, "detail": error.detail, "status": error.status}
         return json_response(body, error.status, headers=error.headers)
 
 

@@ -143,6 +143,7 @@ def parse_inbound(channel: ChannelContext, body: dict[str, Any]) -> InboundMessa
         extras={
             key: str(body[key]) for key in ("reference", "channel", "timeUtc") if body.get(key)
         },
+        channel_type=channel.type,
     )
 
 
@@ -177,6 +178,7 @@ def parse_reports(channel: ChannelContext, body: dict[str, Any]) -> list[StatusU
                 error_code=None if error_code in (None, "0") else error_code,
                 error_message=_text(status.get("errorDescription"), "status.errorDescription"),
                 dedup_keys=[],
+                provider=channel.provider,
             )
         )
     return updates

@@ -165,6 +165,7 @@ def parse_inbound(channel: ChannelContext, fields: dict[str, str]) -> InboundMes
         dedup_keys=[],
         received_at=datetime.now(UTC),
         extras={name: fields[name] for name in EXTRAS if fields.get(name)},
+        channel_type=channel.type,
     )
 
 
@@ -187,6 +188,7 @@ def parse_status(
         error_code=(fields.get("ErrorCode") or "")[:40] or None,
         error_message=(fields.get("ErrorMessage") or "")[:1000] or None,
         dedup_keys=keys,
+        provider=channel.provider,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -244,3 +245,29 @@ def test_cloudlink_verifies_signatures_and_dedups() -> None:
     assert cloudlink.events("user.deleted") == []
     with pytest.raises(TimeoutError):
         asyncio.run(cloudlink.wait_for(lambda: len(cloudlink.received) > 1, timeout=0.05))
+
+
+def test_twilio_fails_a_free_form_whatsapp_message_outside_the_window(
+    twilio: FakeTwilio,
+) -> None:
+    """Accepted (201), then a failed status callback with 63016, unless the customer wrote
+    within 24 hours or the message is a template (ContentSid)."""
+    customer, ours = "whatsapp:+31612345678", f"whatsapp:{OWNED}"
+    callback = "http://127.0.0.1:9/status"  # nothing listens: the fake records it anyway
+    with TestClient(twilio.app) as client:
+        refused = send(client, To=customer, From=ours, Body="hi", StatusCallback=callback)
+        assert refused.status_code == 201
+        deadline = time.monotonic() + 5
+        while not twilio.callbacks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        [failure] = twilio.callbacks
+        assert failure["params"]["MessageStatus"] == "failed"
+        assert failure["params"]["ErrorCode"] == "63016"
+        assert failure["params"]["MessageSid"] == refused.json()["sid"]
+        template = send(client, To=customer, From=ours, ContentSid="HX" + "0" * 32, Body="x")
+        assert template.status_code == 201
+        twilio.inbound_params(account_sid=SID, from_=customer, to=ours, body="hello")
+        answered = send(client, To=customer, From=ours, Body="hi", StatusCallback=callback)
+        assert answered.status_code == 201
+        time.sleep(0.3)
+    assert len(twilio.callbacks) == 1

@@ -26,14 +26,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -73,6 +74,13 @@ MESSAGE_STATUSES = frozenset(
     ]
 )
 FAILED_STATUSES = frozenset({"failed", "undelivered"})
+# WhatsApp's customer service window and Twilio's error for a free-form message outside it.
+WINDOW = timedelta(hours=24)
+OUTSIDE_WINDOW = "63016"
+OUTSIDE_WINDOW_TEXT = (
+    "Failed to send freeform message because you are outside the allowed window. "
+    "If you are using WhatsApp, please use a Message Template."
+)
 NO_CHANNEL = "Twilio could not find a Channel with the specified From address"
 GSM_SEGMENT, GSM_CONCAT, UCS2_SEGMENT, UCS2_CONCAT = 160, 153, 70, 67
 
@@ -289,16 +297,29 @@ class FakeTwilio:
     callback posted, with the receiver's answer). ``auto_status`` (e.g. ["sent", "delivered"])
     makes every successful send post those callbacks in the background, ``auto_status_delay``
     seconds apart.
+
+    WhatsApp's 24-hour customer service window, as Twilio applies it: a free-form message
+    (no ``ContentSid``) to a WhatsApp address that has not written to its sender within 24
+    hours is accepted (201), then fails with error 63016 in its status callback. The fake
+    knows who wrote from ``inbound_params`` (the form of an inbound message, as Twilio
+    posts it) or ``customer_wrote``; ``enforce_window=False`` turns the rule off.
     """
 
     def __init__(
-        self, *, auto_status: Sequence[str] | None = None, auto_status_delay: float = 0.05
+        self,
+        *,
+        auto_status: Sequence[str] | None = None,
+        auto_status_delay: float = 0.05,
+        enforce_window: bool = True,
     ) -> None:
         unknown = set(auto_status or ()) - MESSAGE_STATUSES
         if unknown:
             raise ValueError(f"not Twilio message statuses: {sorted(unknown)}")
         self.auto_status = list(auto_status) if auto_status else None
         self.auto_status_delay = auto_status_delay
+        self.enforce_window = enforce_window
+        # When each customer last wrote to each of our senders: (customer, sender) -> time.
+        self.customers: dict[tuple[str, str], datetime] = {}
         self.accounts: dict[str, Account] = {}
         self.numbers: dict[str, PhoneNumber] = {}
         self.sent: list[dict[str, Any]] = []
@@ -362,6 +383,22 @@ class FakeTwilio:
             if number.phone_number == phone_number:
                 return number.resource()
         raise KeyError(phone_number)
+
+    def customer_wrote(self, customer: str, sender: str, at: datetime | None = None) -> None:
+        """``customer`` (``whatsapp:+31...``) wrote to ``sender`` at ``at`` (now)."""
+        self.customers[(customer, sender)] = at or datetime.now(UTC)
+
+    def inbound_params(self, **kwargs: Any) -> dict[str, str]:
+        """``inbound_message_params(**kwargs)``, its customer recorded as having written."""
+        params = inbound_message_params(**kwargs)
+        self.customer_wrote(params["From"], params["To"])
+        return params
+
+    def _outside_window(self, to: str, sender: str, form: Mapping[str, list[str]]) -> bool:
+        if not self.enforce_window or not to.startswith("whatsapp:") or _first(form, "ContentSid"):
+            return False
+        wrote = self.customers.get((to, sender))
+        return wrote is None or datetime.now(UTC) - wrote >= WINDOW
 
     def message(self, message_sid: str) -> dict[str, Any]:
         """A sent message's record, as kept in ``sent``."""
@@ -472,6 +509,17 @@ class FakeTwilio:
             response = await client.post(url, content=content, headers=headers)
         record["status_code"] = response.status_code
         return response.status_code
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._quietly(work))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _quietly(work: Coroutine[Any, Any, Any]) -> None:
+        await asyncio.sleep(0.05)  # after the answer to the send
+        with contextlib.suppress(httpx2.HTTPError):
+            await work
 
     async def _play_statuses(self, message_sid: str) -> None:
         for status in self.auto_status or ():
@@ -628,10 +676,14 @@ class FakeTwilio:
             "form": form,
         }
         self.sent.append(record)
-        if self.auto_status and status_callback is not None:
-            task = asyncio.get_running_loop().create_task(self._play_statuses(sid))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        if status_callback is not None and self._outside_window(to, sender, form):
+            self._in_background(
+                self.send_status(
+                    sid, "failed", error_code=OUTSIDE_WINDOW, error_message=OUTSIDE_WINDOW_TEXT
+                )
+            )
+        elif self.auto_status and status_callback is not None:
+            self._in_background(self._play_statuses(sid))
         late, delay = self._late
         if late > 0:
             self._late = (late - 1, delay)

@@ -282,6 +282,44 @@ def test_replaying_a_failed_reply_moves_it_back_to_pending_by_the_operator(
 ) -> None:
     """`deadletter replay` queues the send again and the reply is pending once more, its
     error cleared, with a status change by the CLI's operator in the history."""
+    account, channel = _whatsapp_channel(env)
+    message_id, letter = _failed_reply(tmp_path / "data", account["id"], channel["id"])
+    result = cli(env, "deadletter", "replay", account["id"], str(letter))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "replayed 1"
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'gateway.db'}")
+    with engine.connect() as conn:
+        message = conn.execute(select(MESSAGES).where(MESSAGES.c.id == message_id)).one()
+        row = conn.execute(select(OUTBOX).where(OUTBOX.c.pk == letter)).one()
+        changes = conn.execute(
+            select(EVENTS).where(
+                EVENTS.c.asset_id == message_id, EVENTS.c.type == "message.status_changed"
+            )
+        ).all()
+    engine.dispose()
+    assert (message.status, message.error_code, message.error_message) == ("pending", None, None)
+    assert (row.status, row.attempts) == ("pending", 0)
+    [change] = changes
+    assert (change.actor_name, change.actor_id) == ("Operator", "cli")
+    assert (change.details["previous_status"], change.details["status"]) == ("failed", "pending")
+
+
+def test_conversation_list_shows_when_the_window_closes(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A WhatsApp conversation's line ends with the close of its customer service window;
+    the JSON has it as ``window_closes_at``."""
+    account, channel = _whatsapp_channel(env)
+    _failed_reply(tmp_path / "data", account["id"], channel["id"])
+    listed = cli(env, "conversation", "list", account["id"])
+    assert listed.returncode == 0, listed.stderr
+    assert "whatsapp:+31612345678  Ada  window until " in listed.stdout
+    [item] = json_of(cli(env, "conversation", "list", account["id"], "--json"))
+    assert item["window_closes_at"] in listed.stdout
+
+
+def _whatsapp_channel(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An account with Twilio set and a WhatsApp channel, through the CLI."""
     account = json_of(cli(env, "account", "create", "--name", "Acme", "--json"))
     result = cli(
         env,
@@ -313,22 +351,4 @@ def test_replaying_a_failed_reply_moves_it_back_to_pending_by_the_operator(
             "--json",
         )
     )
-    message_id, letter = _failed_reply(tmp_path / "data", account["id"], channel["id"])
-    result = cli(env, "deadletter", "replay", account["id"], str(letter))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "replayed 1"
-    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'gateway.db'}")
-    with engine.connect() as conn:
-        message = conn.execute(select(MESSAGES).where(MESSAGES.c.id == message_id)).one()
-        row = conn.execute(select(OUTBOX).where(OUTBOX.c.pk == letter)).one()
-        changes = conn.execute(
-            select(EVENTS).where(
-                EVENTS.c.asset_id == message_id, EVENTS.c.type == "message.status_changed"
-            )
-        ).all()
-    engine.dispose()
-    assert (message.status, message.error_code, message.error_message) == ("pending", None, None)
-    assert (row.status, row.attempts) == ("pending", 0)
-    [change] = changes
-    assert (change.actor_name, change.actor_id) == ("Operator", "cli")
-    assert (change.details["previous_status"], change.details["status"]) == ("failed", "pending")
+    return account, channel

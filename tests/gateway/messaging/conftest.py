@@ -21,7 +21,7 @@ from tests.conftest import ADMIN_TOKEN
 from tests.fakes.cloudlink import FakeCloudLink
 from tests.fakes.cmcom import FakeCM, mo_message
 from tests.fakes.loopback import serve_apps
-from tests.fakes.twilio import FakeTwilio, inbound_message_params, new_sid, sign_twilio
+from tests.fakes.twilio import FakeTwilio, new_sid, sign_twilio
 from tests.support import feed
 from tests.support.live import free_port, live_server
 
@@ -65,7 +65,7 @@ class Stack:
         sign_with: str = TWILIO_TOKEN,
     ) -> httpx2.Response:
         """Post a signed inbound WhatsApp message, as Twilio does."""
-        params = inbound_message_params(
+        params = self.twilio.inbound_params(
             account_sid=TWILIO_SID,
             from_="whatsapp:" + sender,
             to="whatsapp:" + BUSINESS,

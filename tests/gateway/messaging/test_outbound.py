@@ -70,8 +70,11 @@ def test_status_only_moves_forward(stack: Stack) -> None:
     assert [e["data"]["status"] for e in changes] == ["delivered", "read"]
 
 
-def test_a_failure_keeps_the_providers_error(stack: Stack) -> None:
-    """An undelivered callback records Twilio's error code and message."""
+def test_twilios_refusal_outside_the_window_is_window_closed_with_its_code_kept(
+    stack: Stack,
+) -> None:
+    """An undelivered callback with Twilio's 63016 (outside WhatsApp's 24-hour window) is
+    the gateway's ``window_closed`` failure; Twilio's code and message are kept."""
     reply = _reply(stack)
     eventually(lambda: bool(stack.twilio.sent))
     sid = stack.twilio.sent[0]["sid"]
@@ -83,7 +86,26 @@ def test_a_failure_keeps_the_providers_error(stack: Stack) -> None:
     assert status == 200
     message = _message(stack, reply["id"])
     assert message["status"] == "undelivered"
-    assert message["error"] == {"code": "63016", "message": "Outside the 24h window"}
+    assert message["error"] == {
+        "code": "window_closed",
+        "message": "Outside the 24h window",
+        "provider_code": "63016",
+    }
+    [change] = [e for e in stack.feed() if e["type"] == "message.status_changed"]
+    assert (change["data"]["error_code"], change["data"]["provider_error_code"]) == (
+        "window_closed",
+        "63016",
+    )
+
+
+def test_any_other_failure_keeps_the_providers_code_as_it_is(stack: Stack) -> None:
+    """A code the gateway has no name for is the failure's code and the provider's."""
+    reply = _reply(stack)
+    eventually(lambda: bool(stack.twilio.sent))
+    sid = stack.twilio.sent[0]["sid"]
+    assert run(stack.twilio.send_status(sid, "failed", error_code="30008")) == 200
+    error = _message(stack, reply["id"])["error"]
+    assert (error["code"], error["provider_code"]) == ("30008", "30008")
 
 
 def test_429_then_success_sends_once(stack: Stack) -> None:
@@ -204,6 +226,25 @@ def test_reply_through_cm_and_its_delivery_report(stack: Stack) -> None:
     report = delivery_report(reference=reply["id"], to_number=CUSTOMER, status="delivered")
     assert run(send_report(stack.cm_channel["webhook_url"], report)) == 200
     assert _message(stack, reply["id"])["status"] == "delivered"
+
+
+def test_cms_refusal_outside_the_window_is_window_closed_with_its_code_kept(
+    stack: Stack,
+) -> None:
+    """CM.com's error 62 (Meta's 131047: more than 24 hours since the customer last
+    wrote) is the same ``window_closed`` failure as Twilio's 63016."""
+    reply = _reply(stack, via="cm")
+    eventually(lambda: bool(stack.cm.sent), what="CM send")
+    report = delivery_report(
+        reference=reply["id"],
+        to_number=CUSTOMER,
+        status="failed",
+        error_code=62,
+        error_description="Message failed to send because more than 24 hours have passed",
+    )
+    assert run(send_report(stack.cm_channel["webhook_url"], report)) == 200
+    error = _message(stack, reply["id"])["error"]
+    assert (error["code"], error["provider_code"]) == ("window_closed", "62")
 
 
 def test_a_cm_rejection_inside_a_200_fails_the_reply(stack: Stack) -> None:
