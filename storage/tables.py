@@ -291,6 +291,8 @@ class Contact(SQLModel, table=True):
     address: str = Field(max_length=200)
     name: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
+    # Since when the contact refuses this channel's messages (texted STOP); None: they don't.
+    opted_out_at: datetime | None = Field(default=None)
 
 
 class Conversation(SQLModel, table=True):

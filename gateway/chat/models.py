@@ -12,6 +12,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.chat.opt_out import Change
+
 INBOUND = "inbound"
 OUTBOUND = "outbound"
 OPEN = "open"
@@ -68,6 +70,8 @@ class InboundMessage:
     extras: dict[str, str] = field(default_factory=dict)
     # The channel's type (whatsapp, sms, messenger): whether a window applies.
     channel_type: str = ""
+    # An SMS that opts the contact out of the channel (STOP) or back in (START).
+    opt_change: Change | None = None
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,9 @@ class StatusUpdate:
     error_code: str | None
     error_message: str | None
     dedup_keys: list[str]
-    # Whose report it is (twilio, cm): its error codes are that provider's.
-    provider: str = ""
+    # The provider's own error code; ``error_code`` says it in the gateway's words where
+    # the receiver knows the case (``window_closed``), else repeats it.
+    provider_error_code: str | None = None
 
 
 @dataclass(frozen=True)

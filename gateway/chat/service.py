@@ -42,9 +42,10 @@ from gateway.chat.models import (
     ReplyAccepted,
     StatusUpdate,
 )
+from gateway.chat.opt_out import Change
 from gateway.chat.window import LAST_INBOUND
 from gateway.events.service import Actor, new_event, record_event
-from gateway.web.errors import Conflict, NotFound, WindowClosed, shown
+from gateway.web.errors import Conflict, NotFound, OptedOut, WindowClosed, shown
 from storage.engine import Database
 from storage.one_statement import MOMENT, enqueued, event_ctes, event_params
 from storage.prepared import Prepared
@@ -248,6 +249,16 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
             return Receipt("duplicate")
         contact, found = _contact_and_conversation(tx, message)
         now = utcnow()
+        if message.opt_change is not None:
+            set_opt_out(
+                tx,
+                account_id=message.account_id,
+                contact={**contact, "channel_id": message.channel_id},
+                change=message.opt_change,
+                actor=actor,
+                now=now,
+                reason="keyword",
+            )
         conversation_id = _open_conversation(tx, message, contact, actor, found, now=now)
         media = [asdict(item) for item in message.media]
         message_id = _insert_inbound(tx, message, conversation_id, media, now)
@@ -266,7 +277,7 @@ async def receive_message(db: Database, message: InboundMessage, *, actor: Actor
         )
         return Receipt("accepted", message_id, conversation_id)
 
-    if db.writes_in_one_statement and not message.dedup_keys:
+    if db.writes_in_one_statement and not message.dedup_keys and message.opt_change is None:
         receipt = await _received_in_one_statement(db, message, actor)
         if receipt is not None:
             return receipt
@@ -478,13 +489,12 @@ def move_status(
     error_message: str | None = None,
     provider_message_id: str | None = None,
     recorded_as: str = "message.status_changed",
-    provider: str | None = None,
+    provider_error_code: str | None = None,
 ) -> bool:
     """Move a message's status forward (never back); records the event. False if stale.
 
-    ``error_code`` is ``provider``'s own when that is given: it is kept as
-    ``provider_error_code``, and ``error_code`` names the case in the gateway's words
-    where it knows it (``window_closed``), else repeats it."""
+    A failure's ``error_code`` names the case in the gateway's words where the receiver
+    knew it (``window_closed``), ``provider_error_code`` is the provider's own."""
     rank = STATUS_RANK.get(status)
     if rank is None or rank <= row.status_rank:
         if provider_message_id and not row.provider_message_id:
@@ -497,9 +507,9 @@ def move_status(
     if provider_message_id and not row.provider_message_id:
         values["provider_message_id"] = provider_message_id
     if error_code is not None or error_message is not None:
-        values["error_code"] = window.failure_code(provider, error_code) if provider else error_code
+        values["error_code"] = error_code
         values["error_message"] = error_message[:1000] if error_message else None
-        values["provider_error_code"] = error_code if provider else None
+        values["provider_error_code"] = provider_error_code
     advanced = tx.conn.execute(_ADVANCE_MESSAGE, {"message_pk": row.pk, "below": rank, **values})
     if advanced.rowcount != 1:
         # A concurrent update moved it as far or further meanwhile: this one is stale.
@@ -558,7 +568,7 @@ async def apply_status(db: Database, update_: StatusUpdate, *, actor: Actor) -> 
             error_code=update_.error_code,
             error_message=update_.error_message,
             provider_message_id=update_.provider_message_id,
-            provider=update_.provider or None,
+            provider_error_code=update_.provider_error_code,
         )
         return Receipt("accepted" if moved else "stale", row.id, row.conversation_id)
 
@@ -638,9 +648,11 @@ def _repliable_channel(conn: Connection, account_id: str, conversation_id: str) 
             CONVERSATIONS.c.channel_id,
             CHANNELS.c.deleted_at,
             CHANNELS.c.type,
+            CONTACTS.c.opted_out_at,
             LAST_INBOUND.label("last_inbound_at"),
         )
         .join(CHANNELS, CHANNELS.c.id == CONVERSATIONS.c.channel_id)
+        .join(CONTACTS, CONTACTS.c.id == CONVERSATIONS.c.contact_id)
         .where(
             CONVERSATIONS.c.id == conversation_id,
             CONVERSATIONS.c.account_id == account_id,
@@ -652,9 +664,60 @@ def _repliable_channel(conn: Connection, account_id: str, conversation_id: str) 
         raise Conflict("The conversation's channel was deleted; replies cannot be sent.")
     if found.status == CLOSED:
         raise Conflict("The conversation is closed.")
+    if found.opted_out_at is not None:
+        raise OptedOut(
+            "The contact opted out of this channel's messages (texted STOP) at "
+            f"{found.opted_out_at.isoformat()}; the provider refuses to send to them until "
+            "they text START. Nothing was queued.",
+            fields={"opted_out_at": found.opted_out_at.isoformat()},
+        )
     if not window.is_open(found.type, found.last_inbound_at, utcnow()):
         raise _window_closed(found.type, found.last_inbound_at)
     return str(found.channel_id)
+
+
+def set_opt_out(
+    tx: Transaction,
+    *,
+    account_id: str,
+    contact: dict[str, Any],
+    change: Change,
+    actor: Actor,
+    now: datetime,
+    reason: str,
+) -> bool:
+    """Record that ``contact`` opted out of its channel (``change`` "out") or back in, and
+    tell CloudLink (``contact.opted_out`` / ``contact.opted_in``); nothing when it is so
+    already. ``reason``: "keyword" (their message), or the provider's code refusing a send."""
+    out = change == "out"
+    moved = tx.conn.execute(
+        update(CONTACTS)
+        .where(
+            CONTACTS.c.id == contact["id"],
+            CONTACTS.c.opted_out_at.is_(None) if out else CONTACTS.c.opted_out_at.is_not(None),
+        )
+        .values(opted_out_at=now if out else None)
+    )
+    if moved.rowcount != 1:
+        return False
+    _event(
+        tx,
+        account_id=account_id,
+        actor=actor,
+        action="Edit",
+        asset="Contact",
+        asset_id=contact["id"],
+        type="contact.opted_out" if out else "contact.opted_in",
+        properties_changed=["opted_out_at"],
+        details={
+            "contact": _contact_data(contact),
+            "channel_id": contact["channel_id"],
+            "opted_out": out,
+            "reason": reason,
+            "at": now.isoformat(),
+        },
+    )
+    return True
 
 
 def _window_closed(channel_type: str, last_inbound: datetime | None) -> WindowClosed:

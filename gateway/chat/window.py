@@ -20,10 +20,6 @@ from sqlalchemy import ScalarSelect, literal_column, select
 
 from storage.tables import CONVERSATIONS, MESSAGES
 
-# The providers' codes for a free-form message refused outside the window: Twilio's
-# 63016, CM.com's 62 (Meta's 131047).
-WINDOW_ERRORS = {"twilio": frozenset({"63016"}), "cm": frozenset({"62"})}
-
 # Channel types with a window, and its length.
 WINDOWED = frozenset({"whatsapp", "messenger"})
 WINDOW = timedelta(hours=24)
@@ -48,12 +44,6 @@ def closes_at(channel_type: str, last_inbound: datetime | None) -> datetime | No
     if channel_type not in WINDOWED or last_inbound is None:
         return None
     return last_inbound + WINDOW
-
-
-def failure_code(provider: str, code: str | None) -> str | None:
-    """A provider's error code in the gateway's words: ``window_closed`` for a refusal
-    outside the window, whichever provider said it; any other code as it is."""
-    return "window_closed" if code in WINDOW_ERRORS.get(provider, frozenset()) else code
 
 
 def is_open(channel_type: str, last_inbound: datetime | None, now: datetime) -> bool:

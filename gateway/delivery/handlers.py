@@ -18,9 +18,10 @@ from sqlalchemy import Connection, bindparam, select, update
 from gateway.accounts.providers import twilio_credentials
 from gateway.channels.service import CLEAR_SMS_URL
 from gateway.chat.models import STATUS_RANK
-from gateway.chat.service import SEND, move_status, requeue_failed
+from gateway.chat.service import SEND, move_status, requeue_failed, set_opt_out
 from gateway.clients.cloudlink import EndpointGone, deliver_event
 from gateway.clients.http import ProviderError
+from gateway.clients.provider_errors import OPTED_OUT, failure_code
 from gateway.clients.providers import Providers
 from gateway.delivery.senders import Sender, SendPlan, Sent, sender_for, senders
 from gateway.events.service import Actor
@@ -125,6 +126,24 @@ def _message_row(conn: Connection, message_id: str) -> MessageRow | None:
     return conn.execute(_MESSAGE, {"message_id": message_id}).one_or_none()
 
 
+def _opted_out_by_provider(tx: Transaction, message: MessageRow, reason: str) -> None:
+    contact = tx.conn.execute(
+        select(CONTACTS.c.id, CONTACTS.c.address, CONTACTS.c.name, CONTACTS.c.channel_id)
+        .join(CONVERSATIONS, CONVERSATIONS.c.contact_id == CONTACTS.c.id)
+        .where(CONVERSATIONS.c.id == message.conversation_id)
+    ).one_or_none()
+    if contact is not None:
+        set_opt_out(
+            tx,
+            account_id=message.account_id,
+            contact=dict(contact._mapping),
+            change="out",
+            actor=DELIVERY_ACTOR,
+            now=utcnow(),
+            reason=reason,
+        )
+
+
 def _provider_of(conn: Connection, channel_id: str) -> str | None:
     found: str | None = conn.execute(
         select(CHANNELS.c.provider).where(CHANNELS.c.id == channel_id)
@@ -214,15 +233,19 @@ def send_handler(ctx: Context) -> Handler:
             # A code in the provider's answer is the provider's; else the HTTP status,
             # or the gateway's own failure.
             provider = _provider_of(tx.conn, message.channel_id) if exc.code else None
+            code = failure_code(provider, exc.code) if provider else None
             move_status(
                 tx,
                 message,
                 status="failed",
                 actor=DELIVERY_ACTOR,
-                error_code=exc.code or (str(exc.status) if exc.status else "gateway"),
+                error_code=code or (str(exc.status) if exc.status else "gateway"),
                 error_message=str(exc),
-                provider=provider,
+                provider_error_code=exc.code if provider else None,
             )
+            if provider and code == OPTED_OUT:
+                # The provider knows the contact texted STOP: so does the gateway now.
+                _opted_out_by_provider(tx, message, f"{provider} {exc.code}")
 
     def on_replay(tx: Transaction, row: Revived) -> None:
         requeue_failed(tx, row.target_id, actor=Actor(row.actor_name, row.actor_id))

@@ -100,6 +100,12 @@ class WindowClosed(Conflict):
     code = "window_closed"
 
 
+class OptedOut(Conflict):
+    """A message to a contact who opted out of the channel (texted STOP)."""
+
+    code = "opted_out"
+
+
 class Uniqueness(Conflict):
     """A value that must be unique within the account is held by another user."""
 

@@ -19,8 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.channels.service import ChannelContext
+from gateway.chat import opt_out
 from gateway.chat import service as chat
 from gateway.chat.models import InboundMessage, Media, StatusUpdate
+from gateway.clients.provider_errors import failure_code
 from gateway.events.service import Actor
 from gateway.security import token_matches
 from gateway.web.auth import Guess, client_key, token_check
@@ -144,6 +146,7 @@ def parse_inbound(channel: ChannelContext, body: dict[str, Any]) -> InboundMessa
             key: str(body[key]) for key in ("reference", "channel", "timeUtc") if body.get(key)
         },
         channel_type=channel.type,
+        opt_change=opt_out.change_of(text) if channel.type == "sms" else None,
     )
 
 
@@ -168,6 +171,7 @@ def parse_reports(channel: ChannelContext, body: dict[str, Any]) -> list[StatusU
         if not isinstance(code, int) or code not in CM_STATUS:
             raise BadRequest(f"status.code must be one of {sorted(CM_STATUS)}.")
         error_code = _text(status.get("errorCode"), "status.errorCode")
+        provider_code = None if error_code in (None, "0") else error_code
         updates.append(
             StatusUpdate(
                 channel_id=channel.id,
@@ -175,10 +179,10 @@ def parse_reports(channel: ChannelContext, body: dict[str, Any]) -> list[StatusU
                 status=CM_STATUS[code],
                 message_id=reference,
                 provider_message_id=None,
-                error_code=None if error_code in (None, "0") else error_code,
+                error_code=failure_code("cm", provider_code),
                 error_message=_text(status.get("errorDescription"), "status.errorDescription"),
                 dedup_keys=[],
-                provider=channel.provider,
+                provider_error_code=provider_code,
             )
         )
     return updates

@@ -18,8 +18,10 @@ from starlette.responses import Response
 
 from gateway.accounts.providers import twilio_credentials
 from gateway.channels.service import ChannelContext
+from gateway.chat import opt_out
 from gateway.chat import service as chat
 from gateway.chat.models import InboundMessage, Media, StatusUpdate
+from gateway.clients.provider_errors import failure_code
 from gateway.clients.twilio import TwilioCredentials
 from gateway.events.service import Actor
 from gateway.nul import without_nul
@@ -166,6 +168,9 @@ def parse_inbound(channel: ChannelContext, fields: dict[str, str]) -> InboundMes
         received_at=datetime.now(UTC),
         extras={name: fields[name] for name in EXTRAS if fields.get(name)},
         channel_type=channel.type,
+        opt_change=opt_out.change_of(text, fields.get("OptOutType"))
+        if channel.type == "sms"
+        else None,
     )
 
 
@@ -178,6 +183,7 @@ def parse_status(
     """A status callback of a message the gateway sent."""
     sid = _required(fields, "MessageSid")
     status = _required(fields, "MessageStatus").lower()
+    code = (fields.get("ErrorCode") or "")[:40] or None
     keys = ["token:" + idempotency_token] if idempotency_token else []
     return StatusUpdate(
         channel_id=channel.id,
@@ -185,10 +191,10 @@ def parse_status(
         status=status,
         message_id=next(iter(query.get("message", [])), None),
         provider_message_id=sid,
-        error_code=(fields.get("ErrorCode") or "")[:40] or None,
+        error_code=failure_code("twilio", code),
         error_message=(fields.get("ErrorMessage") or "")[:1000] or None,
         dedup_keys=keys,
-        provider=channel.provider,
+        provider_error_code=code,
     )
 
 

@@ -74,6 +74,9 @@ MESSAGE_STATUSES = frozenset(
     ]
 )
 FAILED_STATUSES = frozenset({"failed", "undelivered"})
+# Twilio's default opt-out and opt-in keywords (an SMS of the word alone).
+OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+OPT_IN_WORDS = frozenset({"START", "YES", "UNSTOP"})
 # WhatsApp's customer service window and Twilio's error for a free-form message outside it.
 WINDOW = timedelta(hours=24)
 OUTSIDE_WINDOW = "63016"
@@ -303,6 +306,11 @@ class FakeTwilio:
     hours is accepted (201), then fails with error 63016 in its status callback. The fake
     knows who wrote from ``inbound_params`` (the form of an inbound message, as Twilio
     posts it) or ``customer_wrote``; ``enforce_window=False`` turns the rule off.
+
+    SMS opt-out, as Twilio's default opt-out management: an SMS of STOP (STOPALL,
+    UNSUBSCRIBE, CANCEL, END, QUIT) opts its sender out of the number, START (YES, UNSTOP)
+    back in, and the inbound form says so in ``OptOutType``; a send to an opted-out number
+    is refused, 400 with error 21610.
     """
 
     def __init__(
@@ -320,6 +328,8 @@ class FakeTwilio:
         self.enforce_window = enforce_window
         # When each customer last wrote to each of our senders: (customer, sender) -> time.
         self.customers: dict[tuple[str, str], datetime] = {}
+        # (customer, sender) pairs of customers who texted STOP to that sender.
+        self.opted_out: set[tuple[str, str]] = set()
         self.accounts: dict[str, Account] = {}
         self.numbers: dict[str, PhoneNumber] = {}
         self.sent: list[dict[str, Any]] = []
@@ -389,9 +399,19 @@ class FakeTwilio:
         self.customers[(customer, sender)] = at or datetime.now(UTC)
 
     def inbound_params(self, **kwargs: Any) -> dict[str, str]:
-        """``inbound_message_params(**kwargs)``, its customer recorded as having written."""
+        """``inbound_message_params(**kwargs)``, its customer recorded as having written;
+        an SMS keyword opts them out or in, and says so in ``OptOutType``."""
         params = inbound_message_params(**kwargs)
-        self.customer_wrote(params["From"], params["To"])
+        customer, sender = params["From"], params["To"]
+        self.customer_wrote(customer, sender)
+        word = params.get("Body", "").strip().upper()
+        if not customer.startswith(("whatsapp:", "messenger:")):
+            if word in OPT_OUT_WORDS:
+                self.opted_out.add((customer, sender))
+                params["OptOutType"] = "STOP"
+            elif word in OPT_IN_WORDS:
+                self.opted_out.discard((customer, sender))
+                params["OptOutType"] = "START"
         return params
 
     def _outside_window(self, to: str, sender: str, form: Mapping[str, list[str]]) -> bool:
@@ -658,6 +678,8 @@ class FakeTwilio:
         if not all(_absolute_http_url(url) for url in media_urls):
             raise TwilioError(400, 21620, "Invalid media URL(s)")
         sender = self._sender(account, to, from_, service_sid)
+        if (to, sender) in self.opted_out:
+            raise TwilioError(400, 21610, "Attempt to send to unsubscribed recipient")
         sid = new_sid("SM")
         now = twilio_date()
         record: dict[str, Any] = {

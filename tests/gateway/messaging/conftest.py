@@ -100,6 +100,11 @@ class Stack:
         items: list[dict[str, Any]] = self.api("GET", "/conversations").json()["items"]
         return items
 
+    def message(self, message_id: str) -> dict[str, Any]:
+        """One message of the account, as the API shows it."""
+        found: dict[str, Any] = self.api("GET", f"/messages/{message_id}").json()
+        return found
+
     def messages(self, conversation_id: str) -> list[dict[str, Any]]:
         """A conversation's messages."""
         found: list[dict[str, Any]] = self.api(

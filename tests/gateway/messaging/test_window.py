@@ -120,12 +120,11 @@ def test_twilio_stays_the_authority_on_the_window(stack: Stack) -> None:
     path = f"/conversations/{conversation['id']}/messages"
     reply = stack.api("POST", path, json={"text": "Sorry!"})
     assert reply.status_code == 202, reply.text
-
-    def message() -> dict[str, Any]:
-        found: dict[str, Any] = stack.api("GET", f"/messages/{reply.json()['id']}").json()
-        return found
-
-    eventually(lambda: message()["status"] == "failed", what="the refusal's status callback")
-    error = message()["error"]
+    message_id = reply.json()["id"]
+    eventually(
+        lambda: stack.message(message_id)["status"] == "failed",
+        what="the refusal's status callback",
+    )
+    error = stack.message(message_id)["error"]
     assert (error["code"], error["provider_code"]) == ("window_closed", "63016")
     assert "Message Template" in error["message"]
