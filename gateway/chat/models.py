@@ -111,6 +111,11 @@ class ContactOut(BaseModel):
     id: str
     address: str = Field(description="The provider address, e.g. whatsapp:+31612345678.")
     name: str | None = Field(description="The profile name the provider reported, if any.")
+    opted_out_at: datetime | None = Field(
+        default=None,
+        description="Since when the contact refuses this channel's messages (texted STOP); "
+        "null unless they do. Replies are refused meanwhile (409 opted_out).",
+    )
 
 
 class ConversationOut(BaseModel):

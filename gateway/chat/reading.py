@@ -27,6 +27,7 @@ def _conversations() -> Select[Any]:
             CONVERSATIONS,
             CONTACTS.c.address.label("contact_address"),
             CONTACTS.c.name.label("contact_name"),
+            CONTACTS.c.opted_out_at.label("contact_opted_out_at"),
             CHANNELS.c.type.label("channel_type"),
             LAST_INBOUND.label("last_inbound_at"),
         )
@@ -42,7 +43,12 @@ def conversation_out(row: Any) -> ConversationOut:
         channel_id=row.channel_id,
         queue_id=row.queue_id,
         status=row.status,
-        contact=ContactOut(id=row.contact_id, address=row.contact_address, name=row.contact_name),
+        contact=ContactOut(
+            id=row.contact_id,
+            address=row.contact_address,
+            name=row.contact_name,
+            opted_out_at=row.contact_opted_out_at,
+        ),
         address=row.contact_address,
         name=row.contact_name,
         opened_at=row.opened_at,

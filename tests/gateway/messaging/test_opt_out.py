@@ -3,6 +3,7 @@ to an opted-out contact refused at once, and Twilio's 21610 taken as an opt-out 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx2
@@ -77,6 +78,9 @@ def test_stop_opts_the_contact_out_and_a_reply_is_refused(
     assert refused.json()["error"] == "opted_out"
     assert refused.json()["opted_out_at"]
     assert "START" in refused.json()["detail"]
+    [conversation] = [c for c in stack.conversations() if c["channel_id"] == sms["id"]]
+    shown = conversation["contact"]["opted_out_at"].replace("Z", "+00:00")
+    assert datetime.fromisoformat(shown) == datetime.fromisoformat(refused.json()["opted_out_at"])
     [event] = _opt_events(stack)
     assert event["type"] == "contact.opted_out"
     assert (event["data"]["reason"], event["data"]["channel_id"]) == ("keyword", sms["id"])
@@ -92,6 +96,8 @@ def test_start_opts_the_contact_back_in(stack: Stack, sms: dict[str, Any]) -> No
     assert _text(stack, sms, "START").status_code == 200
     assert [e["type"] for e in _opt_events(stack)] == ["contact.opted_out", "contact.opted_in"]
     assert _reply(stack, sms).status_code == 202
+    [conversation] = [c for c in stack.conversations() if c["channel_id"] == sms["id"]]
+    assert conversation["contact"]["opted_out_at"] is None
     eventually(lambda: len(stack.twilio.sent) == 1, what="the reply sent")
     assert stack.twilio.sent[0]["to"] == CUSTOMER
 
