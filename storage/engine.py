@@ -383,10 +383,7 @@ class Database:
     def _translate(self, exc: OperationalError) -> DatabaseUnavailable:
         if is_lock_error(exc):
             return self._busy("The database is locked by another process")
-        return DatabaseUnavailable(
-            f"The database cannot be reached; retry after {self.retry_after} s.",
-            retry_after=self.retry_after,
-        )
+        return DatabaseUnavailable.unreachable(self.retry_after)
 
     # -- life cycle ----------------------------------------------------------------------
 

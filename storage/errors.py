@@ -21,6 +21,14 @@ class DatabaseUnavailable(Exception):
         self.detail = detail
         self.retry_after = retry_after
 
+    @classmethod
+    def unreachable(cls, retry_after: int) -> DatabaseUnavailable:
+        """The database server cannot be reached (refused, gone, restarting)."""
+        return cls(
+            f"The database cannot be reached; retry after {retry_after} s.",
+            retry_after=retry_after,
+        )
+
 
 class DatabaseBusy(DatabaseUnavailable):
     """The write lock was not free within the configured wait."""

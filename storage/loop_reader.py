@@ -214,7 +214,7 @@ class LoopReader:
                     held.busy = False
                     raise self._translate(compiled.sql, exc) from exc
                 if attempt == 2:
-                    raise self._unavailable() from exc
+                    raise DatabaseUnavailable.unreachable(self._retry_after) from exc
                 _drop(held.conn)
                 held.conn = await self._connect()
                 continue
@@ -299,7 +299,7 @@ class LoopReader:
                 timeout=self._connect_timeout,
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise self._unavailable() from exc
+            raise DatabaseUnavailable.unreachable(self._retry_after) from exc
         # JSON read with orjson, as the engine's connections read it.
         await _json_codecs(conn)
         return conn
@@ -311,6 +311,7 @@ class LoopReader:
         if self._loop is not loop:
             self._close_all()
             self._loop = loop
+            # Kept referenced: the loop holds its tasks only weakly.
             self._keeper = loop.create_task(self._close_with(loop))
 
     async def _close_with(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -323,18 +324,12 @@ class LoopReader:
             if self._loop is loop:
                 self._close_all()
 
-    def _unavailable(self) -> DatabaseUnavailable:
-        return DatabaseUnavailable(
-            f"The database cannot be reached; retry after {self._retry_after} s.",
-            retry_after=self._retry_after,
-        )
-
     def _translate(self, sql: str, exc: asyncpg.PostgresError) -> Exception:
         state = exc.sqlstate or ""
         if state in PG_RETRYABLE:
             return DatabaseBusy.waited("The change waited too long for a lock", self._retry_after)
         if state[:2] in {"08", "53", "57", "58"}:  # connection, resources, shutdown, system
-            return self._unavailable()
+            return DatabaseUnavailable.unreachable(self._retry_after)
         # Raised as SQLAlchemy raises the threads' errors (IntegrityError, ...).
         error = _ERROR_CLASSES.get(state[:2], sa_exc.DatabaseError)
         return error(sql, None, exc, hide_parameters=True)

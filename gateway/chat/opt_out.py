@@ -18,9 +18,13 @@ OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "Q
 OPT_IN_WORDS = frozenset({"START", "YES", "UNSTOP"})
 
 
-def change_of(text: str | None, opt_out_type: str | None = None) -> Change | None:
-    """What an inbound SMS says of the contact's opt-out: ``OptOutType`` when the
-    provider gives it (STOP, START; HELP changes nothing), else its keyword, if any."""
+def change_of(
+    channel_type: str, text: str | None, opt_out_type: str | None = None
+) -> Change | None:
+    """What an inbound message says of the contact's opt-out: on SMS only, ``OptOutType``
+    when the provider gives it (STOP, START; HELP changes nothing), else its keyword."""
+    if channel_type != "sms":
+        return None
     if opt_out_type:
         kind = opt_out_type.strip().upper()
         return "out" if kind == "STOP" else "in" if kind == "START" else None

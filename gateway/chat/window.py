@@ -48,7 +48,5 @@ def closes_at(channel_type: str, last_inbound: datetime | None) -> datetime | No
 
 def is_open(channel_type: str, last_inbound: datetime | None, now: datetime) -> bool:
     """Whether a free-form message may go out now."""
-    if channel_type not in WINDOWED:
-        return True
     closes = closes_at(channel_type, last_inbound)
-    return closes is not None and now < closes
+    return channel_type not in WINDOWED or (closes is not None and now < closes)

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from scim2_models import Context
 from sqlalchemy.exc import IntegrityError
@@ -140,41 +140,34 @@ def _update_type(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "user.updated"
 
 
-def _record(
-    tx: Transaction,
-    tenant: Tenant,
-    *,
-    action: str,
-    type_: str,
-    user_id: str,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-) -> None:
-    tx.record_event(
-        _user_event(tenant, action=action, type_=type_, user_id=user_id, before=before, after=after)
-    )
-    if _presence_matters(before, after):
+class _UserChange(TypedDict):
+    """A change to a user, as its event tells it."""
+
+    action: str
+    type_: str
+    user_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+def _record(tx: Transaction, tenant: Tenant, **change: Unpack[_UserChange]) -> None:
+    """The change's event, and the presence directory's upkeep when it matters."""
+    tx.record_event(_user_event(tenant, **change))
+    if _presence_matters(change["before"], change["after"]):
         users_changed(tx, tenant.account_id)
 
 
-def _user_event(
-    tenant: Tenant,
-    *,
-    action: str,
-    type_: str,
-    user_id: str,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-) -> NewEvent:
+def _user_event(tenant: Tenant, **change: Unpack[_UserChange]) -> NewEvent:
     """The event of a change to a user, as Provisioning by SCIM."""
+    before, after = change["before"], change["after"]
     return new_event(
         account_id=tenant.account_id,
         actor=SCIM_ACTOR,
-        action=action,
+        action=change["action"],
         asset="User",
-        asset_id=user_id,
+        asset_id=change["user_id"],
         category="Provisioning",
-        type=type_,
+        type=change["type_"],
         properties_changed=changed_properties(before, after),
         details=after if after is not None else (before or {}),
     )

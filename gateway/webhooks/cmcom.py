@@ -146,7 +146,7 @@ def parse_inbound(channel: ChannelContext, body: dict[str, Any]) -> InboundMessa
             key: str(body[key]) for key in ("reference", "channel", "timeUtc") if body.get(key)
         },
         channel_type=channel.type,
-        opt_change=opt_out.change_of(text) if channel.type == "sms" else None,
+        opt_change=opt_out.change_of(channel.type, text),
     )
 
 

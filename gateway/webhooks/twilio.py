@@ -168,9 +168,7 @@ def parse_inbound(channel: ChannelContext, fields: dict[str, str]) -> InboundMes
         received_at=datetime.now(UTC),
         extras={name: fields[name] for name in EXTRAS if fields.get(name)},
         channel_type=channel.type,
-        opt_change=opt_out.change_of(text, fields.get("OptOutType"))
-        if channel.type == "sms"
-        else None,
+        opt_change=opt_out.change_of(channel.type, text, fields.get("OptOutType")),
     )
 
 

@@ -75,10 +75,21 @@ class Stack:
             extra=extra,
         )
         target = url or self.twilio_channel["webhook_url"]
-        headers = {"X-Twilio-Signature": sign_twilio(sign_with, target, params)}
+        return self.post_twilio(target, params, sign_with=sign_with, token=token)
+
+    def post_twilio(
+        self,
+        url: str,
+        params: dict[str, str],
+        *,
+        sign_with: str = TWILIO_TOKEN,
+        token: str | None = None,
+    ) -> httpx2.Response:
+        """POST ``params`` to a channel's webhook ``url``, signed as Twilio signs them."""
+        headers = {"X-Twilio-Signature": sign_twilio(sign_with, url, params)}
         if token is not None:
             headers["I-Twilio-Idempotency-Token"] = token
-        path = target.split("/webhooks/", 1)[1]
+        path = url.split("/webhooks/", 1)[1]
         return self.http.post("/webhooks/" + path, data=params, headers=headers)
 
     def cm_inbound(self, text: str = "Hi", **kwargs: Any) -> httpx2.Response:

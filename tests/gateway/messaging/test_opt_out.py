@@ -10,26 +10,26 @@ import httpx2
 import pytest
 
 from gateway.chat.opt_out import change_of
-from tests.fakes.twilio import new_sid, sign_twilio
+from tests.fakes.twilio import new_sid
 from tests.gateway.messaging.conftest import (
     BUSINESS,
     CUSTOMER,
     QUEUE,
     TWILIO_SID,
-    TWILIO_TOKEN,
     Stack,
 )
 from tests.support.waiting import eventually
 
 
 def test_keywords_and_opt_out_type() -> None:
-    assert change_of(" stop ") == "out"
-    assert change_of("Unsubscribe") == "out"
-    assert change_of("start") == "in"
-    assert change_of("stop sending me the wrong parcel") is None
-    assert change_of("whatever", "STOP") == "out"
-    assert change_of("whatever", "START") == "in"
-    assert change_of("STOP", "HELP") is None
+    assert change_of("sms", " stop ") == "out"
+    assert change_of("sms", "Unsubscribe") == "out"
+    assert change_of("sms", "start") == "in"
+    assert change_of("sms", "stop sending me the wrong parcel") is None
+    assert change_of("sms", "whatever", "STOP") == "out"
+    assert change_of("sms", "whatever", "START") == "in"
+    assert change_of("sms", "STOP", "HELP") is None
+    assert change_of("whatsapp", "STOP") is None
 
 
 @pytest.fixture
@@ -50,11 +50,7 @@ def _text(stack: Stack, channel: dict[str, Any], body: str) -> httpx2.Response:
     params = stack.twilio.inbound_params(
         account_sid=TWILIO_SID, from_=CUSTOMER, to=BUSINESS, body=body, message_sid=new_sid("SM")
     )
-    url = channel["webhook_url"]
-    headers = {"X-Twilio-Signature": sign_twilio(TWILIO_TOKEN, url, params)}
-    return stack.http.post(
-        "/webhooks/" + url.split("/webhooks/", 1)[1], data=params, headers=headers
-    )
+    return stack.post_twilio(channel["webhook_url"], params)
 
 
 def _reply(stack: Stack, channel: dict[str, Any], text: str = "Your parcel left.") -> Any:
