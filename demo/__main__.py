@@ -95,6 +95,7 @@ def main() -> None:
             "GATEWAY_PUBLIC_URL": public,
             "GATEWAY_ADMIN_TOKEN": admin,
             "GATEWAY_TWILIO_API_URL": twilio_url,
+            "GATEWAY_TWILIO_CONTENT_URL": twilio_url,
             "GATEWAY_ALLOW_PRIVATE_ENDPOINTS": "true",
             "GATEWAY_GRAPH_API_URL": microsoft_url,
             "GATEWAY_LOGIN_URL": microsoft_url,

@@ -28,6 +28,7 @@ from gateway.chat.service import forget_old_receipts
 from gateway.clients.providers import Providers
 from gateway.delivery.handlers import handlers as messaging_handlers
 from gateway.delivery.routes import OPERATIONS as DELIVERY_OPERATIONS
+from gateway.delivery.templates import ProviderTemplates
 from gateway.events.routes import OPERATIONS as EVENT_OPERATIONS
 from gateway.outbox.throttle import SharedBuckets
 from gateway.outbox.worker import Handler, OutboxWorker, WorkerSettings
@@ -205,6 +206,7 @@ def create_app(
                 "outbox_handlers": handlers,
                 "scim_discovery": Discovery(settings.scim_max_page_size),
                 "twilio_channels": TtlCache(),
+                "templates": ProviderTemplates(db, secrets, providers, settings),
                 "graph_watchers": TtlCache(),
                 "graph_certificates": certificates,
                 "graph_tokens": VerifiedTokens(),

@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         default="https://api.twilio.com",
         description="Base URL of Twilio's REST API (the gateway adds /2010-04-01/...).",
     )
+    twilio_content_url: str = Field(
+        default="https://content.twilio.com",
+        description="Base URL of Twilio's Content API, where WhatsApp templates and their "
+        "approval are read (the gateway adds /v1/ContentAndApprovals).",
+    )
     cm_api_url: str = Field(
         default="https://gw.messaging.cm.com",
         description="Base URL of CM.com's messaging gateway (the gateway adds /v1.0/message).",
@@ -204,7 +209,14 @@ class Settings(BaseSettings):
         description="Seconds an outbound HTTP call (provider API, CloudLink endpoint) may take.",
     )
 
-    @field_validator("public_url", "twilio_api_url", "cm_api_url", "graph_api_url", "login_url")
+    @field_validator(
+        "public_url",
+        "twilio_api_url",
+        "twilio_content_url",
+        "cm_api_url",
+        "graph_api_url",
+        "login_url",
+    )
     @classmethod
     def _public_url_is_http(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

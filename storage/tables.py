@@ -277,6 +277,11 @@ class Channel(SQLModel, table=True):
     provider_ref: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     deleted_at: datetime | None = Field(default=None)
+    # A CM.com channel's WhatsApp templates, as its operator registered them (CM.com's
+    # messaging API lists none); None for Twilio's, whose Content API is read instead.
+    templates: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSONType, nullable=True)
+    )
 
 
 class Contact(SQLModel, table=True):
@@ -356,6 +361,9 @@ class Message(SQLModel, table=True):
     # The provider's own code when ``error_code`` names the case in the gateway's words.
     provider_error_code: str | None = Field(default=None, max_length=40)
     author: str | None = Field(default=None, max_length=200)
+    # The approved template the message went out as (id, name, language, variables);
+    # None for free-form text. ``text`` holds its rendered text.
+    template: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -102,6 +102,7 @@ def quiet_providers() -> Iterator[QuietProviders]:
             microsoft,
             {
                 "twilio_api_url": twilio_url,
+                "twilio_content_url": twilio_url,
                 "cm_api_url": cm_url,
                 "graph_api_url": microsoft_url,
                 "login_url": microsoft_url,

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.chat.opt_out import Change
+from gateway.chat.templates import Template, TemplateUse
+from gateway.web.openapi import NUL_FREE
 
 INBOUND = "inbound"
 OUTBOUND = "outbound"
 OPEN = "open"
 CLOSED = "closed"
 MAX_TEXT = 4096
+# A contact's number a conversation is started with: E.164, WhatsApp's prefix allowed.
+ADDRESS_PATTERN = "^(whatsapp:)?\\+[1-9][0-9]{6,14}$"
 
 # Where a message is on its way; a status of a lower or equal rank never replaces a
 # higher one, so callbacks that arrive out of order cannot move a message back.
@@ -168,14 +173,36 @@ class MessageError(BaseModel):
     )
 
 
+class ReplyAccepted(BaseModel):
+    """The reply is stored and queued; its status follows in the feed and the API."""
+
+    id: str
+    conversation_id: str
+    status: str
+
+
+class SentTemplate(BaseModel):
+    """The approved template a message went out as."""
+
+    id: str
+    name: str
+    language: str
+    variables: dict[str, str]
+
+
 class MessageOut(BaseModel):
     """A message of a conversation."""
 
     id: str
     conversation_id: str
     direction: str = Field(description="inbound (from the contact) or outbound (an agent's).")
-    text: str | None
+    text: str | None = Field(
+        description="The text; for a template, its text as the variables render it."
+    )
     media: list[MediaOut]
+    template: SentTemplate | None = Field(
+        default=None, description="The template the message went out as; null for free text."
+    )
     status: str
     error: MessageError | None = None
     provider_message_id: str | None
@@ -190,20 +217,123 @@ class MessageList(BaseModel):
     items: list[MessageOut]
 
 
+def _text_or_template(schema: dict[str, Any]) -> None:
+    """The document states what the code checks: text or template, exactly one, neither
+    null."""
+    properties = schema["properties"]
+    for name in ("text", "template"):
+        variants = properties[name].pop("anyOf", None)
+        if variants:
+            properties[name].update(next(v for v in variants if v.get("type") != "null"))
+        properties[name].pop("default", None)
+    schema["oneOf"] = [{"required": ["text"]}, {"required": ["template"]}]
+
+
 class ReplyCreate(BaseModel):
-    """An agent's reply; it goes out through the channel's provider."""
+    """An agent's reply, free text or an approved template; it goes out through the
+    channel's provider."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_text_or_template)
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT, description="The reply's text.")
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = [name for name in ("text", "template") if name in data and data[name] is None]
+            if nulls:
+                raise ValueError(f"{' and '.join(nulls)} cannot be null: leave it out")
+        return data
+
+    text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT,
+        pattern=NUL_FREE,
+        description="Free text: within WhatsApp's and Messenger's 24-hour window only.",
+    )
+    template: TemplateUse | None = Field(
+        default=None,
+        description="An approved WhatsApp template, sent at any time (instead of text).",
+    )
     author: str | None = Field(
-        default=None, max_length=200, description="Who wrote it (an agent id or name)."
+        default=None,
+        max_length=200,
+        pattern=NUL_FREE,
+        description="Who wrote it (an agent id or name).",
+    )
+
+    @model_validator(mode="after")
+    def _text_or_template(self) -> ReplyCreate:
+        if (self.text is None) == (self.template is None):
+            raise ValueError("give either text or template, not both and not neither")
+        return self
+
+
+class ConversationStart(ReplyCreate):
+    """A conversation the contact centre starts, with its first message: an approved
+    template on WhatsApp (the contact has not written), text or a template on SMS."""
+
+    channel_id: str = Field(
+        min_length=1, max_length=36, pattern=NUL_FREE, description="The channel to use."
+    )
+    address: str = Field(
+        pattern=ADDRESS_PATTERN,
+        description="The contact's number in E.164 (+31612345678); whatsapp:+31612345678 "
+        "is taken too.",
     )
 
 
-class ReplyAccepted(BaseModel):
-    """The reply is stored and queued; its status follows in the feed and the API."""
+class ConversationStarted(BaseModel):
+    """The first message is stored and queued, in a conversation opened for it (or the
+    contact's open one)."""
 
-    id: str
     conversation_id: str
-    status: str
+    opened: bool = Field(description="False when the contact's open conversation was used.")
+    message: ReplyAccepted
+
+
+class TemplateVariableOut(BaseModel):
+    """A template's variable: its name and the example given when it was submitted."""
+
+    name: str
+    example: str | None
+
+
+class TemplateOut(BaseModel):
+    """A WhatsApp template of the channel's provider."""
+
+    id: str = Field(description="What a send names in template.id.")
+    name: str
+    language: str
+    variables: list[TemplateVariableOut]
+    approval: str = Field(
+        description="approved, or the provider's other states (pending, rejected, paused, "
+        "disabled, unsubmitted); only approved ones can be sent."
+    )
+    category: str | None
+    body: str | None = Field(description="Its text with the {{variables}}, where known.")
+    rejection_reason: str | None = None
+
+    @classmethod
+    def of(cls, template: Template) -> TemplateOut:
+        """The API's view of a catalog's template."""
+        examples = dict(template.variables)
+        return cls(
+            id=template.id,
+            name=template.name,
+            language=template.language,
+            variables=[
+                TemplateVariableOut(name=name, example=examples.get(name) or None)
+                for name in template.variable_names
+            ],
+            approval=template.approval,
+            category=template.category,
+            body=template.body,
+            rejection_reason=template.rejection_reason,
+        )
+
+
+class TemplateList(BaseModel):
+    """The channel's templates, approved ones first."""
+
+    items: list[TemplateOut]

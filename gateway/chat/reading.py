@@ -14,6 +14,7 @@ from gateway.chat.models import (
     MediaOut,
     MessageError,
     MessageOut,
+    SentTemplate,
 )
 from gateway.chat.window import LAST_INBOUND, closes_at
 from gateway.web.errors import InvalidValue, NotFound, shown
@@ -74,6 +75,7 @@ def message_out(row: MessageRow) -> MessageOut:
         else None,
         provider_message_id=row.provider_message_id,
         author=row.author,
+        template=SentTemplate.model_validate(row.template) if row.template else None,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

@@ -9,24 +9,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.accounts.service import require_account
-from gateway.chat import reading
-from gateway.chat import service as chat
+from gateway.chat import outbound, reading
 from gateway.chat.models import (
     CLOSED,
     OPEN,
     ConversationList,
     ConversationOut,
+    ConversationStart,
+    ConversationStarted,
     MessageList,
     MessageOut,
     ReplyAccepted,
     ReplyCreate,
+    TemplateList,
+    TemplateOut,
 )
+from gateway.chat.outbound import Outgoing
+from gateway.chat.templates import TemplateCatalog, choose
 from gateway.events.service import OPERATOR_API
 from gateway.web.auth import require_operator
 from gateway.web.bodies import read_model
 from gateway.web.errors import InvalidValue
 from gateway.web.openapi import ACCOUNT, TEXT, Operation, Param
-from gateway.web.params import query_int
+from gateway.web.params import query_bool, query_int
 from gateway.web.responses import model_response
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -81,18 +86,61 @@ async def list_messages(request: Request) -> Response:
     return model_response(MessageList(items=items))
 
 
+def _catalog(request: Request) -> TemplateCatalog:
+    catalog: TemplateCatalog = request.state.templates
+    return catalog
+
+
+async def outgoing(
+    catalog: TemplateCatalog, account_id: str, channel_id: str, body: ReplyCreate
+) -> Outgoing:
+    """What an agent's body sends: its text, or its template checked against the
+    channel's (refused before anything is stored when it does not fit)."""
+    if body.template is None:
+        return Outgoing(text=body.text, template=None, author=body.author)
+    templates = await catalog.templates(account_id, channel_id)
+    return Outgoing(text=None, template=choose(templates, body.template), author=body.author)
+
+
 async def reply(request: Request) -> Response:
     state = require_operator(request)
     body = await read_model(request, ReplyCreate)
-    accepted = await chat.queue_reply(
+    account_id = request.path_params["account_id"]
+    conversation_id = request.path_params["conversation_id"]
+    channel_id = await state.db.query(outbound.conversation_channel, account_id, conversation_id)
+    accepted = await outbound.queue_reply(
         state.db,
-        account_id=request.path_params["account_id"],
-        conversation_id=request.path_params["conversation_id"],
-        text=body.text,
-        author=body.author,
+        account_id=account_id,
+        conversation_id=conversation_id,
+        outgoing=await outgoing(_catalog(request), account_id, channel_id, body),
         actor=OPERATOR_API,
     )
     return model_response(accepted, 202)
+
+
+async def start_conversation(request: Request) -> Response:
+    state = require_operator(request)
+    body = await read_model(request, ConversationStart)
+    account_id = request.path_params["account_id"]
+    started = await outbound.start_conversation(
+        state.db,
+        account_id=account_id,
+        channel_id=body.channel_id,
+        address=body.address,
+        outgoing=await outgoing(_catalog(request), account_id, body.channel_id, body),
+        actor=OPERATOR_API,
+    )
+    return model_response(started, 202)
+
+
+async def list_templates(request: Request) -> Response:
+    require_operator(request)
+    templates = await _catalog(request).templates(
+        request.path_params["account_id"],
+        request.path_params["channel_id"],
+        fresh=query_bool(request, "fresh"),
+    )
+    return model_response(TemplateList(items=[TemplateOut.of(t) for t in templates]))
 
 
 async def get_message(request: Request) -> Response:
@@ -104,6 +152,7 @@ async def get_message(request: Request) -> Response:
 
 
 CONVERSATION_ID = Param("conversation_id", "A conversation's id.")
+CHANNEL_ID = Param("channel_id", "A channel's id.")
 MESSAGE_ID = Param("message_id", "A message's id.")
 LIMIT = Param("limit", "Items per page.", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE})
 
@@ -126,6 +175,32 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
             ),
         ),
         list_conversations,
+    ),
+    (
+        Operation(
+            "POST",
+            ACCOUNT + "/conversations",
+            "Start a conversation with a contact by sending it a first message (an approved "
+            "template on WhatsApp); a contact's open conversation is used if there is one",
+            202,
+            ConversationStart,
+            ConversationStarted,
+            errors=(409, 422, 503),
+        ),
+        start_conversation,
+    ),
+    (
+        Operation(
+            "GET",
+            ACCOUNT + "/channels/{channel_id}/templates",
+            "The WhatsApp templates of the channel's provider, with their approval "
+            "(kept a minute; ?fresh=true reads them again)",
+            response=TemplateList,
+            query=(Param("fresh", "true: read them from the provider now.", {"type": "boolean"}),),
+            path_params=(CHANNEL_ID,),
+            errors=(409, 503),
+        ),
+        list_templates,
     ),
     (
         Operation(
@@ -152,12 +227,13 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
         Operation(
             "POST",
             CONVERSATION + "/messages",
-            "Send an agent's reply (stored and queued; its status follows)",
+            "Send an agent's reply, free text or an approved template (stored and queued; "
+            "its status follows)",
             202,
             ReplyCreate,
             ReplyAccepted,
             path_params=(CONVERSATION_ID,),
-            errors=(409,),
+            errors=(409, 422, 503),
         ),
         reply,
     ),

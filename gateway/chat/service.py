@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
-    insert,
     literal_column,
     select,
     update,
@@ -32,20 +31,17 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 
 from gateway.chat import window
 from gateway.chat.models import (
-    CLOSED,
     INBOUND,
     OPEN,
     OUTBOUND,
     STATUS_RANK,
     InboundMessage,
     Receipt,
-    ReplyAccepted,
     StatusUpdate,
 )
 from gateway.chat.opt_out import Change
-from gateway.chat.window import LAST_INBOUND
 from gateway.events.service import Actor, new_event, record_event
-from gateway.web.errors import Conflict, NotFound, OptedOut, WindowClosed, shown
+from gateway.web.errors import NotFound
 from storage.engine import Database
 from storage.one_statement import MOMENT, enqueued, event_ctes, event_params
 from storage.prepared import Prepared
@@ -186,18 +182,56 @@ def _open_conversation(
     the message stored at that moment."""
     if found is not None:
         return found
-    conversation_id = str(uuid.uuid4())
     closes = window.closes_at(message.channel_type, now)
+    opened = new_conversation(
+        tx,
+        NewConversation(
+            account_id=message.account_id,
+            channel_id=message.channel_id,
+            queue_id=message.queue_id,
+            local_address=message.local_address,
+            contact=contact,
+        ),
+        actor,
+        now=now,
+        details={"window_closes_at": closes.isoformat()} if closes is not None else {},
+    )
+    # None: a concurrent message of the same contact opened it; that one is used.
+    return opened or open_conversation_of(tx.conn, contact["id"])
+
+
+@dataclass(frozen=True)
+class NewConversation:
+    """A conversation about to be opened: where, with whom, from which local address."""
+
+    account_id: str
+    channel_id: str
+    queue_id: str
+    local_address: str
+    contact: dict[str, Any]
+
+
+def new_conversation(
+    tx: Transaction,
+    new: NewConversation,
+    actor: Actor,
+    *,
+    now: datetime,
+    details: dict[str, Any],
+) -> str | None:
+    """Open a conversation with its ``conversation.opened`` (``details`` added to the
+    event's); None, and nothing written, when the contact has an open one already."""
+    conversation_id = str(uuid.uuid4())
     opened = insert_if_absent(
         tx.conn,
         CONVERSATIONS,
         {
             "id": conversation_id,
-            "account_id": message.account_id,
-            "channel_id": message.channel_id,
-            "contact_id": contact["id"],
-            "queue_id": message.queue_id,
-            "local_address": message.local_address,
+            "account_id": new.account_id,
+            "channel_id": new.channel_id,
+            "contact_id": new.contact["id"],
+            "queue_id": new.queue_id,
+            "local_address": new.local_address,
             "status": OPEN,
             "opened_at": now,
             "last_activity_at": now,
@@ -205,11 +239,10 @@ def _open_conversation(
         },
     )
     if not opened:
-        # A concurrent message of the same contact opened it: use that one.
-        return str(tx.conn.execute(_OPEN_CONVERSATION, {"contact_id": contact["id"]}).scalar_one())
+        return None
     _event(
         tx,
-        account_id=message.account_id,
+        account_id=new.account_id,
         actor=actor,
         action="Create",
         asset="Conversation",
@@ -218,13 +251,18 @@ def _open_conversation(
         properties_changed=["status"],
         details={
             "conversation_id": conversation_id,
-            "channel_id": message.channel_id,
-            "queue_id": message.queue_id,
-            "contact": _contact_data(contact),
-            **({"window_closes_at": closes.isoformat()} if closes is not None else {}),
+            "channel_id": new.channel_id,
+            "queue_id": new.queue_id,
+            "contact": _contact_data(new.contact),
+            **details,
         },
     )
     return conversation_id
+
+
+def open_conversation_of(conn: Connection, contact_id: str) -> str:
+    """The contact's open conversation (one exists)."""
+    return str(conn.execute(_OPEN_CONVERSATION, {"contact_id": contact_id}).scalar_one())
 
 
 def _contact_data(contact: dict[str, Any]) -> dict[str, Any]:
@@ -575,107 +613,6 @@ async def apply_status(db: Database, update_: StatusUpdate, *, actor: Actor) -> 
     return await db.transact(work)
 
 
-async def queue_reply(
-    db: Database,
-    *,
-    account_id: str,
-    conversation_id: str,
-    text: str,
-    author: str | None,
-    actor: Actor,
-) -> ReplyAccepted:
-    """Store an agent's reply and queue its sending, in one transaction: the conversation
-    must be open on a live channel; the message is stored pending, the conversation
-    touched, the send queued and ``message.queued`` recorded."""
-
-    def work(tx: Transaction) -> ReplyAccepted:
-        channel_id = _repliable_channel(tx.conn, account_id, conversation_id)
-        message_id = str(uuid.uuid4())
-        now = utcnow()
-        tx.conn.execute(
-            insert(MESSAGES).values(
-                id=message_id,
-                account_id=account_id,
-                conversation_id=conversation_id,
-                channel_id=channel_id,
-                direction=OUTBOUND,
-                text=text,
-                media=[],
-                status="pending",
-                status_rank=STATUS_RANK["pending"],
-                author=author,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        tx.conn.execute(
-            update(CONVERSATIONS)
-            .where(CONVERSATIONS.c.id == conversation_id)
-            .values(last_activity_at=now)
-        )
-        tx.enqueue(account_id=account_id, kind=SEND, target_id=message_id, payload={})
-        _event(
-            tx,
-            account_id=account_id,
-            actor=actor,
-            action="Create",
-            asset="Message",
-            asset_id=message_id,
-            type="message.queued",
-            properties_changed=["text"],
-            details={
-                "message_id": message_id,
-                "conversation_id": conversation_id,
-                "channel_id": channel_id,
-                "direction": OUTBOUND,
-                "text": text,
-                "author": author,
-                "status": "pending",
-            },
-        )
-        return ReplyAccepted(id=message_id, conversation_id=conversation_id, status="pending")
-
-    return await db.transact(work)
-
-
-def _repliable_channel(conn: Connection, account_id: str, conversation_id: str) -> str:
-    """The channel of a conversation a reply can go to: the account's (404 otherwise), on a
-    channel not deleted, not closed, and within the customer service window of WhatsApp
-    and Messenger (409 saying which)."""
-    found = conn.execute(
-        select(
-            CONVERSATIONS.c.status,
-            CONVERSATIONS.c.channel_id,
-            CHANNELS.c.deleted_at,
-            CHANNELS.c.type,
-            CONTACTS.c.opted_out_at,
-            LAST_INBOUND.label("last_inbound_at"),
-        )
-        .join(CHANNELS, CHANNELS.c.id == CONVERSATIONS.c.channel_id)
-        .join(CONTACTS, CONTACTS.c.id == CONVERSATIONS.c.contact_id)
-        .where(
-            CONVERSATIONS.c.id == conversation_id,
-            CONVERSATIONS.c.account_id == account_id,
-        )
-    ).one_or_none()
-    if found is None:
-        raise NotFound(f"No conversation {shown(conversation_id)!r} in this account.")
-    if found.deleted_at is not None:
-        raise Conflict("The conversation's channel was deleted; replies cannot be sent.")
-    if found.status == CLOSED:
-        raise Conflict("The conversation is closed.")
-    if found.opted_out_at is not None:
-        raise OptedOut(
-            "The contact opted out of this channel's messages (texted STOP) at "
-            f"{found.opted_out_at.isoformat()}; the provider refuses to send to them until "
-            "they text START. Nothing was queued.",
-            fields={"opted_out_at": found.opted_out_at.isoformat()},
-        )
-    if not window.is_open(found.type, found.last_inbound_at, utcnow()):
-        raise _window_closed(found.type, found.last_inbound_at)
-    return str(found.channel_id)
-
-
 def set_opt_out(
     tx: Transaction,
     *,
@@ -718,23 +655,6 @@ def set_opt_out(
         },
     )
     return True
-
-
-def _window_closed(channel_type: str, last_inbound: datetime | None) -> WindowClosed:
-    """The refusal of a free-form reply outside the window, with when it closed."""
-    closed = window.closes_at(channel_type, last_inbound)
-    kind = "WhatsApp" if channel_type == "whatsapp" else "Messenger"
-    since = (
-        f"closed at {closed.isoformat()}, 24 hours after the contact's last message"
-        if closed is not None
-        else "is closed: the contact has not written on this channel"
-    )
-    return WindowClosed(
-        f"The {kind} customer service window of this conversation {since}. The provider "
-        "refuses free-form messages outside it; send an approved template instead, and "
-        "the window opens again when the contact answers. Nothing was queued.",
-        fields={"window_closes_at": closed.isoformat() if closed is not None else None},
-    )
 
 
 def forget_old_receipts(tx: Transaction) -> None:

@@ -155,6 +155,7 @@ for group in (
     messaging.endpoint,
     messaging.dead_letter,
     messaging.conversation,
+    messaging.template,
     presence.monitor,
     presence.presence,
 ):

@@ -11,10 +11,13 @@ from gateway.accounts.models import CmSettings, TwilioSettings
 from gateway.app import outbox_handlers
 from gateway.channels import service as channels
 from gateway.channels.models import ChannelCreate
-from gateway.chat import reading
-from gateway.chat import service as chat
-from gateway.cli.common import JSON, Tools, emit, model_of, plain, run_with_tools
+from gateway.chat import outbound, reading
+from gateway.chat.models import ConversationStart, ReplyCreate, TemplateOut
+from gateway.chat.outbound import Outgoing
+from gateway.chat.templates import choose
+from gateway.cli.common import JSON, Tools, emit, fail, model_of, plain, run_with_tools
 from gateway.delivery import endpoints
+from gateway.delivery.templates import ProviderTemplates
 from gateway.events.service import OPERATOR_CLI
 
 
@@ -352,23 +355,142 @@ def conversation_list(account_id: str, limit: int, as_json: bool) -> None:
     )
 
 
+TEMPLATE = click.option(
+    "--template", "template_id", help="An approved WhatsApp template's id (see template list)."
+)
+VARIABLE = click.option(
+    "--var",
+    "variables",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A template variable's value (repeat for each).",
+)
+
+
+def _body(text: str | None, template_id: str | None, variables: tuple[str, ...]) -> ReplyCreate:
+    """The message the options give, validated as the API validates a reply's body."""
+    values: dict[str, str] = {}
+    for item in variables:
+        name, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--var {item!r}: give NAME=VALUE.")
+        values[name] = value
+    template = {"id": template_id, "variables": values} if template_id else None
+    return model_of(ReplyCreate, text=text, template=template)
+
+
+def _catalog(tools: Tools) -> ProviderTemplates:
+    return ProviderTemplates(tools.db, tools.secrets, tools.providers, tools.settings)
+
+
+async def _outgoing(tools: Tools, account_id: str, channel_id: str, body: ReplyCreate) -> Outgoing:
+    if body.template is None:
+        return Outgoing(text=body.text, template=None, author=None)
+    templates = await _catalog(tools).templates(account_id, channel_id)
+    return Outgoing(text=None, template=choose(templates, body.template), author=None)
+
+
 @conversation.command("reply")
 @click.argument("account_id")
 @click.argument("conversation_id")
-@click.option("--text", required=True, help="The reply.")
+@click.option("--text", help="The reply (within WhatsApp's 24-hour window).")
+@TEMPLATE
+@VARIABLE
 @JSON
-def conversation_reply(account_id: str, conversation_id: str, text: str, as_json: bool) -> None:
-    """Send an agent's reply (queued; the server's workers send it)."""
+def conversation_reply(
+    account_id: str,
+    conversation_id: str,
+    *,
+    text: str | None,
+    template_id: str | None,
+    variables: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Send an agent's reply, text or a template (queued; the server's workers send it)."""
+    body = _body(text, template_id, variables)
 
     async def work(tools: Tools) -> object:
-        return await chat.queue_reply(
+        channel_id = await tools.db.query(
+            outbound.conversation_channel, account_id, conversation_id
+        )
+        return await outbound.queue_reply(
             tools.db,
             account_id=account_id,
             conversation_id=conversation_id,
-            text=text,
-            author=None,
+            outgoing=await _outgoing(tools, account_id, channel_id, body),
             actor=OPERATOR_CLI,
         )
 
     shown = plain(run_with_tools(work))
     emit(shown, as_json, f"{shown['id']}  {shown['status']}")
+
+
+@conversation.command("start")
+@click.argument("account_id")
+@click.option("--channel", "channel_id", required=True, help="The channel's id.")
+@click.option("--to", "address", required=True, help="The contact's number in E.164.")
+@click.option("--text", help="Free text (SMS; WhatsApp needs a template).")
+@TEMPLATE
+@VARIABLE
+@JSON
+def conversation_start(
+    account_id: str,
+    *,
+    channel_id: str,
+    address: str,
+    text: str | None,
+    template_id: str | None,
+    variables: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Start a conversation with a contact by sending it a first message."""
+    body = _body(text, template_id, variables)
+    model_of(ConversationStart, **body.model_dump(), channel_id=channel_id, address=address)
+
+    async def work(tools: Tools) -> object:
+        return await outbound.start_conversation(
+            tools.db,
+            account_id=account_id,
+            channel_id=channel_id,
+            address=address,
+            outgoing=await _outgoing(tools, account_id, channel_id, body),
+            actor=OPERATOR_CLI,
+        )
+
+    shown = plain(run_with_tools(work))
+    emit(
+        shown,
+        as_json,
+        f"{shown['conversation_id']}  {'opened' if shown['opened'] else 'open already'}  "
+        f"message {shown['message']['id']}  {shown['message']['status']}",
+    )
+
+
+@click.group()
+def template() -> None:
+    """WhatsApp templates of a channel's provider."""
+
+
+@template.command("list")
+@click.argument("account_id")
+@click.option("--channel", "channel_id", required=True, help="The channel's id.")
+@click.option("--fresh", is_flag=True, help="Read them from the provider now, not the cache.")
+@JSON
+def template_list(account_id: str, channel_id: str, fresh: bool, as_json: bool) -> None:
+    """List the channel's WhatsApp templates with their approval."""
+
+    async def work(tools: Tools) -> object:
+        found = await _catalog(tools).templates(account_id, channel_id, fresh=fresh)
+        return [TemplateOut.of(t) for t in found]
+
+    items = plain(run_with_tools(work))
+    emit(
+        items,
+        as_json,
+        "\n".join(
+            f"{i['id']}  {i['name']}  {i['language']}  {i['approval']}"
+            f"  variables: {', '.join(v['name'] for v in i['variables']) or 'none'}"
+            for i in items
+        )
+        or "no templates",
+    )

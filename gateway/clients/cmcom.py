@@ -19,6 +19,17 @@ CM_CHANNELS = {"whatsapp": "WhatsApp", "sms": "SMS", "messenger": "Facebook Mess
 
 
 @dataclass(frozen=True)
+class CmTemplate:
+    """A WhatsApp template as CM.com's send names it: the account's namespace, the
+    template's name and language, and the values of its ``{{1}}``, ``{{2}}``... in order."""
+
+    namespace: str
+    name: str
+    language: str
+    parameters: list[str]
+
+
+@dataclass(frozen=True)
 class CmAccepted:
     """CM.com accepted the message: our reference, and the status it gave."""
 
@@ -35,6 +46,7 @@ def _payload(
     channel: str,
     reference: str,
     media: list[dict[str, str]],
+    template: CmTemplate | None,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {
         "from": from_,
@@ -43,7 +55,30 @@ def _payload(
         "allowedChannels": [CM_CHANNELS.get(channel, channel)],
         "reference": reference,
     }
-    if media:
+    if template is not None:
+        message["richContent"] = {
+            "conversation": [
+                {
+                    "template": {
+                        "whatsapp": {
+                            "namespace": template.namespace,
+                            "element_name": template.name,
+                            "language": {"policy": "deterministic", "code": template.language},
+                            "components": [
+                                {
+                                    "type": "body",
+                                    "parameters": [
+                                        {"type": "text", "text": value}
+                                        for value in template.parameters
+                                    ],
+                                }
+                            ],
+                        }
+                    }
+                }
+            ]
+        }
+    elif media:
         message["richContent"] = {
             "conversation": [
                 {"media": {"mediaName": m.get("title", ""), "mediaUri": m["url"]}} for m in media
@@ -80,8 +115,12 @@ class CmApi:
         channel: str,
         reference: str,
         media: list[dict[str, str]] | None = None,
+        template: CmTemplate | None = None,
     ) -> CmAccepted:
-        """One send attempt (the outbox retries); a refusal inside a 200 is an error too."""
+        """One send attempt (the outbox retries); a refusal inside a 200 is an error too.
+
+        A template goes in ``richContent`` (WhatsApp's template shape), ``text`` being its
+        rendered text, which CM.com shows where the template cannot be."""
         response = await request(
             self._http,
             "POST",
@@ -97,6 +136,7 @@ class CmApi:
                 channel=channel,
                 reference=reference,
                 media=media or [],
+                template=template,
             ),
         )
         try:

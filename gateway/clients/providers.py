@@ -44,7 +44,7 @@ class Providers:
         )
         return cls(
             http=http,
-            twilio=TwilioApi(http, settings.twilio_api_url),
+            twilio=TwilioApi(http, settings.twilio_api_url, settings.twilio_content_url),
             cm=CmApi(http, settings.cm_api_url),
             identity=IdentityPlatform(http, settings.login_url),
             graph=GraphApi(http, settings.graph_api_url),

@@ -7,6 +7,7 @@ message so that an admin (or a dead letter) shows what Twilio said.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,11 @@ from gateway.clients.http import (
 )
 
 API = "/2010-04-01"
+# Twilio's Content API (its own host): templates with their WhatsApp approval, one list.
+CONTENT_AND_APPROVALS = "/v1/ContentAndApprovals"
+CONTENT_PAGE_SIZE = 500
+# At most this many pages of templates (an account holds tens to a few thousand).
+CONTENT_PAGES = 20
 # One resource (an account, a message, a number: 1 to 3 KB) or an error.
 ANSWER_LIMIT = 64 * KIB
 # How far back a send of unknown outcome is looked for between two addresses: pages of
@@ -60,6 +66,25 @@ class SentMessage:
 
     sid: str
     status: str
+
+
+@dataclass(frozen=True)
+class ContentTemplate:
+    """One of the account's Content templates with its WhatsApp approval, as listed.
+
+    ``body`` is the text of its first content type that has one; ``variables`` its
+    placeholders with the example values it was created with.
+    """
+
+    sid: str
+    friendly_name: str
+    language: str
+    variables: dict[str, str]
+    body: str | None
+    approval_name: str | None
+    approval_status: str
+    category: str | None
+    rejection_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -99,12 +124,45 @@ def _number(item: dict[str, Any]) -> PhoneNumber:
     )
 
 
-class TwilioApi:
-    """Twilio's REST API at ``base_url`` (``GATEWAY_TWILIO_API_URL``)."""
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
-    def __init__(self, http: HttpClient, base_url: str) -> None:
+
+def _content(item: dict[str, Any]) -> ContentTemplate:
+    types = _object(item.get("types"))
+    body = next(
+        (
+            str(shape.get("body"))
+            for shape in types.values()
+            if isinstance(shape, dict) and shape.get("body")
+        ),
+        None,
+    )
+    approval = _object(item.get("approval_requests"))
+    variables = _object(item.get("variables"))
+    return ContentTemplate(
+        sid=str(item.get("sid", "")),
+        friendly_name=str(item.get("friendly_name") or ""),
+        language=str(item.get("language") or ""),
+        variables={str(name): str(example) for name, example in variables.items()},
+        body=body,
+        approval_name=approval.get("name") or None,
+        approval_status=str(approval.get("status") or "unsubmitted"),
+        category=approval.get("category") or None,
+        rejection_reason=approval.get("rejection_reason") or None,
+    )
+
+
+class TwilioApi:
+    """Twilio's REST API at ``base_url`` (``GATEWAY_TWILIO_API_URL``), and its Content API
+    at ``content_url`` (``GATEWAY_TWILIO_CONTENT_URL``)."""
+
+    def __init__(
+        self, http: HttpClient, base_url: str, content_url: str = "https://content.twilio.com"
+    ) -> None:
         self._http = http
         self._base = base_url.rstrip("/") + API
+        self._content = content_url.rstrip("/")
 
     def _account(self, creds: TwilioCredentials) -> str:
         return f"{self._base}/Accounts/{quote(creds.account_sid, safe='')}"
@@ -176,6 +234,29 @@ class TwilioApi:
             page_url = self._base.removesuffix(API) + next_uri if next_uri else None
             params = {}
 
+    async def list_templates(self, creds: TwilioCredentials) -> list[ContentTemplate]:
+        """Every Content template of the account with its WhatsApp approval
+        (``/v1/ContentAndApprovals``, following ``meta.next_page_url``)."""
+        url: str | None = self._content + CONTENT_AND_APPROVALS
+        params: dict[str, str] = {"PageSize": str(CONTENT_PAGE_SIZE)}
+        found: list[ContentTemplate] = []
+        for _ in range(CONTENT_PAGES):
+            if url is None:
+                break
+
+            async def call(at: str = url, query: dict[str, str] = params) -> dict[str, Any]:
+                return await self._call(
+                    creds, "GET", at, "listing Twilio templates", params=query, limit=PAGE_LIMIT
+                )
+
+            body = await with_retries(call)
+            items = body.get("contents") or []
+            found.extend(_content(item) for item in items if isinstance(item, dict))
+            next_url = _object(body.get("meta")).get("next_page_url")
+            url = str(next_url) if next_url else None
+            params = {}
+        return found
+
     async def set_sms_url(self, creds: TwilioCredentials, number_sid: str, url: str) -> None:
         """Point the number's incoming SMS at ``url`` (POST); an empty URL clears it."""
         target = f"{self._account(creds)}/IncomingPhoneNumbers/{quote(number_sid, safe='')}.json"
@@ -200,14 +281,23 @@ class TwilioApi:
         body: str | None,
         media_urls: list[str],
         status_callback: str,
+        content_sid: str | None = None,
+        content_variables: dict[str, str] | None = None,
     ) -> SentMessage:
-        """One send attempt (the outbox retries); ``ProviderError`` says whether to retry."""
+        """One send attempt (the outbox retries); ``ProviderError`` says whether to retry.
+
+        A template goes as ``ContentSid`` and ``ContentVariables`` (a JSON object) without
+        ``Body``: Twilio renders it."""
         form: dict[str, str | list[str]] = {
             "To": to,
             "From": from_,
             "StatusCallback": status_callback,
         }
-        if body:
+        if content_sid:
+            form["ContentSid"] = content_sid
+            if content_variables:
+                form["ContentVariables"] = json.dumps(content_variables, ensure_ascii=False)
+        elif body:
             form["Body"] = body
         if media_urls:
             form["MediaUrl"] = media_urls

@@ -87,6 +87,7 @@ _SEND_PLAN = (
         MESSAGES.c.id,
         MESSAGES.c.text,
         MESSAGES.c.status_rank,
+        MESSAGES.c.template,
         CONVERSATIONS.c.local_address,
         CONTACTS.c.address.label("contact_address"),
         CHANNELS.c.id.label("channel_id"),
@@ -116,6 +117,7 @@ def _send_plan(conn: Connection, message_id: str) -> SendPlan:
         channel_type=row.type,
         local_address=row.local_address,
         contact_address=row.contact_address,
+        template=row.template,
     )
 
 

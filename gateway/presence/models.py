@@ -44,6 +44,9 @@ RANK = {
 MAX_ACTIVITY = 60
 
 
+EMAIL_PART = "[^@\\s\\u0000\\u001c-\\u001f\\u0085\\ufeff]"
+
+
 class PresenceChange(BaseModel):
     """A CloudLink presence change of one user."""
 
@@ -52,7 +55,9 @@ class PresenceChange(BaseModel):
     user: str = Field(
         min_length=3,
         max_length=320,
-        pattern="^[^@\\s\\u0000]+@[^@\\s\\u0000]+$",
+        # Python's \s and JSON Schema's differ (\x1c-\x1f and \x85 are only Python's,
+        # \ufeff only ECMAScript's): both are named, so the two read the same.
+        pattern=f"^{EMAIL_PART}+@{EMAIL_PART}+$",
         description="The user's email address, as provisioned.",
     )
     availability: Literal[

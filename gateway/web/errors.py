@@ -106,6 +106,12 @@ class OptedOut(Conflict):
     code = "opted_out"
 
 
+class TemplateNotApproved(Conflict):
+    """The template exists but WhatsApp has not approved it (pending, rejected, paused)."""
+
+    code = "template_not_approved"
+
+
 class Uniqueness(Conflict):
     """A value that must be unique within the account is held by another user."""
 
@@ -168,3 +174,15 @@ class Unprocessable(GatewayError):
 
     status = 422
     code = "unprocessable"
+
+
+class UnknownTemplate(Unprocessable):
+    """No template of that id among the channel's templates."""
+
+    code = "template_unknown"
+
+
+class TemplateVariables(Unprocessable):
+    """The variables given do not fill the template: some missing, empty or not its own."""
+
+    code = "template_variables"

@@ -87,3 +87,15 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     if not low <= value <= high:
         raise InvalidValue(f"{name} must be between {low} and {high}.")
     return value
+
+
+def query_bool(request: Request, name: str) -> bool:
+    """A boolean parameter, false when absent: true/false (or 1/0), else 400."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise InvalidValue(f"{name} must be true or false.")

@@ -264,10 +264,74 @@ def test_twilio_fails_a_free_form_whatsapp_message_outside_the_window(
         assert failure["params"]["MessageStatus"] == "failed"
         assert failure["params"]["ErrorCode"] == "63016"
         assert failure["params"]["MessageSid"] == refused.json()["sid"]
-        template = send(client, To=customer, From=ours, ContentSid="HX" + "0" * 32, Body="x")
+        approved = twilio.add_template(SID, "hello", "Hello!")
+        template = send(client, To=customer, From=ours, ContentSid=approved, Body="x")
         assert template.status_code == 201
+        assert template.json()["body"] == "Hello!"
         twilio.inbound_params(account_sid=SID, from_=customer, to=ours, body="hello")
         answered = send(client, To=customer, From=ours, Body="hi", StatusCallback=callback)
         assert answered.status_code == 201
         time.sleep(0.3)
     assert len(twilio.callbacks) == 1
+
+
+def test_twilio_lists_templates_with_their_approval_page_by_page(twilio: FakeTwilio) -> None:
+    """/v1/ContentAndApprovals in Twilio's contents + meta shape; next_page_url is whole."""
+    first = twilio.add_template(SID, "order", "Order {{1}}", approval="pending")
+    twilio.add_template(SID, "other", "Other")
+    with TestClient(twilio.app) as client:
+        assert client.get("/v1/ContentAndApprovals").status_code == 401
+        page = client.get("/v1/ContentAndApprovals?PageSize=1", auth=(SID, TOKEN)).json()
+        [item] = page["contents"]
+        assert item["sid"] == first
+        assert item["types"]["twilio/text"]["body"] == "Order {{1}}"
+        assert item["variables"] == {"1": "example 1"}
+        assert item["approval_requests"]["status"] == "pending"
+        assert page["meta"]["key"] == "contents"
+        following = client.get(page["meta"]["next_page_url"], auth=(SID, TOKEN)).json()
+        assert [i["friendly_name"] for i in following["contents"]] == ["other"]
+        assert following["meta"]["next_page_url"] is None
+        plain = client.get("/v1/Content", auth=(SID, TOKEN)).json()["contents"]
+        assert "approval_requests" not in plain[0]
+
+
+def test_twilio_applies_its_rules_to_template_sends(twilio: FakeTwilio) -> None:
+    """An unknown ContentSid is 21655, ContentVariables not an object of strings 21656;
+    missing variables fail the message with 63028, and a template not approved outside
+    the window with 63016."""
+    customer, ours = "whatsapp:+31612345678", f"whatsapp:{OWNED}"
+    callback = "http://127.0.0.1:9/status"
+    order = twilio.add_template(SID, "order", "Order {{1}} on {{2}}")
+    pending = twilio.add_template(SID, "promo", "Sale!", approval="pending")
+    with TestClient(twilio.app) as client:
+        unknown = send(client, To=customer, From=ours, ContentSid="HX" + "0" * 32)
+        assert (unknown.status_code, unknown.json()["code"]) == (400, 21655)
+        for bad in ("[1]", '{"1": 5}', "not json"):
+            refused = send(client, To=customer, From=ours, ContentSid=order, ContentVariables=bad)
+            assert (refused.status_code, refused.json()["code"]) == (400, 21656)
+        rendered = send(
+            client,
+            To=customer,
+            From=ours,
+            ContentSid=order,
+            ContentVariables='{"1": "A-1", "2": "Monday"}',
+        )
+        assert rendered.json()["body"] == "Order A-1 on Monday"
+        short = send(
+            client,
+            To=customer,
+            From=ours,
+            ContentSid=order,
+            ContentVariables='{"1": "A-1"}',
+            StatusCallback=callback,
+        )
+        assert short.status_code == 201
+        unapproved = send(
+            client, To=customer, From=ours, ContentSid=pending, StatusCallback=callback
+        )
+        assert unapproved.status_code == 201
+        deadline = time.monotonic() + 5
+        while len(twilio.callbacks) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    codes = {c["params"]["MessageSid"]: c["params"]["ErrorCode"] for c in twilio.callbacks}
+    assert codes == {short.json()["sid"]: "63028", unapproved.json()["sid"]: "63016"}

@@ -19,6 +19,13 @@ Where this fake follows Twilio rather than a simpler reading (callers should kno
 * A raw ``+`` in a query string decodes to a space, as on any server: the ``PhoneNumber``
   filter only matches when the client encodes it as ``%2B``.
 * Inbound media messages get an ``MM`` sid, text ones ``SM``, as Twilio assigns them.
+* Content templates (``add_template``) are listed by ``/v1/ContentAndApprovals`` and
+  ``/v1/Content`` on the same host (Twilio serves them on content.twilio.com), paged with
+  ``meta.next_page_url``. A send with ``ContentSid`` needs no ``Body`` (one given is
+  ignored), answers with the body rendered from ``ContentVariables``; an unknown SID is
+  21655, ``ContentVariables`` that are not a JSON object of strings 21656, and missing
+  variables fail the message with 63028 (its callback), as Twilio does once WhatsApp
+  refuses it. Outside the window only an approved template is delivered.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import json
 import re
 import secrets
 import time
@@ -85,6 +93,11 @@ OUTSIDE_WINDOW_TEXT = (
     "If you are using WhatsApp, please use a Message Template."
 )
 NO_CHANNEL = "Twilio could not find a Channel with the specified From address"
+PARAMETERS_MISMATCH = "63028"
+APPROVAL_STATUSES = frozenset(
+    {"approved", "pending", "rejected", "paused", "disabled", "unsubmitted", "received"}
+)
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 GSM_SEGMENT, GSM_CONCAT, UCS2_SEGMENT, UCS2_CONCAT = 160, 153, 70, 67
 
 
@@ -267,6 +280,55 @@ class PhoneNumber:
         }
 
 
+@dataclass
+class Content:
+    """A Content template of an account, with its WhatsApp approval."""
+
+    sid: str
+    account_sid: str
+    friendly_name: str
+    language: str
+    body: str
+    variables: dict[str, str]
+    approval: str
+    category: str
+    rejection_reason: str = ""
+    date_created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def resource(self, *, approvals: bool) -> dict[str, Any]:
+        """The JSON of /v1/Content (and with its approval, of /v1/ContentAndApprovals)."""
+        item: dict[str, Any] = {
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "friendly_name": self.friendly_name,
+            "language": self.language,
+            "variables": dict(self.variables),
+            "types": {"twilio/text": {"body": self.body}},
+            "date_created": self.date_created,
+            "date_updated": self.date_created,
+        }
+        if approvals:
+            item["approval_requests"] = {
+                "name": self.friendly_name,
+                "category": self.category,
+                "content_type": "twilio/text",
+                "status": self.approval,
+                "rejection_reason": self.rejection_reason,
+                "allow_category_change": True,
+            }
+        else:
+            item["url"] = f"https://content.twilio.com/v1/Content/{self.sid}"
+        return item
+
+    def render(self, values: Mapping[str, str]) -> str:
+        """The body as the contact reads it."""
+        return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), self.body)
+
+    def missing(self, values: Mapping[str, str]) -> list[str]:
+        """Placeholders of the body that ``values`` does not fill."""
+        return [name for name in PLACEHOLDER.findall(self.body) if not values.get(name)]
+
+
 def _split_address(address: str) -> tuple[str | None, str]:
     """(channel, bare address): ``whatsapp:+31...`` is ("whatsapp", "+31..."), SMS has None."""
     prefix, colon, rest = address.partition(":")
@@ -331,6 +393,7 @@ class FakeTwilio:
         # (customer, sender) pairs of customers who texted STOP to that sender.
         self.opted_out: set[tuple[str, str]] = set()
         self.accounts: dict[str, Account] = {}
+        self.contents: dict[str, Content] = {}
         self.numbers: dict[str, PhoneNumber] = {}
         self.sent: list[dict[str, Any]] = []
         self.requests: Counter[str] = Counter()
@@ -355,6 +418,8 @@ class FakeTwilio:
                 ),
                 Route(f"{ACCOUNTS}/{{sid}}/Messages.json", self._create_message, methods=["POST"]),
                 Route(f"{ACCOUNTS}/{{sid}}/Messages.json", self._list_messages, methods=["GET"]),
+                Route("/v1/ContentAndApprovals", self._list_approvals, methods=["GET"]),
+                Route("/v1/Content", self._list_contents, methods=["GET"]),
             ],
             exception_handlers={TwilioError: self._error, HTTPException: self._http_error},
         )
@@ -380,6 +445,30 @@ class FakeTwilio:
         sid = new_sid("PN")
         self.numbers[sid] = PhoneNumber(
             sid, account_sid, phone_number, messaging_service_sid, phone_number
+        )
+        return sid
+
+    def add_template(
+        self,
+        account_sid: str,
+        name: str,
+        body: str,
+        *,
+        language: str = "en",
+        variables: Mapping[str, str] | None = None,
+        approval: str = "approved",
+        category: str = "UTILITY",
+        rejection_reason: str = "",
+    ) -> str:
+        """Give the account a Content template (``{{1}}`` placeholders in ``body``, their
+        examples in ``variables``) with its WhatsApp approval; returns its HX sid."""
+        if approval not in APPROVAL_STATUSES:
+            raise ValueError(f"{approval!r} is not a Content approval status")
+        found = PLACEHOLDER.findall(body)
+        examples = dict(variables or {name: f"example {name}" for name in found})
+        sid = new_sid("HX")
+        self.contents[sid] = Content(
+            sid, account_sid, name, language, body, examples, approval, category, rejection_reason
         )
         return sid
 
@@ -414,8 +503,12 @@ class FakeTwilio:
                 params["OptOutType"] = "START"
         return params
 
-    def _outside_window(self, to: str, sender: str, form: Mapping[str, list[str]]) -> bool:
-        if not self.enforce_window or not to.startswith("whatsapp:") or _first(form, "ContentSid"):
+    def _outside_window(self, to: str, sender: str, content: Content | None) -> bool:
+        """A message WhatsApp refuses: free-form (or a template not approved) to a contact
+        who has not written within 24 hours."""
+        if not self.enforce_window or not to.startswith("whatsapp:"):
+            return False
+        if content is not None and content.approval == "approved":
             return False
         wrote = self.customers.get((to, sender))
         return wrote is None or datetime.now(UTC) - wrote >= WINDOW
@@ -656,7 +749,8 @@ class FakeTwilio:
             raise TwilioError(fault.status, _fault_code(fault.status), message, fault.headers())
         form = await _form(request)
         to = _first(form, "To") or ""
-        body = _first(form, "Body") or ""
+        content, values = self._content_of(account, form)
+        body = content.render(values) if content is not None else _first(form, "Body") or ""
         media_urls = form.get("MediaUrl", [])
         status_callback = _first(form, "StatusCallback") or None
         from_ = _first(form, "From") or None
@@ -697,11 +791,23 @@ class FakeTwilio:
             "date_sent": None,
             "form": form,
         }
+        record["content_sid"] = content.sid if content is not None else None
+        record["content_variables"] = values
         self.sent.append(record)
-        if status_callback is not None and self._outside_window(to, sender, form):
+        if status_callback is not None and self._outside_window(to, sender, content):
             self._in_background(
                 self.send_status(
                     sid, "failed", error_code=OUTSIDE_WINDOW, error_message=OUTSIDE_WINDOW_TEXT
+                )
+            )
+        elif status_callback is not None and content is not None and content.missing(values):
+            self._in_background(
+                self.send_status(
+                    sid,
+                    "failed",
+                    error_code=PARAMETERS_MISMATCH,
+                    error_message="Number of parameters provided does not match the expected "
+                    "number of parameters",
                 )
             )
         elif self.auto_status and status_callback is not None:
@@ -746,6 +852,62 @@ class FakeTwilio:
         found = [_message_resource(r) for r in reversed(self.sent) if matches(r)]
         shown = {**filters, **{f"DateSent{op}": day for op, day in days.items()}}
         return _list_page("messages", found, page, page_size, request.url.path, shown)
+
+    def _content_of(
+        self, account: Account, form: Mapping[str, list[str]]
+    ) -> tuple[Content | None, dict[str, str]]:
+        """The template a send names (``ContentSid``) and its ``ContentVariables``."""
+        sid = _first(form, "ContentSid")
+        if not sid:
+            return None, {}
+        content = self.contents.get(sid)
+        if content is None or content.account_sid != account.sid:
+            raise TwilioError(400, 21655, f"The ContentSid is Invalid: {sid}")
+        raw = _first(form, "ContentVariables") or "{}"
+        try:
+            values = json.loads(raw)
+        except ValueError:
+            values = None
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+        ):
+            raise TwilioError(400, 21656, "The ContentVariables Parameter is invalid")
+        return content, values
+
+    async def _list_approvals(self, request: Request) -> Response:
+        self.requests["content_and_approvals"] += 1
+        return self._content_page(request, approvals=True)
+
+    async def _list_contents(self, request: Request) -> Response:
+        self.requests["content"] += 1
+        return self._content_page(request, approvals=False)
+
+    def _content_page(self, request: Request, *, approvals: bool) -> Response:
+        """One page of the account's templates, in Twilio's ``contents`` + ``meta`` shape."""
+        account = self._authenticate(request)
+        page_size, page = _paging(request.query_params)
+        mine = [c for c in self.contents.values() if c.account_sid == account.sid]
+        items = mine[page * page_size : (page + 1) * page_size]
+        base = f"{request.base_url}{request.url.path.lstrip('/')}"
+
+        def page_url(index: int) -> str:
+            return f"{base}?{urlencode({'PageSize': page_size, 'Page': index})}"
+
+        has_next = (page + 1) * page_size < len(mine)
+        return JSONResponse(
+            {
+                "contents": [c.resource(approvals=approvals) for c in items],
+                "meta": {
+                    "page": page,
+                    "page_size": page_size,
+                    "first_page_url": page_url(0),
+                    "previous_page_url": page_url(page - 1) if page > 0 else None,
+                    "url": page_url(page),
+                    "next_page_url": page_url(page + 1) if has_next else None,
+                    "key": "contents",
+                },
+            }
+        )
 
     def _sender(self, account: Account, to: str, from_: str | None, service_sid: str | None) -> str:
         """The address the message goes out from, enforcing that the account owns it."""

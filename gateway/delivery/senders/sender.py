@@ -10,10 +10,11 @@ is only here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection
 
+from gateway.chat.templates import Template
 from gateway.security import SecretBox
 
 C = TypeVar("C")
@@ -35,6 +36,8 @@ class SendPlan:
     channel_type: str
     local_address: str
     contact_address: str
+    # The approved template it goes out as (id, name, language, variables), or None.
+    template: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,4 +68,11 @@ class Sender(Protocol[C]):
         """Messages the provider holds that may be this reply, sent since ``since`` (epoch
         seconds) by an attempt whose answer never came back; newest first. Empty when the
         provider offers no way to look."""
+        ...
+
+    async def templates(
+        self, credentials: C, registered: list[dict[str, Any]] | None
+    ) -> list[Template]:
+        """The WhatsApp templates a channel can send: the provider's, or those its operator
+        ``registered`` on the channel where the provider's API lists none."""
         ...

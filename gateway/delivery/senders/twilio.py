@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 
 from gateway.accounts.providers import twilio_credentials
 from gateway.channels.models import webhook_url
+from gateway.chat.templates import Template
 from gateway.clients.providers import Providers
-from gateway.clients.twilio import TwilioApi, TwilioCredentials
+from gateway.clients.twilio import ContentTemplate, TwilioApi, TwilioCredentials
 from gateway.delivery.senders.sender import SendPlan, Sent
 from gateway.security import SecretBox
 from gateway.settings import Settings
@@ -41,6 +43,7 @@ class TwilioSender:
     async def send(self, plan: SendPlan, credentials: TwilioCredentials) -> Sent:
         """Post the message from the channel's sender to the contact."""
         callback = webhook_url(self.public_url, "twilio", plan.channel_id)
+        template = plan.template or {}
         sent = await self.api.send_message(
             credentials,
             to=plan.contact_address,
@@ -48,6 +51,8 @@ class TwilioSender:
             body=plan.text,
             media_urls=[],
             status_callback=f"{callback}?message={plan.message_id}",
+            content_sid=template.get("id"),
+            content_variables=template.get("variables"),
         )
         return Sent(sent.sid, sent.status or "queued")
 
@@ -67,6 +72,25 @@ class TwilioSender:
             for message in listed
             if message.direction.startswith("outbound") and message.body == (plan.text or "")
         ]
+
+    async def templates(
+        self, credentials: TwilioCredentials, registered: list[dict[str, Any]] | None
+    ) -> list[Template]:
+        """The account's Content templates, with their WhatsApp approval."""
+        return [_template(item) for item in await self.api.list_templates(credentials)]
+
+
+def _template(item: ContentTemplate) -> Template:
+    return Template(
+        id=item.sid,
+        name=item.approval_name or item.friendly_name or item.sid,
+        language=item.language,
+        variables=tuple(item.variables.items()),
+        approval=item.approval_status,
+        category=item.category,
+        body=item.body,
+        rejection_reason=item.rejection_reason,
+    )
 
 
 def sender(providers: Providers, settings: Settings) -> TwilioSender:

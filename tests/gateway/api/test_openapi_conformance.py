@@ -105,7 +105,7 @@ async def seed_account(db: Database, settings: Settings, providers: QuietProvide
     providers.twilio.add_number(SEEDED_SID, SEEDED_NUMBER)
     secrets = SecretBox(settings.secret_keys)
     async with new_http_client(5.0) as http:
-        twilio = TwilioApi(http, settings.twilio_api_url)
+        twilio = TwilioApi(http, settings.twilio_api_url, settings.twilio_content_url)
         await configure_twilio(
             db,
             secrets=secrets,
@@ -124,6 +124,18 @@ async def seed_account(db: Database, settings: Settings, providers: QuietProvide
             actor=OPERATOR_CLI,
             public_url=PUBLIC_URL,
         )
+        whatsapp = await add_channel(
+            db,
+            secrets=secrets,
+            twilio=twilio,
+            account_id=account.id,
+            body=ChannelCreate(
+                provider="twilio", type="whatsapp", number=SEEDED_NUMBER, queue_id="q-1"
+            ),
+            actor=OPERATOR_CLI,
+            public_url=PUBLIC_URL,
+        )
+        providers.twilio.add_template(SEEDED_SID, "order_update", "Order {{1}} ships {{2}}.")
         await configure_cm(
             db,
             secrets=secrets,
@@ -205,7 +217,8 @@ async def seed_account(db: Database, settings: Settings, providers: QuietProvide
     return Seeded(
         {
             ACCOUNT_ID: account.id,
-            "channel_id": channel.id,
+            "channel_id": whatsapp.id,
+            "sms_channel_id": channel.id,
             "spare_channel_id": spare.id,
             "conversation_id": str(receipt.conversation_id),
             "message_id": str(receipt.message_id),
@@ -313,6 +326,13 @@ def use_seeded_data(schema: BaseSchema, seeded: Seeded) -> None:
             and next(turns) % 3 == 0
         ):
             case.body = {**case.body, "ids": [seeded.ids["spare_channel_id"]]}
+        if (
+            case.path.endswith("/conversations")
+            and case.method == "POST"
+            and isinstance(case.body, dict)
+            and next(turns) % 2 == 0
+        ):
+            case.body = {**case.body, "channel_id": seeded.ids["sms_channel_id"]}
         return case
 
 

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, insert, select, update
 
+from gateway.chat import outbound
 from gateway.chat import service as chat
 from gateway.chat.models import STATUS_RANK, InboundMessage
+from gateway.chat.outbound import Outgoing
 from gateway.events.service import OPERATOR_CLI
 from storage.engine import Database, make_engine
 from storage.tables import EVENTS, MESSAGES, OUTBOX
@@ -243,12 +245,11 @@ def _failed_reply(data_dir: Path, account_id: str, channel_id: str) -> tuple[str
             )
         )
         reply = run(
-            chat.queue_reply(
+            outbound.queue_reply(
                 db,
                 account_id=account_id,
                 conversation_id=str(receipt.conversation_id),
-                text="On its way",
-                author=None,
+                outgoing=Outgoing(text="On its way", template=None, author=None),
                 actor=OPERATOR_CLI,
             )
         )

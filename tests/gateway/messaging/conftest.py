@@ -186,6 +186,7 @@ def stack_settings(
         values: dict[str, Any] = {
             "public_url": f"http://127.0.0.1:{port}",
             "twilio_api_url": urls["twilio"],
+            "twilio_content_url": urls["twilio"],
             "cm_api_url": urls["cm"],
             "allow_private_endpoints": True,
             "outbox_poll_seconds": 0.05,

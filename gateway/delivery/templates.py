@@ -1,0 +1,106 @@
+"""The templates of a channel, read from its provider through the channel's sender and
+kept a minute per process.
+
+An agent's console lists a channel's templates each time a reply is written, and every
+templated send checks against the list; asking Twilio's Content API each time would cost
+a round trip to another continent and its rate limit. A minute is short enough that a
+template approved meanwhile shows soon (``fresh`` reads it at once), and a template whose
+approval was withdrawn is still refused by the provider, which stays the authority.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from gateway.accounts.service import require_account
+from gateway.chat.templates import APPROVED, Template
+from gateway.clients.http import ProviderError
+from gateway.clients.providers import Providers
+from gateway.delivery.senders import Sender, sender_for, senders
+from gateway.security import SecretBox
+from gateway.settings import Settings
+from gateway.ttl_cache import TtlCache
+from gateway.web.errors import Conflict, NotFound, UpstreamUnavailable, shown
+from storage.engine import Database
+from storage.tables import CHANNELS
+
+# Seconds a channel's templates are kept.
+TEMPLATES_TTL = 60.0
+TEMPLATE_TYPES = frozenset({"whatsapp"})
+
+
+@dataclass(frozen=True)
+class _Source:
+    provider: str
+    credentials: Any
+    registered: list[dict[str, Any]] | None
+
+
+@dataclass
+class ProviderTemplates:
+    """A ``TemplateCatalog`` over the providers' senders (one per process)."""
+
+    db: Database
+    secrets: SecretBox
+    providers: Providers
+    settings: Settings
+    cache: TtlCache[list[Template]] = field(default_factory=lambda: TtlCache(TEMPLATES_TTL))
+
+    def __post_init__(self) -> None:
+        self._senders = senders(self.providers, self.settings)
+
+    async def templates(
+        self, account_id: str, channel_id: str, *, fresh: bool = False
+    ) -> list[Template]:
+        """The channel's templates, approved ones first, then by name and language."""
+        source = await self.db.query(self._source, account_id, channel_id)
+        sender = sender_for(self._senders, source.provider)
+
+        async def load() -> list[Template]:
+            try:
+                found = await sender.templates(source.credentials, source.registered)
+            except ProviderError as exc:
+                raise _failure(sender, exc) from exc
+            return sorted(found, key=lambda t: (t.approval != APPROVED, t.name, t.language))
+
+        return await self.cache.get(f"{account_id}:{channel_id}", load, fresh=fresh)
+
+    def _source(self, conn: Connection, account_id: str, channel_id: str) -> _Source:
+        require_account(conn, account_id)
+        channel = conn.execute(
+            select(CHANNELS.c.provider, CHANNELS.c.type, CHANNELS.c.templates).where(
+                CHANNELS.c.id == channel_id,
+                CHANNELS.c.account_id == account_id,
+                CHANNELS.c.deleted_at.is_(None),
+            )
+        ).one_or_none()
+        if channel is None:
+            raise NotFound(f"No channel {shown(channel_id)!r} in this account.")
+        if channel.type not in TEMPLATE_TYPES:
+            raise Conflict(
+                f"Templates are WhatsApp's: this is a {channel.type} channel, whose messages "
+                "are free text."
+            )
+        sender: Sender[Any] = sender_for(self._senders, channel.provider)
+        credentials = sender.credentials(conn, self.secrets, account_id)
+        if credentials is None:
+            raise Conflict(
+                f"The account's {sender.integration} integration is not configured; its "
+                "templates cannot be read."
+            )
+        return _Source(channel.provider, credentials, channel.templates)
+
+
+def _failure(sender: Sender[Any], exc: ProviderError) -> Exception:
+    if exc.retryable:
+        return UpstreamUnavailable(
+            f"{sender.integration} could not be reached for the channel's templates ({exc}); "
+            "try again shortly."
+        )
+    return Conflict(
+        f"{sender.integration} refused to list the templates: {exc}. Check the account's "
+        f"{sender.integration} integration."
+    )
