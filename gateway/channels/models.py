@@ -132,6 +132,45 @@ class DeletedChannels(BaseModel):
     deleted: list[str]
 
 
+TEMPLATE_NAME = "^[a-z0-9_]{1,512}$"
+TEMPLATE_LANGUAGE = "^[a-z]{2,3}(_[A-Z]{2})?$"
+MAX_TEMPLATES = 500
+
+
+class RegisteredTemplate(_Body):
+    """A WhatsApp template of a CM.com channel, as the Channels portal's template details
+    show it once approved (CM.com's messaging API lists none)."""
+
+    name: str = Field(pattern=TEMPLATE_NAME, description="The template's name (element_name).")
+    namespace: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern="^[A-Za-z0-9_-]+$",
+        description="The WhatsApp Business account's template namespace.",
+    )
+    language: str = Field(pattern=TEMPLATE_LANGUAGE, description="Its language: en, nl, pt_BR.")
+    body: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=NUL_FREE,
+        description="Its text, with its variables as {{1}}, {{2}}...",
+    )
+    category: Literal["MARKETING", "UTILITY", "AUTHENTICATION"] | None = None
+
+
+class TemplatesSet(_Body):
+    """The channel's templates, replacing those registered before (an empty list clears)."""
+
+    items: list[RegisteredTemplate] = Field(max_length=MAX_TEMPLATES)
+
+
+class TemplatesRegistered(BaseModel):
+    """What the channel now holds."""
+
+    channel_id: str
+    items: list[RegisteredTemplate]
+
+
 def webhook_url(public_url: str, provider: str, channel_id: str, secret: str | None = None) -> str:
     """The URL a provider calls for a channel: Twilio's is signed, CM.com's carries a secret."""
     base = f"{public_url}{WEBHOOK_PREFIX}/{provider}/{channel_id}"

@@ -12,7 +12,7 @@ from gateway.channels import service as channels
 from gateway.events.service import OPERATOR_API
 from gateway.web.auth import require_operator
 from gateway.web.bodies import read_model
-from gateway.web.openapi import ACCOUNT, Operation
+from gateway.web.openapi import ACCOUNT, Operation, Param
 from gateway.web.responses import model_response
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -58,6 +58,19 @@ async def delete_channels(request: Request) -> Response:
     return model_response(models.DeletedChannels(deleted=deleted))
 
 
+async def set_templates(request: Request) -> Response:
+    state = require_operator(request)
+    body = await read_model(request, models.TemplatesSet)
+    registered = await channels.set_templates(
+        state.db,
+        account_id=request.path_params["account_id"],
+        channel_id=request.path_params["channel_id"],
+        body=body,
+        actor=OPERATOR_API,
+    )
+    return model_response(registered)
+
+
 OPERATIONS: list[tuple[Operation, Handler]] = [
     (
         Operation(
@@ -89,5 +102,18 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
             response=models.DeletedChannels,
         ),
         delete_channels,
+    ),
+    (
+        Operation(
+            "PUT",
+            ACCOUNT + "/channels/{channel_id}/templates",
+            "Register a CM.com WhatsApp channel's approved templates, as CM.com's Channels "
+            "portal shows them (replaces the earlier set; Twilio's are read from Twilio)",
+            body=models.TemplatesSet,
+            response=models.TemplatesRegistered,
+            path_params=(Param("channel_id", "A channel's id."),),
+            errors=(409,),
+        ),
+        set_templates,
     ),
 ]

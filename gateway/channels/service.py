@@ -24,6 +24,8 @@ from gateway.channels.models import (
     E164,
     ChannelCreate,
     ChannelOut,
+    TemplatesRegistered,
+    TemplatesSet,
     webhook_url,
 )
 from gateway.clients.http import ProviderError
@@ -424,5 +426,51 @@ async def delete_channels(
                 details={"id": channel_id, "provider": row.provider, "type": row.type},
             )
         return wanted
+
+    return await db.transact(work)
+
+
+async def set_templates(
+    db: Database, *, account_id: str, channel_id: str, body: TemplatesSet, actor: Actor
+) -> TemplatesRegistered:
+    """Register a CM.com WhatsApp channel's approved templates (replacing the earlier set):
+    CM.com's messaging API lists none, so the operator copies them from its Channels
+    portal. Twilio's are read from its Content API instead."""
+    seen: set[tuple[str, str]] = set()
+    for item in body.items:
+        key = (item.name, item.language)
+        if key in seen:
+            raise InvalidValue(f"The template {item.name!r} in {item.language!r} is listed twice.")
+        seen.add(key)
+    stored = [item.model_dump(exclude_none=True) for item in body.items]
+
+    def work(tx: Transaction) -> TemplatesRegistered:
+        require_account(tx.conn, account_id)
+        channel = live_channel(tx.conn, channel_id)
+        if channel is None or channel.account_id != account_id:
+            raise NotFound(f"No channel {shown(channel_id)!r} in this account.")
+        if channel.provider != "cm" or channel.type != "whatsapp":
+            raise Conflict(
+                "Templates are registered on CM.com WhatsApp channels only; a Twilio "
+                "channel's come from Twilio's Content API."
+            )
+        tx.conn.execute(
+            update(CHANNELS).where(CHANNELS.c.id == channel_id).values(templates=stored)
+        )
+        admin_event(
+            tx,
+            account_id=account_id,
+            actor=actor,
+            action="Edit",
+            asset="Channel",
+            asset_id=channel_id,
+            type="channel.templates_set",
+            properties_changed=["templates"],
+            details={
+                "id": channel_id,
+                "templates": [f"{t['name']}/{t['language']}" for t in stored],
+            },
+        )
+        return TemplatesRegistered(channel_id=channel_id, items=body.items)
 
     return await db.transact(work)

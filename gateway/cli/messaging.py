@@ -3,14 +3,17 @@ letters and conversations. Same service functions and write path as the admin AP
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import click
+import orjson
 from sqlalchemy import Connection
 
 from gateway.accounts import providers
 from gateway.accounts.models import CmSettings, TwilioSettings
 from gateway.app import outbox_handlers
 from gateway.channels import service as channels
-from gateway.channels.models import ChannelCreate
+from gateway.channels.models import ChannelCreate, TemplatesSet
 from gateway.chat import outbound, reading
 from gateway.chat.models import ConversationStart, ReplyCreate, TemplateOut
 from gateway.chat.outbound import Outgoing
@@ -375,8 +378,10 @@ def _body(text: str | None, template_id: str | None, variables: tuple[str, ...])
         if not sep:
             fail(f"--var {item!r}: give NAME=VALUE.")
         values[name] = value
-    template = {"id": template_id, "variables": values} if template_id else None
-    return model_of(ReplyCreate, text=text, template=template)
+    given: dict[str, object] = {"text": text} if text is not None else {}
+    if template_id:
+        given["template"] = {"id": template_id, "variables": values}
+    return model_of(ReplyCreate, **given)
 
 
 def _catalog(tools: Tools) -> ProviderTemplates:
@@ -445,7 +450,12 @@ def conversation_start(
 ) -> None:
     """Start a conversation with a contact by sending it a first message."""
     body = _body(text, template_id, variables)
-    model_of(ConversationStart, **body.model_dump(), channel_id=channel_id, address=address)
+    model_of(
+        ConversationStart,
+        **body.model_dump(exclude_none=True),
+        channel_id=channel_id,
+        address=address,
+    )
 
     async def work(tools: Tools) -> object:
         return await outbound.start_conversation(
@@ -494,3 +504,32 @@ def template_list(account_id: str, channel_id: str, fresh: bool, as_json: bool) 
         )
         or "no templates",
     )
+
+
+@template.command("set")
+@click.argument("account_id")
+@click.option("--channel", "channel_id", required=True, help="A CM.com WhatsApp channel's id.")
+@click.option(
+    "--file",
+    "path",
+    required=True,
+    type=click.File("rb"),
+    help='A JSON list of templates ({"name", "namespace", "language", "body"}), as '
+    "CM.com's Channels portal shows them; - reads standard input.",
+)
+@JSON
+def template_set(account_id: str, channel_id: str, path: BinaryIO, as_json: bool) -> None:
+    """Register a CM.com WhatsApp channel's approved templates (replacing the earlier set)."""
+    try:
+        items = orjson.loads(path.read())
+    except orjson.JSONDecodeError as exc:
+        fail(f"--file: not JSON ({exc}).")
+    body = model_of(TemplatesSet, items=items)
+
+    async def work(tools: Tools) -> object:
+        return await channels.set_templates(
+            tools.db, account_id=account_id, channel_id=channel_id, body=body, actor=OPERATOR_CLI
+        )
+
+    shown = plain(run_with_tools(work))
+    emit(shown, as_json, f"{len(shown['items'])} templates registered on {channel_id}")

@@ -143,12 +143,12 @@ class CmApi:
             body: Any = response.json()
         except ValueError:
             body = None
-        if response.status >= 400:
-            raise _refusal(body, response.status)
         entries = body.get("messages") if isinstance(body, dict) else None
-        if not isinstance(entries, list) or not entries:
+        # A message judged on its own (its entry) says more than the request's errorCode
+        # (201, "Created 0 message(s)"), also in a 400.
+        if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
             raise _refusal(body, response.status)
-        entry = entries[0] if isinstance(entries[0], dict) else {}
+        entry = entries[0]
         status = str(entry.get("status", ""))
         error_code = entry.get("messageErrorCode")
         if status.lower() != "accepted" or (error_code not in (None, 0, "0")):

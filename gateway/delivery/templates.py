@@ -10,9 +10,11 @@ approval was withdrawn is still refused by the provider, which stays the authori
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, select
 
 from gateway.accounts.service import require_account
@@ -66,7 +68,9 @@ class ProviderTemplates:
                 raise _failure(sender, exc) from exc
             return sorted(found, key=lambda t: (t.approval != APPROVED, t.name, t.language))
 
-        return await self.cache.get(f"{account_id}:{channel_id}", load, fresh=fresh)
+        # Registered templates are read with the channel: a new set is a new key at once.
+        registered = hashlib.sha256(orjson.dumps(source.registered)).hexdigest()[:16]
+        return await self.cache.get(f"{account_id}:{channel_id}:{registered}", load, fresh=fresh)
 
     def _source(self, conn: Connection, account_id: str, channel_id: str) -> _Source:
         require_account(conn, account_id)

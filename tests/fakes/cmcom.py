@@ -23,6 +23,18 @@ a number (``"Gsm 'x' is not a number."``), 304 empty body, 305 unknown channel (
 403 for ``reject_next`` (assumed: "Message has been rejected"). Injected 429/5xx faults answer
 ``{"details": ..., "errorCode": 999, "messages": []}`` (shape assumed).
 
+WhatsApp's rules, as CM.com applies them once Meta answers (codes marked assumed where the
+docs do not give them):
+
+* Templates (``add_template``): a ``richContent`` template whose namespace, name and
+  language are not the account's approved template is rejected, 306 (assumed); one whose
+  body parameters are not exactly as many as the template's variables, 307 (assumed: CM
+  says "the template message must have the exact same number of variables").
+* The 24-hour window: a free-form WhatsApp message to a number that has not written to
+  the sender within 24 hours (``customer_wrote``, or ``inbound``) is accepted, then
+  reported failed with errorCode 62 to the token's report URL (``set_report_url``); with
+  no report URL the rule is not applied.
+
 Status reports (``delivery_report``) follow CM's documented JSON shape, in which ``msg`` is
 one object, not a list (``as_list=True`` builds the list form for a tolerant parser). CM's
 template quotes every value, so values are strings. Status codes, by name:
@@ -31,11 +43,14 @@ accepted=0, rejected=1, delivered=2, failed=3, read=4 (read: not for SMS).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import secrets
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2
@@ -66,6 +81,30 @@ CHANNELS = frozenset(
 )
 STATUS_CODES = {"accepted": 0, "rejected": 1, "delivered": 2, "failed": 3, "read": 4}
 NO_ACCOUNT = "No account found for the given authentication"
+WINDOW = timedelta(hours=24)
+OUTSIDE_WINDOW = 62
+PLACEHOLDER = re.compile(r"\{\{\s*([0-9]+)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class CmTemplate:
+    """An approved (or not) WhatsApp template of an account."""
+
+    namespace: str
+    name: str
+    language: str
+    body: str
+    status: str = "approved"
+
+    @property
+    def variables(self) -> int:
+        """How many ``{{n}}`` it has."""
+        return len(set(PLACEHOLDER.findall(self.body)))
+
+
+def _bare(number: str) -> str:
+    """A number as CM.com compares them (``+31...``, ``0031...`` and ``31...`` alike)."""
+    return number.removeprefix("+").removeprefix("00")
 
 
 def cm_time(moment: datetime | None = None) -> str:
@@ -167,6 +206,11 @@ class FakeCM:
 
     def __init__(self) -> None:
         self.senders: dict[str, set[str]] = {}
+        self.templates: dict[str, list[CmTemplate]] = {}
+        self.report_urls: dict[str, str] = {}
+        # When each customer last wrote to each sender: (customer, sender), bare numbers.
+        self.customers: dict[tuple[str, str], datetime] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.sent: list[dict[str, Any]] = []
         self.rejected: list[dict[str, Any]] = []
         self.requests = 0
@@ -178,6 +222,35 @@ class FakeCM:
     def add_product_token(self, token: str, *, senders: list[str]) -> None:
         """Register a product token and the ``from`` values it may send as."""
         self.senders[token] = set(senders)
+
+    def add_template(
+        self,
+        token: str,
+        *,
+        namespace: str,
+        name: str,
+        language: str,
+        body: str,
+        status: str = "approved",
+    ) -> None:
+        """Give the account a WhatsApp template (``{{1}}``... in ``body``)."""
+        self.templates.setdefault(token, []).append(
+            CmTemplate(namespace, name, language, body, status)
+        )
+
+    def set_report_url(self, token: str, url: str) -> None:
+        """Where the account's status reports go (CM.com's portal setting)."""
+        self.report_urls[token] = url
+
+    def customer_wrote(self, customer: str, sender: str, at: datetime | None = None) -> None:
+        """``customer`` wrote to ``sender`` at ``at`` (now)."""
+        self.customers[(_bare(customer), _bare(sender))] = at or datetime.now(UTC)
+
+    def inbound(self, **kwargs: Any) -> dict[str, Any]:
+        """``mo_message(**kwargs)``, its customer recorded as having written."""
+        message = mo_message(**kwargs)
+        self.customer_wrote(message["from"]["number"], message["to"]["number"])
+        return message
 
     def fail_next(self, count: int, status: int = 503, retry_after: str | None = None) -> None:
         """Answer ``status`` to the next ``count`` requests, with Retry-After when given."""
@@ -273,6 +346,7 @@ class FakeCM:
             if fault is None:
                 self.sent.append(record)
                 parts = _parts(text or "", channels)
+                self._apply_window(token, record)
             else:
                 self.rejected.append({**record, "code": fault[0], "details": fault[1]})
                 parts = 0
@@ -300,4 +374,76 @@ class FakeCM:
             return (305, f"Unknown channel in allowedChannels: {channels!r}")
         if not (isinstance(text, str) and text) and not rich_content:
             return (304, "A body without content was found")
+        return self._template_fault(token, rich_content)
+
+    def _template_fault(self, token: str, rich_content: Any) -> tuple[int, str] | None:
+        template = _whatsapp_template(rich_content)
+        if template is None:
+            return None
+        language = template.get("language")
+        code = language.get("code") if isinstance(language, dict) else None
+        key = (template.get("namespace"), template.get("element_name"), code)
+        found = next(
+            (
+                t
+                for t in self.templates.get(token, [])
+                if (t.namespace, t.name, t.language) == key and t.status == "approved"
+            ),
+            None,
+        )
+        if found is None:
+            return (306, f"Template {key[1]!r} ({key[2]}) is not an approved template.")
+        parameters = [
+            parameter
+            for component in template.get("components") or []
+            if isinstance(component, dict) and component.get("type") == "body"
+            for parameter in component.get("parameters") or []
+        ]
+        if len(parameters) != found.variables:
+            return (
+                307,
+                f"The template has {found.variables} variables; {len(parameters)} were given.",
+            )
         return None
+
+    def _apply_window(self, token: str, record: dict[str, Any]) -> None:
+        """Report a free-form WhatsApp message outside the window failed (62)."""
+        url = self.report_urls.get(token)
+        if (
+            url is None
+            or record["channels"] != ["WhatsApp"]
+            or _whatsapp_template(record["rich_content"]) is not None
+        ):
+            return
+        wrote = self.customers.get((_bare(record["to"]), _bare(str(record["from"]))))
+        if wrote is not None and datetime.now(UTC) - wrote < WINDOW:
+            return
+        report = delivery_report(
+            reference=str(record["reference"]),
+            to_number=str(record["to"]),
+            status="failed",
+            error_code=OUTSIDE_WINDOW,
+            error_description="Message failed to send because more than 24 hours have "
+            "passed since the customer last replied to this number",
+        )
+
+        async def later() -> None:
+            await asyncio.sleep(0.05)
+            with contextlib.suppress(httpx2.HTTPError):
+                await send_report(url, report)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _whatsapp_template(rich_content: Any) -> dict[str, Any] | None:
+    """The WhatsApp template a message's richContent carries, if any."""
+    if not isinstance(rich_content, dict):
+        return None
+    for item in rich_content.get("conversation") or []:
+        template = item.get("template") if isinstance(item, dict) else None
+        whatsapp = template.get("whatsapp") if isinstance(template, dict) else None
+        if isinstance(whatsapp, dict):
+            return whatsapp
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ def env(tmp_path: Path, twilio: tuple[FakeTwilio, str]) -> dict[str, str]:
         "GATEWAY_DATA_DIR": str(tmp_path / "data"),
         "GATEWAY_PUBLIC_URL": "https://gateway.example.com",
         "GATEWAY_TWILIO_API_URL": twilio[1],
+        "GATEWAY_TWILIO_CONTENT_URL": twilio[1],
         "GATEWAY_ALLOW_PRIVATE_ENDPOINTS": "true",
     }
     values.pop("GATEWAY_SECRET_KEYS", None)
@@ -353,3 +355,143 @@ def _whatsapp_channel(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, An
         )
     )
     return account, channel
+
+
+def _twilio_whatsapp_account(env: dict[str, str]) -> tuple[str, str]:
+    account = json_of(cli(env, "account", "create", "--name", "Acme", "--json"))["id"]
+    setting = cli(
+        env,
+        "integration",
+        "set-twilio",
+        account,
+        "--name",
+        "T",
+        "--account-sid",
+        SID,
+        "--auth-token",
+        TOKEN,
+    )
+    assert setting.returncode == 0, setting.stderr
+    channel = json_of(
+        cli(
+            env,
+            "channel",
+            "add",
+            account,
+            "--provider",
+            "twilio",
+            "--type",
+            "whatsapp",
+            "--number",
+            NUMBER,
+            "--queue",
+            "q-1",
+            "--json",
+        )
+    )["id"]
+    return account, channel
+
+
+def test_template_list_and_a_conversation_started_by_template(
+    env: dict[str, str], twilio: tuple[FakeTwilio, str]
+) -> None:
+    """template list --json names each template's id, approval and variables; conversation
+    start sends one to a contact who never wrote; a missing variable exits 1 naming it."""
+    fake = twilio[0]
+    order = fake.add_template(SID, "order_update", "Order {{1}} ships {{2}}.")
+    fake.add_template(SID, "promo", "Sale!", approval="rejected")
+    account, channel = _twilio_whatsapp_account(env)
+    listed = json_of(cli(env, "template", "list", account, "--channel", channel, "--json"))
+    assert (listed[0]["id"], listed[0]["approval"]) == (order, "approved")
+    assert [v["name"] for v in listed[0]["variables"]] == ["1", "2"]
+    text = cli(env, "template", "list", account, "--channel", channel)
+    assert "order_update  en  approved  variables: 1, 2" in text.stdout
+    missing = cli(
+        env,
+        "conversation",
+        "start",
+        account,
+        "--channel",
+        channel,
+        "--to",
+        "+31612345678",
+        "--template",
+        order,
+        "--var",
+        "1=A-1",
+    )
+    assert missing.returncode == 1
+    assert "missing 2" in missing.stderr
+    started = json_of(
+        cli(
+            env,
+            "conversation",
+            "start",
+            account,
+            "--channel",
+            channel,
+            "--to",
+            "+31612345678",
+            "--template",
+            order,
+            "--var",
+            "1=A-1",
+            "--var",
+            "2=today",
+            "--json",
+        )
+    )
+    assert started["opened"] is True
+    assert started["message"]["status"] == "pending"
+    neither = cli(env, "conversation", "reply", account, started["conversation_id"])
+    assert neither.returncode == 1
+    assert "text or template" in neither.stderr
+
+
+def test_template_set_registers_a_cm_channels_templates(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    account = json_of(cli(env, "account", "create", "--name", "Acme", "--json"))["id"]
+    setting = cli(
+        env,
+        "integration",
+        "set-cm",
+        account,
+        "--name",
+        "CM",
+        "--cm-account-id",
+        "cm-1",
+        "--product-token",
+        "cm-product-token-0123",
+    )
+    assert setting.returncode == 0, setting.stderr
+    channel = json_of(
+        cli(
+            env,
+            "channel",
+            "add",
+            account,
+            "--provider",
+            "cm",
+            "--type",
+            "whatsapp",
+            "--number",
+            NUMBER,
+            "--queue",
+            "q-1",
+            "--json",
+        )
+    )["id"]
+    file = tmp_path / "templates.json"
+    template = {"name": "hello", "namespace": "ns_1", "language": "nl", "body": "Hoi {{1}}"}
+    file.write_text(json.dumps([template]))
+    assert (
+        cli(env, "template", "set", account, "--channel", channel, "--file", str(file)).returncode
+        == 0
+    )
+    listed = json_of(cli(env, "template", "list", account, "--channel", channel, "--json"))
+    assert [(t["id"], t["body"]) for t in listed] == [("hello/nl", "Hoi {{1}}")]
+    file.write_text("[{]")
+    broken = cli(env, "template", "set", account, "--channel", channel, "--file", str(file))
+    assert broken.returncode == 1
+    assert "--file" in broken.stderr

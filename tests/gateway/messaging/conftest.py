@@ -19,7 +19,7 @@ import pytest
 from gateway.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.fakes.cloudlink import FakeCloudLink
-from tests.fakes.cmcom import FakeCM, mo_message
+from tests.fakes.cmcom import FakeCM
 from tests.fakes.loopback import serve_apps
 from tests.fakes.twilio import FakeTwilio, new_sid, sign_twilio
 from tests.support import feed
@@ -94,7 +94,8 @@ class Stack:
 
     def cm_inbound(self, text: str = "Hi", **kwargs: Any) -> httpx2.Response:
         """Post an inbound CM.com WhatsApp message to the CM channel's URL."""
-        body = mo_message(from_number=CUSTOMER, to_number=BUSINESS, text=text, **kwargs)
+        kwargs.setdefault("from_number", CUSTOMER)
+        body = self.cm.inbound(to_number=BUSINESS, text=text, **kwargs)
         path = self.cm_channel["webhook_url"].split("/webhooks/", 1)[1]
         return self.http.post("/webhooks/" + path, json=body)
 
@@ -151,6 +152,7 @@ def set_up_account(stack: Stack) -> None:
         )
         assert answer.status_code == 201, answer.text
         setattr(stack, f"{provider}_channel", answer.json())
+    stack.cm.set_report_url(CM_TOKEN, stack.cm_channel["webhook_url"])
     answer = stack.api("POST", "/endpoints", json={"url": stack.cloudlink_url + "/events"})
     assert answer.status_code == 201, answer.text
     stack.endpoint = answer.json()

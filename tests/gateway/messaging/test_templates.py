@@ -263,3 +263,129 @@ def test_a_start_that_cannot_go_out_stores_nothing(
     assert stack.conversations() == []
     assert not [t for t in stack.feed_types() if t.startswith(("conversation.", "message."))]
     assert stack.twilio.sent == []
+
+
+NAMESPACE = "b1c2d3e4_f5a6_4b7c_8d9e_0f1a2b3c4d5e"
+CM_TEMPLATE = {
+    "name": "order_update",
+    "namespace": NAMESPACE,
+    "language": "en",
+    "body": "Hello {{1}}, your order {{2}} ships today.",
+    "category": "UTILITY",
+}
+
+
+def _register(stack: Stack, items: list[dict[str, Any]], channel: str = "cm") -> Any:
+    target = stack.cm_channel if channel == "cm" else stack.twilio_channel
+    return stack.api("PUT", f"/channels/{target['id']}/templates", json={"items": items})
+
+
+def test_a_cm_channels_templates_are_registered_and_listed(stack: Stack) -> None:
+    """CM.com's messaging API lists none: the operator registers those its portal shows."""
+    answer = _register(stack, [CM_TEMPLATE])
+    assert answer.status_code == 200, answer.text
+    listed = stack.api("GET", f"/channels/{stack.cm_channel['id']}/templates").json()["items"]
+    assert listed == [
+        {
+            "id": "order_update/en",
+            "name": "order_update",
+            "language": "en",
+            "variables": [{"name": "1", "example": None}, {"name": "2", "example": None}],
+            "approval": "approved",
+            "category": "UTILITY",
+            "body": CM_TEMPLATE["body"],
+            "rejection_reason": None,
+        }
+    ]
+    [event] = [e for e in stack.feed() if e["type"] == "channel.templates_set"]
+    assert event["data"]["templates"] == ["order_update/en"]
+    assert _register(stack, []).status_code == 200
+    assert stack.api("GET", f"/channels/{stack.cm_channel['id']}/templates").json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("items", "channel", "status"),
+    [
+        ([CM_TEMPLATE, CM_TEMPLATE], "cm", 400),
+        ([{**CM_TEMPLATE, "name": "Order Update"}], "cm", 400),
+        ([{**CM_TEMPLATE, "language": "english"}], "cm", 400),
+        ([CM_TEMPLATE], "twilio", 409),
+    ],
+)
+def test_a_registration_that_does_not_hold_changes_nothing(
+    stack: Stack, items: list[dict[str, Any]], channel: str, status: int
+) -> None:
+    answer = _register(stack, items, channel)
+    assert answer.status_code == status, answer.text
+    assert "channel.templates_set" not in stack.feed_types()
+
+
+def test_a_cm_template_goes_out_in_cms_template_shape(stack: Stack, db: Database) -> None:
+    """richContent's WhatsApp template: namespace, element_name, language, and the body's
+    parameters in the order of their numbers; the text is the rendered template."""
+    stack.cm.add_template(
+        "fake-cm-product-token-0123456789",
+        namespace=NAMESPACE,
+        name="order_update",
+        language="en",
+        body=CM_TEMPLATE["body"],
+    )
+    assert _register(stack, [CM_TEMPLATE]).status_code == 200
+    assert stack.cm_inbound("question").status_code == 200
+    channel = stack.cm_channel["id"]
+    [conversation] = [c for c in stack.conversations() if c["channel_id"] == channel]
+    _age_messages(db, conversation["id"], 30)
+    reply = stack.api(
+        "POST",
+        f"/conversations/{conversation['id']}/messages",
+        json={"template": {"id": "order_update/en", "variables": {"2": "A-17", "1": "Ada"}}},
+    )
+    assert reply.status_code == 202, reply.text
+    eventually(lambda: bool(stack.cm.sent), what="the CM send")
+    [sent] = stack.cm.sent
+    template = sent["rich_content"]["conversation"][0]["template"]["whatsapp"]
+    assert template["namespace"] == NAMESPACE
+    assert template["element_name"] == "order_update"
+    assert template["language"] == {"policy": "deterministic", "code": "en"}
+    parameters = template["components"][0]["parameters"]
+    assert [p["text"] for p in parameters] == ["Ada", "A-17"]
+    assert sent["body"] == "Hello Ada, your order A-17 ships today."
+    message = stack.message(reply.json()["id"])
+    assert message["template"]["id"] == "order_update/en"
+    assert message["status"] == "accepted"
+
+
+def test_cm_refuses_a_template_it_does_not_hold(stack: Stack) -> None:
+    """Registered by mistake (CM.com has no such approved template): the send fails with
+    CM.com's code, the gateway having let it through."""
+    assert _register(stack, [CM_TEMPLATE]).status_code == 200
+    assert stack.cm_inbound("question").status_code == 200
+    channel = stack.cm_channel["id"]
+    [conversation] = [c for c in stack.conversations() if c["channel_id"] == channel]
+    reply = stack.api(
+        "POST",
+        f"/conversations/{conversation['id']}/messages",
+        json={"template": {"id": "order_update/en", "variables": {"1": "Ada", "2": "A-17"}}},
+    )
+    assert reply.status_code == 202, reply.text
+    message_id = reply.json()["id"]
+    eventually(lambda: stack.message(message_id)["status"] == "failed", what="the refusal")
+    assert stack.message(message_id)["error"]["provider_code"] == "306"
+
+
+def test_cm_stays_the_authority_on_the_window(stack: Stack) -> None:
+    """A free-form reply CM.com refuses outside the window is reported failed with 62,
+    which is the message's window_closed failure."""
+    assert stack.cm_inbound("question").status_code == 200
+    long_ago = datetime.now(UTC) - timedelta(hours=25)
+    stack.cm.customer_wrote(CUSTOMER, BUSINESS, at=long_ago)
+    channel = stack.cm_channel["id"]
+    [conversation] = [c for c in stack.conversations() if c["channel_id"] == channel]
+    reply = stack.api(
+        "POST", f"/conversations/{conversation['id']}/messages", json={"text": "Sorry!"}
+    )
+    assert reply.status_code == 202, reply.text
+    message_id = reply.json()["id"]
+    eventually(lambda: stack.message(message_id)["status"] == "failed", what="CM's report")
+    error = stack.message(message_id)["error"]
+    assert (error["code"], error["provider_code"]) == ("window_closed", "62")
