@@ -1,4 +1,5 @@
-"""``make demo``: a WhatsApp message in, a reply out, its status back; then Teams presence
+"""``make demo``: a WhatsApp message in, a reply out, its status back; WhatsApp's 24-hour
+window (free text refused, a template sent, the answer reopening it); then Teams presence
 both ways.
 
 Runs the real gateway (``cloudlink-gateway serve``) on the embedded SQLite default in a
@@ -33,6 +34,7 @@ SID = "AC" + "de" * 16
 TOKEN = "demo-twilio-auth-token-0123456789"
 BUSINESS = "+14155550100"
 CUSTOMER = "+31612345678"
+NEW_CUSTOMER = "+31687654321"
 TENANT = "6a1d3f0e-8a41-4d7e-9b55-2f1c0c1b7e01"
 CLIENT = "3f2b6c1a-5d4e-4f60-8a7b-9c0d1e2f3a4b"
 CLIENT_SECRET = "demo~teams~client~secret~0123"
@@ -76,6 +78,13 @@ def main() -> None:
     twilio = FakeTwilio(auto_status=["sent", "delivered"], auto_status_delay=0.5)
     twilio.add_account(SID, TOKEN, friendly_name="Demo")
     twilio.add_number(SID, BUSINESS)
+    twilio.add_template(
+        SID,
+        "order_ready",
+        "Hello {{1}}, your order {{2}} is ready. Reply to this message to talk to us.",
+        variables={"1": "Ada", "2": "#1234"},
+    )
+    twilio.add_template(SID, "spring_sale", "Spring sale: {{1}} off!", approval="pending")
     cloudlink = FakeCloudLink()
     port = free_port()
     public = f"http://127.0.0.1:{port}"
@@ -121,6 +130,7 @@ def main() -> None:
             ) as http:
                 wait_for(lambda: _ready(http), "the gateway to start")
                 account_id = run_story(env, http, twilio, cloudlink, cloudlink_url)
+                run_window(env, http, twilio, account_id)
                 run_presence(env, http, microsoft, account_id)
         finally:
             server.terminate()
@@ -221,11 +231,88 @@ def run_story(
     return str(account_id)
 
 
+def _post_inbound(twilio: FakeTwilio, url: str, sender: str, text: str, name: str) -> None:
+    params = twilio.inbound_params(
+        account_sid=SID,
+        from_="whatsapp:" + sender,
+        to="whatsapp:" + BUSINESS,
+        body=text,
+        message_sid=new_sid("SM"),
+        profile_name=name,
+    )
+    answer = httpx2.post(
+        url, data=params, headers={"X-Twilio-Signature": sign_twilio(TOKEN, url, params)}
+    )
+    print(f"POST {url} -> {answer.status_code} {answer.text}")
+
+
+def run_window(
+    env: dict[str, str], http: httpx2.Client, twilio: FakeTwilio, account_id: str
+) -> None:
+    base = f"/api/v1/accounts/{account_id}"
+    [channel] = http.get(base + "/channels").json()["items"]
+    say(
+        "6. Bo never wrote: WhatsApp's 24-hour window is closed, and free text is refused "
+        "at once (POST /conversations)"
+    )
+    refused = http.post(
+        base + "/conversations",
+        json={"channel_id": channel["id"], "address": NEW_CUSTOMER, "text": "Your order?"},
+    )
+    print(f"-> {refused.status_code}")
+    show(refused.json())
+
+    say("7. The channel's WhatsApp templates, from Twilio's Content API")
+    templates = command(env, "template", "list", account_id, "--channel", channel["id"], "--json")
+    command(env, "template", "list", account_id, "--channel", channel["id"])
+    [approved] = [t for t in templates if t["approval"] == "approved"]
+
+    say("8. The agent starts the conversation with the approved template")
+    sent_before = len(twilio.sent)
+    started = command(
+        env,
+        "conversation",
+        "start",
+        account_id,
+        "--channel",
+        channel["id"],
+        "--to",
+        NEW_CUSTOMER,
+        "--template",
+        approved["id"],
+        "--var",
+        "1=Bo",
+        "--var",
+        "2=#5678",
+        "--json",
+    )
+    wait_for(lambda: len(twilio.sent) > sent_before, "the template to reach Twilio")
+    sent = twilio.sent[-1]
+    print(
+        f"Twilio got: To={sent['to']} ContentSid={sent['content_sid']} "
+        f"ContentVariables={sent['content_variables']} -> {sent['body']!r}"
+    )
+    conversation_path = f"{base}/conversations/{started['conversation_id']}"
+    print("window_closes_at:", http.get(conversation_path).json()["window_closes_at"])
+
+    say("9. Bo answers: the window opens for 24 hours, and the agent's free text goes out")
+    _post_inbound(twilio, channel["webhook_url"], NEW_CUSTOMER, "Great, I'll come by!", "Bo")
+    print("window_closes_at:", http.get(conversation_path).json()["window_closes_at"])
+    reply = http.post(conversation_path + "/messages", json={"text": "See you soon, Bo!"})
+    print(f"POST {conversation_path}/messages -> {reply.status_code}")
+    show(reply.json())
+    wait_for(
+        lambda: http.get(f"{base}/messages/{reply.json()['id']}").json()["status"] == "delivered",
+        "the reply's delivered status",
+    )
+    say("Window done: refused outside it, a template to open the talk, the answer reopens it.")
+
+
 def run_presence(
     env: dict[str, str], http: httpx2.Client, microsoft: FakeMicrosoft, account_id: str
 ) -> None:
     base = f"/api/v1/accounts/{account_id}"
-    say("6. Ada is provisioned by Entra (SCIM), and is a Teams user of the tenant")
+    say("10. Ada is provisioned by Entra (SCIM), and is a Teams user of the tenant")
     keys = command(env, "scim-keys", account_id, "--json")
     body = user_body("ada")
     created = http.post(
@@ -237,7 +324,7 @@ def run_presence(
     email = body["emails"][0]["value"]
     ada = microsoft.add_user(TENANT, email)
 
-    say("7. The account's Microsoft Teams integration (checked with the identity platform)")
+    say("11. The account's Microsoft Teams integration (checked with the identity platform)")
     command(
         env,
         "integration",
@@ -257,7 +344,7 @@ def run_presence(
         "on",
     )
 
-    say("8. CloudLink → Teams: Ada starts a call in CloudLink")
+    say("12. CloudLink → Teams: Ada starts a call in CloudLink")
     answer = http.post(
         base + "/presence", json={"user": email, "availability": "Busy", "activity": "InACall"}
     )
@@ -265,7 +352,7 @@ def run_presence(
     wait_for(lambda: microsoft.presence(ada)["availability"] == "Busy", "Teams to show Busy")
     print("Teams shows:", microsoft.presence(ada))
 
-    say("9. Teams → CloudLink: a presence monitor signs in and subscribes")
+    say("13. Teams → CloudLink: a presence monitor signs in and subscribes")
     microsoft.add_user(TENANT, MONITOR)
     monitor = command(env, "monitor", "add", account_id, "--upn", MONITOR, "--json")
     with httpx2.Client(follow_redirects=True, timeout=10) as browser:
@@ -277,7 +364,7 @@ def run_presence(
     )
     command(env, "monitor", "list", account_id)
 
-    say("10. Ada goes Do Not Disturb in Teams: Graph notifies, the feed shows it")
+    say("14. Ada goes Do Not Disturb in Teams: Graph notifies, the feed shows it")
     microsoft.set_teams_presence(ada, "DoNotDisturb", "Presenting")
     wait_for(
         lambda: any(
@@ -288,7 +375,7 @@ def run_presence(
     )
     show(http.get(f"{base}/presence/{email}").json())
 
-    say("11. Verify configuration (the system check)")
+    say("15. Verify configuration (the system check)")
     command(env, "presence", "check", account_id)
     say("Done: messaging, and presence both ways.")
 

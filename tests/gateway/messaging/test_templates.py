@@ -350,9 +350,9 @@ def test_a_cm_template_goes_out_in_cms_template_shape(stack: Stack, db: Database
     parameters = template["components"][0]["parameters"]
     assert [p["text"] for p in parameters] == ["Ada", "A-17"]
     assert sent["body"] == "Hello Ada, your order A-17 ships today."
-    message = stack.message(reply.json()["id"])
-    assert message["template"]["id"] == "order_update/en"
-    assert message["status"] == "accepted"
+    message_id = reply.json()["id"]
+    eventually(lambda: stack.message(message_id)["status"] == "accepted", what="accepted")
+    assert stack.message(message_id)["template"]["id"] == "order_update/en"
 
 
 def test_cm_refuses_a_template_it_does_not_hold(stack: Stack) -> None:
