@@ -23,6 +23,7 @@ from starlette.responses import Response
 from gateway.accounts.routes import BROWSER_ROUTES as ACCOUNT_BROWSER_ROUTES
 from gateway.accounts.routes import OPERATIONS as ACCOUNT_OPERATIONS
 from gateway.channels.routes import OPERATIONS as CHANNEL_OPERATIONS
+from gateway.chat.media import MEDIA_PREFIX
 from gateway.chat.routes import OPERATIONS as CHAT_OPERATIONS
 from gateway.chat.service import forget_old_receipts
 from gateway.clients.providers import Providers
@@ -30,6 +31,8 @@ from gateway.delivery.handlers import handlers as messaging_handlers
 from gateway.delivery.routes import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.delivery.templates import ProviderTemplates
 from gateway.events.routes import OPERATIONS as EVENT_OPERATIONS
+from gateway.media.routes import LINK_ROUTES as MEDIA_LINK_ROUTES
+from gateway.media.routes import OPERATIONS as MEDIA_OPERATIONS
 from gateway.outbox.throttle import SharedBuckets
 from gateway.outbox.worker import Handler, OutboxWorker, WorkerSettings
 from gateway.presence.gauges import refresh_gauges as presence_gauges
@@ -67,6 +70,7 @@ ADMIN_OPERATIONS = [
     *CHAT_OPERATIONS,
     *DELIVERY_OPERATIONS,
     *EVENT_OPERATIONS,
+    *MEDIA_OPERATIONS,
     *PRESENCE_OPERATIONS,
 ]
 
@@ -225,6 +229,7 @@ def create_app(
             webhooks_surface,
             *health_routes,
             _admin_surface(),
+            Surface(MEDIA_PREFIX, MEDIA_LINK_ROUTES, PROBLEM_JSON),
             Surface(
                 "/oauth",
                 [*ACCOUNT_BROWSER_ROUTES, *PRESENCE_BROWSER_ROUTES],

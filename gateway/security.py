@@ -9,6 +9,7 @@ newest first, so keys rotate without re-encrypting everything at once.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -51,6 +52,26 @@ class SecretBox:
         self._fernet = (
             MultiFernet([Fernet(key.get_secret_value().encode()) for key in keys]) if keys else None
         )
+        # Keys for signing links (one per key of the ring, derived so that no signature
+        # says anything of the encryption key).
+        self._signing = [
+            hmac.new(key.get_secret_value().encode(), b"signed links", hashlib.sha256).digest()
+            for key in keys
+        ]
+
+    def sign(self, message: str) -> str:
+        """An HMAC-SHA256 of ``message`` under the newest key (URL-safe base64)."""
+        if not self._signing:
+            raise SecretBoxError("no key configured to sign with: set GATEWAY_SECRET_KEYS")
+        return _mac(self._signing[0], message)
+
+    def verify(self, message: str, signature: str) -> bool:
+        """Whether ``signature`` signs ``message`` under any key of the ring (constant
+        time per key), so that links signed before a rotation stay good."""
+        return any(
+            hmac.compare_digest(_mac(key, message).encode(), signature.encode())
+            for key in self._signing
+        )
 
     @property
     def configured(self) -> bool:
@@ -76,6 +97,11 @@ class SecretBox:
             raise SecretBoxError(
                 "stored secret does not decrypt with any key in GATEWAY_SECRET_KEYS"
             ) from exc
+
+
+def _mac(key: bytes, message: str) -> str:
+    digest = hmac.new(key, message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def generate_key() -> str:

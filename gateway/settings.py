@@ -202,6 +202,21 @@ class Settings(BaseSettings):
         le=10,
         description="Multiplies every retry delay; below 1 only for tests and demos.",
     )
+    media_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        le=100 * 1024 * 1024,
+        description="The largest medium the gateway passes on, inbound (fetched from the "
+        "provider) or outbound (a reply's media URL). WhatsApp's own caps: images 5 MB, "
+        "audio and video 16 MB, documents 100 MB.",
+    )
+    media_link_seconds: int = Field(
+        default=86400,
+        ge=60,
+        le=7 * 86400,
+        description="How long the signed media links pushed in message.received events "
+        "stay good (each delivery attempt signs anew).",
+    )
     outbound_timeout: float = Field(
         default=10.0,
         gt=0,

@@ -112,7 +112,7 @@ OPERATIONS: list[tuple[Operation, Handler]] = [
             body=models.TemplatesSet,
             response=models.TemplatesRegistered,
             path_params=(Param("channel_id", "A channel's id."),),
-            errors=(409,),
+            errors=(409, 422),
         ),
         set_templates,
     ),

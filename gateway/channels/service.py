@@ -440,7 +440,7 @@ async def set_templates(
     for item in body.items:
         key = (item.name, item.language)
         if key in seen:
-            raise InvalidValue(f"The template {item.name!r} in {item.language!r} is listed twice.")
+            raise Unprocessable(f"The template {item.name!r} in {item.language!r} is listed twice.")
         seen.add(key)
     stored = [item.model_dump(exclude_none=True) for item in body.items]
 

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from gateway.accounts.providers import twilio_credentials
 from gateway.channels.service import CLEAR_SMS_URL
+from gateway.chat.media import with_links
 from gateway.chat.models import STATUS_RANK
 from gateway.chat.service import SEND, move_status, requeue_failed, set_opt_out
 from gateway.clients.cloudlink import EndpointGone, deliver_event
@@ -269,8 +270,9 @@ def _event_plan(
     return endpoint, event, secrets.decrypt(endpoint.secret)
 
 
-def event_body(event: EventRow) -> str:
-    """The Standard Webhooks payload of an event: type, timestamp, data (+ where it sits)."""
+def event_body(event: EventRow, data: dict[str, Any] | None = None) -> str:
+    """The Standard Webhooks payload of an event: type, timestamp, data (+ where it sits);
+    ``data`` instead of the stored details (with its media links signed)."""
     occurred = event.occurred_at
     return orjson.dumps(
         {
@@ -278,7 +280,7 @@ def event_body(event: EventRow) -> str:
             "timestamp": occurred.isoformat() if occurred.tzinfo else occurred.isoformat() + "Z",
             "account_id": event.account_id,
             "cursor": str(event.seq),
-            "data": event.details,
+            "data": event.details if data is None else data,
         }
     ).decode()
 
@@ -295,7 +297,17 @@ def event_handler(ctx: Context) -> Handler:
             url=endpoint.url,
             secret=secret,
             message_id=event.id,
-            body=event_body(event),
+            body=event_body(
+                event,
+                with_links(
+                    event.type,
+                    event.account_id,
+                    event.details,
+                    secrets=ctx.secrets,
+                    public_url=ctx.settings.public_url,
+                    seconds=ctx.settings.media_link_seconds,
+                ),
+            ),
             allow_private=ctx.settings.allow_private_endpoints,
         )
         return None

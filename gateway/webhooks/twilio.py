@@ -38,6 +38,9 @@ TWILIO_ACTOR = Actor("Twilio", "webhook")
 MAX_BODY = 64 * 1024
 MAX_MEDIA = 10
 MAX_NAME = 200
+# Twilio's Media URLs run to about 140 characters (three 34-character SIDs); CDN and
+# other providers' links are longer.
+MAX_URL = 2048
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 # Parameters of channel extras kept with an inbound message (buttons, locations, ids).
 EXTRAS = (
@@ -136,7 +139,7 @@ def _media(fields: dict[str, str]) -> list[Media]:
         raise BadRequest(f"NumMedia must be 0..{MAX_MEDIA}.")
     media = []
     for index in range(count):
-        url = _required(fields, f"MediaUrl{index}")
+        url = _required(fields, f"MediaUrl{index}", MAX_URL)
         media.append(Media(url=url, content_type=fields.get(f"MediaContentType{index}") or None))
     return media
 

@@ -35,6 +35,9 @@ docs do not give them):
   reported failed with errorCode 62 to the token's report URL (``set_report_url``); with
   no report URL the rule is not applied.
 
+Media (``add_media``): a link that answers without credentials until it expires, then
+404, as CM.com's media links do.
+
 Status reports (``delivery_report``) follow CM's documented JSON shape, in which ``msg`` is
 one object, not a list (``as_list=True`` builds the list form for a tolerant parser). CM's
 template quotes every value, so values are strings. Status codes, by name:
@@ -48,6 +51,7 @@ import contextlib
 import re
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -217,7 +221,29 @@ class FakeCM:
         self._faults = Faults()
         self._lock = threading.Lock()
         self._reject_remaining = 0
-        self.app = Starlette(routes=[Route("/v1.0/message", self._send, methods=["POST"])])
+        self.media: dict[str, tuple[str, bytes, float]] = {}
+        self.app = Starlette(
+            routes=[
+                Route("/v1.0/message", self._send, methods=["POST"]),
+                Route("/media/{token}", self._media, methods=["GET"]),
+            ]
+        )
+
+    def add_media(self, content: bytes, content_type: str, *, seconds: float = 3600) -> str:
+        """A medium's link path (prefix the fake's base URL), good for ``seconds``."""
+        token = secrets.token_urlsafe(16)
+        self.media[token] = (content_type, content, time.monotonic() + seconds)
+        return f"/media/{token}"
+
+    def expire_media(self) -> None:
+        """Every media link expires now."""
+        self.media = {k: (t, c, 0.0) for k, (t, c, _) in self.media.items()}
+
+    async def _media(self, request: Request) -> Response:
+        found = self.media.get(request.path_params["token"])
+        if found is None or found[2] <= time.monotonic():
+            return Response(status_code=404)
+        return Response(found[1], media_type=found[0])
 
     def add_product_token(self, token: str, *, senders: list[str]) -> None:
         """Register a product token and the ``from`` values it may send as."""

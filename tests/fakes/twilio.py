@@ -26,6 +26,10 @@ Where this fake follows Twilio rather than a simpler reading (callers should kno
   21655, ``ContentVariables`` that are not a JSON object of strings 21656, and missing
   variables fail the message with 63028 (its callback), as Twilio does once WhatsApp
   refuses it. Outside the window only an approved template is delivered.
+* Media (``add_media``) is served at its Media URL only with the account's basic auth
+  (Twilio's "HTTP Basic Authentication for media"), answered by a 307 to a CDN URL of
+  another origin (the fake's other host name) that needs none and records whether
+  credentials came along (``cdn_requests``).
 """
 
 from __future__ import annotations
@@ -394,6 +398,10 @@ class FakeTwilio:
         self.opted_out: set[tuple[str, str]] = set()
         self.accounts: dict[str, Account] = {}
         self.contents: dict[str, Content] = {}
+        # Media by (account sid, message sid, media sid): content type and bytes.
+        self.media: dict[tuple[str, str, str], tuple[str, bytes]] = {}
+        self._cdn: dict[str, tuple[str, bytes]] = {}
+        self.cdn_requests: list[dict[str, Any]] = []
         self.numbers: dict[str, PhoneNumber] = {}
         self.sent: list[dict[str, Any]] = []
         self.requests: Counter[str] = Counter()
@@ -418,6 +426,12 @@ class FakeTwilio:
                 ),
                 Route(f"{ACCOUNTS}/{{sid}}/Messages.json", self._create_message, methods=["POST"]),
                 Route(f"{ACCOUNTS}/{{sid}}/Messages.json", self._list_messages, methods=["GET"]),
+                Route(
+                    f"{ACCOUNTS}/{{sid}}/Messages/{{message_sid}}/Media/{{media_sid}}",
+                    self._get_media,
+                    methods=["GET"],
+                ),
+                Route("/cdn/{token}", self._cdn_media, methods=["GET"]),
                 Route("/v1/ContentAndApprovals", self._list_approvals, methods=["GET"]),
                 Route("/v1/Content", self._list_contents, methods=["GET"]),
             ],
@@ -471,6 +485,16 @@ class FakeTwilio:
             sid, account_sid, name, language, body, examples, approval, category, rejection_reason
         )
         return sid
+
+    def add_media(
+        self, account_sid: str, content: bytes, content_type: str, *, message_sid: str = ""
+    ) -> str:
+        """A medium of an inbound message of the account: its Media URL's path (prefix the
+        fake's base URL), which answers only with the account's credentials."""
+        message_sid = message_sid or new_sid("MM")
+        media_sid = new_sid("ME")
+        self.media[(account_sid, message_sid, media_sid)] = (content_type, content)
+        return f"{ACCOUNTS}/{account_sid}/Messages/{message_sid}/Media/{media_sid}"
 
     def add_messenger_page(self, account_sid: str, page_id: str) -> None:
         """Let the account send as ``messenger:<page_id>``."""
@@ -852,6 +876,32 @@ class FakeTwilio:
         found = [_message_resource(r) for r in reversed(self.sent) if matches(r)]
         shown = {**filters, **{f"DateSent{op}": day for op, day in days.items()}}
         return _list_page("messages", found, page, page_size, request.url.path, shown)
+
+    async def _get_media(self, request: Request) -> Response:
+        self.requests["media"] += 1
+        account = self._account_for(request)
+        key = (account.sid, request.path_params["message_sid"], request.path_params["media_sid"])
+        found = self.media.get(key)
+        if found is None:
+            raise TwilioError(
+                404, 20404, f"The requested resource {request.url.path} was not found"
+            )
+        token = secrets.token_urlsafe(16)
+        self._cdn[token] = found
+        # Another origin, as Twilio's CDN is (the same server under its other name).
+        host = "localhost" if request.url.hostname == "127.0.0.1" else "127.0.0.1"
+        cdn = f"{request.url.scheme}://{host}:{request.url.port}/cdn/{token}"
+        return Response(status_code=307, headers={"Location": cdn})
+
+    async def _cdn_media(self, request: Request) -> Response:
+        self.cdn_requests.append(
+            {"path": request.url.path, "authorization": request.headers.get("authorization")}
+        )
+        found = self._cdn.get(request.path_params["token"])
+        if found is None:
+            return Response(status_code=404)
+        content_type, content = found
+        return Response(content, media_type=content_type)
 
     def _content_of(
         self, account: Account, form: Mapping[str, list[str]]

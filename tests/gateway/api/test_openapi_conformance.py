@@ -36,7 +36,7 @@ from gateway.app import create_app, open_database
 from gateway.channels.models import ChannelCreate
 from gateway.channels.service import add_channel
 from gateway.chat import service as chat
-from gateway.chat.models import InboundMessage
+from gateway.chat.models import InboundMessage, Media
 from gateway.clients.http import new_http_client
 from gateway.clients.identity import IdentityPlatform
 from gateway.clients.twilio import TwilioApi
@@ -88,7 +88,7 @@ SEEDED_EMAIL = "user1@contoso.example"
 class Seeded:
     """Ids of real data the generated requests meet part of the time."""
 
-    ids: dict[str, str]
+    ids: dict[str, Any]
 
 
 async def seed_account(db: Database, settings: Settings, providers: QuietProviders) -> Seeded:
@@ -155,6 +155,15 @@ async def seed_account(db: Database, settings: Settings, providers: QuietProvide
             actor=OPERATOR_CLI,
             public_url=PUBLIC_URL,
         )
+        cm_whatsapp = await add_channel(
+            db,
+            secrets=secrets,
+            twilio=twilio,
+            account_id=account.id,
+            body=ChannelCreate(provider="cm", type="whatsapp", number=SEEDED_NUMBER, queue_id="q"),
+            actor=OPERATOR_CLI,
+            public_url=PUBLIC_URL,
+        )
     providers.microsoft.add_tenant(SEEDED_TENANT)
     providers.microsoft.add_app(SEEDED_TENANT, SEEDED_CLIENT, SEEDED_SECRET)
     async with new_http_client(5.0) as http:
@@ -199,8 +208,14 @@ async def seed_account(db: Database, settings: Settings, providers: QuietProvide
             local_address=SEEDED_NUMBER,
             contact_name="Seeded contact",
             text="hello",
-            media=[],
-            provider_message_id="SM" + "0" * 32,
+            media=[
+                Media(
+                    url=settings.twilio_api_url
+                    + providers.twilio.add_media(SEEDED_SID, b"\x89PNG seeded", "image/png"),
+                    content_type="image/png",
+                )
+            ],
+            provider_message_id="MM" + "0" * 32,
             dedup_keys=["sid:seeded"],
             received_at=datetime.now(UTC),
         ),
@@ -220,11 +235,13 @@ async def seed_account(db: Database, settings: Settings, providers: QuietProvide
             "channel_id": whatsapp.id,
             "sms_channel_id": channel.id,
             "spare_channel_id": spare.id,
+            "cm_whatsapp_channel_id": cm_whatsapp.id,
             "conversation_id": str(receipt.conversation_id),
             "message_id": str(receipt.message_id),
             "endpoint_id": endpoint.id,
             "email": SEEDED_EMAIL,
             "monitor_id": monitor.id,
+            "index": 0,
         }
     )
 
@@ -298,7 +315,9 @@ def use_seeded_data(schema: BaseSchema, seeded: Seeded) -> None:
     def map_case(context: HookContext, case: Case[Any]) -> Case[Any]:
         phase = case.meta.phase.name if case.meta is not None else None
         valid = case.path_parameters and is_uuid(case.path_parameters.get(ACCOUNT_ID))
-        if phase == TestPhase.COVERAGE and valid:
+        # A negative case keeps the invalid value it was made to carry.
+        negative = case.meta is not None and case.meta.generation.mode.name == "NEGATIVE"
+        if phase == TestPhase.COVERAGE and valid and not negative:
             case.path_parameters = seeded_for(case.path_parameters)
         if (
             case.path.endswith("/twilio/settings")
@@ -326,6 +345,18 @@ def use_seeded_data(schema: BaseSchema, seeded: Seeded) -> None:
             and next(turns) % 3 == 0
         ):
             case.body = {**case.body, "ids": [seeded.ids["spare_channel_id"]]}
+        if (
+            case.path.endswith("/templates")
+            and case.method == "PUT"
+            and case.path_parameters
+            and is_uuid(case.path_parameters.get(ACCOUNT_ID))
+            and next(turns) % 2 == 0
+        ):
+            case.path_parameters = {
+                **case.path_parameters,
+                ACCOUNT_ID: seeded.ids[ACCOUNT_ID],
+                "channel_id": seeded.ids["cm_whatsapp_channel_id"],
+            }
         if (
             case.path.endswith("/conversations")
             and case.method == "POST"

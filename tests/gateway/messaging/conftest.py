@@ -43,6 +43,8 @@ class Stack:
     cm: FakeCM
     cloudlink: FakeCloudLink
     cloudlink_url: str = ""
+    twilio_url: str = ""
+    cm_url: str = ""
     account_id: str = ""
     twilio_channel: dict[str, Any] = field(default_factory=dict)
     cm_channel: dict[str, Any] = field(default_factory=dict)
@@ -63,9 +65,11 @@ class Stack:
         url: str | None = None,
         extra: dict[str, str] | None = None,
         sign_with: str = TWILIO_TOKEN,
+        media: list[tuple[str, str]] | None = None,
     ) -> httpx2.Response:
         """Post a signed inbound WhatsApp message, as Twilio does."""
         params = self.twilio.inbound_params(
+            media=media or (),
             account_sid=TWILIO_SID,
             from_="whatsapp:" + sender,
             to="whatsapp:" + BUSINESS,
@@ -224,6 +228,8 @@ def open_stack(
             cm=cm,
             cloudlink=cloudlink,
             cloudlink_url=urls["cloudlink"],
+            twilio_url=urls["twilio"],
+            cm_url=urls["cm"],
         )
         set_up_account(built)
         yield built

@@ -306,7 +306,7 @@ def test_a_cm_channels_templates_are_registered_and_listed(stack: Stack) -> None
 @pytest.mark.parametrize(
     ("items", "channel", "status"),
     [
-        ([CM_TEMPLATE, CM_TEMPLATE], "cm", 400),
+        ([CM_TEMPLATE, CM_TEMPLATE], "cm", 422),
         ([{**CM_TEMPLATE, "name": "Order Update"}], "cm", 400),
         ([{**CM_TEMPLATE, "language": "english"}], "cm", 400),
         ([CM_TEMPLATE], "twilio", 409),

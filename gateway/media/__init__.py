@@ -1,0 +1,2 @@
+"""Media of messages, fetched from the provider for CloudLink (which holds no provider
+credentials) and passed on as they stream."""
