@@ -31,6 +31,7 @@ from gateway.delivery.handlers import handlers as messaging_handlers
 from gateway.delivery.routes import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.delivery.templates import ProviderTemplates
 from gateway.events.routes import OPERATIONS as EVENT_OPERATIONS
+from gateway.media.outbound import ProviderMediaCheck
 from gateway.media.routes import LINK_ROUTES as MEDIA_LINK_ROUTES
 from gateway.media.routes import OPERATIONS as MEDIA_OPERATIONS
 from gateway.outbox.throttle import SharedBuckets
@@ -211,6 +212,7 @@ def create_app(
                 "scim_discovery": Discovery(settings.scim_max_page_size),
                 "twilio_channels": TtlCache(),
                 "templates": ProviderTemplates(db, secrets, providers, settings),
+                "media_check": ProviderMediaCheck(db, providers, settings),
                 "graph_watchers": TtlCache(),
                 "graph_certificates": certificates,
                 "graph_tokens": VerifiedTokens(),

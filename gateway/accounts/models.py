@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 AZURE_AD_SYNC = "azure_ad_sync"
@@ -188,6 +188,14 @@ class TeamsSettings(_Body):
         description="Carry Teams presence into CloudLink through presence monitors; unset "
         "keeps the current choice (on for a new integration).",
     )
+
+    @field_validator("secret_expires", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: object) -> object:
+        # A number is a date to pydantic (seconds since 1970), not to the document.
+        if value is not None and not isinstance(value, str | date):
+            raise ValueError("must be a date as text, like 2027-06-30")
+        return value
 
 
 class ConsentOut(BaseModel):

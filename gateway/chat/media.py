@@ -12,9 +12,10 @@ so that each delivery attempt hands out a link valid for the whole period.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from gateway.chat.models import Media
 from gateway.security import SecretBox
 
 MEDIA_PREFIX = "/media"
@@ -89,3 +90,13 @@ def with_links(
         for index, item in enumerate(media)
     ]
     return {**data, "media": linked}
+
+
+class MediaCheck(Protocol):
+    """Checks a reply's media URLs against what the channel's provider carries (fetching
+    each: its type, its size, how many a message takes); the app wires one in."""
+
+    async def checked(self, account_id: str, channel_id: str, urls: list[str]) -> list[Media]:
+        """Each medium with its content type, or the refusal (``GatewayError``) naming the
+        URL and what is wrong."""
+        ...

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.chat.opt_out import Change
 from gateway.chat.templates import Template, TemplateUse
-from gateway.web.openapi import NUL_FREE
+from gateway.web.openapi import NON_SPACE, NUL_FREE
 
 INBOUND = "inbound"
 OUTBOUND = "outbound"
@@ -217,16 +217,44 @@ class MessageList(BaseModel):
     items: list[MessageOut]
 
 
+MAX_MEDIA_URLS = 10
+MEDIA_URL = f"^https?://{NON_SPACE}{{1,2040}}$"
+
+
+class MediaUrl(BaseModel):
+    """A medium a reply carries: a URL the provider fetches it from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        pattern=MEDIA_URL,
+        max_length=2048,
+        description="Where the provider fetches it: https, public, answering the medium "
+        "itself with its Content-Type and Content-Length.",
+    )
+
+
 def _text_or_template(schema: dict[str, Any]) -> None:
-    """The document states what the code checks: text or template, exactly one, neither
-    null."""
+    """The document states what the code checks: a template alone, or text and/or media;
+    none of them null."""
     properties = schema["properties"]
     for name in ("text", "template"):
         variants = properties[name].pop("anyOf", None)
         if variants:
             properties[name].update(next(v for v in variants if v.get("type") != "null"))
         properties[name].pop("default", None)
-    schema["oneOf"] = [{"required": ["text"]}, {"required": ["template"]}]
+    properties["media"].pop("default", None)
+    properties["media"]["minItems"] = 1
+    schema["oneOf"] = [
+        {
+            "required": ["template"],
+            "not": {"anyOf": [{"required": ["text"]}, {"required": ["media"]}]},
+        },
+        {
+            "anyOf": [{"required": ["text"]}, {"required": ["media"]}],
+            "not": {"required": ["template"]},
+        },
+    ]
 
 
 class ReplyCreate(BaseModel):
@@ -239,7 +267,11 @@ class ReplyCreate(BaseModel):
     @classmethod
     def _no_nulls(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            nulls = [name for name in ("text", "template") if name in data and data[name] is None]
+            nulls = [
+                name
+                for name in ("text", "template", "media")
+                if name in data and data[name] is None
+            ]
             if nulls:
                 raise ValueError(f"{' and '.join(nulls)} cannot be null: leave it out")
         return data
@@ -255,6 +287,12 @@ class ReplyCreate(BaseModel):
         default=None,
         description="An approved WhatsApp template, sent at any time (instead of text).",
     )
+    media: list[MediaUrl] = Field(
+        default_factory=list,
+        max_length=MAX_MEDIA_URLS,
+        description="Media the reply carries (with or without text); each is checked "
+        "against the channel's types and sizes before anything is queued.",
+    )
     author: str | None = Field(
         default=None,
         max_length=200,
@@ -264,8 +302,10 @@ class ReplyCreate(BaseModel):
 
     @model_validator(mode="after")
     def _text_or_template(self) -> ReplyCreate:
-        if (self.text is None) == (self.template is None):
-            raise ValueError("give either text or template, not both and not neither")
+        if self.template is not None and (self.text is not None or self.media):
+            raise ValueError("a template goes alone: give it without text or media")
+        if self.template is None and self.text is None and not self.media:
+            raise ValueError("give text or template (or media)")
         return self
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,13 +20,16 @@ from sqlalchemy import Connection, insert, select, update
 
 from gateway.channels.models import E164
 from gateway.chat import window
+from gateway.chat.media import MediaCheck
 from gateway.chat.models import (
     CLOSED,
     OPEN,
     OUTBOUND,
     STATUS_RANK,
     ConversationStarted,
+    Media,
     ReplyAccepted,
+    ReplyCreate,
 )
 from gateway.chat.service import (
     CHAT_CATEGORY,
@@ -35,7 +38,7 @@ from gateway.chat.service import (
     new_conversation,
     open_conversation_of,
 )
-from gateway.chat.templates import ChosenTemplate
+from gateway.chat.templates import ChosenTemplate, TemplateCatalog, choose
 from gateway.chat.window import LAST_INBOUND
 from gateway.events.service import Actor, record_event
 from gateway.web.errors import (
@@ -63,11 +66,32 @@ class Outgoing:
     text: str | None
     template: ChosenTemplate | None
     author: str | None
+    media: tuple[Media, ...] = ()
 
     @property
     def shown_text(self) -> str | None:
         """The text the contact reads (a template's as its variables render it)."""
         return self.template.text if self.template is not None else self.text
+
+
+async def checked_outgoing(
+    catalog: TemplateCatalog,
+    media_check: MediaCheck,
+    account_id: str,
+    channel_id: str,
+    body: ReplyCreate,
+) -> Outgoing:
+    """What an agent's body sends: its text and media, or its template, each checked
+    against what the channel's provider offers and carries (the API and the CLI alike)."""
+    if body.template is not None:
+        templates = await catalog.templates(account_id, channel_id)
+        return Outgoing(text=None, template=choose(templates, body.template), author=body.author)
+    media = (
+        await media_check.checked(account_id, channel_id, [m.url for m in body.media])
+        if body.media
+        else []
+    )
+    return Outgoing(text=body.text, template=None, author=body.author, media=tuple(media))
 
 
 async def queue_reply(
@@ -149,7 +173,7 @@ def _queue(
             channel_id=channel_id,
             direction=OUTBOUND,
             text=outgoing.shown_text,
-            media=[],
+            media=[asdict(medium) for medium in outgoing.media],
             status="pending",
             status_rank=STATUS_RANK["pending"],
             author=outgoing.author,
@@ -172,7 +196,11 @@ def _queue(
         asset="Message",
         asset_id=message_id,
         type="message.queued",
-        properties_changed=["text", "template"] if stored else ["text"],
+        properties_changed=[
+            "text",
+            *(["template"] if stored else []),
+            *(["media"] if outgoing.media else []),
+        ],
         details={
             "message_id": message_id,
             "conversation_id": conversation_id,
@@ -180,6 +208,7 @@ def _queue(
             "direction": OUTBOUND,
             "text": outgoing.shown_text,
             **({"template": stored} if stored else {}),
+            **({"media": [asdict(m) for m in outgoing.media]} if outgoing.media else {}),
             "author": outgoing.author,
             "status": "pending",
         },

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from gateway.accounts.service import require_account
 from gateway.chat import outbound, reading
+from gateway.chat.media import MediaCheck
 from gateway.chat.models import (
     CLOSED,
     OPEN,
@@ -24,8 +25,8 @@ from gateway.chat.models import (
     TemplateList,
     TemplateOut,
 )
-from gateway.chat.outbound import Outgoing
-from gateway.chat.templates import TemplateCatalog, choose
+from gateway.chat.outbound import Outgoing, checked_outgoing
+from gateway.chat.templates import TemplateCatalog
 from gateway.events.service import OPERATOR_API
 from gateway.web.auth import require_operator
 from gateway.web.bodies import read_model
@@ -91,15 +92,19 @@ def _catalog(request: Request) -> TemplateCatalog:
     return catalog
 
 
+def _media_check(request: Request) -> MediaCheck:
+    check: MediaCheck = request.state.media_check
+    return check
+
+
 async def outgoing(
-    catalog: TemplateCatalog, account_id: str, channel_id: str, body: ReplyCreate
+    request: Request, account_id: str, channel_id: str, body: ReplyCreate
 ) -> Outgoing:
-    """What an agent's body sends: its text, or its template checked against the
-    channel's (refused before anything is stored when it does not fit)."""
-    if body.template is None:
-        return Outgoing(text=body.text, template=None, author=body.author)
-    templates = await catalog.templates(account_id, channel_id)
-    return Outgoing(text=None, template=choose(templates, body.template), author=body.author)
+    """What an agent's body sends: its text and media, or its template, checked against
+    the channel's (refused before anything is stored when they do not fit)."""
+    return await checked_outgoing(
+        _catalog(request), _media_check(request), account_id, channel_id, body
+    )
 
 
 async def reply(request: Request) -> Response:
@@ -112,7 +117,7 @@ async def reply(request: Request) -> Response:
         state.db,
         account_id=account_id,
         conversation_id=conversation_id,
-        outgoing=await outgoing(_catalog(request), account_id, channel_id, body),
+        outgoing=await outgoing(request, account_id, channel_id, body),
         actor=OPERATOR_API,
     )
     return model_response(accepted, 202)
@@ -127,7 +132,7 @@ async def start_conversation(request: Request) -> Response:
         account_id=account_id,
         channel_id=body.channel_id,
         address=body.address,
-        outgoing=await outgoing(_catalog(request), account_id, body.channel_id, body),
+        outgoing=await outgoing(request, account_id, body.channel_id, body),
         actor=OPERATOR_API,
     )
     return model_response(started, 202)

@@ -17,11 +17,11 @@ from gateway.channels.models import ChannelCreate, TemplatesSet
 from gateway.chat import outbound, reading
 from gateway.chat.models import ConversationStart, ReplyCreate, TemplateOut
 from gateway.chat.outbound import Outgoing
-from gateway.chat.templates import choose
 from gateway.cli.common import JSON, Tools, emit, fail, model_of, plain, run_with_tools
 from gateway.delivery import endpoints
 from gateway.delivery.templates import ProviderTemplates
 from gateway.events.service import OPERATOR_CLI
+from gateway.media.outbound import ProviderMediaCheck
 
 
 @click.command("set-twilio")
@@ -370,7 +370,17 @@ VARIABLE = click.option(
 )
 
 
-def _body(text: str | None, template_id: str | None, variables: tuple[str, ...]) -> ReplyCreate:
+MEDIA = click.option(
+    "--media", "media", multiple=True, metavar="URL", help="A medium to send (repeatable)."
+)
+
+
+def _body(
+    text: str | None,
+    template_id: str | None,
+    variables: tuple[str, ...],
+    media: tuple[str, ...] = (),
+) -> ReplyCreate:
     """The message the options give, validated as the API validates a reply's body."""
     values: dict[str, str] = {}
     for item in variables:
@@ -381,6 +391,8 @@ def _body(text: str | None, template_id: str | None, variables: tuple[str, ...])
     given: dict[str, object] = {"text": text} if text is not None else {}
     if template_id:
         given["template"] = {"id": template_id, "variables": values}
+    if media:
+        given["media"] = [{"url": url} for url in media]
     return model_of(ReplyCreate, **given)
 
 
@@ -389,10 +401,13 @@ def _catalog(tools: Tools) -> ProviderTemplates:
 
 
 async def _outgoing(tools: Tools, account_id: str, channel_id: str, body: ReplyCreate) -> Outgoing:
-    if body.template is None:
-        return Outgoing(text=body.text, template=None, author=None)
-    templates = await _catalog(tools).templates(account_id, channel_id)
-    return Outgoing(text=None, template=choose(templates, body.template), author=None)
+    return await outbound.checked_outgoing(
+        _catalog(tools),
+        ProviderMediaCheck(tools.db, tools.providers, tools.settings),
+        account_id,
+        channel_id,
+        body,
+    )
 
 
 @conversation.command("reply")
@@ -401,6 +416,7 @@ async def _outgoing(tools: Tools, account_id: str, channel_id: str, body: ReplyC
 @click.option("--text", help="The reply (within WhatsApp's 24-hour window).")
 @TEMPLATE
 @VARIABLE
+@MEDIA
 @JSON
 def conversation_reply(
     account_id: str,
@@ -409,10 +425,12 @@ def conversation_reply(
     text: str | None,
     template_id: str | None,
     variables: tuple[str, ...],
+    media: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Send an agent's reply, text or a template (queued; the server's workers send it)."""
-    body = _body(text, template_id, variables)
+    """Send an agent's reply: text and/or media, or a template (queued; the server's
+    workers send it)."""
+    body = _body(text, template_id, variables, media)
 
     async def work(tools: Tools) -> object:
         channel_id = await tools.db.query(
@@ -437,6 +455,7 @@ def conversation_reply(
 @click.option("--text", help="Free text (SMS; WhatsApp needs a template).")
 @TEMPLATE
 @VARIABLE
+@MEDIA
 @JSON
 def conversation_start(
     account_id: str,
@@ -446,10 +465,11 @@ def conversation_start(
     text: str | None,
     template_id: str | None,
     variables: tuple[str, ...],
+    media: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Start a conversation with a contact by sending it a first message."""
-    body = _body(text, template_id, variables)
+    body = _body(text, template_id, variables, media)
     model_of(
         ConversationStart,
         **body.model_dump(exclude_none=True),

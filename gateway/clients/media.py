@@ -10,7 +10,7 @@ media URL with a redirect to its CDN, which must not get the account's Auth Toke
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -69,7 +69,7 @@ class OpenedMedium:
 
     content_type: str
     length: int | None
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -134,7 +134,7 @@ def _checked(response: aiohttp.ClientResponse, max_bytes: int) -> OpenedMedium:
     return OpenedMedium(content_type, length, _body(response, max_bytes))
 
 
-async def _body(response: aiohttp.ClientResponse, max_bytes: int) -> AsyncIterator[bytes]:
+async def _body(response: aiohttp.ClientResponse, max_bytes: int) -> AsyncGenerator[bytes, None]:
     """The body a chunk at a time, cut off past ``max_bytes``; the connection is closed
     rather than reused when the body is not read to its end."""
     passed = 0

@@ -89,6 +89,7 @@ _SEND_PLAN = (
         MESSAGES.c.text,
         MESSAGES.c.status_rank,
         MESSAGES.c.template,
+        MESSAGES.c.media,
         CONVERSATIONS.c.local_address,
         CONTACTS.c.address.label("contact_address"),
         CHANNELS.c.id.label("channel_id"),
@@ -119,6 +120,7 @@ def _send_plan(conn: Connection, message_id: str) -> SendPlan:
         local_address=row.local_address,
         contact_address=row.contact_address,
         template=row.template,
+        media=tuple(row.media or ()),
     )
 
 

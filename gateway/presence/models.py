@@ -44,7 +44,7 @@ RANK = {
 MAX_ACTIVITY = 60
 
 
-EMAIL_PART = "[^@\\s\\u0000\\u001c-\\u001f\\u0085\\ufeff]"
+EMAIL_PART = "[^@\\s\\u0000\\u001c-\\u001f\\u0085\\ufeff]"  # NON_SPACE, and not @
 
 
 class PresenceChange(BaseModel):

@@ -21,6 +21,10 @@ ACCOUNT = API + "/accounts/{account_id}"
 # with 400 (``gateway.nul``), so the document never offers one.
 NUL_FREE = "^[^\\u0000]*$"
 TEXT: dict[str, Any] = {"type": "string", "pattern": NUL_FREE}
+# A character that is neither white space nor NUL, the same in Python and JSON Schema:
+# their \s differ (\x1c-\x1f and \x85 are only Python's, \ufeff only ECMAScript's), so
+# both sets are named.
+NON_SPACE = "[^\\s\\u0000\\u001c-\\u001f\\u0085\\ufeff]"
 
 DESCRIPTION = (
     "Operator API of the gateway. Every error is a JSON problem "

@@ -48,6 +48,7 @@ class CmSender:
             channel=plan.channel_type,
             reference=plan.message_id,
             template=_cm_template(plan.template) if plan.template else None,
+            media=[{"url": str(m["url"]), "title": str(m.get("title") or "")} for m in plan.media],
         )
         return Sent(accepted.reference, "accepted")
 

@@ -38,6 +38,8 @@ class SendPlan:
     contact_address: str
     # The approved template it goes out as (id, name, language, variables), or None.
     template: dict[str, Any] | None = None
+    # The media it carries: {"url", "content_type"} each.
+    media: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

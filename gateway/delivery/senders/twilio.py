@@ -49,7 +49,7 @@ class TwilioSender:
             to=plan.contact_address,
             from_=plan.local_address,
             body=plan.text,
-            media_urls=[],
+            media_urls=[str(medium["url"]) for medium in plan.media],
             status_callback=f"{callback}?message={plan.message_id}",
             content_sid=template.get("id"),
             content_variables=template.get("variables"),
