@@ -1,10 +1,13 @@
-"""Benchmark the gateway's SCIM endpoints against scim2-server, and write docs/benchmarks.md.
+"""Benchmark the gateway: SCIM against scim2-server, then the messaging webhooks and Teams
+presence; write docs/benchmarks.md.
 
 Usage: python bench/run.py [--users N] [--workers 1,2] [--databases sqlite,postgresql] ...
 
 One run measures every gateway configuration asked for (SQLite and PostgreSQL, 1 and 2
-worker processes), then the peer; on SQLite it also runs the lock-hold experiment. See
-bench/README.md.
+worker processes), then the peer; on SQLite it also runs the lock-hold experiment. Then
+``bench/webhooks.py`` (webhooks against a bare Starlette limit, the write alone, the
+outbox) and ``bench/presence.py`` (ingest, latency, sync all against its own work) add
+their sections to the same file. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -133,6 +137,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "of the peer and the gateway",
     )
     add("--no-docs", action="store_true", help="do not write the docs")
+    add(
+        "--then",
+        default="webhooks,presence",
+        help="benchmarks run after the SCIM one, each adding its section (webhooks,presence; "
+        "none: skip)",
+    )
     add("--json", type=Path, help="also write the raw results to this file")
     add("--keep", action="store_true", help="keep the temporary dir (data and server logs)")
     args = parser.parse_args(argv)
@@ -156,6 +166,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--users must be positive and --small-users not negative")
     if not 0 <= args.retries <= 8:
         parser.error("--retries must be between 0 and 8")
+    unknown = set(_list(args.then)) - {"webhooks", "presence", "none"}
+    if unknown:
+        parser.error(f"--then takes webhooks and/or presence, or none; not {', '.join(unknown)}")
     if args.lock_hold < 0 or args.lock_timeout <= 0:
         parser.error("--lock-hold must not be negative and --lock-timeout must be positive")
     if 0 < args.lock_hold <= args.lock_timeout:
@@ -276,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         log(f"wrote {args.docs.relative_to(REPO) if args.docs.is_relative_to(REPO) else args.docs}")
+    written = not args.no_docs and complete and not failed and args.docs == DOCS
+    for name in [] if args.then == "none" else _list(args.then):
+        # Each writes its own section of docs/benchmarks.md, after the SCIM run's file.
+        command = [sys.executable, str(REPO / "bench" / f"{name}.py")]
+        log(f"running {shlex.join(command[1:])}")
+        finished = subprocess.run([*command, *([] if written else ["--no-docs"])], check=False)
+        failed = failed or finished.returncode != 0
     return 1 if failed else 0
 
 

@@ -50,18 +50,31 @@ def postgres() -> Iterator[PostgresFactory | None]:
     factory.close()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests on PostgreSQL run one after the other, on one worker of a parallel run.
 
     The feed shows an event once every older transaction of the whole PostgreSQL server
     has ended (decision 0011): a test holding a transaction open in its own database would
     otherwise hold back the feed another worker's test is reading. SQLite tests, each on
     a file of its own, fill the other workers.
+
+    A test marked ``one_backend`` checks what does not depend on the database (a refusal
+    made before anything is stored, a provider's answer): its PostgreSQL variant is left
+    out, as it would only lengthen that one worker's queue.
     """
+    kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and "postgresql" in callspec.params.values():
+        on_postgres = callspec is not None and "postgresql" in callspec.params.values()
+        if on_postgres and item.get_closest_marker("one_backend") is not None:
+            dropped.append(item)
+            continue
+        if on_postgres:
             item.add_marker(pytest.mark.xdist_group("postgresql"))
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def postgres_of(request: pytest.FixtureRequest) -> Callable[[], PostgresFactory | None]:

@@ -96,6 +96,7 @@ def _secret(key: str) -> SecretStr:
     return SecretStr(key)
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("content_type", ["text/html", "image/svg+xml", "application/x-sh"])
 def test_a_medium_of_a_type_not_to_pass_on_is_refused(stack: Stack, content_type: str) -> None:
     message = _inbound_with_media(stack, b"<script>alert(1)</script>", content_type)
@@ -104,6 +105,7 @@ def test_a_medium_of_a_type_not_to_pass_on_is_refused(stack: Stack, content_type
     assert content_type in answer.json()["detail"]
 
 
+@pytest.mark.one_backend
 def test_a_medium_over_the_cap_is_refused(stack_settings: Any, fakes: Any) -> None:
     with open_stack(stack_settings, fakes, media_max_bytes=4096) as stack:
         message = _inbound_with_media(stack)
@@ -112,6 +114,7 @@ def test_a_medium_over_the_cap_is_refused(stack_settings: Any, fakes: Any) -> No
         assert "GATEWAY_MEDIA_MAX_BYTES" in answer.json()["detail"]
 
 
+@pytest.mark.one_backend
 def test_media_that_is_not_there_is_404(stack: Stack) -> None:
     message = _inbound_with_media(stack)
     assert stack.api("GET", f"/messages/{message['id']}/media/1").status_code == 404

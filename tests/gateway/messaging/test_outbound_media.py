@@ -92,6 +92,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     ("path", "name", "named"),
     [
@@ -112,6 +113,7 @@ def test_a_medium_the_channel_cannot_carry_is_refused_and_nothing_is_queued(
     assert stack.twilio.sent == []
 
 
+@pytest.mark.one_backend
 def test_whatsapp_carries_one_medium_a_message(stack: Stack, host: str) -> None:
     url = f"{host}/files/photo.jpg"
     answer = _reply(stack, {"media": [{"url": url}, {"url": url}]})
@@ -129,6 +131,7 @@ def test_a_cm_reply_carries_its_medium_in_rich_content(stack: Stack, host: str) 
     assert sent["body"] == "Photo"
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     "body",
     [

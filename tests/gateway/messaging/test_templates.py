@@ -68,6 +68,7 @@ def test_the_channels_templates_are_listed_with_their_approval(stack: Stack) -> 
     assert by_id[sids["rejected"]]["rejection_reason"] == "INVALID_FORMAT"
 
 
+@pytest.mark.one_backend
 def test_the_list_is_kept_briefly_and_read_again_when_asked(stack: Stack) -> None:
     _add_templates(stack)
     _templates(stack)
@@ -85,6 +86,7 @@ def test_the_list_is_kept_briefly_and_read_again_when_asked(stack: Stack) -> Non
     )
 
 
+@pytest.mark.one_backend
 def test_every_page_of_twilios_list_is_read(stack: Stack) -> None:
     """Twilio pages by meta.next_page_url; 501 templates are two pages of 500."""
     sids = [stack.twilio.add_template(TWILIO_SID, f"t{n:03}", "Hi {{1}}") for n in range(501)]
@@ -133,6 +135,7 @@ def test_a_template_goes_out_as_content_sid_and_variables_outside_the_window(
     assert all(c["params"].get("ErrorCode") != "63016" for c in stack.twilio.callbacks)
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     ("which", "variables", "status", "error", "named"),
     [
@@ -166,6 +169,7 @@ def test_a_template_that_does_not_fit_is_refused_and_nothing_is_queued(
     assert stack.twilio.sent == []
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     "body",
     [
@@ -237,6 +241,7 @@ def test_starting_again_uses_the_contacts_open_conversation(stack: Stack) -> Non
     assert answer.json()["opened"] is False
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     ("changes", "status", "error"),
     [
@@ -303,6 +308,7 @@ def test_a_cm_channels_templates_are_registered_and_listed(stack: Stack) -> None
     assert stack.api("GET", f"/channels/{stack.cm_channel['id']}/templates").json()["items"] == []
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     ("items", "channel", "status"),
     [
