@@ -179,12 +179,14 @@ class FakeMicrosoft:
                 raise KeyError(f"no tenant {tenant_id}")
             if object_id in self.directory.users or self.directory.user_by_upn(upn):
                 raise ValueError(f"user {upn} ({object_id}) exists")
-            self.directory.users[object_id] = DirectoryUser(
-                tenant_id,
-                object_id,
-                upn,
-                display_name or upn.split("@", maxsplit=1)[0].replace(".", " ").title(),
-                upn if mail is None else mail,
+            self.directory.add(
+                DirectoryUser(
+                    tenant_id,
+                    object_id,
+                    upn,
+                    display_name or upn.split("@", maxsplit=1)[0].replace(".", " ").title(),
+                    upn if mail is None else mail,
+                )
             )
         return object_id
 
