@@ -112,6 +112,26 @@ def live_channel(conn: Connection, channel_id: str) -> ChannelContext | None:
     return None if row is None else context_of(row)
 
 
+def account_channel(
+    conn: Connection, account_id: str, channel_id: str, *, deleted: type[Exception] = NotFound
+) -> ChannelRow:
+    """The account's channel (404 for an unknown account or channel, or another account's);
+    a deleted one raises ``deleted`` (404, or 409 where saying so helps more)."""
+    require_account(conn, account_id)
+    row: ChannelRow | None = conn.execute(
+        select(CHANNELS).where(CHANNELS.c.id == channel_id, CHANNELS.c.account_id == account_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"No channel {shown(channel_id)!r} in this account.")
+    if row.deleted_at is not None:
+        raise (
+            NotFound(f"No channel {shown(channel_id)!r} in this account.")
+            if deleted is NotFound
+            else deleted("The channel was deleted.")
+        )
+    return row
+
+
 def channel_out(row: ChannelRow, secrets: SecretBox, public_url: str) -> ChannelOut:
     """The API shape of a channel row (CM.com's URL secret decrypted to show the URL)."""
     secret = secrets.decrypt(row.secret) if row.secret else None
@@ -157,7 +177,7 @@ async def _owned_twilio_number(
     try:
         found = await twilio.list_numbers(creds, phone_number=number)
     except ProviderError as exc:
-        raise _provider_failure(exc, "listing the account's numbers") from exc
+        raise provider_failure(exc, "listing the account's numbers") from exc
     for candidate in found:
         if candidate.phone_number == number:
             return candidate
@@ -171,10 +191,12 @@ async def _owned_twilio_number(
     )
 
 
-def _provider_failure(exc: ProviderError, doing: str) -> Exception:
+def provider_failure(exc: ProviderError, doing: str, integration: str = "Twilio") -> Exception:
+    """A provider's failure while an operator waits: 503 when trying again may help, else
+    409 naming the integration to check."""
     if exc.retryable:
-        return UpstreamUnavailable(f"Twilio could not be reached while {doing} ({exc}).")
-    return Conflict(f"Twilio refused {doing}: {exc}. Check the Twilio integration.")
+        return UpstreamUnavailable(f"{integration} could not be reached while {doing} ({exc}).")
+    return Conflict(f"{integration} refused {doing}: {exc}. Check the {integration} integration.")
 
 
 async def add_channel(
@@ -258,7 +280,7 @@ async def _point_twilio_number(
     try:
         await twilio.set_sms_url(creds, owned.sid, url)
     except ProviderError as exc:
-        raise _provider_failure(exc, "setting the number's SMS URL") from exc
+        raise provider_failure(exc, "setting the number's SMS URL") from exc
     return owned.sid
 
 
@@ -445,10 +467,7 @@ async def set_templates(
     stored = [item.model_dump(exclude_none=True) for item in body.items]
 
     def work(tx: Transaction) -> TemplatesRegistered:
-        require_account(tx.conn, account_id)
-        channel = live_channel(tx.conn, channel_id)
-        if channel is None or channel.account_id != account_id:
-            raise NotFound(f"No channel {shown(channel_id)!r} in this account.")
+        channel = account_channel(tx.conn, account_id, channel_id)
         if channel.provider != "cm" or channel.type != "whatsapp":
             raise Conflict(
                 "Templates are registered on CM.com WhatsApp channels only; a Twilio "

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from gateway.channels.models import E164
+from gateway.channels.service import account_channel
 from gateway.chat import window
 from gateway.chat.media import MediaCheck
 from gateway.chat.models import (
@@ -50,6 +51,7 @@ from gateway.web.errors import (
     shown,
 )
 from storage.engine import Database
+from storage.rows import ChannelRow
 from storage.tables import CHANNELS, CONTACTS, CONVERSATIONS, MESSAGES, utcnow
 from storage.transaction import Transaction
 from storage.upsert import insert_if_absent
@@ -301,14 +303,8 @@ def window_closed(channel_type: str, last_inbound: datetime | None) -> WindowClo
     )
 
 
-def _startable_channel(conn: Connection, account_id: str, channel_id: str) -> Any:
-    channel = conn.execute(
-        select(CHANNELS).where(CHANNELS.c.id == channel_id, CHANNELS.c.account_id == account_id)
-    ).one_or_none()
-    if channel is None:
-        raise NotFound(f"No channel {shown(channel_id)!r} in this account.")
-    if channel.deleted_at is not None:
-        raise Conflict("The channel was deleted.")
+def _startable_channel(conn: Connection, account_id: str, channel_id: str) -> ChannelRow:
+    channel = account_channel(conn, account_id, channel_id, deleted=Conflict)
     if channel.type not in ADDRESS_PREFIX:
         raise Conflict(
             f"A {channel.type} conversation is started by the contact: the business may only "

@@ -8,7 +8,7 @@ message so that an admin (or a dead letter) shows what Twilio said.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -153,6 +153,12 @@ def _content(item: dict[str, Any]) -> ContentTemplate:
     )
 
 
+def _next_content_page(body: dict[str, Any]) -> str | None:
+    """The Content API's next page: a whole URL in ``meta``."""
+    found = _object(body.get("meta")).get("next_page_url")
+    return str(found) if found else None
+
+
 class TwilioApi:
     """Twilio's REST API at ``base_url`` (``GATEWAY_TWILIO_API_URL``), and its Content API
     at ``content_url`` (``GATEWAY_TWILIO_CONTENT_URL``)."""
@@ -218,10 +224,17 @@ class TwilioApi:
         return numbers
 
     async def _pages(
-        self, creds: TwilioCredentials, url: str, params: dict[str, str], what: str
+        self,
+        creds: TwilioCredentials,
+        url: str,
+        params: dict[str, str],
+        what: str,
+        *,
+        next_of: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """The pages of one of Twilio's lists, following ``next_page_uri`` (which carries
-        the query) until the last; the caller stops early by leaving the loop."""
+        the query) until the last, or what ``next_of`` finds in a page (the Content API
+        names its next page in ``meta``); the caller stops early by leaving the loop."""
         page_url: str | None = url
         while page_url is not None:
 
@@ -230,31 +243,28 @@ class TwilioApi:
 
             body = await with_retries(call)
             yield body
-            next_uri = body.get("next_page_uri")
-            page_url = self._base.removesuffix(API) + next_uri if next_uri else None
+            if next_of is not None:
+                page_url = next_of(body)
+            else:
+                next_uri = body.get("next_page_uri")
+                page_url = self._base.removesuffix(API) + next_uri if next_uri else None
             params = {}
 
     async def list_templates(self, creds: TwilioCredentials) -> list[ContentTemplate]:
         """Every Content template of the account with its WhatsApp approval
         (``/v1/ContentAndApprovals``, following ``meta.next_page_url``)."""
-        url: str | None = self._content + CONTENT_AND_APPROVALS
-        params: dict[str, str] = {"PageSize": str(CONTENT_PAGE_SIZE)}
+        url = self._content + CONTENT_AND_APPROVALS
+        params = {"PageSize": str(CONTENT_PAGE_SIZE)}
         found: list[ContentTemplate] = []
-        for _ in range(CONTENT_PAGES):
-            if url is None:
-                break
-
-            async def call(at: str = url, query: dict[str, str] = params) -> dict[str, Any]:
-                return await self._call(
-                    creds, "GET", at, "listing Twilio templates", params=query, limit=PAGE_LIMIT
-                )
-
-            body = await with_retries(call)
+        pages = 0
+        async for body in self._pages(
+            creds, url, params, "listing Twilio templates", next_of=_next_content_page
+        ):
             items = body.get("contents") or []
             found.extend(_content(item) for item in items if isinstance(item, dict))
-            next_url = _object(body.get("meta")).get("next_page_url")
-            url = str(next_url) if next_url else None
-            params = {}
+            pages += 1
+            if pages == CONTENT_PAGES:
+                break
         return found
 
     async def set_sms_url(self, creds: TwilioCredentials, number_sid: str, url: str) -> None:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from gateway.accounts.service import require_account
+from gateway.channels.service import account_channel, provider_failure
 from gateway.chat.templates import APPROVED, Template
 from gateway.clients.http import ProviderError
 from gateway.clients.providers import Providers
@@ -25,9 +25,8 @@ from gateway.delivery.senders import Sender, sender_for, senders
 from gateway.security import SecretBox
 from gateway.settings import Settings
 from gateway.ttl_cache import TtlCache
-from gateway.web.errors import Conflict, NotFound, UpstreamUnavailable, shown
+from gateway.web.errors import Conflict
 from storage.engine import Database
-from storage.tables import CHANNELS
 
 # Seconds a channel's templates are kept.
 TEMPLATES_TTL = 60.0
@@ -65,7 +64,9 @@ class ProviderTemplates:
             try:
                 found = await sender.templates(source.credentials, source.registered)
             except ProviderError as exc:
-                raise _failure(sender, exc) from exc
+                raise provider_failure(
+                    exc, "listing the channel's templates", sender.integration
+                ) from exc
             return sorted(found, key=lambda t: (t.approval != APPROVED, t.name, t.language))
 
         # Registered templates are read with the channel: a new set is a new key at once.
@@ -73,16 +74,7 @@ class ProviderTemplates:
         return await self.cache.get(f"{account_id}:{channel_id}:{registered}", load, fresh=fresh)
 
     def _source(self, conn: Connection, account_id: str, channel_id: str) -> _Source:
-        require_account(conn, account_id)
-        channel = conn.execute(
-            select(CHANNELS.c.provider, CHANNELS.c.type, CHANNELS.c.templates).where(
-                CHANNELS.c.id == channel_id,
-                CHANNELS.c.account_id == account_id,
-                CHANNELS.c.deleted_at.is_(None),
-            )
-        ).one_or_none()
-        if channel is None:
-            raise NotFound(f"No channel {shown(channel_id)!r} in this account.")
+        channel = account_channel(conn, account_id, channel_id)
         if channel.type not in TEMPLATE_TYPES:
             raise Conflict(
                 f"Templates are WhatsApp's: this is a {channel.type} channel, whose messages "
@@ -96,15 +88,3 @@ class ProviderTemplates:
                 "templates cannot be read."
             )
         return _Source(channel.provider, credentials, channel.templates)
-
-
-def _failure(sender: Sender[Any], exc: ProviderError) -> Exception:
-    if exc.retryable:
-        return UpstreamUnavailable(
-            f"{sender.integration} could not be reached for the channel's templates ({exc}); "
-            "try again shortly."
-        )
-    return Conflict(
-        f"{sender.integration} refused to list the templates: {exc}. Check the account's "
-        f"{sender.integration} integration."
-    )

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from gateway.accounts.service import require_account
+from gateway.channels.service import account_channel
 from gateway.chat.models import Media
 from gateway.clients.http import ProviderError
 from gateway.clients.media import MediaRefused, open_medium
 from gateway.clients.providers import Providers
 from gateway.settings import Settings
-from gateway.web.errors import Conflict, NotFound, Unprocessable, shown
+from gateway.web.errors import Conflict, Unprocessable, shown
 from storage.engine import Database
-from storage.tables import CHANNELS
 
 MIB = 1024 * 1024
 # How many media one message carries: WhatsApp and Messenger one (Twilio and CM.com
@@ -109,14 +108,5 @@ def _refused(url: str, reason: str) -> Unprocessable:
 
 
 def _channel(conn: Connection, account_id: str, channel_id: str) -> tuple[str, str]:
-    require_account(conn, account_id)
-    found = conn.execute(
-        select(CHANNELS.c.provider, CHANNELS.c.type, CHANNELS.c.deleted_at).where(
-            CHANNELS.c.id == channel_id, CHANNELS.c.account_id == account_id
-        )
-    ).one_or_none()
-    if found is None:
-        raise NotFound(f"No channel {shown(channel_id)!r} in this account.")
-    if found.deleted_at is not None:
-        raise Conflict("The channel was deleted.")
-    return str(found.provider), str(found.type)
+    found = account_channel(conn, account_id, channel_id, deleted=Conflict)
+    return found.provider, found.type

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.web.openapi import SPACE_OR_NUL
+
 TEAMS = "teams"
 CLOUDLINK = "cloudlink"
 PHONE = "phone"
@@ -44,7 +46,8 @@ RANK = {
 MAX_ACTIVITY = 60
 
 
-EMAIL_PART = "[^@\\s\\u0000\\u001c-\\u001f\\u0085\\ufeff]"  # NON_SPACE, and not @
+# A character of an email address: neither @ nor white space nor NUL (see SPACE_OR_NUL).
+EMAIL_PART = f"[^@{SPACE_OR_NUL}]"
 
 
 class PresenceChange(BaseModel):
@@ -55,8 +58,6 @@ class PresenceChange(BaseModel):
     user: str = Field(
         min_length=3,
         max_length=320,
-        # Python's \s and JSON Schema's differ (\x1c-\x1f and \x85 are only Python's,
-        # \ufeff only ECMAScript's): both are named, so the two read the same.
         pattern=f"^{EMAIL_PART}+@{EMAIL_PART}+$",
         description="The user's email address, as provisioned.",
     )

@@ -24,7 +24,8 @@ TEXT: dict[str, Any] = {"type": "string", "pattern": NUL_FREE}
 # A character that is neither white space nor NUL, the same in Python and JSON Schema:
 # their \s differ (\x1c-\x1f and \x85 are only Python's, \ufeff only ECMAScript's), so
 # both sets are named.
-NON_SPACE = "[^\\s\\u0000\\u001c-\\u001f\\u0085\\ufeff]"
+SPACE_OR_NUL = "\\s\\u0000\\u001c-\\u001f\\u0085\\ufeff"
+NON_SPACE = f"[^{SPACE_OR_NUL}]"
 
 DESCRIPTION = (
     "Operator API of the gateway. Every error is a JSON problem "

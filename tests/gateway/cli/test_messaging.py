@@ -27,6 +27,7 @@ from tests.support.cli import cli, json_of
 from tests.support.sync import run
 
 SID = "AC" + "c1" * 16
+CM_TOKEN = "cm-product-token-0123"
 TOKEN = "cli-twilio-auth-token-01234567"
 NUMBER = "+14155550111"
 
@@ -321,21 +322,17 @@ def test_conversation_list_shows_when_the_window_closes(
     assert item["window_closes_at"] in listed.stdout
 
 
-def _whatsapp_channel(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """An account with Twilio set and a WhatsApp channel, through the CLI."""
+def _whatsapp_channel(
+    env: dict[str, str], provider: str = "twilio"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An account with Twilio (or CM.com) set and a WhatsApp channel, through the CLI."""
     account = json_of(cli(env, "account", "create", "--name", "Acme", "--json"))
-    result = cli(
-        env,
-        "integration",
-        "set-twilio",
-        account["id"],
-        "--name",
-        "Support",
-        "--account-sid",
-        SID,
-        "--auth-token",
-        TOKEN,
+    credentials = (
+        ["set-twilio", account["id"], "--account-sid", SID, "--auth-token", TOKEN]
+        if provider == "twilio"
+        else ["set-cm", account["id"], "--cm-account-id", "cm-1", "--product-token", CM_TOKEN]
     )
+    result = cli(env, "integration", *credentials, "--name", "Support")
     assert result.returncode == 0, result.stderr
     channel = json_of(
         cli(
@@ -344,7 +341,7 @@ def _whatsapp_channel(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, An
             "add",
             account["id"],
             "--provider",
-            "twilio",
+            provider,
             "--type",
             "whatsapp",
             "--number",
@@ -354,41 +351,6 @@ def _whatsapp_channel(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, An
             "--json",
         )
     )
-    return account, channel
-
-
-def _twilio_whatsapp_account(env: dict[str, str]) -> tuple[str, str]:
-    account = json_of(cli(env, "account", "create", "--name", "Acme", "--json"))["id"]
-    setting = cli(
-        env,
-        "integration",
-        "set-twilio",
-        account,
-        "--name",
-        "T",
-        "--account-sid",
-        SID,
-        "--auth-token",
-        TOKEN,
-    )
-    assert setting.returncode == 0, setting.stderr
-    channel = json_of(
-        cli(
-            env,
-            "channel",
-            "add",
-            account,
-            "--provider",
-            "twilio",
-            "--type",
-            "whatsapp",
-            "--number",
-            NUMBER,
-            "--queue",
-            "q-1",
-            "--json",
-        )
-    )["id"]
     return account, channel
 
 
@@ -400,7 +362,8 @@ def test_template_list_and_a_conversation_started_by_template(
     fake = twilio[0]
     order = fake.add_template(SID, "order_update", "Order {{1}} ships {{2}}.")
     fake.add_template(SID, "promo", "Sale!", approval="rejected")
-    account, channel = _twilio_whatsapp_account(env)
+    made, added = _whatsapp_channel(env)
+    account, channel = made["id"], added["id"]
     listed = json_of(cli(env, "template", "list", account, "--channel", channel, "--json"))
     assert (listed[0]["id"], listed[0]["approval"]) == (order, "approved")
     assert [v["name"] for v in listed[0]["variables"]] == ["1", "2"]
@@ -451,37 +414,8 @@ def test_template_list_and_a_conversation_started_by_template(
 def test_template_set_registers_a_cm_channels_templates(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    account = json_of(cli(env, "account", "create", "--name", "Acme", "--json"))["id"]
-    setting = cli(
-        env,
-        "integration",
-        "set-cm",
-        account,
-        "--name",
-        "CM",
-        "--cm-account-id",
-        "cm-1",
-        "--product-token",
-        "cm-product-token-0123",
-    )
-    assert setting.returncode == 0, setting.stderr
-    channel = json_of(
-        cli(
-            env,
-            "channel",
-            "add",
-            account,
-            "--provider",
-            "cm",
-            "--type",
-            "whatsapp",
-            "--number",
-            NUMBER,
-            "--queue",
-            "q-1",
-            "--json",
-        )
-    )["id"]
+    made, added = _whatsapp_channel(env, "cm")
+    account, channel = made["id"], added["id"]
     file = tmp_path / "templates.json"
     template = {"name": "hello", "namespace": "ns_1", "language": "nl", "body": "Hoi {{1}}"}
     file.write_text(json.dumps([template]))
