@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -76,20 +77,39 @@ class Outgoing:
         return self.template.text if self.template is not None else self.text
 
 
+# The channel a message goes out on, found only when a check needs it: free text alone
+# (most replies) needs no lookup before its transaction.
+ChannelOf = Callable[[], Awaitable[str]]
+
+
+def known_channel(channel_id: str) -> ChannelOf:
+    """A ``ChannelOf`` for a channel the request names."""
+
+    async def found() -> str:
+        return channel_id
+
+    return found
+
+
+def channel_of_conversation(db: Database, account_id: str, conversation_id: str) -> ChannelOf:
+    """A ``ChannelOf`` reading the conversation's channel (404 for another account's)."""
+    return lambda: db.query(conversation_channel, account_id, conversation_id)
+
+
 async def checked_outgoing(
     catalog: TemplateCatalog,
     media_check: MediaCheck,
     account_id: str,
-    channel_id: str,
+    channel_of: ChannelOf,
     body: ReplyCreate,
 ) -> Outgoing:
     """What an agent's body sends: its text and media, or its template, each checked
     against what the channel's provider offers and carries (the API and the CLI alike)."""
     if body.template is not None:
-        templates = await catalog.templates(account_id, channel_id)
+        templates = await catalog.templates(account_id, await channel_of())
         return Outgoing(text=None, template=choose(templates, body.template), author=body.author)
     media = (
-        await media_check.checked(account_id, channel_id, [m.url for m in body.media])
+        await media_check.checked(account_id, await channel_of(), [m.url for m in body.media])
         if body.media
         else []
     )

@@ -25,7 +25,7 @@ from gateway.chat.models import (
     TemplateList,
     TemplateOut,
 )
-from gateway.chat.outbound import Outgoing, checked_outgoing
+from gateway.chat.outbound import ChannelOf, Outgoing, checked_outgoing
 from gateway.chat.templates import TemplateCatalog
 from gateway.events.service import OPERATOR_API
 from gateway.web.auth import require_operator
@@ -98,12 +98,12 @@ def _media_check(request: Request) -> MediaCheck:
 
 
 async def outgoing(
-    request: Request, account_id: str, channel_id: str, body: ReplyCreate
+    request: Request, account_id: str, channel_of: ChannelOf, body: ReplyCreate
 ) -> Outgoing:
     """What an agent's body sends: its text and media, or its template, checked against
     the channel's (refused before anything is stored when they do not fit)."""
     return await checked_outgoing(
-        _catalog(request), _media_check(request), account_id, channel_id, body
+        _catalog(request), _media_check(request), account_id, channel_of, body
     )
 
 
@@ -112,12 +112,12 @@ async def reply(request: Request) -> Response:
     body = await read_model(request, ReplyCreate)
     account_id = request.path_params["account_id"]
     conversation_id = request.path_params["conversation_id"]
-    channel_id = await state.db.query(outbound.conversation_channel, account_id, conversation_id)
+    channel_of = outbound.channel_of_conversation(state.db, account_id, conversation_id)
     accepted = await outbound.queue_reply(
         state.db,
         account_id=account_id,
         conversation_id=conversation_id,
-        outgoing=await outgoing(request, account_id, channel_id, body),
+        outgoing=await outgoing(request, account_id, channel_of, body),
         actor=OPERATOR_API,
     )
     return model_response(accepted, 202)
@@ -132,7 +132,7 @@ async def start_conversation(request: Request) -> Response:
         account_id=account_id,
         channel_id=body.channel_id,
         address=body.address,
-        outgoing=await outgoing(request, account_id, body.channel_id, body),
+        outgoing=await outgoing(request, account_id, outbound.known_channel(body.channel_id), body),
         actor=OPERATOR_API,
     )
     return model_response(started, 202)

@@ -400,12 +400,14 @@ def _catalog(tools: Tools) -> ProviderTemplates:
     return ProviderTemplates(tools.db, tools.secrets, tools.providers, tools.settings)
 
 
-async def _outgoing(tools: Tools, account_id: str, channel_id: str, body: ReplyCreate) -> Outgoing:
+async def _outgoing(
+    tools: Tools, account_id: str, channel_of: outbound.ChannelOf, body: ReplyCreate
+) -> Outgoing:
     return await outbound.checked_outgoing(
         _catalog(tools),
         ProviderMediaCheck(tools.db, tools.providers, tools.settings),
         account_id,
-        channel_id,
+        channel_of,
         body,
     )
 
@@ -433,14 +435,12 @@ def conversation_reply(
     body = _body(text, template_id, variables, media)
 
     async def work(tools: Tools) -> object:
-        channel_id = await tools.db.query(
-            outbound.conversation_channel, account_id, conversation_id
-        )
+        channel_of = outbound.channel_of_conversation(tools.db, account_id, conversation_id)
         return await outbound.queue_reply(
             tools.db,
             account_id=account_id,
             conversation_id=conversation_id,
-            outgoing=await _outgoing(tools, account_id, channel_id, body),
+            outgoing=await _outgoing(tools, account_id, channel_of, body),
             actor=OPERATOR_CLI,
         )
 
@@ -483,7 +483,7 @@ def conversation_start(
             account_id=account_id,
             channel_id=channel_id,
             address=address,
-            outgoing=await _outgoing(tools, account_id, channel_id, body),
+            outgoing=await _outgoing(tools, account_id, outbound.known_channel(channel_id), body),
             actor=OPERATOR_CLI,
         )
 
