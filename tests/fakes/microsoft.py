@@ -262,9 +262,12 @@ class FakeMicrosoft:
 
     # Presence
 
-    def set_teams_presence(self, user_id: str, availability: str, activity: str) -> None:
-        """The user changes presence in their own Teams client; subscriptions are notified."""
-        self.graph.set_teams_presence(user_id, availability, activity)
+    def set_teams_presence(
+        self, user_id: str, availability: str, activity: str, *, notify: bool = True
+    ) -> None:
+        """The user changes presence in their own Teams client; subscriptions are notified
+        unless ``notify`` is false (a notification Graph lost)."""
+        self.graph.set_teams_presence(user_id, availability, activity, notify=notify)
 
     def presence(self, user_id: str) -> dict[str, Any]:
         """The presence resource Graph returns for the user now."""

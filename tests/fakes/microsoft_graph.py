@@ -754,14 +754,21 @@ class FakeGraph:
 
     # Scripting and inspection
 
-    def set_teams_presence(self, user_id: str, availability: str, activity: str) -> None:
-        """The user changes presence in their own Teams client (Offline: signed out)."""
+    def set_teams_presence(
+        self, user_id: str, availability: str, activity: str, *, notify: bool = True
+    ) -> None:
+        """The user changes presence in their own Teams client (Offline: signed out).
+
+        ``notify=False``: Graph loses the notification, as it may; only a read (sync all)
+        then shows the change.
+        """
         if availability not in PRIORITY:
             raise ValueError(f"{availability!r} is not a Graph availability")
         with self.directory.lock:
             state = self._presence.setdefault(self._user_id(user_id), UserPresence())
             state.teams, state.teams_at = (availability, activity), time.monotonic()
-            self._publish(self._user_id(user_id))
+            if notify:
+                self._publish(self._user_id(user_id))
 
     def presence(self, user_id: str) -> dict[str, Any]:
         """The user's presence as Graph returns it now."""

@@ -888,6 +888,10 @@ def test_push_engine_delivers_basic_notifications_grouped_per_url(
     assert [i["resourceData"]["id"] for i in endpoint.items()] == [alice, bob, alice]
     assert [sent["status"] for sent in ms.notifications_sent] == [202, 202]
     assert all(sent["elapsed"] < 3 for sent in ms.notifications_sent)
+    ms.set_teams_presence(bob, "Busy", "InACall", notify=False)  # Graph lost it
+    ms.wait_idle()
+    assert len(endpoint.notifications) == 2
+    assert ms.presence(bob)["availability"] == "Busy"  # a read shows the change
 
 
 def test_failed_deliveries_are_retried_and_dropped_subscriptions_send_nothing(
