@@ -27,6 +27,9 @@ from gateway.chat.media import MEDIA_PREFIX
 from gateway.chat.routes import OPERATIONS as CHAT_OPERATIONS
 from gateway.chat.service import forget_old_receipts
 from gateway.clients.providers import Providers
+from gateway.console.pages import CONSOLE_HEADERS
+from gateway.console.pages import PREFIX as CONSOLE_PREFIX
+from gateway.console.routes import ROUTES as CONSOLE_ROUTES
 from gateway.delivery.handlers import handlers as messaging_handlers
 from gateway.delivery.routes import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.delivery.templates import ProviderTemplates
@@ -232,6 +235,7 @@ def create_app(
             *health_routes,
             _admin_surface(),
             Surface(MEDIA_PREFIX, MEDIA_LINK_ROUTES, PROBLEM_JSON),
+            Surface(CONSOLE_PREFIX, CONSOLE_ROUTES, HTML_PAGE, headers=CONSOLE_HEADERS),
             Surface(
                 "/oauth",
                 [*ACCOUNT_BROWSER_ROUTES, *PRESENCE_BROWSER_ROUTES],

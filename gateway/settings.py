@@ -42,6 +42,19 @@ class Settings(BaseSettings):
         description="Operator bearer token for /api/v1, at least 32 characters; unset, "
         "empty or blank disables the admin API.",
     )
+    console_idle_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=24 * 60,
+        description="An admin console session unused this many minutes ends; signing in "
+        "again starts a new one.",
+    )
+    console_session_hours: int = Field(
+        default=12,
+        ge=1,
+        le=7 * 24,
+        description="An admin console session ends this many hours after sign-in, however busy.",
+    )
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated Fernet keys encrypting stored secrets, newest first.",

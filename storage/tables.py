@@ -595,3 +595,21 @@ class RateBudget(SQLModel, table=True):
 
 
 RATE_BUDGETS = _table(RateBudget)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A browser signed in to the admin console, held on the server so that signing out
+    ends it for good and every replica knows it. Only the SHA-256 of the session id the
+    cookie carries is stored; ``csrf`` is the token each of its forms must send back."""
+
+    __tablename__ = "console_sessions"
+
+    digest: str = Field(max_length=64, primary_key=True)
+    csrf: str = Field(max_length=64)
+    subject: str = Field(max_length=200)
+    name: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    seen_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+CONSOLE_SESSIONS = _table(ConsoleSession)

@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, insert, select, update
+from sqlalchemy import Connection, Select, delete, func, insert, select, update
 
 from gateway.accounts.models import (
     AVAILABLE_KINDS,
@@ -51,7 +51,8 @@ def tenant_url(public_url: str, account_id: str) -> str:
     return f"{public_url}{SCIM_PREFIX}/{account_id}"
 
 
-def _account_out(row: AccountRow) -> AccountOut:
+def account_out(row: AccountRow) -> AccountOut:
+    """The API shape of an account row."""
     return AccountOut(
         id=row.id, name=row.name, created_at=row.created_at, updated_at=row.updated_at
     )
@@ -130,7 +131,7 @@ async def create_account(db: Database, *, name: str, actor: Actor) -> AccountOut
             properties_changed=["name"],
             details={"id": account_id, "name": cleaned},
         )
-        return _account_out(require_account(tx.conn, account_id))
+        return account_out(require_account(tx.conn, account_id))
 
     return await db.transact(work)
 
@@ -159,14 +160,14 @@ async def rename_account(db: Database, *, account_id: str, name: str, actor: Act
                 properties_changed=["name"],
                 details={"id": account_id, "name": cleaned},
             )
-        return _account_out(require_account(tx.conn, account_id))
+        return account_out(require_account(tx.conn, account_id))
 
     return await db.transact(work)
 
 
 def _list_accounts(conn: Connection) -> list[AccountOut]:
     rows = conn.execute(select(ACCOUNTS).order_by(ACCOUNTS.c.created_at, ACCOUNTS.c.id)).all()
-    return [_account_out(row) for row in rows]
+    return [account_out(row) for row in rows]
 
 
 async def list_accounts(db: Database) -> list[AccountOut]:
@@ -174,9 +175,37 @@ async def list_accounts(db: Database) -> list[AccountOut]:
     return await db.query(_list_accounts)
 
 
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern matching it anywhere, its own wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def search_accounts(
+    db: Database, *, text: str, offset: int, limit: int
+) -> tuple[list[AccountOut], int]:
+    """A page of the accounts whose name holds ``text`` (any case) or whose id is
+    ``text``, by name; and how many match. A partner's gateway holds thousands."""
+    wanted = text.strip()
+
+    def read(conn: Connection) -> tuple[list[AccountOut], int]:
+        matching = select(ACCOUNTS)
+        if wanted:
+            matching = matching.where(
+                ACCOUNTS.c.name.ilike(_like(wanted), escape="\\") | (ACCOUNTS.c.id == wanted)
+            )
+        total = conn.execute(select(func.count()).select_from(matching.subquery())).scalar_one()
+        rows = conn.execute(
+            matching.order_by(ACCOUNTS.c.name, ACCOUNTS.c.id).offset(offset).limit(limit)
+        ).all()
+        return [account_out(row) for row in rows], int(total)
+
+    return await db.query(read)
+
+
 async def get_account(db: Database, *, account_id: str) -> AccountOut:
     """One account."""
-    return await db.query(lambda conn: _account_out(require_account(conn, account_id)))
+    return await db.query(lambda conn: account_out(require_account(conn, account_id)))
 
 
 async def list_integrations(

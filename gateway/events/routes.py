@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import orjson
 from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.events import service as events
+from gateway.events.export import filename, history_csv
 from gateway.events.models import EventPage, FeedPage
 from gateway.events.service import EventFilter
 from gateway.web.auth import require_operator
@@ -27,14 +25,8 @@ MAX_PAGE = 500
 
 
 def _event_filter(request: Request) -> EventFilter:
-    action = request.query_params.get("action")
-    if action is not None and action not in events.ACTIONS:
-        raise InvalidValue(f"action must be one of {', '.join(events.ACTIONS)}.")
-    return EventFilter(
-        action=action,
-        asset=request.query_params.get("asset") or None,
-        actor=request.query_params.get("actor") or None,
-        category=request.query_params.get("event_type") or None,
+    return events.event_filter(
+        request.query_params,
         since=query_datetime(request, "since"),
         until=query_datetime(request, "until"),
     )
@@ -69,49 +61,6 @@ async def list_events(request: Request) -> Response:
     return model_response(await state.db.query(_in_account(read), account_id))
 
 
-CSV_COLUMNS = (
-    "event_id",
-    "event_date",
-    "actor_name",
-    "actor_id",
-    "action",
-    "event_type",
-    "asset",
-    "asset_id",
-    "type",
-    "properties_changed",
-    "details",
-)
-
-
-def _cell(value: str) -> str:
-    """Neutralise spreadsheet formulas in exported text."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
-def _csv(rows: list[Any]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
-        writer.writerow(
-            [
-                row.id,
-                row.occurred_at.isoformat(),
-                _cell(row.actor_name),
-                _cell(row.actor_id or ""),
-                row.action,
-                row.event_type,
-                row.asset,
-                _cell(row.asset_id or ""),
-                row.type,
-                orjson.dumps(row.properties_changed).decode(),
-                orjson.dumps(row.details).decode(),
-            ]
-        )
-    return out.getvalue()
-
-
 async def export_events(request: Request) -> Response:
     state = require_operator(request)
     account_id = request.path_params["account_id"]
@@ -120,9 +69,9 @@ async def export_events(request: Request) -> Response:
         _in_account(lambda conn: events.history_rows(conn, account_id, criteria)), account_id
     )
     return Response(
-        _csv(rows),
+        history_csv(rows),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="events-{account_id}.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename(account_id)}"'},
     )
 
 

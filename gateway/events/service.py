@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
@@ -16,6 +17,7 @@ from typing import Any, TypedDict, Unpack
 from sqlalchemy import Connection, Select, select, text, tuple_
 
 from gateway.events.models import ActorOut, EventOut, FeedItem, FeedPage
+from gateway.web.errors import InvalidValue
 from storage.rows import EventRow
 from storage.tables import ACCOUNTS, EVENTS
 from storage.transaction import NewEvent, Transaction
@@ -93,6 +95,24 @@ class EventFilter:
     category: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+def event_filter(
+    params: Mapping[str, str], *, since: datetime | None, until: datetime | None
+) -> EventFilter:
+    """The history filters of a request's parameters (``action``, ``asset``, ``actor``,
+    ``event_type``), its time range already parsed; an unknown action is refused."""
+    action = params.get("action")
+    if action is not None and action not in ACTIONS:
+        raise InvalidValue(f"action must be one of {', '.join(ACTIONS)}.")
+    return EventFilter(
+        action=action,
+        asset=params.get("asset") or None,
+        actor=params.get("actor") or None,
+        category=params.get("event_type") or None,
+        since=since,
+        until=until,
+    )
 
 
 def _filtered(account_id: str, criteria: EventFilter) -> Select[Any]:

@@ -1,0 +1,192 @@
+"""The console's two languages: English, and French as the vendor's own guide is written.
+
+Pages are written in English; ``FRENCH`` gives each of their texts in French, the
+vendor's words where its guide has them (Intégrations, Générer les clés, Jeton secret).
+A test checks that every text the templates and the routes show has its French entry.
+The language is the one the admin picked (a cookie), else the browser's first choice of
+the two, else English.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+LANGUAGES = {"en": "English", "fr": "Français"}
+DEFAULT = "en"
+COOKIE = "gateway_console_lang"
+
+Translate = Callable[..., str]
+
+FRENCH: Mapping[str, str] = {
+    "CloudLink gateway": "Passerelle CloudLink",
+    "Skip to content": "Aller au contenu",
+    "Main": "Principal",
+    "Accounts": "Comptes",
+    "Account": "Compte",
+    "Signed in as": "Connecté en tant que",
+    "Sign out": "Se déconnecter",
+    "Sign in": "Se connecter",
+    "Signed out.": "Déconnecté.",
+    "Operator token": "Jeton d'opérateur",
+    "The value of GATEWAY_ADMIN_TOKEN.": "La valeur de GATEWAY_ADMIN_TOKEN.",
+    "The console is disabled: set GATEWAY_ADMIN_TOKEN and restart the gateway.": (
+        "La console est désactivée : définissez GATEWAY_ADMIN_TOKEN et redémarrez la passerelle."
+    ),
+    "The operator token is not valid.": "Le jeton d'opérateur n'est pas valide.",
+    "Too many wrong tokens from this client; retry after %(seconds)s s.": (
+        "Trop de jetons erronés depuis ce client ; réessayez dans %(seconds)s s."
+    ),
+    "Your session has ended; sign in again.": "Votre session a pris fin ; reconnectez-vous.",
+    "This form has expired or did not come from this console; nothing was changed. "
+    "Reload the page and try again.": (
+        "Ce formulaire a expiré ou ne vient pas de cette console ; rien n'a été modifié. "
+        "Rechargez la page et réessayez."
+    ),
+    "Search by name or id": "Rechercher par nom ou identifiant",
+    "Search": "Rechercher",
+    "%(count)s accounts": "%(count)s comptes",
+    "page %(page)s of %(pages)s": "page %(page)s sur %(pages)s",
+    "Name": "Nom",
+    "Id": "Identifiant",
+    "Created": "Créé",
+    "No account matches.": "Aucun compte ne correspond.",
+    "Pages": "Pages",
+    "Previous": "Précédent",
+    "Next": "Suivant",
+    "New account": "Nouveau compte",
+    "Create": "Créer",
+    "Account created.": "Compte créé.",
+    "Account renamed.": "Compte renommé.",
+    "Integrations": "Intégrations",
+    "Integration": "Intégration",
+    "Status": "État",
+    "Updated": "Modifié",
+    "Actions": "Actions",
+    "Regenerate keys": "Générer de nouvelles clés",
+    "Generate keys": "Générer les clés",
+    "Remove": "Supprimer",
+    "No integration yet.": "Aucune intégration pour l'instant.",
+    "Add an integration": "Ajouter une intégration",
+    "Add": "Ajouter",
+    "Integration added.": "Intégration ajoutée.",
+    "Integration removed.": "Intégration supprimée.",
+    "Tenant URL": "URL du locataire",
+    "Secret Token": "Jeton secret",
+    "Secret token hidden": "Jeton secret masqué",
+    "The secret token is shown once, when the keys are generated.": (
+        "Le jeton secret n'est affiché qu'une fois, quand les clés sont générées."
+    ),
+    "Rename": "Renommer",
+    "Cancel": "Annuler",
+    "Azure AD Sync": "Azure AD Sync",
+    "Copy and paste these values where needed in Azure AD SCIM provisioning.": (
+        "Copiez et collez ces valeurs dans l'approvisionnement SCIM d'Azure AD."
+    ),
+    "Copy": "Copier",
+    "The secret token is shown only now. Each time keys are generated, the previous token "
+    "stops working and Azure AD must be given the new one.": (
+        "Le jeton secret n'est affiché que maintenant. Chaque fois que des clés sont "
+        "générées, le jeton précédent devient invalide et Azure AD doit recevoir le nouveau."
+    ),
+    "Done": "Terminé",
+    "Back": "Retour",
+    "Press the Generate keys button to create keys to copy to Azure AD SCIM provisioning. "
+    "Only generate keys as needed.": (
+        "Cliquez sur Générer les clés pour créer les clés à copier dans l'approvisionnement "
+        "SCIM d'Azure AD. Ne générez des clés qu'en cas de besoin."
+    ),
+    "Each time keys are generated, the tenant URL and token of a previous sync stop "
+    "working, and the SCIM application must be set up with the new keys.": (
+        "Chaque fois que l'on génère des clés, l'URL et le jeton d'une synchronisation "
+        "précédente deviennent invalides et l'application SCIM doit être configurée avec "
+        "les nouvelles clés."
+    ),
+    "Remove %(name)s?": "Supprimer %(name)s ?",
+    "The integration and its settings are removed from this account.": (
+        "L'intégration et ses paramètres sont supprimés de ce compte."
+    ),
+    "Events": "Événements",
+    "Event": "Événement",
+    "Actor": "Acteur",
+    "Action": "Action",
+    "Any": "Tous",
+    "Asset": "Ressource",
+    "Type": "Type",
+    "From": "Du",
+    "To": "Au",
+    "Filter": "Filtrer",
+    "Export CSV": "Exporter en CSV",
+    "Date": "Date",
+    "No event matches.": "Aucun événement ne correspond.",
+    "Older events": "Événements plus anciens",
+    "Create_action": "Création",
+    "Edit": "Modification",
+    "Delete": "Suppression",
+    "Provisioning": "Approvisionnement",
+    "Admin": "Administration",
+    "Messaging": "Messagerie",
+    "Presence": "Présence",
+    "setup_incomplete": "configuration incomplète",
+    "keys_generated": "clés générées",
+    "active": "active",
+    "consent_pending": "consentement en attente",
+    "consent_granted": "consentement accordé",
+    "consent_denied": "consentement refusé",
+    "consent_not_detected": "consentement non détecté",
+    "enabled": "activée",
+    "Not found": "Introuvable",
+    "Refused": "Refusé",
+    "Conflict": "Conflit",
+    "Unavailable": "Indisponible",
+}
+
+# Words whose English is also a key of another sense: the action "Create" is shown as
+# "Création", the button "Create" as "Créer".
+_CONTEXTS = {("action", "Create"): "Create_action"}
+
+ENGLISH_STATUS = {
+    "setup_incomplete": "setup incomplete",
+    "keys_generated": "keys generated",
+    "active": "active",
+    "consent_pending": "consent pending",
+    "consent_granted": "consent granted",
+    "consent_denied": "consent denied",
+    "consent_not_detected": "consent not detected",
+    "enabled": "enabled",
+}
+
+
+def translator(lang: str) -> Translate:
+    """``_(text, **values)`` for a page: ``text`` in ``lang``, its ``%(name)s`` filled."""
+    table = FRENCH if lang == "fr" else {}
+
+    def translate(text: str, **values: object) -> str:
+        found = table.get(text, text)
+        return found % values if values else found
+
+    return translate
+
+
+def action_name(lang: str, action: str) -> str:
+    """An event's action (Create, Edit, Delete) as the Events page names it."""
+    key = _CONTEXTS.get(("action", action), action)
+    return FRENCH.get(key, action) if lang == "fr" else action
+
+
+def status_name(lang: str, status: str) -> str:
+    """An integration's status as words."""
+    if lang == "fr":
+        return FRENCH.get(status, status.replace("_", " "))
+    return ENGLISH_STATUS.get(status, status.replace("_", " "))
+
+
+def choose(cookie: str | None, accept_language: str) -> str:
+    """The page's language: the admin's pick, else the browser's first of ours."""
+    if cookie in LANGUAGES:
+        return cookie
+    for part in accept_language.split(","):
+        tag = part.split(";")[0].strip().lower()
+        primary = tag.split("-")[0]
+        if primary in LANGUAGES:
+            return primary
+    return DEFAULT

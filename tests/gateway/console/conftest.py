@@ -1,0 +1,44 @@
+"""A console client: the app in process, signed in through the sign-in form."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.conftest import ADMIN_TOKEN, PUBLIC_URL
+
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    found = CSRF_FIELD.search(html)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+def sign_in(client: TestClient, token: str = ADMIN_TOKEN) -> str:
+    """Sign in through the form; the session's CSRF token."""
+    page = client.get("/admin/sign-in")
+    assert page.status_code == 200, page.text
+    answer = client.post(
+        "/admin/sign-in",
+        data={"csrf": csrf_of(page.text), "token": token, "next": "/admin/accounts"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    accounts = client.get("/admin/accounts")
+    assert accounts.status_code == 200
+    return csrf_of(accounts.text)
+
+
+@pytest.fixture
+def console(settings: Settings) -> Iterator[TestClient]:
+    """A browser-like client of the app, not signed in yet (cookies kept)."""
+    with TestClient(create_app(settings), base_url=PUBLIC_URL, follow_redirects=True) as client:
+        yield client
