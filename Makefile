@@ -37,7 +37,10 @@ test: lint
 	@command -v promtool >/dev/null || { \
 	  echo "promtool not found: install Prometheus (Debian: apt-get install prometheus)"; \
 	  exit 1; }
-	GATEWAY_TEST_REQUIRE_POSTGRES=1 GATEWAY_TEST_REQUIRE_PROMTOOL=1 pg_virtualenv -t $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	@command -v chromium >/dev/null || { \
+	  echo "chromium not found: the console's browser tests need it (Debian: apt-get install chromium)"; \
+	  exit 1; }
+	GATEWAY_TEST_REQUIRE_POSTGRES=1 GATEWAY_TEST_REQUIRE_PROMTOOL=1 GATEWAY_TEST_REQUIRE_CHROMIUM=1 pg_virtualenv -t $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 ## Every test on SQLite only (the PostgreSQL variants are not collected).
 test-sqlite: lint

@@ -1,0 +1,225 @@
+"""The console in a real browser: Debian's chromium driven by Playwright, against a
+``serve`` process on the embedded default.
+
+A new admin signs in, creates an account, generates its SCIM keys, provisions a user
+through SCIM and finds it in Events, and exports the events as CSV; the checks around
+it are CSRF, hostile text shown as text, the clickjacking headers, sign-out and an
+ended session. Every page is checked with axe-core (WCAG 2.1 A and AA rules) and
+photographed into ``build/console/`` (``GATEWAY_CONSOLE_SCREENSHOTS`` to move it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Page, sync_playwright
+from sqlalchemy import update
+
+from storage.engine import make_engine
+from storage.tables import CONSOLE_SESSIONS, utcnow
+from tests.conftest import ADMIN_TOKEN, SECRET_KEY, user_body
+from tests.support.databases import sqlite_url
+from tests.support.server import ServerProcess, server_env, serving
+
+ROOT = Path(__file__).resolve().parents[3]
+SHOTS = Path(os.environ.get("GATEWAY_CONSOLE_SCREENSHOTS", ROOT / "build" / "console"))
+HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
+
+pytestmark = pytest.mark.slow
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("GATEWAY_TEST_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is not installed (Debian: apt-get install chromium).")
+        pytest.skip("Debian's chromium is not installed here (apt-get install chromium).")
+    return path
+
+
+@dataclass
+class Console:
+    """The browser's page on a running gateway, and what the scenario noticed."""
+
+    server: ServerProcess
+    page: Page
+    database: str
+    dialogs: list[str] = field(default_factory=list)
+    axe: Axe = field(default_factory=Axe)
+
+    def go(self, path: str) -> None:
+        self.page.goto(self.server.url + path)
+
+    def check(self, name: str) -> None:
+        """The page passes axe's WCAG 2.1 AA rules, and is photographed."""
+        results = self.axe.run(self.page, options=WCAG)
+        assert results.violations_count == 0, results.generate_report()
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+    def sign_in(self, token: str = ADMIN_TOKEN) -> None:
+        self.go("/admin")
+        self.page.get_by_label("Operator token").fill(token)
+        self.page.get_by_role("button", name="Sign in").click()
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[Console]:
+    executable = _chromium()
+    database = sqlite_url(tmp_path / "data")
+    env = server_env(tmp_path / "data", database, admin_token=ADMIN_TOKEN, secret_key=SECRET_KEY)
+    with serving(env) as server, sync_playwright() as playwright:
+        browser: Browser = playwright.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
+        )
+        context = browser.new_context(
+            accept_downloads=True, locale="en-GB", timezone_id="Europe/Paris"
+        )
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        found = Console(server, page, database)
+        page.on("dialog", lambda dialog: (found.dialogs.append(dialog.message), dialog.dismiss()))
+        try:
+            yield found
+        finally:
+            context.close()
+            browser.close()
+
+
+def _scim(tenant_url: str, server: ServerProcess, token: str, body: dict[str, Any]) -> Any:
+    """A SCIM request as Entra sends it, to the tenant URL's path on this server."""
+    path = "/scim/v2/" + tenant_url.split("/scim/v2/", 1)[1]
+    with httpx2.Client(base_url=server.url, timeout=10) as http:
+        return http.post(
+            path + "/Users",
+            json=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"},
+        )
+
+
+def test_a_new_admin_provisions_an_account_and_reads_its_events(console: Console) -> None:
+    page = console.page
+    console.go("/admin")
+    assert page.url.endswith("/admin/sign-in?next=%2Fadmin%2Faccounts")
+    console.check("sign-in")
+    console.sign_in()
+    page.get_by_role("heading", name="Accounts").wait_for()
+    console.check("accounts")
+
+    page.get_by_label("Name", exact=True).fill("Contoso")
+    page.get_by_role("button", name="Create").click()
+    page.get_by_text("Account created.").wait_for()
+    page.get_by_label("Add an integration").select_option("azure_ad_sync")
+    page.get_by_role("button", name="Add", exact=True).click()
+    page.get_by_text("Integration added.").wait_for()
+    console.check("account")
+
+    page.get_by_role("link", name="Generate keys").click()
+    page.get_by_text("Only generate keys as needed.").wait_for()
+    console.check("scim-keys-confirm")
+    page.get_by_role("button", name="Generate keys").click()
+    token = page.get_by_label("Secret Token").input_value()
+    tenant_url = page.get_by_label("Tenant URL").input_value()
+    assert len(token) >= 32
+    page.get_by_role("button", name="Copy").first.click()
+    console.check("scim-keys")
+
+    created = _scim(tenant_url, console.server, token, user_body(1, displayName=HOSTILE))
+    assert created.status_code == 201, created.text
+    page.get_by_role("link", name="Done").click()
+    assert token not in page.content()
+    page.get_by_role("link", name="Events").click()
+    page.get_by_text("user.created").wait_for()
+    page.get_by_text("user.created").click()  # opens the event's details
+    assert json.dumps(HOSTILE) in page.locator("pre").first.inner_text()  # as JSON text
+    assert console.dialogs == []
+    assert page.locator("img[src=x]").count() == 0
+    # Times in the browser's zone (Paris), not in UTC.
+    shown = page.locator("time").first
+    assert "UTC" not in shown.inner_text()
+    console.check("events")
+
+    page.get_by_label("Action").select_option("Create")
+    page.get_by_label("Type").select_option("Provisioning")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**event_type=Provisioning**")
+    assert page.get_by_text("account.created").count() == 0
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert [row["type"] for row in rows] == ["user.created"]
+    assert download.value.suggested_filename.startswith("events-")
+
+
+def test_the_console_in_french(console: Console) -> None:
+    console.sign_in()
+    console.page.get_by_role("link", name="Français").click()
+    console.page.get_by_role("heading", name="Comptes").wait_for()
+    assert console.page.locator("html").get_attribute("lang") == "fr"
+    console.check("accounts-fr")
+
+
+def test_a_form_posted_without_its_token_is_refused_and_changes_nothing(
+    console: Console,
+) -> None:
+    console.sign_in()
+    page = console.page
+    page.get_by_role("heading", name="Accounts").wait_for()
+    page.locator("form:has(#name) input[name=csrf]").evaluate("node => node.value = 'forged'")
+    page.get_by_label("Name", exact=True).fill("Forged")
+    page.get_by_role("button", name="Create").click()
+    page.get_by_text("nothing was changed").wait_for()
+    console.go("/admin/accounts")
+    assert page.get_by_text("0 accounts").count() == 1
+
+
+def test_hostile_account_names_are_shown_as_text_and_pages_refuse_frames(
+    console: Console,
+) -> None:
+    console.sign_in()
+    page = console.page
+    page.get_by_label("Name", exact=True).fill(HOSTILE)
+    page.get_by_role("button", name="Create").click()
+    page.get_by_role("heading", name=HOSTILE).wait_for()
+    assert console.dialogs == []
+    assert page.locator("img[src=x]").count() == 0
+    answer = page.request.get(console.server.url + "/admin/accounts")
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    # A page of another origin cannot frame the console.
+    page.set_content(f'<iframe src="{console.server.url}/admin/accounts"></iframe>')
+    frame = page.frames[-1]
+    assert frame.url in ("about:blank", "chrome-error://chromewebdata/") or not frame.content()
+
+
+def test_sign_out_and_an_ended_session_lead_back_to_sign_in(console: Console) -> None:
+    console.sign_in()
+    page = console.page
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_text("Signed out.").wait_for()
+    console.go("/admin/accounts")
+    assert "/admin/sign-in" in page.url
+
+    console.sign_in()
+    page.get_by_role("heading", name="Accounts").wait_for()
+    engine = make_engine(console.database)
+    try:
+        with engine.begin() as conn:  # an hour unused, as if the admin had left
+            conn.execute(update(CONSOLE_SESSIONS).values(seen_at=utcnow() - timedelta(hours=1)))
+    finally:
+        engine.dispose()
+    console.go("/admin/accounts")
+    page.get_by_text("Your session has ended; sign in again.").wait_for()
