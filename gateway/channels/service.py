@@ -191,6 +191,26 @@ async def _owned_twilio_number(
     )
 
 
+async def twilio_numbers(
+    db: Database, *, secrets: SecretBox, twilio: TwilioApi, account_id: str
+) -> list[str]:
+    """The numbers of the account's Twilio account, for an admin to pick a channel's from;
+    409 until the Twilio integration is set up."""
+
+    def read(conn: Connection) -> TwilioCredentials | None:
+        require_account(conn, account_id)
+        return twilio_credentials(conn, secrets, account_id)
+
+    creds = await db.query(read)
+    if creds is None:
+        raise Conflict("Set up the Twilio integration first (Account SID and Auth Token).")
+    try:
+        numbers = await twilio.list_numbers(creds)
+    except ProviderError as exc:
+        raise provider_failure(exc, "listing the account's numbers") from exc
+    return sorted(number.phone_number for number in numbers)
+
+
 def provider_failure(exc: ProviderError, doing: str, integration: str = "Twilio") -> Exception:
     """A provider's failure while an operator waits: 503 when trying again may help, else
     409 naming the integration to check."""

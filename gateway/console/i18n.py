@@ -120,8 +120,10 @@ FRENCH: Mapping[str, str] = {
     "No event matches.": "Aucun événement ne correspond.",
     "Older events": "Événements plus anciens",
     "Create_action": "Création",
-    "Edit": "Modification",
-    "Delete": "Suppression",
+    "Edit_action": "Modification",
+    "Delete_action": "Suppression",
+    "Edit": "Modifier",
+    "Delete": "Supprimer",
     "Provisioning": "Approvisionnement",
     "Admin": "Administration",
     "Messaging": "Messagerie",
@@ -133,7 +135,82 @@ FRENCH: Mapping[str, str] = {
     "consent_granted": "consentement accordé",
     "consent_denied": "consentement refusé",
     "consent_not_detected": "consentement non détecté",
-    "enabled": "activée",
+    "enabled": "activé",
+    "Account SID": "Account SID",
+    "Add a channel": "Ajouter un canal",
+    "Address": "Adresse",
+    "Agent": "Agent",
+    "Attachment": "Pièce jointe",
+    "Attempts": "Tentatives",
+    "Auth Token": "Auth Token",
+    "CM.com account ID": "ID de compte CM.com",
+    "CM.com settings": "Paramètres CM.com",
+    "Channel added.": "Canal ajouté.",
+    "Channel deleted.": "Canal supprimé.",
+    "Channels": "Canaux",
+    "CloudLink endpoints": "Points de terminaison CloudLink",
+    "Connected": "Connecté",
+    "Contact": "Contact",
+    "Conversations": "Conversations",
+    "Dead letters": "Lettres mortes",
+    "Dead letters queued again.": "Lettres mortes remises en file.",
+    "Delete this channel?": "Supprimer ce canal ?",
+    "Disable": "Désactiver",
+    "Enable": "Activer",
+    "Endpoint URL": "URL du point de terminaison",
+    "Endpoint added": "Point de terminaison ajouté",
+    "Endpoint disabled.": "Point de terminaison désactivé.",
+    "Endpoint enabled.": "Point de terminaison activé.",
+    "Endpoint removed.": "Point de terminaison supprimé.",
+    "Endpoints": "Points de terminaison",
+    "Error": "Erreur",
+    "Events are no longer delivered to it.": "Les événements ne lui sont plus livrés.",
+    "Facebook pages (Messenger)": "Pages Facebook (Messenger)",
+    "Failed": "Échec",
+    "Free text until": "Texte libre jusqu'au",
+    "Kind": "Genre",
+    "Last activity": "Dernière activité",
+    "Messages to it are no longer received; its conversations and their history are kept.": (
+        "Ses messages ne sont plus reçus ; ses conversations et leur historique sont conservés."
+    ),
+    "No channel yet.": "Aucun canal pour l'instant.",
+    "No conversation yet.": "Aucune conversation pour l'instant.",
+    "No dead letter.": "Aucune lettre morte.",
+    "No endpoint yet.": "Aucun point de terminaison pour l'instant.",
+    "No message yet.": "Aucun message pour l'instant.",
+    "Number": "Numéro",
+    "Number or pages": "Numéro ou pages",
+    "Older conversations": "Conversations plus anciennes",
+    "Older dead letters": "Lettres mortes plus anciennes",
+    "Paste it in the provider's console.": "Collez-la dans la console du fournisseur.",
+    "Product token": "Jeton de produit",
+    "Provider": "Fournisseur",
+    "Queue": "File d'attente",
+    "Queue id": "ID de file d'attente",
+    "Remove this endpoint?": "Supprimer ce point de terminaison ?",
+    "Replay": "Rejouer",
+    "Replay all": "Tout rejouer",
+    "Replay the ticked ones": "Rejouer la sélection",
+    "Reply": "Réponse",
+    "Reply queued.": "Réponse mise en file.",
+    "Save": "Enregistrer",
+    "Saving again replaces the stored secret.": (
+        "Enregistrer à nouveau remplace le secret conservé."
+    ),
+    "Send": "Envoyer",
+    "Set on the Twilio number by the gateway.": "Définie sur le numéro Twilio par la passerelle.",
+    "Settings saved.": "Paramètres enregistrés.",
+    "Signing secret": "Secret de signature",
+    "Target": "Cible",
+    "The Twilio account's numbers": "Les numéros du compte Twilio",
+    "The signing secret is shown only now: the receiver verifies each event's "
+    "webhook-signature with it.": (
+        "Le secret de signature n'est affiché que maintenant : le destinataire vérifie avec "
+        "lui la webhook-signature de chaque événement."
+    ),
+    "Twilio settings": "Paramètres Twilio",
+    "Webhook URL": "URL du webhook",
+    "disabled": "désactivé",
     "Not found": "Introuvable",
     "Refused": "Refusé",
     "Conflict": "Conflit",
@@ -141,8 +218,12 @@ FRENCH: Mapping[str, str] = {
 }
 
 # Words whose English is also a key of another sense: the action "Create" is shown as
-# "Création", the button "Create" as "Créer".
-_CONTEXTS = {("action", "Create"): "Create_action"}
+# "Création", the button "Create" as "Créer" (and so for Edit and Delete).
+_CONTEXTS = {
+    ("action", "Create"): "Create_action",
+    ("action", "Edit"): "Edit_action",
+    ("action", "Delete"): "Delete_action",
+}
 
 ENGLISH_STATUS = {
     "setup_incomplete": "setup incomplete",
@@ -153,6 +234,7 @@ ENGLISH_STATUS = {
     "consent_denied": "consent denied",
     "consent_not_detected": "consent not detected",
     "enabled": "enabled",
+    "disabled": "disabled",
 }
 
 

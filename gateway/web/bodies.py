@@ -95,7 +95,12 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 async def read_model(request: Request, model: type[M]) -> M:
     """The JSON body validated as ``model`` (400 naming each wrong field)."""
-    raw = await read_json(request)
+    return validated(model, await read_json(request))
+
+
+def validated(model: type[M], raw: dict[str, Any]) -> M:
+    """``raw`` validated as ``model``, or 400 naming each wrong field: one validation for a
+    JSON body and for the console's forms."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

@@ -137,10 +137,13 @@ def wait_ready(server: ServerProcess, workers: int) -> None:
     raise RuntimeError(f"the server did not become ready; it printed:\n{server.last_output()}")
 
 
-def start_server(env: dict[str, str], workers: int, sink: IO[str] | None) -> ServerProcess:
-    """Start `serve` on a free port; its stderr goes to ``sink``, or to a file of its own
-    (so that a server that fails to start says why in the test's failure)."""
-    port = free_port()
+def start_server(
+    env: dict[str, str], workers: int, sink: IO[str] | None, port: int | None = None
+) -> ServerProcess:
+    """Start `serve` on ``port`` (a free one by default); its stderr goes to ``sink``, or to
+    a file of its own (so that a server that fails to start says why in the test's
+    failure)."""
+    port = port or free_port()
     own_output = sink is None
     if sink is None:
         sink = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, removed at stop)
@@ -173,13 +176,14 @@ def stop_server(server: ServerProcess) -> None:
 
 @contextmanager
 def serving(
-    env: dict[str, str], *, workers: int = 1, output: Path | None = None
+    env: dict[str, str], *, workers: int = 1, output: Path | None = None, port: int | None = None
 ) -> Iterator[ServerProcess]:
-    """Run `serve --workers N` on a free port with ``env``; stop it at the end.
+    """Run `serve --workers N` on ``port`` (a free one by default) with ``env``; stop it at
+    the end (a test that gives its public URL picks the port first).
 
     What the server prints (its welcome text, its logs) goes to ``output`` if given.
     """
-    with serving_together([env], workers=workers, outputs=[output]) as [server]:
+    with serving_together([env], workers=workers, outputs=[output], port=port) as [server]:
         yield server
 
 
@@ -189,6 +193,7 @@ def serving_together(
     *,
     workers: int = 1,
     outputs: Sequence[Path | None] | None = None,
+    port: int | None = None,
 ) -> Iterator[list[ServerProcess]]:
     """Start one `serve` per environment at the same moment (replicas started together),
     then wait until every one is ready; stop them all at the end."""
@@ -197,7 +202,9 @@ def serving_together(
             stack.enter_context(path.open("w")) if path is not None else None
             for path in (outputs or [None] * len(envs))
         ]
-        servers = [start_server(env, workers, sink) for env, sink in zip(envs, sinks, strict=True)]
+        servers = [
+            start_server(env, workers, sink, port) for env, sink in zip(envs, sinks, strict=True)
+        ]
         try:
             for server in servers:
                 wait_ready(server, workers)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import ADMIN_TOKEN, PUBLIC_URL
+
+# The messaging suite's live gateway and fakes, for the messaging and endpoint pages.
+from tests.gateway.messaging.conftest import fakes, stack, stack_settings  # noqa: F401
 
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -22,7 +26,7 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
-def sign_in(client: TestClient, token: str = ADMIN_TOKEN) -> str:
+def sign_in(client: TestClient | httpx2.Client, token: str = ADMIN_TOKEN) -> str:
     """Sign in through the form; the session's CSRF token."""
     page = client.get("/admin/sign-in")
     assert page.status_code == 200, page.text

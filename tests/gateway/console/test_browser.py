@@ -2,10 +2,14 @@
 ``serve`` process on the embedded default.
 
 A new admin signs in, creates an account, generates its SCIM keys, provisions a user
-through SCIM and finds it in Events, and exports the events as CSV; the checks around
-it are CSRF, hostile text shown as text, the clickjacking headers, sign-out and an
-ended session. Every page is checked with axe-core (WCAG 2.1 A and AA rules) and
-photographed into ``build/console/`` (``GATEWAY_CONSOLE_SCREENSHOTS`` to move it).
+through SCIM and finds it in Events, and exports the events as CSV; connects Twilio, adds
+a WhatsApp channel, sees an inbound message arrive, replies and sees it delivered; adds
+a CloudLink endpoint, sees a dead letter when the receiver fails, and replays it. The
+checks around it are CSRF, hostile text shown as text, the clickjacking headers,
+sign-out and an ended session. The fakes (Twilio, CM.com, the CloudLink receiver) run
+in the test's process; the gateway calls them over loopback HTTP. Every page is checked
+with axe-core (WCAG 2.1 A and AA rules) and photographed into ``build/console/``
+(``GATEWAY_CONSOLE_SCREENSHOTS`` to move it).
 """
 
 from __future__ import annotations
@@ -30,8 +34,14 @@ from sqlalchemy import update
 from storage.engine import make_engine
 from storage.tables import CONSOLE_SESSIONS, utcnow
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY, user_body
+from tests.fakes.cloudlink import FakeCloudLink
+from tests.fakes.cmcom import FakeCM
+from tests.fakes.loopback import serve_apps
+from tests.fakes.twilio import FakeTwilio, new_sid, sign_twilio
 from tests.support.databases import sqlite_url
+from tests.support.live import free_port
 from tests.support.server import ServerProcess, server_env, serving
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[3]
 SHOTS = Path(os.environ.get("GATEWAY_CONSOLE_SCREENSHOTS", ROOT / "build" / "console"))
@@ -51,12 +61,22 @@ def _chromium() -> str:
 
 
 @dataclass
+class Fakes:
+    """The providers the gateway calls, and where they listen."""
+
+    twilio: FakeTwilio
+    cloudlink: FakeCloudLink
+    cloudlink_url: str
+
+
+@dataclass
 class Console:
     """The browser's page on a running gateway, and what the scenario noticed."""
 
     server: ServerProcess
     page: Page
     database: str
+    fakes: Fakes
     dialogs: list[str] = field(default_factory=list)
     axe: Axe = field(default_factory=Axe)
 
@@ -80,23 +100,42 @@ class Console:
 def console(tmp_path: Path) -> Iterator[Console]:
     executable = _chromium()
     database = sqlite_url(tmp_path / "data")
-    env = server_env(tmp_path / "data", database, admin_token=ADMIN_TOKEN, secret_key=SECRET_KEY)
-    with serving(env) as server, sync_playwright() as playwright:
-        browser: Browser = playwright.chromium.launch(
-            executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
+    twilio = FakeTwilio(auto_status=["sent", "delivered"], auto_status_delay=0.3)
+    cloudlink = FakeCloudLink()
+    port = free_port()
+    with serve_apps(twilio.app, FakeCM().app, cloudlink.app) as [twilio_url, cm_url, cl_url]:
+        env = server_env(
+            tmp_path / "data",
+            database,
+            admin_token=ADMIN_TOKEN,
+            secret_key=SECRET_KEY,
+            GATEWAY_PUBLIC_URL=f"http://127.0.0.1:{port}",
+            GATEWAY_TWILIO_API_URL=twilio_url,
+            GATEWAY_TWILIO_CONTENT_URL=twilio_url,
+            GATEWAY_CM_API_URL=cm_url,
+            GATEWAY_ALLOW_PRIVATE_ENDPOINTS="true",
+            GATEWAY_OUTBOX_POLL_SECONDS="0.05",
+            GATEWAY_OUTBOX_RETRY_SCALE="0.01",
+            GATEWAY_EVENT_MAX_ATTEMPTS="2",
         )
-        context = browser.new_context(
-            accept_downloads=True, locale="en-GB", timezone_id="Europe/Paris"
-        )
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        found = Console(server, page, database)
-        page.on("dialog", lambda dialog: (found.dialogs.append(dialog.message), dialog.dismiss()))
-        try:
-            yield found
-        finally:
-            context.close()
-            browser.close()
+        with serving(env, port=port) as server, sync_playwright() as playwright:
+            browser: Browser = playwright.chromium.launch(
+                executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
+            )
+            context = browser.new_context(
+                accept_downloads=True, locale="en-GB", timezone_id="Europe/Paris"
+            )
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            found = Console(server, page, database, Fakes(twilio, cloudlink, cl_url))
+            page.on(
+                "dialog", lambda dialog: (found.dialogs.append(dialog.message), dialog.dismiss())
+            )
+            try:
+                yield found
+            finally:
+                context.close()
+                browser.close()
 
 
 def _scim(tenant_url: str, server: ServerProcess, token: str, body: dict[str, Any]) -> Any:
@@ -223,3 +262,98 @@ def test_sign_out_and_an_ended_session_lead_back_to_sign_in(console: Console) ->
         engine.dispose()
     console.go("/admin/accounts")
     page.get_by_text("Your session has ended; sign in again.").wait_for()
+
+
+TWILIO_SID = "AC" + "2e" * 16
+TWILIO_TOKEN = "browser-twilio-auth-token-0123456789"
+BUSINESS = "+14155550100"
+CUSTOMER = "+31612345678"
+
+
+def _whatsapp_from_customer(console: Console, webhook_url: str, text: str, name: str) -> None:
+    """A signed inbound WhatsApp message, as Twilio posts it to the channel's URL."""
+    params = console.fakes.twilio.inbound_params(
+        account_sid=TWILIO_SID,
+        from_="whatsapp:" + CUSTOMER,
+        to="whatsapp:" + BUSINESS,
+        body=text,
+        message_sid=new_sid("SM"),
+        profile_name=name,
+        media=(),
+        extra=None,
+    )
+    signature = sign_twilio(TWILIO_TOKEN, webhook_url, params)
+    answer = httpx2.post(webhook_url, data=params, headers={"X-Twilio-Signature": signature})
+    assert answer.status_code == 200, answer.text
+
+
+def test_an_admin_connects_twilio_answers_a_customer_and_replays_a_dead_letter(
+    console: Console,
+) -> None:
+    twilio = console.fakes.twilio
+    twilio.add_account(TWILIO_SID, TWILIO_TOKEN)
+    twilio.add_number(TWILIO_SID, BUSINESS)
+    page = console.page
+    console.sign_in()
+    page.get_by_label("Name", exact=True).fill("Fabrikam")
+    page.get_by_role("button", name="Create").click()
+    page.get_by_role("link", name="Channels").click()
+    page.get_by_role("link", name="Twilio settings").click()
+    page.get_by_label("Name").fill("Fabrikam Twilio")
+    page.get_by_label("Account SID").fill(TWILIO_SID)
+    page.get_by_label("Auth Token").fill(TWILIO_TOKEN)
+    console.check("twilio-settings")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_text("Settings saved.").wait_for()
+    assert TWILIO_TOKEN not in page.content()
+    assert page.locator(f'#numbers option[value="{BUSINESS}"]').count() == 1
+    page.get_by_label("Type").select_option("whatsapp")
+    page.get_by_label("Number", exact=True).fill(BUSINESS)
+    page.get_by_label("Queue id").fill("queue-7")
+    page.get_by_role("button", name="Add", exact=True).click()
+    page.get_by_text("Channel added.").wait_for()
+    console.check("channels")
+    webhook_url = page.get_by_label("Webhook URL").first.input_value()
+    assert "/webhooks/twilio/" in webhook_url
+
+    _whatsapp_from_customer(console, webhook_url, HOSTILE, name=HOSTILE)
+    page.get_by_role("link", name="Conversations").click()
+    page.get_by_role("link", name=HOSTILE).click()
+    page.get_by_text(HOSTILE, exact=True).first.wait_for()
+    assert console.dialogs == []
+    assert page.locator("img[src=x]").count() == 0
+    page.get_by_label("Reply").fill("Thanks, we are on it")
+    page.get_by_role("button", name="Send").click()
+    page.get_by_text("Reply queued.").wait_for()
+    # The list refreshes itself while the reply is on its way: no reload.
+    page.locator('[data-status="delivered"]').wait_for(timeout=20_000)
+    assert twilio.sent[0]["body"] == "Thanks, we are on it"
+    console.check("conversation")
+
+    page.get_by_role("link", name="Endpoints").click()
+    page.get_by_label("Endpoint URL").fill(console.fakes.cloudlink_url + "/events")
+    page.get_by_role("button", name="Add", exact=True).click()
+    secret = page.get_by_label("Signing secret").input_value()
+    assert secret.startswith("whsec_")
+    console.check("endpoint-added")
+    console.fakes.cloudlink.set_secret("/events", secret)
+    console.fakes.cloudlink.fail_always(500)
+    _whatsapp_from_customer(console, webhook_url, "Anyone there?", name="Ada")
+
+    def dead_letter_shown() -> bool:
+        page.reload()
+        return page.get_by_text("No dead letter.").count() == 0
+
+    eventually(dead_letter_shown, what="a dead letter on the endpoints page")
+    console.check("endpoints")
+    console.fakes.cloudlink.recover()
+    page.locator("input[type=checkbox][name^=dl-]").first.check()
+    page.get_by_role("button", name="Replay the ticked ones").click()
+    page.get_by_text("Dead letters queued again.").wait_for()
+    eventually(
+        lambda: any(
+            e["data"].get("text") == "Anyone there?"
+            for e in console.fakes.cloudlink.events("message.received")
+        ),
+        what="the replayed event delivered",
+    )

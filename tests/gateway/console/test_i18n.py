@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from jinja2 import nodes
 
-from gateway.console import guard, i18n, routes
+from gateway.console import events, guard, i18n, routes, views
 from gateway.console.pages import _ENV
 
 CONSOLE = Path(routes.__file__).parent
@@ -47,10 +47,10 @@ def test_every_shown_text_has_its_french() -> None:
     shown = (
         _template_texts()
         | _python_texts()
-        | set(routes.NOTICES.values())
+        | set(views.NOTICES.values())
         | set(guard._TITLES.values())
         | {guard.CSRF_REFUSED}
-        | set(routes.CATEGORIES)
+        | set(events.CATEGORIES)
     )
     assert len(shown) > 60
     missing = sorted(text for text in shown if text not in i18n.FRENCH)

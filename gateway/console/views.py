@@ -1,0 +1,56 @@
+"""What every console page module shares: the actor of its changes, the redirect after
+a change and the notice it leads to, and the frame of an account's pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import RedirectResponse, Response
+
+from gateway.accounts.models import AccountOut
+from gateway.console.pages import PREFIX, Console
+from gateway.events.service import Actor
+
+CONSOLE = Actor("Operator", "console")
+ACCOUNT = PREFIX + "/accounts/{account_id}"
+
+# What a redirect after a change says, by its ``done`` parameter (never free text).
+NOTICES = {
+    "created": "Account created.",
+    "renamed": "Account renamed.",
+    "added": "Integration added.",
+    "removed": "Integration removed.",
+    "signed_out": "Signed out.",
+    "saved": "Settings saved.",
+    "channel_added": "Channel added.",
+    "channels_deleted": "Channel deleted.",
+    "reply_queued": "Reply queued.",
+    "endpoint_enabled": "Endpoint enabled.",
+    "endpoint_disabled": "Endpoint disabled.",
+    "endpoint_removed": "Endpoint removed.",
+    "replayed": "Dead letters queued again.",
+}
+
+
+def notice(console: Console) -> str | None:
+    key = console.request.query_params.get("done")
+    return console._(NOTICES[key]) if key in NOTICES else None
+
+
+def redirect(path: str, done: str | None = None) -> Response:
+    """After a change: to the page that shows it (a reload does not repeat it)."""
+    return RedirectResponse(path + (f"?done={done}" if done else ""), status_code=303)
+
+
+def base(account_id: str) -> str:
+    return f"{PREFIX}/accounts/{account_id}"
+
+
+def account_page(
+    console: Console, template: str, account: AccountOut, *, tab: str, **values: Any
+) -> Response:
+    """A page of one account: its heading, its tabs, the notice of a change, and ``values``."""
+    values.setdefault("notice", notice(console))
+    return console.render(
+        template, section="accounts", tab=tab, account=account, base=base(account.id), **values
+    )
