@@ -211,6 +211,91 @@ FRENCH: Mapping[str, str] = {
     "Twilio settings": "Paramètres Twilio",
     "Webhook URL": "URL du webhook",
     "disabled": "désactivé",
+    "Activity": "Activité",
+    "An Office 365 administrator of the customer's organization must consent once.": (
+        "Un administrateur Office 365 de l'organisation du client doit donner son "
+        "consentement une fois."
+    ),
+    "Application (client) ID": "ID d'application (client)",
+    "Authorize %(upn)s": "Autoriser %(upn)s",
+    "Authorize link": "Lien d'autorisation",
+    "Availability": "Disponibilité",
+    "Client secret": "Secret client",
+    "Combined": "Combinée",
+    "Consent link": "Lien de consentement",
+    "Delete this presence monitor?": "Supprimer ce moniteur de présence ?",
+    "Detail": "Détail",
+    "Directory (tenant) ID": "ID de l'annuaire (locataire)",
+    "Email": "E-mail",
+    "In progress": "En cours",
+    "Item": "Élément",
+    "Its subscription ends; the users it watched wait for another monitor.": (
+        "Son abonnement prend fin ; les utilisateurs qu'il suivait attendent un autre moniteur."
+    ),
+    "Last presence read from Graph": "Dernière présence lue dans Graph",
+    "Microsoft Teams": "Microsoft Teams",
+    "Monitor's Teams user (UPN)": "Utilisateur Teams du moniteur (UPN)",
+    "No answer came back. If the administrator did consent, enable the integration; "
+    "otherwise request a new link.": (
+        "Aucune réponse n'est revenue. Si l'administrateur a donné son consentement, "
+        "activez l'intégration ; sinon demandez un nouveau lien."
+    ),
+    "No presence monitor yet.": "Aucun moniteur de présence pour l'instant.",
+    "Office 365": "Office 365",
+    "Office 365 disabled.": "Office 365 désactivé.",
+    "Office 365 enabled.": "Office 365 activé.",
+    "One user's presence": "La présence d'un utilisateur",
+    "Open the authorize link": "Ouvrir le lien d'autorisation",
+    "Presence from CloudLink to Teams": "Présence de CloudLink vers Teams",
+    "Presence from Teams to CloudLink": "Présence de Teams vers CloudLink",
+    "Presence monitor deleted.": "Moniteur de présence supprimé.",
+    "Presence monitors": "Moniteurs de présence",
+    "Renew": "Renouveler",
+    "Request admin consent": "Demander le consentement administrateur",
+    "Result": "Résultat",
+    "Run the system check": "Lancer la vérification du système",
+    "Secret expires on": "Le secret expire le",
+    "Send this link to an Office 365 administrator of the customer's organization.": (
+        "Envoyez ce lien à un administrateur Office 365 de l'organisation du client."
+    ),
+    "Send this link to the monitor's Teams user; they sign in once to authorize it.": (
+        "Envoyez ce lien à l'utilisateur Teams du moniteur ; il se connecte une fois pour "
+        "l'autoriser."
+    ),
+    "Settings": "Paramètres",
+    "Show": "Afficher",
+    "Source": "Source",
+    "Subscription expires": "Fin de l'abonnement",
+    "Sync all": "Tout synchroniser",
+    "Sync all started.": "Synchronisation complète lancée.",
+    "System check": "Vérification du système",
+    "The administrator declined the consent. Request a new link and ask them again.": (
+        "L'administrateur a refusé le consentement. Demandez un nouveau lien et sollicitez-le "
+        "à nouveau."
+    ),
+    "The client secret expires within 30 days: create a new one in Azure and save it here.": (
+        "Le secret client expire dans moins de 30 jours : créez-en un nouveau dans Azure et "
+        "enregistrez-le ici."
+    ),
+    "The client secret has expired: create a new one in Azure and save it here.": (
+        "Le secret client a expiré : créez-en un nouveau dans Azure et enregistrez-le ici."
+    ),
+    "User": "Utilisateur",
+    "Users": "Utilisateurs",
+    "Users found in Teams": "Utilisateurs trouvés dans Teams",
+    "Valid until": "Valable jusqu'au",
+    "Verify configuration": "Vérifier la configuration",
+    "What to do": "Que faire",
+    "monitors authorized": "moniteurs autorisés",
+    "authorized": "autorisé",
+    "expires on": "expire le",
+    "failed": "en échec",
+    "monitors": "moniteurs",
+    "monitors needed": "moniteurs nécessaires",
+    "users": "utilisateurs",
+    "watched": "suivis",
+    "subscribed": "abonné",
+    "not_authorized": "non autorisé",
     "Not found": "Introuvable",
     "Refused": "Refusé",
     "Conflict": "Conflit",

@@ -142,6 +142,7 @@ class Console:
             "status": lambda name: i18n.status_name(self.lang, name),
             "when": when,
             "pretty": pretty,
+            "epoch": lambda seconds: datetime.fromtimestamp(seconds, UTC),
             "static": static_url,
             "section": None,
             "notice": None,

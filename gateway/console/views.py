@@ -29,6 +29,10 @@ NOTICES = {
     "endpoint_disabled": "Endpoint disabled.",
     "endpoint_removed": "Endpoint removed.",
     "replayed": "Dead letters queued again.",
+    "monitor_deleted": "Presence monitor deleted.",
+    "sync_started": "Sync all started.",
+    "enabled": "Office 365 enabled.",
+    "disabled": "Office 365 disabled.",
 }
 
 

@@ -38,12 +38,14 @@ from sqlalchemy import (
     update,
 )
 
+from gateway.accounts.models import IntegrationOut, TeamsSettings
 from gateway.accounts.service import require_account
+from gateway.clients.identity import IdentityPlatform
 from gateway.events.service import Actor, record_event
 from gateway.folding import fold
 from gateway.presence.models import MonitorList, MonitorOut
 from gateway.presence.service import PRESENCE_CATEGORY
-from gateway.presence.teams import teams_config
+from gateway.presence.teams import configure_teams, teams_config
 from gateway.security import SecretBox, token_digest
 from gateway.web.errors import Conflict, InvalidValue, NotFound
 from storage.engine import Database
@@ -365,3 +367,28 @@ async def resume(db: Database, *, secrets: SecretBox, account_id: str) -> None:
             tx.enqueue_once(account_id=account_id, kind=UPKEEP, target_id=row.id)
 
     await db.transact(work)
+
+
+async def save_teams(
+    db: Database,
+    *,
+    secrets: SecretBox,
+    identity: IdentityPlatform,
+    account_id: str,
+    body: TeamsSettings,
+    actor: Actor,
+    public_url: str,
+) -> IntegrationOut:
+    """Save the Teams settings (the app checked first); saved settings may turn Teams →
+    CloudLink back on, so its jobs start again."""
+    item = await configure_teams(
+        db,
+        secrets=secrets,
+        identity=identity,
+        account_id=account_id,
+        body=body,
+        actor=actor,
+        public_url=public_url,
+    )
+    await resume(db, secrets=secrets, account_id=account_id)
+    return item

@@ -11,7 +11,6 @@ from gateway.accounts.models import IntegrationOut, TeamsSettings
 from gateway.events.service import OPERATOR_API
 from gateway.presence import check, models, monitors, sign_in
 from gateway.presence import service as presence
-from gateway.presence.teams import configure_teams
 from gateway.web.auth import require_operator
 from gateway.web.bodies import read_model
 from gateway.web.openapi import ACCOUNT, Header, Operation, Param
@@ -88,7 +87,7 @@ async def delete_monitor(request: Request) -> Response:
 async def set_teams(request: Request) -> Response:
     state = require_operator(request)
     body = await read_model(request, TeamsSettings)
-    item = await configure_teams(
+    item = await monitors.save_teams(
         state.db,
         secrets=state.secrets,
         identity=state.providers.identity,
@@ -96,10 +95,6 @@ async def set_teams(request: Request) -> Response:
         body=body,
         actor=OPERATOR_API,
         public_url=state.settings.public_url,
-    )
-    # Saved settings may turn Teams → CloudLink back on: its jobs start again.
-    await monitors.resume(
-        state.db, secrets=state.secrets, account_id=request.path_params["account_id"]
     )
     return model_response(item)
 

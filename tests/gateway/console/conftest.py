@@ -16,6 +16,14 @@ from tests.conftest import ADMIN_TOKEN, PUBLIC_URL
 # The messaging suite's live gateway and fakes, for the messaging and endpoint pages.
 from tests.gateway.messaging.conftest import fakes, stack, stack_settings  # noqa: F401
 
+# The presence suite's live gateway and fake Microsoft, for the Teams and Office 365 pages.
+from tests.gateway.presence.conftest import (  # noqa: F401
+    microsoft,
+    stack_overrides,
+    teams_settings,
+    teams_stack,
+)
+
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 
 
