@@ -55,6 +55,25 @@ class Settings(BaseSettings):
         le=7 * 24,
         description="An admin console session ends this many hours after sign-in, however busy.",
     )
+    console_oidc_tenant: str | None = Field(
+        default=None,
+        pattern="^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$",
+        description="Sign-in to the admin console with Microsoft Entra: the directory "
+        "(tenant) id of the app registration; unset, only the operator token signs in.",
+    )
+    console_oidc_client_id: str | None = Field(
+        default=None,
+        pattern="^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$",
+        description="The app registration's application (client) id.",
+    )
+    console_oidc_client_secret: SecretStr | None = Field(
+        default=None, description="The app registration's client secret."
+    )
+    console_oidc_allowed: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="Comma-separated: who may sign in with Entra, by UPN or email, object "
+        "id, or the object id of a group the ID token names in its groups claim.",
+    )
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated Fernet keys encrypting stored secrets, newest first.",
@@ -278,6 +297,23 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator(
+        "console_oidc_tenant", "console_oidc_client_id", "console_oidc_client_secret", mode="before"
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(raw, str) and not raw.strip() else value
+
+    @field_validator("console_oidc_allowed", mode="before")
+    @classmethod
+    def _split_allowed(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [str(part).strip().lower() for part in value if str(part).strip()]
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -285,6 +321,31 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @model_validator(mode="after")
+    def _console_oidc_whole(self) -> Settings:
+        parts = {
+            "GATEWAY_CONSOLE_OIDC_TENANT": self.console_oidc_tenant,
+            "GATEWAY_CONSOLE_OIDC_CLIENT_ID": self.console_oidc_client_id,
+            "GATEWAY_CONSOLE_OIDC_CLIENT_SECRET": self.console_oidc_client_secret,
+        }
+        missing = [name for name, value in parts.items() if value is None]
+        if missing and len(missing) < len(parts):
+            raise ValueError(
+                "sign-in with Entra needs GATEWAY_CONSOLE_OIDC_TENANT, _CLIENT_ID and "
+                f"_CLIENT_SECRET together; missing: {', '.join(missing)}"
+            )
+        if not missing and not self.console_oidc_allowed:
+            raise ValueError(
+                "GATEWAY_CONSOLE_OIDC_ALLOWED is empty: name the users (UPN or object id) or "
+                "groups who may sign in to the console with Entra"
+            )
+        return self
+
+    @property
+    def console_oidc(self) -> bool:
+        """Whether the console offers sign-in with Microsoft Entra."""
+        return self.console_oidc_client_secret is not None
 
     @model_validator(mode="after")
     def _known_database(self) -> Settings:

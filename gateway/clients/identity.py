@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import jwt
 import orjson
 
 from gateway.clients.http import KIB, HttpClient, ProviderError, Reply, request, with_retries
@@ -38,6 +39,8 @@ MONITOR_SCOPES = (
     "https://graph.microsoft.com/Presence.Read.All",
     "https://graph.microsoft.com/User.Read.All",
 )
+# What a person signing in to the console is asked for: who they are, nothing more.
+SIGN_IN_SCOPES = ("openid", "profile", "email")
 # Errors after which a monitor's refresh token will never work again: it must sign in anew.
 SIGNED_OUT_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required"})
 # An app token is renewed this long before it expires (Microsoft's tokens last ~1 hour).
@@ -246,6 +249,88 @@ class IdentityPlatform:
             }
         )
         return self._endpoint(creds.tenant_id, "/oauth2/v2.0/authorize") + "?" + query
+
+    def sign_in_url(
+        self,
+        creds: AppCredentials,
+        *,
+        redirect_uri: str,
+        state: str,
+        code_challenge: str,
+        nonce: str,
+        login_hint: str | None,
+    ) -> str:
+        """Where a person signs in to the gateway's own pages (OpenID Connect: authorization
+        code with PKCE, an ID token bound to ``nonce``)."""
+        params = {
+            "client_id": creds.client_id,
+            "response_type": "code",
+            "redirect_uri": redirect_uri,
+            "response_mode": "query",
+            "scope": " ".join(SIGN_IN_SCOPES),
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
+        }
+        if login_hint:
+            params["login_hint"] = login_hint
+        return self._endpoint(creds.tenant_id, "/oauth2/v2.0/authorize") + "?" + urlencode(params)
+
+    async def redeem_sign_in(
+        self, creds: AppCredentials, *, code: str, redirect_uri: str, code_verifier: str
+    ) -> str:
+        """The ID token of a person who just signed in (not yet verified)."""
+        body = await self._token(
+            creds.tenant_id,
+            {
+                "grant_type": "authorization_code",
+                "client_id": creds.client_id,
+                "client_secret": creds.client_secret,
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": code_verifier,
+                "scope": " ".join(SIGN_IN_SCOPES),
+            },
+            "sign-in",
+            attempts=1,
+        )
+        token = body.get("id_token")
+        if not isinstance(token, str) or not token:
+            raise ProviderError("sign-in: the answer has no id_token", retryable=False)
+        return token
+
+    async def verified_id_token(
+        self, creds: AppCredentials, token: str, *, nonce: str
+    ) -> dict[str, Any]:
+        """The claims of an ID token the tenant issued to this app for this sign-in: its
+        signature checked against the tenant's keys (fetched again once for an unknown
+        key id), its audience, issuer, expiry and nonce. ValueError otherwise."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise ValueError(f"the ID token is malformed: {exc}") from exc
+        keys = await self.signing_keys(creds.tenant_id)
+        if not any(key.get("kid") == kid for key in keys.get("keys", [])):
+            keys = await self.signing_keys(creds.tenant_id, fresh=True)
+        found = next((key for key in keys.get("keys", []) if key.get("kid") == kid), None)
+        if found is None:
+            raise ValueError("the ID token is signed by a key the tenant does not publish")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                jwt.PyJWK(found).key,
+                algorithms=["RS256"],
+                audience=creds.client_id,
+                issuer=f"https://login.microsoftonline.com/{creds.tenant_id}/v2.0",
+                options={"require": ["aud", "iss", "exp", "iat"]},
+                leeway=120,
+            )
+        except jwt.PyJWTError as exc:
+            raise ValueError(f"the ID token is not valid: {exc}") from exc
+        if claims.get("nonce") != nonce:
+            raise ValueError("the ID token was not issued for this sign-in (nonce)")
+        return claims
 
     def admin_consent_url(
         self, *, tenant: str, client_id: str, redirect_uri: str, state: str

@@ -296,6 +296,17 @@ FRENCH: Mapping[str, str] = {
     "watched": "suivis",
     "subscribed": "abonné",
     "not_authorized": "non autorisé",
+    "%(who)s may not sign in to this console.": (
+        "%(who)s n'est pas autorisé à se connecter à cette console."
+    ),
+    "Continue": "Continuer",
+    "Microsoft refused the sign-in: %(detail)s": "Microsoft a refusé la connexion : %(detail)s",
+    "Sign in with Microsoft": "Se connecter avec Microsoft",
+    "Signed in": "Connecté",
+    "This sign-in has expired or did not start here; sign in again.": (
+        "Cette connexion a expiré ou n'a pas commencé ici ; reconnectez-vous."
+    ),
+    "Work account": "Compte professionnel",
     "Not found": "Introuvable",
     "Refused": "Refusé",
     "Conflict": "Conflit",

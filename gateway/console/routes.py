@@ -7,10 +7,11 @@ a secret shown once (SCIM keys, an endpoint's secret), which is rendered in plac
 
 from __future__ import annotations
 
-from gateway.console import accounts, endpoints, events, messaging, presence, sign_in
+from gateway.console import accounts, endpoints, events, messaging, oidc, presence, sign_in
 
 ROUTES = [
     *sign_in.ROUTES,
+    *oidc.ROUTES,
     *accounts.ROUTES,
     *messaging.ROUTES,
     *endpoints.ROUTES,

@@ -46,6 +46,7 @@ def _sign_in_form(console: Console, *, status: int, error: str | None = None) ->
         "sign_in.html",
         status=status,
         disabled=console.state.settings.admin_token is None,
+        oidc=console.state.settings.console_oidc,
         sign_in_csrf=pre,
         next=safe_next(request.query_params.get("next") or console.form.get("next")),
         notice=shown,

@@ -170,6 +170,9 @@ Arguments: root (the chart's context), path (its values path), env, ref (name, k
 {{- if $secrets.o365ClientSecret.enabled }}
 {{ include "cloudlink-gateway.secretEnv" (dict "root" . "path" "secrets.o365ClientSecret" "env" "GATEWAY_O365_CLIENT_SECRET" "ref" $secrets.o365ClientSecret) }}
 {{- end }}
+{{- if $secrets.consoleOidcClientSecret.enabled }}
+{{ include "cloudlink-gateway.secretEnv" (dict "root" . "path" "secrets.consoleOidcClientSecret" "env" "GATEWAY_CONSOLE_OIDC_CLIENT_SECRET" "ref" $secrets.consoleOidcClientSecret) }}
+{{- end }}
 {{- end }}
 
 {{/* Seconds Kubernetes waits after SIGTERM: the drain, the shutdown, and 5 to exit. */}}

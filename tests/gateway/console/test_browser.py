@@ -37,7 +37,9 @@ from tests.conftest import ADMIN_TOKEN, SECRET_KEY, user_body
 from tests.fakes.cloudlink import FakeCloudLink
 from tests.fakes.cmcom import FakeCM
 from tests.fakes.loopback import serve_apps
+from tests.fakes.microsoft import FakeMicrosoft
 from tests.fakes.twilio import FakeTwilio, new_sid, sign_twilio
+from tests.gateway.presence.conftest import CLIENT_ID, CLIENT_SECRET, TENANT
 from tests.support.databases import sqlite_url
 from tests.support.live import free_port
 from tests.support.server import ServerProcess, server_env, serving
@@ -67,6 +69,7 @@ class Fakes:
     twilio: FakeTwilio
     cloudlink: FakeCloudLink
     cloudlink_url: str
+    microsoft: FakeMicrosoft
 
 
 @dataclass
@@ -103,7 +106,18 @@ def console(tmp_path: Path) -> Iterator[Console]:
     twilio = FakeTwilio(auto_status=["sent", "delivered"], auto_status_delay=0.3)
     cloudlink = FakeCloudLink()
     port = free_port()
-    with serve_apps(twilio.app, FakeCM().app, cloudlink.app) as [twilio_url, cm_url, cl_url]:
+    with (
+        FakeMicrosoft() as microsoft,
+        serve_apps(twilio.app, FakeCM().app, cloudlink.app, microsoft.app) as [
+            twilio_url,
+            cm_url,
+            cl_url,
+            microsoft_url,
+        ],
+    ):
+        microsoft.add_tenant(TENANT)
+        microsoft.base_url = microsoft_url
+        microsoft.add_app(TENANT, CLIENT_ID, CLIENT_SECRET)
         env = server_env(
             tmp_path / "data",
             database,
@@ -117,6 +131,9 @@ def console(tmp_path: Path) -> Iterator[Console]:
             GATEWAY_OUTBOX_POLL_SECONDS="0.05",
             GATEWAY_OUTBOX_RETRY_SCALE="0.01",
             GATEWAY_EVENT_MAX_ATTEMPTS="2",
+            GATEWAY_GRAPH_API_URL=microsoft_url,
+            GATEWAY_LOGIN_URL=microsoft_url,
+            GATEWAY_PRESENCE_UPKEEP_SECONDS="1",
         )
         with serving(env, port=port) as server, sync_playwright() as playwright:
             browser: Browser = playwright.chromium.launch(
@@ -127,7 +144,7 @@ def console(tmp_path: Path) -> Iterator[Console]:
             )
             page = context.new_page()
             page.set_default_timeout(15_000)
-            found = Console(server, page, database, Fakes(twilio, cloudlink, cl_url))
+            found = Console(server, page, database, Fakes(twilio, cloudlink, cl_url, microsoft))
             page.on(
                 "dialog", lambda dialog: (found.dialogs.append(dialog.message), dialog.dismiss())
             )
@@ -357,3 +374,53 @@ def test_an_admin_connects_twilio_answers_a_customer_and_replays_a_dead_letter(
         ),
         what="the replayed event delivered",
     )
+
+
+def test_an_admin_sets_up_teams_and_authorizes_a_presence_monitor(console: Console) -> None:
+    microsoft = console.fakes.microsoft
+    admin = httpx2.Client(
+        base_url=console.server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with admin:
+        account_id = admin.post("/api/v1/accounts", json={"name": "Northwind"}).json()["id"]
+        keys = admin.post(f"/api/v1/accounts/{account_id}/integrations/azure_ad_sync/keys").json()
+    for n in (1, 2):
+        body = user_body(n)
+        microsoft.add_user(TENANT, body["userName"])
+        created = _scim(keys["tenant_url"], console.server, keys["secret_token"], body)
+        assert created.status_code == 201, created.text
+    microsoft.add_user(TENANT, "monitor@contoso.example")
+
+    page = console.page
+    console.sign_in()
+    console.go(f"/admin/accounts/{account_id}/teams")
+    page.get_by_label("Name", exact=True).fill("Teams")
+    page.get_by_label("Directory (tenant) ID").fill(TENANT)
+    page.get_by_label("Application (client) ID").fill(CLIENT_ID)
+    page.get_by_label("Client secret").fill(CLIENT_SECRET)
+    page.get_by_label("Secret expires on").fill("2031-01-31")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_text("Settings saved.").wait_for()
+    assert CLIENT_SECRET not in page.content()
+    page.get_by_label("Monitor's Teams user (UPN)").fill("monitor@contoso.example")
+    page.get_by_role("button", name="Add", exact=True).click()
+    link = page.get_by_label("Authorize link").input_value()
+    console.check("teams-monitor-added")
+    # The monitor's user opens the link: Microsoft's sign-in, then back to the gateway.
+    page.goto(link)
+    page.get_by_text("is authorized").wait_for()
+    console.go(f"/admin/accounts/{account_id}/teams")
+    # The list refreshes itself until the subscription is made: no reload.
+    page.locator('[data-monitor-status="subscribed"]').wait_for(timeout=30_000)
+    page.get_by_role("button", name="Run the system check").click()
+    page.get_by_role("cell", name="notification_url").wait_for()
+    console.check("teams")
+    page.get_by_role("button", name="Sync all").click()
+    page.get_by_text("Sync all started.").wait_for()
+    page.get_by_label("Email").fill(user_body(1)["userName"])
+    page.get_by_role("button", name="Show").click()
+    page.locator("caption", has_text=user_body(1)["userName"]).wait_for()
+    console.go(f"/admin/accounts/{account_id}/office365")
+    page.get_by_role("button", name="Request admin consent").click()
+    assert "adminconsent" in page.get_by_label("Consent link").input_value()
+    console.check("office365")
