@@ -610,6 +610,9 @@ class ConsoleSession(SQLModel, table=True):
     name: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
     seen_at: datetime = Field(default_factory=utcnow, index=True)
+    # A secret to show once on the next page (encrypted), so that the page which shows it
+    # is a GET after a redirect: reloading it shows nothing and changes nothing.
+    reveal: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 CONSOLE_SESSIONS = _table(ConsoleSession)

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from gateway.accounts import service as accounts
 from gateway.accounts.models import AVAILABLE_KINDS
+from gateway.console import sessions
 from gateway.console.guard import signed_in
 from gateway.console.pages import PREFIX, Console
 from gateway.console.views import ACCOUNT, CONSOLE, account_page, base, notice, redirect
@@ -17,6 +18,24 @@ from gateway.web.errors import InvalidValue
 from gateway.web.routing import TemplateRoute
 
 ACCOUNTS_PER_PAGE = 50
+# Where each integration is set up, and what of its settings the panel shows (its secrets
+# only as the service masks them).
+SETTINGS_PAGES = {
+    "twilio": "/integrations/twilio/settings",
+    "cmcom": "/integrations/cm/settings",
+    "microsoft_teams": "/teams",
+    "office365": "/office365",
+}
+SHOWN_SETTINGS = (
+    "name",
+    "account_sid",
+    "auth_token",
+    "cm_account_id",
+    "product_token",
+    "client_id",
+    "client_secret",
+    "secret_expires",
+)
 
 
 def _page_number(console: Console) -> int:
@@ -66,6 +85,8 @@ async def account_page_(request: Request, console: Console) -> Response:
         tab="integrations",
         integrations=integrations,
         addable=[(kind, accounts.KINDS[kind]) for kind in AVAILABLE_KINDS if kind not in present],
+        settings_pages=SETTINGS_PAGES,
+        shown_settings=SHOWN_SETTINGS,
         notice=notice(console),
     )
 
@@ -151,13 +172,28 @@ async def scim_keys(request: Request, console: Console) -> Response:
         actor=CONSOLE,
         public_url=console.state.settings.public_url,
     )
-    return account_page(
-        console,
-        "keys.html",
-        account,
-        tab="integrations",
-        keys=keys,
+    assert console.session is not None  # signed_in
+    await sessions.reveal(
+        console.state.db,
+        console.state.secrets,
+        console.session,
+        {"kind": "scim_keys", "tenant_url": keys.tenant_url, "secret_token": keys.secret_token},
     )
+    return redirect(f"{base(account_id)}/scim-keys/shown")
+
+
+@signed_in
+async def shown_keys(request: Request, console: Console) -> Response:
+    """The keys just generated, once: a reload finds nothing to show and changes nothing."""
+    account_id = request.path_params["account_id"]
+    assert console.session is not None  # signed_in
+    keys = await sessions.take_reveal(
+        console.state.db, console.state.secrets, console.session, "scim_keys"
+    )
+    if keys is None:
+        return redirect(base(account_id))
+    account = await accounts.get_account(console.state.db, account_id=account_id)
+    return account_page(console, "keys.html", account, tab="integrations", keys=keys)
 
 
 ROUTES = [
@@ -170,4 +206,5 @@ ROUTES = [
         ACCOUNT + "/integrations/{kind}/remove", remove_integration, methods=["GET", "POST"]
     ),
     TemplateRoute(ACCOUNT + "/scim-keys", scim_keys, methods=["GET", "POST"]),
+    TemplateRoute(ACCOUNT + "/scim-keys/shown", shown_keys, methods=["GET"]),
 ]

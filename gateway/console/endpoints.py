@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.accounts import service as accounts
+from gateway.console import sessions
 from gateway.console.guard import signed_in
 from gateway.console.pages import Console
 from gateway.console.views import ACCOUNT, CONSOLE, account_page, base, redirect
@@ -44,13 +45,17 @@ async def _endpoints_page(console: Console, account_id: str, **values: object) -
 
 @signed_in
 async def endpoints_page(request: Request, console: Console) -> Response:
-    return await _endpoints_page(console, request.path_params["account_id"], created=None)
+    """The endpoints; once after one was added, its secret (a reload shows it no more)."""
+    assert console.session is not None  # signed_in
+    created = await sessions.take_reveal(
+        console.state.db, console.state.secrets, console.session, "endpoint"
+    )
+    return await _endpoints_page(console, request.path_params["account_id"], created=created)
 
 
 @signed_in
 async def add_endpoint(request: Request, console: Console) -> Response:
-    """The new endpoint's secret is in this answer only (never stored in clear, never in a
-    URL), so the page is rendered here rather than after a redirect."""
+    """The new endpoint's secret is kept, encrypted, for the page the redirect leads to."""
     account_id = request.path_params["account_id"]
     body = validated(EndpointCreate, {"url": console.form.get("url", "").strip()})
     created = await endpoints.add_endpoint(
@@ -61,7 +66,14 @@ async def add_endpoint(request: Request, console: Console) -> Response:
         allow_private=console.state.settings.allow_private_endpoints,
         actor=CONSOLE,
     )
-    return await _endpoints_page(console, account_id, created=created)
+    assert console.session is not None  # signed_in
+    await sessions.reveal(
+        console.state.db,
+        console.state.secrets,
+        console.session,
+        {"kind": "endpoint", "url": created.url, "secret": created.secret},
+    )
+    return redirect(f"{base(account_id)}/endpoints")
 
 
 @signed_in

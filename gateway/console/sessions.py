@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, insert, or_, select, update
 
+from gateway.security import SecretBox
 from gateway.settings import Settings
 from storage.engine import Database
 from storage.tables import CONSOLE_SESSIONS, utcnow
@@ -139,6 +141,45 @@ async def find(db: Database, lifetime: Lifetime, session_id: str | None) -> Sess
 
         await db.transact(touch)
     return session
+
+
+async def reveal(db: Database, box: SecretBox, session: Session, shown: dict[str, str]) -> None:
+    """Keep ``shown`` (a secret just made) for the session's next page, encrypted."""
+    sealed = box.encrypt(json.dumps(shown))
+
+    def work(tx: Transaction) -> None:
+        tx.conn.execute(
+            update(CONSOLE_SESSIONS)
+            .where(CONSOLE_SESSIONS.c.digest == session.digest)
+            .values(reveal=sealed)
+        )
+
+    await db.transact(work)
+
+
+async def take_reveal(
+    db: Database, box: SecretBox, session: Session, kind: str
+) -> dict[str, str] | None:
+    """The secret kept for this page (``kind``), cleared as it is read: it is shown once."""
+
+    def work(tx: Transaction) -> str | None:
+        row = tx.conn.execute(
+            select(CONSOLE_SESSIONS.c.reveal).where(CONSOLE_SESSIONS.c.digest == session.digest)
+        ).first()
+        if row is None or row.reveal is None:
+            return None
+        tx.conn.execute(
+            update(CONSOLE_SESSIONS)
+            .where(CONSOLE_SESSIONS.c.digest == session.digest)
+            .values(reveal=None)
+        )
+        return str(row.reveal)
+
+    sealed = await db.transact(work)
+    if sealed is None:
+        return None
+    shown: dict[str, str] = json.loads(box.decrypt(sealed))
+    return shown if shown.get("kind") == kind else None
 
 
 async def end(db: Database, session_id: str) -> None:

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("reveal", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("digest"),
     )
     op.create_index("ix_console_sessions_seen_at", "console_sessions", ["seen_at"])

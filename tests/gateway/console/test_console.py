@@ -213,6 +213,7 @@ def test_scim_keys_are_confirmed_then_shown_once_and_work(
         f"/admin/accounts/{account_id}/scim-keys", data={"csrf": csrf, "confirm": "yes"}
     )
     assert shown.status_code == 200
+    assert shown.url.path.endswith("/scim-keys/shown")  # a GET after the change
     assert shown.headers["cache-control"] == "no-store"
     token = shown.text.split('id="secret-token" readonly value="')[1].split('"')[0]
     tenant_url = shown.text.split('id="tenant-url" readonly value="')[1].split('"')[0]
@@ -223,6 +224,9 @@ def test_scim_keys_are_confirmed_then_shown_once_and_work(
         headers={"Authorization": f"Bearer {token}"},
     )
     assert scim.status_code == 201, scim.text
+    again = console.get(shown.url.path)
+    assert token not in again.text
+    assert again.url.path == f"/admin/accounts/{account_id}"
     page = console.get(f"/admin/accounts/{account_id}")
     assert token not in page.text
     assert "keys generated" in page.text

@@ -96,7 +96,9 @@ def test_office_365_consent_is_requested_answered_and_enabled(
     client, csrf, base = browser
     page = client.get(base + "/office365")
     assert "must consent once" in page.text
+    client.post(base + "/teams", data=_settings(csrf))  # the app consent is asked for
     requested = client.post(base + "/office365/consent", data={"csrf": csrf})
+    assert requested.status_code == 200, requested.text
     link = requested.text.split('id="consent-url" readonly value="')[1].split('"')[0]
     teams_stack.microsoft.set_admin_consent(TENANT, "granted")
     assert teams_stack.sign_in(link.replace("&amp;", "&")).status_code == 200
