@@ -50,7 +50,8 @@ SHOTS = Path(os.environ.get("GATEWAY_CONSOLE_SCREENSHOTS", ROOT / "build" / "con
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 
-pytestmark = pytest.mark.slow
+# One worker runs them one after another: each drives a browser of several processes.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 
 def _chromium() -> str:
@@ -196,7 +197,8 @@ def test_a_new_admin_provisions_an_account_and_reads_its_events(console: Console
     assert token not in page.content()
     assert "/scim-keys" not in page.url
 
-    created = _scim(tenant_url, console.server, token, user_body(1, displayName=HOSTILE))
+    hostile_user = user_body(1, userName=HOSTILE, displayName=HOSTILE)
+    created = _scim(tenant_url, console.server, token, hostile_user)
     assert created.status_code == 201, created.text
     page.get_by_role("link", name="Events").click()
     page.get_by_text("user.created").wait_for()
@@ -336,6 +338,8 @@ def test_an_admin_connects_twilio_answers_a_customer_and_replays_a_dead_letter(
 
     _whatsapp_from_customer(console, webhook_url, HOSTILE, name=HOSTILE)
     page.get_by_role("link", name="Conversations").click()
+    page.get_by_role("link", name=HOSTILE).wait_for()
+    console.check("conversations")
     page.get_by_role("link", name=HOSTILE).click()
     page.get_by_text(HOSTILE, exact=True).first.wait_for()
     assert console.dialogs == []

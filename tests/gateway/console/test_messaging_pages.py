@@ -183,10 +183,15 @@ def test_endpoints_show_their_secret_once_and_dead_letters_replay(
         data={"csrf": csrf, **{f"dl-{i}": "yes" for i in letter_ids}},
     )
     assert "Dead letters queued again." in replayed.text
-    eventually(
-        lambda: "No dead letter." in client.get(base + "/endpoints").text,
-        what="the replayed letters delivered",
-    )
-    assert any(
-        e["data"].get("text") == "Anyone there?" for e in stack.cloudlink.events("message.received")
-    )
+
+    def all_delivered() -> bool:
+        # A letter that ran out of attempts after the page was read is replayed too.
+        if "No dead letter." not in client.get(base + "/endpoints").text:
+            client.post(base + "/dead-letters/replay", data={"csrf": csrf, "all": "yes"})
+            return False
+        return any(
+            e["data"].get("text") == "Anyone there?"
+            for e in stack.cloudlink.events("message.received")
+        )
+
+    eventually(all_delivered, what="the replayed letters delivered")
