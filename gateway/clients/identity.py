@@ -234,21 +234,15 @@ class IdentityPlatform:
         login_hint: str,
     ) -> str:
         """Where a monitor signs in (authorization code with PKCE, the monitor's UPN as hint)."""
-        query = urlencode(
-            {
-                "client_id": creds.client_id,
-                "response_type": "code",
-                "redirect_uri": redirect_uri,
-                "response_mode": "query",
-                "scope": " ".join(MONITOR_SCOPES),
-                "state": state,
-                "code_challenge": code_challenge,
-                "code_challenge_method": "S256",
-                "login_hint": login_hint,
-                "prompt": "select_account",
-            }
+        return self._authorize(
+            creds,
+            redirect_uri,
+            state,
+            code_challenge,
+            MONITOR_SCOPES,
+            login_hint=login_hint,
+            prompt="select_account",
         )
-        return self._endpoint(creds.tenant_id, "/oauth2/v2.0/authorize") + "?" + query
 
     def sign_in_url(
         self,
@@ -262,38 +256,41 @@ class IdentityPlatform:
     ) -> str:
         """Where a person signs in to the gateway's own pages (OpenID Connect: authorization
         code with PKCE, an ID token bound to ``nonce``)."""
-        params = {
-            "client_id": creds.client_id,
-            "response_type": "code",
-            "redirect_uri": redirect_uri,
-            "response_mode": "query",
-            "scope": " ".join(SIGN_IN_SCOPES),
-            "state": state,
-            "nonce": nonce,
-            "code_challenge": code_challenge,
-            "code_challenge_method": "S256",
-        }
-        if login_hint:
-            params["login_hint"] = login_hint
-        return self._endpoint(creds.tenant_id, "/oauth2/v2.0/authorize") + "?" + urlencode(params)
+        extra = {"nonce": nonce, **({"login_hint": login_hint} if login_hint else {})}
+        return self._authorize(creds, redirect_uri, state, code_challenge, SIGN_IN_SCOPES, **extra)
+
+    def _authorize(
+        self,
+        creds: AppCredentials,
+        redirect_uri: str,
+        state: str,
+        code_challenge: str,
+        scopes: tuple[str, ...],
+        **extra: str,
+    ) -> str:
+        """The authorize endpoint's URL for a code with PKCE, answered in the query."""
+        query = urlencode(
+            {
+                "client_id": creds.client_id,
+                "response_type": "code",
+                "redirect_uri": redirect_uri,
+                "response_mode": "query",
+                "scope": " ".join(scopes),
+                "state": state,
+                "code_challenge": code_challenge,
+                "code_challenge_method": "S256",
+                **extra,
+            }
+        )
+        return self._endpoint(creds.tenant_id, "/oauth2/v2.0/authorize") + "?" + query
 
     async def redeem_sign_in(
         self, creds: AppCredentials, *, code: str, redirect_uri: str, code_verifier: str
     ) -> str:
-        """The ID token of a person who just signed in (not yet verified)."""
-        body = await self._token(
-            creds.tenant_id,
-            {
-                "grant_type": "authorization_code",
-                "client_id": creds.client_id,
-                "client_secret": creds.client_secret,
-                "code": code,
-                "redirect_uri": redirect_uri,
-                "code_verifier": code_verifier,
-                "scope": " ".join(SIGN_IN_SCOPES),
-            },
-            "sign-in",
-            attempts=1,
+        """The ID token of a person who just signed in (not yet verified); a code is
+        good once, so it is never sent twice."""
+        body = await self._code_grant(
+            creds, code, redirect_uri, code_verifier, SIGN_IN_SCOPES, attempts=1
         )
         token = body.get("id_token")
         if not isinstance(token, str) or not token:
@@ -369,7 +366,21 @@ class IdentityPlatform:
         self, creds: AppCredentials, *, code: str, redirect_uri: str, code_verifier: str
     ) -> UserTokens:
         """Tokens for the monitor that just signed in."""
-        body = await self._token(
+        body = await self._code_grant(creds, code, redirect_uri, code_verifier, MONITOR_SCOPES)
+        return self._user_tokens(body)
+
+    async def _code_grant(
+        self,
+        creds: AppCredentials,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str,
+        scopes: tuple[str, ...],
+        *,
+        attempts: int = 3,
+    ) -> dict[str, Any]:
+        """The token answer for an authorization code with its PKCE verifier."""
+        return await self._token(
             creds.tenant_id,
             {
                 "grant_type": "authorization_code",
@@ -378,11 +389,11 @@ class IdentityPlatform:
                 "code": code,
                 "redirect_uri": redirect_uri,
                 "code_verifier": code_verifier,
-                "scope": " ".join(MONITOR_SCOPES),
+                "scope": " ".join(scopes),
             },
             "sign-in",
+            attempts=attempts,
         )
-        return self._user_tokens(body)
 
     async def refresh(self, creds: AppCredentials, refresh_token: str) -> UserTokens:
         """New tokens for a monitor; the answer's refresh token replaces the stored one."""

@@ -13,7 +13,16 @@ from gateway.accounts.models import AVAILABLE_KINDS
 from gateway.console import sessions
 from gateway.console.guard import signed_in
 from gateway.console.pages import PREFIX, Console
-from gateway.console.views import ACCOUNT, CONSOLE, account_page, base, notice, redirect
+from gateway.console.views import (
+    ACCOUNT,
+    CONSOLE,
+    account_page,
+    base,
+    confirm_page,
+    confirmed,
+    notice,
+    redirect,
+)
 from gateway.web.errors import InvalidValue
 from gateway.web.routing import TemplateRoute
 
@@ -117,22 +126,20 @@ async def add_integration(request: Request, console: Console) -> Response:
 async def remove_integration(request: Request, console: Console) -> Response:
     account_id = request.path_params["account_id"]
     kind = request.path_params["kind"]
-    if request.method == "GET" or console.form.get("confirm") != "yes":
+    if not confirmed(console):
         account = await accounts.get_account(console.state.db, account_id=account_id)
         name = accounts.KINDS.get(kind)
         if name is None:
             raise InvalidValue(f"kind must be one of {', '.join(AVAILABLE_KINDS)}.")
         _ = console._
-        return account_page(
+        return confirm_page(
             console,
-            "confirm.html",
             account,
             tab="integrations",
             heading=_("Remove %(name)s?", name=name),
             lines=[_("The integration and its settings are removed from this account.")],
             action=f"{base(account_id)}/integrations/{kind}/remove",
             button=_("Remove"),
-            danger=True,
         )
     await accounts.remove_integration(
         console.state.db, account_id=account_id, kind=kind, actor=CONSOLE
@@ -145,10 +152,9 @@ async def scim_keys(request: Request, console: Console) -> Response:
     account_id = request.path_params["account_id"]
     account = await accounts.get_account(console.state.db, account_id=account_id)
     _ = console._
-    if request.method == "GET" or console.form.get("confirm") != "yes":
-        return account_page(
+    if not confirmed(console):
+        return confirm_page(
             console,
-            "confirm.html",
             account,
             tab="integrations",
             heading=_("Azure AD Sync"),

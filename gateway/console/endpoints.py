@@ -12,7 +12,15 @@ from gateway.accounts import service as accounts
 from gateway.console import sessions
 from gateway.console.guard import signed_in
 from gateway.console.pages import Console
-from gateway.console.views import ACCOUNT, CONSOLE, account_page, base, redirect
+from gateway.console.views import (
+    ACCOUNT,
+    CONSOLE,
+    account_page,
+    base,
+    confirm_page,
+    confirmed,
+    redirect,
+)
 from gateway.delivery import endpoints
 from gateway.delivery.models import EndpointCreate
 from gateway.outbox.worker import Handler
@@ -93,23 +101,21 @@ async def change_endpoint(request: Request, console: Console) -> Response:
         return redirect(f"{base(account_id)}/endpoints", f"endpoint_{change}d")
     if change != "remove":
         raise NotFound(f"No change {change!r}: enable, disable or remove.")
-    if console.form.get("confirm") != "yes":
+    if not confirmed(console):
         account = await accounts.get_account(db, account_id=account_id)
         found = await endpoints.list_endpoints(db, account_id=account_id)
         endpoint = next((e for e in found if e.id == endpoint_id), None)
         if endpoint is None:
             raise NotFound(f"No endpoint {endpoint_id!r} in this account.")
         _ = console._
-        return account_page(
+        return confirm_page(
             console,
-            "confirm.html",
             account,
             tab="endpoints",
             heading=_("Remove this endpoint?"),
             lines=[endpoint.url, _("Events are no longer delivered to it.")],
             action=f"{base(account_id)}/endpoints/{endpoint_id}/remove",
             button=_("Remove"),
-            danger=True,
         )
     await endpoints.remove_endpoint(
         db, account_id=account_id, endpoint_id=endpoint_id, actor=CONSOLE

@@ -18,7 +18,7 @@ from gateway.console.guard import signed_in
 from gateway.console.pages import Console
 from gateway.console.views import ACCOUNT, account_page
 from gateway.events import service as events
-from gateway.events.export import filename, history_csv
+from gateway.events.export import csv_download
 from gateway.events.models import EventOut
 from gateway.events.service import ACTIONS
 from gateway.web.errors import InvalidValue
@@ -116,11 +116,7 @@ async def export_events(request: Request, console: Console) -> Response:
         return events.history_rows(conn, account_id, criteria)
 
     rows = await console.state.db.query(read)
-    return Response(
-        history_csv(rows),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename(account_id)}"'},
-    )
+    return csv_download(account_id, rows)
 
 
 ROUTES = [

@@ -32,3 +32,10 @@ async def read_form(request: Request) -> dict[str, str]:
             raise InvalidValue(NUL_DETAIL)
         fields.setdefault(name, value)
     return fields
+
+
+def filled(form: dict[str, str], *names: str) -> dict[str, str]:
+    """The named fields of a form, trimmed, an empty one left out (as a JSON body would
+    leave it out), for the admin API's body model to validate."""
+    found = {name: form.get(name, "").strip() for name in names}
+    return {name: value for name, value in found.items() if value}

@@ -19,7 +19,8 @@ from starlette.responses import RedirectResponse, Response
 from gateway.console import i18n, sessions
 from gateway.console.forms import read_form
 from gateway.console.pages import PREFIX, Console, safe_next
-from gateway.web.errors import GatewayError
+from gateway.settings import Settings
+from gateway.web.errors import Forbidden, GatewayError
 from gateway.web.state import app_state
 
 SESSION_COOKIE = "gateway_console"
@@ -33,6 +34,23 @@ Page = Callable[[Request, Console], Awaitable[Response]]
 Handler = Callable[[Request], Awaitable[Response]]
 
 _TITLES = {401: "Sign in", 403: "Refused", 404: "Not found", 409: "Conflict", 503: "Unavailable"}
+
+
+def secure_cookies(settings: Settings) -> bool:
+    """Cookies are sent over https only when the gateway is reached over https."""
+    return settings.public_url.startswith("https://")
+
+
+def set_session_cookie(response: Response, session_id: str, settings: Settings) -> None:
+    """The session's cookie: HttpOnly, SameSite=Strict, for the console's paths only."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_id,
+        path=PREFIX,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(settings),
+    )
 
 
 def language(request: Request) -> str:
@@ -99,13 +117,7 @@ def signed_in(page: Page) -> Handler:
                 console.form = await read_form(request)
                 presented = request.headers.get(CSRF_HEADER) or console.form.get("csrf")
                 if not console.session.csrf_matches(presented):
-                    return console.render(
-                        "error.html",
-                        status=403,
-                        title=console._("Refused"),
-                        detail=console._(CSRF_REFUSED),
-                        back=safe_next(_local_path(request.headers.get("referer", ""))),
-                    )
+                    raise Forbidden(console._(CSRF_REFUSED))
             return await page(request, console)
         except GatewayError as exc:
             return failure(console, exc)

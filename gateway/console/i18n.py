@@ -9,6 +9,7 @@ the two, else English.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 LANGUAGES = {"en": "English", "fr": "Français"}
@@ -334,6 +335,7 @@ ENGLISH_STATUS = {
 }
 
 
+@functools.cache
 def translator(lang: str) -> Translate:
     """``_(text, **values)`` for a page: ``text`` in ``lang``, its ``%(name)s`` filled."""
     table = FRENCH if lang == "fr" else {}

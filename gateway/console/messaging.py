@@ -5,8 +5,6 @@ agent's reply. Each form is validated by the admin API's own body model."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,34 +12,31 @@ from starlette.responses import Response
 from gateway.accounts import models as account_models
 from gateway.accounts import providers
 from gateway.accounts import service as accounts
-from gateway.accounts.models import AccountOut, IntegrationOut
+from gateway.accounts.models import AccountOut
 from gateway.channels import models as channel_models
 from gateway.channels import service as channels
+from gateway.channels.models import ChannelOut
 from gateway.chat import outbound, reading
 from gateway.chat.models import STATUS_RANK, ConversationOut, MessageOut, ReplyCreate
+from gateway.console.forms import filled
 from gateway.console.guard import signed_in
 from gateway.console.pages import Console
-from gateway.console.views import ACCOUNT, CONSOLE, account_page, base, redirect
+from gateway.console.views import (
+    ACCOUNT,
+    CONSOLE,
+    account_page,
+    base,
+    confirm_page,
+    confirmed,
+    integrations,
+    redirect,
+)
 from gateway.web.bodies import validated
 from gateway.web.errors import GatewayError, NotFound
 from gateway.web.routing import TemplateRoute
 
 CONVERSATIONS_PER_PAGE = 50
 PROVIDERS = {"twilio": ("Twilio", account_models.TWILIO), "cm": ("CM.com", account_models.CMCOM)}
-
-
-def _fields(console: Console, *names: str) -> dict[str, Any]:
-    """The named fields of the form, trimmed; an empty one left out (as a JSON body would
-    leave it out), so that the model says what is missing."""
-    found = {name: console.form.get(name, "").strip() for name in names}
-    return {name: value for name, value in found.items() if value}
-
-
-async def _integration(console: Console, account_id: str, kind: str) -> IntegrationOut | None:
-    items = await accounts.list_integrations(
-        console.state.db, account_id=account_id, public_url=console.state.settings.public_url
-    )
-    return next((item for item in items if item.kind == kind), None)
 
 
 @signed_in
@@ -63,7 +58,7 @@ async def provider_settings(request: Request, console: Console) -> Response:
                 account_id=account_id,
                 body=validated(
                     account_models.TwilioSettings,
-                    _fields(console, "name", "account_sid", "auth_token"),
+                    filled(console.form, "name", "account_sid", "auth_token"),
                 ),
                 actor=CONSOLE,
                 public_url=state.settings.public_url,
@@ -75,7 +70,7 @@ async def provider_settings(request: Request, console: Console) -> Response:
                 account_id=account_id,
                 body=validated(
                     account_models.CmSettings,
-                    _fields(console, "name", "cm_account_id", "product_token"),
+                    filled(console.form, "name", "cm_account_id", "product_token"),
                 ),
                 actor=CONSOLE,
                 public_url=state.settings.public_url,
@@ -88,7 +83,7 @@ async def provider_settings(request: Request, console: Console) -> Response:
         tab="channels",
         provider=provider,
         provider_name=name,
-        integration=await _integration(console, account_id, kind),
+        integration=(await integrations(console, account_id)).get(kind),
     )
 
 
@@ -100,8 +95,8 @@ async def channels_page(request: Request, console: Console) -> Response:
     items = await channels.list_channels(
         state.db, secrets=state.secrets, account_id=account_id, public_url=state.settings.public_url
     )
-    twilio = await _integration(console, account_id, account_models.TWILIO)
-    cm = await _integration(console, account_id, account_models.CMCOM)
+    added = await integrations(console, account_id)
+    twilio, cm = added.get(account_models.TWILIO), added.get(account_models.CMCOM)
     numbers: list[str] = []
     numbers_error = None
     if twilio is not None and twilio.status == "active":
@@ -131,7 +126,7 @@ async def channels_page(request: Request, console: Console) -> Response:
 async def add_channel(request: Request, console: Console) -> Response:
     account_id = request.path_params["account_id"]
     state = console.state
-    fields = _fields(console, "provider", "type", "number", "queue_id")
+    fields: dict[str, object] = {**filled(console.form, "provider", "type", "number", "queue_id")}
     pages = [page.strip() for page in console.form.get("pages", "").split(",") if page.strip()]
     if pages:
         fields["pages"] = pages
@@ -152,25 +147,17 @@ async def delete_channel(request: Request, console: Console) -> Response:
     account_id = request.path_params["account_id"]
     channel_id = request.path_params["channel_id"]
     state = console.state
-    if request.method == "GET" or console.form.get("confirm") != "yes":
-        account = await accounts.get_account(state.db, account_id=account_id)
-        found = [
-            c
-            for c in await channels.list_channels(
-                state.db,
-                secrets=state.secrets,
-                account_id=account_id,
-                public_url=state.settings.public_url,
-            )
-            if c.id == channel_id
-        ]
-        if not found:
-            raise NotFound(f"No channel {channel_id!r} in this account.")
+    if not confirmed(console):
+
+        def read(conn: Connection) -> tuple[AccountOut, ChannelOut]:
+            row = channels.account_channel(conn, account_id, channel_id)
+            account = accounts.account_out(accounts.require_account(conn, account_id))
+            return account, channels.channel_out(row, state.secrets, state.settings.public_url)
+
+        account, channel = await state.db.query(read)
         _ = console._
-        channel = found[0]
-        return account_page(
+        return confirm_page(
             console,
-            "confirm.html",
             account,
             tab="channels",
             heading=_("Delete this channel?"),
@@ -184,7 +171,6 @@ async def delete_channel(request: Request, console: Console) -> Response:
             ],
             action=f"{base(account_id)}/channels/{channel_id}/delete",
             button=_("Delete"),
-            danger=True,
         )
     await channels.delete_channels(
         state.db,
@@ -263,7 +249,7 @@ async def reply(request: Request, console: Console) -> Response:
     """An agent's reply: the admin API's checks (window, opt-out, channel), then queued."""
     account_id = request.path_params["account_id"]
     conversation_id = request.path_params["conversation_id"]
-    body = validated(ReplyCreate, _fields(console, "text", "author"))
+    body = validated(ReplyCreate, filled(console.form, "text", "author"))
     state = console.state
     channel_of = outbound.channel_of_conversation(state.db, account_id, conversation_id)
     await outbound.queue_reply(

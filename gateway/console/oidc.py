@@ -23,12 +23,14 @@ from starlette.responses import RedirectResponse, Response
 from gateway.clients.http import ProviderError
 from gateway.clients.identity import AppCredentials, pkce_pair
 from gateway.console import sessions
-from gateway.console.guard import SESSION_COOKIE, open_console
+from gateway.console.guard import open_console, secure_cookies, set_session_cookie
 from gateway.console.pages import PREFIX, Console, safe_next
+from gateway.console.sign_in import sign_in_form
 from gateway.security import SecretBoxError
 from gateway.settings import Settings
 from gateway.web.errors import NotFound
 from gateway.web.routing import TemplateRoute
+from gateway.web.state import app_state
 
 START = PREFIX + "/oidc/start"
 CALLBACK = PREFIX + "/oidc"
@@ -47,13 +49,9 @@ def _creds(settings: Settings) -> AppCredentials:
     )
 
 
-def _secure(settings: Settings) -> bool:
-    return settings.public_url.startswith("https://")
-
-
 async def start(request: Request) -> Response:
     """On to Microsoft's sign-in page, with a fresh state, nonce and PKCE pair."""
-    state = (await open_console(request)).state
+    state = app_state(request)  # no session needed to start one
     creds = _creds(state.settings)
     verifier, challenge = pkce_pair()
     state_value, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -80,21 +78,14 @@ async def start(request: Request) -> Response:
         path=CALLBACK,
         httponly=True,
         samesite="lax",
-        secure=_secure(state.settings),
+        secure=secure_cookies(state.settings),
     )
     return response
 
 
 def _refused(console: Console, status: int, error: str) -> Response:
-    response = console.render(
-        "sign_in.html",
-        status=status,
-        disabled=console.state.settings.admin_token is None,
-        oidc=console.state.settings.console_oidc,
-        sign_in_csrf="",
-        next=PREFIX + "/accounts",
-        error=error,
-    )
+    """The sign-in page again, with why (its operator-token form still usable)."""
+    response = sign_in_form(console, status=status, error=error)
     response.delete_cookie(STATE_COOKIE, path=CALLBACK)
     return response
 
@@ -166,14 +157,7 @@ async def callback(request: Request) -> Response:
     )
     target = safe_next(str(pending.get("next", "")))
     response = console.render("signed_in.html", target=target, who=who)
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_id,
-        path=PREFIX,
-        httponly=True,
-        samesite="strict",
-        secure=_secure(settings),
-    )
+    set_session_cookie(response, session_id, settings)
     response.delete_cookie(STATE_COOKIE, path=CALLBACK)
     return response
 

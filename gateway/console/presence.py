@@ -15,10 +15,20 @@ from starlette.responses import Response
 from gateway.accounts import models as account_models
 from gateway.accounts import office365
 from gateway.accounts import service as accounts
-from gateway.accounts.models import AccountOut, IntegrationOut
+from gateway.accounts.models import AccountOut, ConsentOut, IntegrationOut
+from gateway.console.forms import filled
 from gateway.console.guard import signed_in
 from gateway.console.pages import Console
-from gateway.console.views import ACCOUNT, CONSOLE, account_page, base, redirect
+from gateway.console.views import (
+    ACCOUNT,
+    CONSOLE,
+    account_page,
+    base,
+    confirm_page,
+    confirmed,
+    integrations,
+    redirect,
+)
 from gateway.presence import check, monitors
 from gateway.presence import service as presence
 from gateway.presence.models import MonitorAdd
@@ -28,13 +38,6 @@ from gateway.web.routing import TemplateRoute
 
 # The client secret's expiry is warned about this long before it comes.
 SECRET_WARNING = timedelta(days=30)
-
-
-async def _integration(console: Console, account_id: str, kind: str) -> IntegrationOut | None:
-    items = await accounts.list_integrations(
-        console.state.db, account_id=account_id, public_url=console.state.settings.public_url
-    )
-    return next((item for item in items if item.kind == kind), None)
 
 
 def _secret_expiry(teams: IntegrationOut | None) -> tuple[str | None, str]:
@@ -53,7 +56,7 @@ def _secret_expiry(teams: IntegrationOut | None) -> tuple[str | None, str]:
 
 async def _teams_page(console: Console, account: AccountOut, **values: object) -> Response:
     db = console.state.db
-    teams = await _integration(console, account.id, account_models.TEAMS)
+    teams = (await integrations(console, account.id)).get(account_models.TEAMS)
     expires, expiry = _secret_expiry(teams)
     found = await monitors.list_monitors(db, account_id=account.id)
     sync = await check.sync_status(db, account_id=account.id)
@@ -89,12 +92,10 @@ async def save_teams(request: Request, console: Console) -> Response:
     state = console.state
     form = console.form
     fields: dict[str, object] = {
-        name: form.get(name, "").strip()
-        for name in ("name", "tenant_id", "client_id", "client_secret", "secret_expires")
-        if form.get(name, "").strip()
+        **filled(form, "name", "tenant_id", "client_id", "client_secret", "secret_expires"),
+        "presence_to_teams": form.get("presence_to_teams") == "yes",
+        "presence_from_teams": form.get("presence_from_teams") == "yes",
     }
-    fields["presence_to_teams"] = form.get("presence_to_teams") == "yes"
-    fields["presence_from_teams"] = form.get("presence_from_teams") == "yes"
     await monitors.save_teams(
         state.db,
         secrets=state.secrets,
@@ -143,15 +144,11 @@ async def change_monitor(request: Request, console: Console) -> Response:
         return await _teams_page(console, account, added=renewed)
     if change != "delete":
         raise NotFound(f"No change {change!r}: renew or delete.")
-    if console.form.get("confirm") != "yes":
-        listed = await monitors.list_monitors(state.db, account_id=account_id)
-        monitor = next((m for m in listed.items if m.id == monitor_id), None)
-        if monitor is None:
-            raise NotFound(f"No presence monitor {monitor_id!r} in this account.")
+    if not confirmed(console):
+        monitor = await state.db.query(monitors.find_monitor, account_id, monitor_id)
         _ = console._
-        return account_page(
+        return confirm_page(
             console,
-            "confirm.html",
             account,
             tab="teams",
             heading=_("Delete this presence monitor?"),
@@ -161,7 +158,6 @@ async def change_monitor(request: Request, console: Console) -> Response:
             ],
             action=f"{base(account_id)}/teams/monitors/{monitor_id}/delete",
             button=_("Delete"),
-            danger=True,
         )
     await monitors.delete_monitor(
         state.db, account_id=account_id, monitor_id=monitor_id, actor=CONSOLE
@@ -205,18 +201,23 @@ async def sync_all(request: Request, console: Console) -> Response:
     return redirect(f"{base(account_id)}/teams", "sync_started")
 
 
-@signed_in
-async def office365_page(request: Request, console: Console) -> Response:
-    account_id = request.path_params["account_id"]
+async def _office365_page(
+    console: Console, account_id: str, consent: ConsentOut | None = None
+) -> Response:
     account = await accounts.get_account(console.state.db, account_id=account_id)
     return account_page(
         console,
         "office365.html",
         account,
         tab="office365",
-        office=await _integration(console, account_id, account_models.OFFICE365),
-        consent=None,
+        office=(await integrations(console, account_id)).get(account_models.OFFICE365),
+        consent=consent,
     )
+
+
+@signed_in
+async def office365_page(request: Request, console: Console) -> Response:
+    return await _office365_page(console, request.path_params["account_id"])
 
 
 @signed_in
@@ -231,15 +232,7 @@ async def office365_consent(request: Request, console: Console) -> Response:
         account_id=account_id,
         actor=CONSOLE,
     )
-    account = await accounts.get_account(state.db, account_id=account_id)
-    return account_page(
-        console,
-        "office365.html",
-        account,
-        tab="office365",
-        office=await _integration(console, account_id, account_models.OFFICE365),
-        consent=consent,
-    )
+    return await _office365_page(console, account_id, consent)
 
 
 @signed_in

@@ -143,18 +143,18 @@ async def find(db: Database, lifetime: Lifetime, session_id: str | None) -> Sess
     return session
 
 
+def _set_reveal(tx: Transaction, session: Session, sealed: str | None) -> None:
+    tx.conn.execute(
+        update(CONSOLE_SESSIONS)
+        .where(CONSOLE_SESSIONS.c.digest == session.digest)
+        .values(reveal=sealed)
+    )
+
+
 async def reveal(db: Database, box: SecretBox, session: Session, shown: dict[str, str]) -> None:
     """Keep ``shown`` (a secret just made) for the session's next page, encrypted."""
     sealed = box.encrypt(json.dumps(shown))
-
-    def work(tx: Transaction) -> None:
-        tx.conn.execute(
-            update(CONSOLE_SESSIONS)
-            .where(CONSOLE_SESSIONS.c.digest == session.digest)
-            .values(reveal=sealed)
-        )
-
-    await db.transact(work)
+    await db.transact(lambda tx: _set_reveal(tx, session, sealed))
 
 
 async def take_reveal(
@@ -168,11 +168,7 @@ async def take_reveal(
         ).first()
         if row is None or row.reveal is None:
             return None
-        tx.conn.execute(
-            update(CONSOLE_SESSIONS)
-            .where(CONSOLE_SESSIONS.c.digest == session.digest)
-            .values(reveal=None)
-        )
+        _set_reveal(tx, session, None)
         return str(row.reveal)
 
     sealed = await db.transact(work)

@@ -14,7 +14,14 @@ from starlette.responses import RedirectResponse, Response
 
 from gateway.console import i18n, sessions
 from gateway.console.forms import read_form
-from gateway.console.guard import CSRF_REFUSED, SESSION_COOKIE, open_console, signed_in
+from gateway.console.guard import (
+    CSRF_REFUSED,
+    SESSION_COOKIE,
+    open_console,
+    secure_cookies,
+    set_session_cookie,
+    signed_in,
+)
 from gateway.console.pages import PREFIX, STATIC, Console, safe_next
 from gateway.console.views import notice, redirect
 from gateway.web.auth import WrongToken, client_key, token_check
@@ -24,18 +31,14 @@ from gateway.web.routing import TemplateRoute
 SIGN_IN_COOKIE = "gateway_console_sign_in"
 
 
-def _cookie_secure(console: Console) -> bool:
-    return console.state.settings.public_url.startswith("https://")
-
-
 async def sign_in_page(request: Request) -> Response:
     console = await open_console(request)
     if console.session is not None:
         return redirect(safe_next(request.query_params.get("next")))
-    return _sign_in_form(console, status=200)
+    return sign_in_form(console, status=200)
 
 
-def _sign_in_form(console: Console, *, status: int, error: str | None = None) -> Response:
+def sign_in_form(console: Console, *, status: int, error: str | None = None) -> Response:
     """The form, with a CSRF value doubled in a cookie: there is no session to hold one yet."""
     request = console.request
     pre = request.cookies.get(SIGN_IN_COOKIE) or secrets.token_urlsafe(32)
@@ -58,7 +61,7 @@ def _sign_in_form(console: Console, *, status: int, error: str | None = None) ->
         path=PREFIX,
         httponly=True,
         samesite="strict",
-        secure=_cookie_secure(console),
+        secure=secure_cookies(console.state.settings),
     )
     return response
 
@@ -77,19 +80,19 @@ async def sign_in(request: Request) -> Response:
     if not expected_pre or not hmac.compare_digest(
         presented_pre.encode("utf-8", "replace"), expected_pre.encode("utf-8", "replace")
     ):
-        return _sign_in_form(console, status=403, error=console._(CSRF_REFUSED))
+        return sign_in_form(console, status=403, error=console._(CSRF_REFUSED))
     settings = console.state.settings
     if settings.admin_token is None:
-        return _sign_in_form(console, status=401)
+        return sign_in_form(console, status=401)
     try:
         with token_check(console.state, "console", client_key(request)):
             _check_token(console.form.get("token", ""), settings.admin_token.get_secret_value())
     except WrongToken:
-        return _sign_in_form(
+        return sign_in_form(
             console, status=401, error=console._("The operator token is not valid.")
         )
     except RateLimited as exc:
-        response = _sign_in_form(
+        response = sign_in_form(
             console,
             status=429,
             error=console._(
@@ -106,14 +109,7 @@ async def sign_in(request: Request) -> Response:
         name="Operator",
     )
     response = redirect(safe_next(console.form.get("next")))
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_id,
-        path=PREFIX,
-        httponly=True,
-        samesite="strict",
-        secure=_cookie_secure(console),
-    )
+    set_session_cookie(response, session_id, settings)
     response.delete_cookie(SIGN_IN_COOKIE, path=PREFIX)
     return response
 

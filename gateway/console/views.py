@@ -7,7 +7,8 @@ from typing import Any
 
 from starlette.responses import RedirectResponse, Response
 
-from gateway.accounts.models import AccountOut
+from gateway.accounts import service as accounts
+from gateway.accounts.models import AccountOut, IntegrationOut
 from gateway.console.pages import PREFIX, Console
 from gateway.events.service import Actor
 
@@ -58,3 +59,42 @@ def account_page(
     return console.render(
         template, section="accounts", tab=tab, account=account, base=base(account.id), **values
     )
+
+
+def confirmed(console: Console) -> bool:
+    """Whether a change that asks first was confirmed (a POST of its confirmation form)."""
+    return console.request.method == "POST" and console.form.get("confirm") == "yes"
+
+
+def confirm_page(
+    console: Console,
+    account: AccountOut,
+    *,
+    tab: str,
+    heading: str,
+    lines: list[str],
+    action: str,
+    button: str,
+    danger: bool = True,
+) -> Response:
+    """The question a change asks before it is made (as the vendor's guide does for a
+    deletion): its form posts ``confirm=yes`` to ``action``."""
+    return account_page(
+        console,
+        "confirm.html",
+        account,
+        tab=tab,
+        heading=heading,
+        lines=lines,
+        action=action,
+        button=button,
+        danger=danger,
+    )
+
+
+async def integrations(console: Console, account_id: str) -> dict[str, IntegrationOut]:
+    """The account's integrations by kind, in one read."""
+    items = await accounts.list_integrations(
+        console.state.db, account_id=account_id, public_url=console.state.settings.public_url
+    )
+    return {item.kind: item for item in items}

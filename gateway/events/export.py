@@ -11,6 +11,7 @@ import io
 from typing import Any
 
 import orjson
+from starlette.responses import Response
 
 CSV_COLUMNS = (
     "event_id",
@@ -56,6 +57,10 @@ def history_csv(rows: list[Any]) -> str:
     return out.getvalue()
 
 
-def filename(account_id: str) -> str:
-    """The name the download is saved under."""
-    return f"events-{account_id}.csv"
+def csv_download(account_id: str, rows: list[Any]) -> Response:
+    """The rows as a CSV download named ``events-ACCOUNT_ID.csv``."""
+    return Response(
+        history_csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="events-{account_id}.csv"'},
+    )

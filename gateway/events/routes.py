@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.events import service as events
-from gateway.events.export import filename, history_csv
+from gateway.events.export import csv_download
 from gateway.events.models import EventPage, FeedPage
 from gateway.events.service import EventFilter
 from gateway.web.auth import require_operator
@@ -68,11 +68,7 @@ async def export_events(request: Request) -> Response:
     rows = await state.db.query(
         _in_account(lambda conn: events.history_rows(conn, account_id, criteria)), account_id
     )
-    return Response(
-        history_csv(rows),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename(account_id)}"'},
-    )
+    return csv_download(account_id, rows)
 
 
 async def read_feed(request: Request) -> Response:

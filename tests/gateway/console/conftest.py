@@ -24,6 +24,9 @@ from tests.gateway.presence.conftest import (  # noqa: F401
     teams_stack,
 )
 
+# A value from outside that must be shown as text: a script, and markup that breaks out
+# of an attribute.
+HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 
 

@@ -39,6 +39,7 @@ from tests.fakes.cmcom import FakeCM
 from tests.fakes.loopback import serve_apps
 from tests.fakes.microsoft import FakeMicrosoft
 from tests.fakes.twilio import FakeTwilio, new_sid, sign_twilio
+from tests.gateway.console.conftest import HOSTILE
 from tests.gateway.presence.conftest import CLIENT_ID, CLIENT_SECRET, TENANT
 from tests.support.databases import sqlite_url
 from tests.support.live import free_port
@@ -47,7 +48,6 @@ from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[3]
 SHOTS = Path(os.environ.get("GATEWAY_CONSOLE_SCREENSHOTS", ROOT / "build" / "console"))
-HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 
 # One worker runs them one after another: each drives a browser of several processes.

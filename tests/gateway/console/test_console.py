@@ -16,9 +16,7 @@ from storage.engine import Database
 from storage.tables import CONSOLE_SESSIONS, utcnow
 from storage.transaction import Transaction
 from tests.conftest import ADMIN_TOKEN, run, user_body
-from tests.gateway.console.conftest import csrf_of, sign_in
-
-HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+from tests.gateway.console.conftest import HOSTILE, csrf_of, sign_in
 
 
 def _accounts(console: TestClient, admin: dict[str, str]) -> list[dict[str, str]]:

@@ -9,11 +9,9 @@ import httpx2
 import pytest
 
 from tests.conftest import run
-from tests.gateway.console.conftest import sign_in
+from tests.gateway.console.conftest import HOSTILE, sign_in
 from tests.gateway.messaging.conftest import CUSTOMER, TWILIO_SID, Stack
 from tests.support.waiting import eventually
-
-HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 
 
 @pytest.fixture
